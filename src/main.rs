@@ -1,0 +1,344 @@
+//! The bayes-robust command line.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use bayes_robust::data::{self, ChecksumPolicy, RawDataset, SplitSpec, Splits};
+use bayes_robust::eval::{self, EvalChunks};
+use bayes_robust::model::bayes::BayesConfig;
+use bayes_robust::model::checkpoint::ModelSpec;
+use bayes_robust::model::mlp::{MlpConfig, MlpInit};
+use bayes_robust::model::{Arch, bayes::BayesMlp};
+use bayes_robust::runtime;
+use bayes_robust::seed::{DEFAULT_MASTER_SEED, SeedTree};
+use bayes_robust::train::{self, Recipe, TrainOptions, TrainedModel};
+
+#[derive(Parser)]
+#[command(
+    name = "bayes-robust",
+    version,
+    about = "Reproduce and test Zhang & Chen (2020): Bayesian weight sampling and adversarial robustness"
+)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct Global {
+    /// Master seed; every random choice derives its own seed from it by name.
+    #[arg(long, global = true, default_value_t = DEFAULT_MASTER_SEED)]
+    seed: u64,
+    /// Folder with the four MNIST IDX files (raw or .gz, either common naming);
+    /// default $BAYES_ROBUST_DATA_DIR, else data/mnist.
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    /// libtorch intra-op threads (default: all cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    /// cpu, or cuda (only when libtorch sees a CUDA device).
+    #[arg(long, global = true, default_value = "cpu")]
+    device: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Inspect and prepare data.
+    #[command(subcommand)]
+    Data(DataCommand),
+    /// Train one model with the paper's recipe and save a checkpoint.
+    Train(TrainArgs),
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Load, verify and summarise the dataset; exits non-zero on any problem.
+    Check {
+        /// The split of the training file: paper (50,000 + 10,000) or fixture (1,600 + 400).
+        #[arg(long, value_enum, default_value_t = SplitArg::Paper)]
+        split: SplitArg,
+        /// Skip the SHA-256 check (for subsets such as the fixture, which have no reference sums).
+        #[arg(long)]
+        no_checksum: bool,
+    },
+    /// Write the first N training and test images as gzipped IDX files (the test fixture).
+    MakeFixture {
+        #[arg(long, default_value = "fixtures/mnist-small")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 2000)]
+        train: usize,
+        #[arg(long, default_value_t = 500)]
+        test: usize,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SplitArg {
+    Paper,
+    Fixture,
+}
+
+impl SplitArg {
+    fn spec(self) -> SplitSpec {
+        match self {
+            SplitArg::Paper => SplitSpec::PAPER,
+            SplitArg::Fixture => SplitSpec::FIXTURE,
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ModelKind {
+    Mlp,
+    Bnn,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    #[arg(long, value_enum)]
+    model: ModelKind,
+    /// Hidden layers, e.g. "" (FC-10), "100-100", "1200-1200".
+    #[arg(long, default_value = "100-100")]
+    hidden: String,
+    /// Weight of the eq. 6 L2 penalty (mlp only).
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    lambda: f64,
+    /// Constant initial ρ of every weight (bnn only).
+    #[arg(long, default_value_t = -3.0, allow_negative_numbers = true)]
+    rho_init: f64,
+    /// Epoch budget (early stopping with patience 5 usually ends sooner).
+    #[arg(long, default_value_t = 300)]
+    max_epochs: usize,
+    /// Single-draw test passes to average for a BNN (the paper: 100).
+    #[arg(long, default_value_t = 100)]
+    eval_runs: usize,
+    /// The split of the training file.
+    #[arg(long, value_enum, default_value_t = SplitArg::Paper)]
+    split: SplitArg,
+    /// Skip the SHA-256 check of the data (subsets only).
+    #[arg(long)]
+    no_checksum: bool,
+    /// Where checkpoints go.
+    #[arg(long, default_value = "runs/models")]
+    out: PathBuf,
+    /// Hide the per-epoch log and progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn main() {
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let threads = cli.global.threads.unwrap_or_else(runtime::default_threads);
+    runtime::set_threads(threads)?;
+    let device = runtime::device_from_flag(&cli.global.device)?;
+    let data_dir = data::resolve_data_dir(cli.global.data_dir.as_deref());
+    match cli.command {
+        Command::Data(DataCommand::Check { split, no_checksum }) => {
+            data_check(&data_dir, split.spec(), policy(no_checksum))
+        }
+        Command::Data(DataCommand::MakeFixture { out, train, test }) => {
+            let raw = RawDataset::load(&data_dir, ChecksumPolicy::RequireMnist)?;
+            data::write_subset(&raw, &out, train, test)?;
+            println!(
+                "wrote the first {train} training and {test} test images of {} to {}",
+                data_dir.display(),
+                out.display()
+            );
+            Ok(())
+        }
+        Command::Train(args) => train_command(&args, &data_dir, device, cli.global.seed, threads),
+    }
+}
+
+fn policy(no_checksum: bool) -> ChecksumPolicy {
+    if no_checksum {
+        ChecksumPolicy::Skip
+    } else {
+        ChecksumPolicy::RequireMnist
+    }
+}
+
+fn data_check(dir: &Path, spec: SplitSpec, policy: ChecksumPolicy) -> Result<()> {
+    let raw = RawDataset::load(dir, policy)
+        .with_context(|| format!("loading the dataset in {}", dir.display()))?;
+    println!("data folder: {}", dir.display());
+    for f in raw.files() {
+        println!(
+            "  {:<40} {}",
+            f.path
+                .file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default(),
+            f.checksum
+        );
+    }
+    let splits = Splits::from_raw(&raw, spec)?;
+    let expected = [("train", spec.train), ("validation", spec.validation)];
+    let mut problems = Vec::new();
+    println!(
+        "{:<11} {:>6}  label counts 0..9{:>37}pixel range",
+        "split", "n", ""
+    );
+    for (name, split) in [
+        ("train", &splits.train),
+        ("validation", &splits.validation),
+        ("test", &splits.test),
+    ] {
+        let counts = split.label_counts();
+        let (lo, hi) = split.pixel_range();
+        println!(
+            "{name:<11} {:>6}  {}  [{lo:.4}, {hi:.4}]",
+            split.len(),
+            counts
+                .iter()
+                .map(|c| format!("{c:>5}"))
+                .collect::<Vec<_>>()
+                .join("")
+        );
+        if let Some((_, n)) = expected.iter().find(|(e, _)| *e == name) {
+            if split.len() != *n {
+                problems.push(format!("{name} has {} examples, expected {n}", split.len()));
+            }
+        }
+        if lo < 0.0 || hi > data::INPUT_MAX + 1e-6 {
+            problems.push(format!(
+                "{name} pixels span [{lo}, {hi}], outside [0, 255/126]"
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        bail!("data check failed: {}", problems.join("; "));
+    }
+    println!(
+        "ok: inputs scaled by 1/{} to [0, {:.4}]",
+        data::PIXEL_DIVISOR,
+        data::INPUT_MAX
+    );
+    Ok(())
+}
+
+fn train_command(
+    args: &TrainArgs,
+    data_dir: &Path,
+    device: tch::Device,
+    master: u64,
+    threads: usize,
+) -> Result<()> {
+    let arch: Arch = args.hidden.parse()?;
+    if args.max_epochs == 0 {
+        bail!("--max-epochs must be at least 1");
+    }
+    let (spec, name) = match args.model {
+        ModelKind::Mlp => {
+            if args.lambda < 0.0 || !args.lambda.is_finite() {
+                bail!("--lambda {} must be a finite value >= 0", args.lambda);
+            }
+            let config = MlpConfig {
+                arch: arch.clone(),
+                init: MlpInit::GlorotUniform,
+            };
+            (
+                ModelSpec::Mlp {
+                    config,
+                    lambda: args.lambda,
+                },
+                format!("mlp_{}_lambda={}", arch, args.lambda),
+            )
+        }
+        ModelKind::Bnn => {
+            if !args.rho_init.is_finite() {
+                bail!("--rho-init {} must be finite", args.rho_init);
+            }
+            let config = BayesConfig {
+                arch: arch.clone(),
+                ..BayesConfig::with_rho_init(args.rho_init)
+            };
+            (
+                ModelSpec::Bnn { config },
+                format!("bnn_{}_rho={}", arch, args.rho_init),
+            )
+        }
+    };
+    let raw = RawDataset::load(data_dir, policy(args.no_checksum))?;
+    let splits = Splits::from_raw(&raw, args.split.spec())?.to_device(device);
+    let recipe = Recipe::paper(args.max_epochs);
+    let seeds = SeedTree::new(master).child(&format!("train/{name}"));
+    let stem = args.out.join(&name);
+    eprintln!(
+        "training {} on {} threads, {:?}; seed {master} / {}",
+        spec.describe(),
+        threads,
+        device,
+        seeds.prefix()
+    );
+    let options = TrainOptions {
+        verbose: !args.quiet,
+        label: name.clone(),
+    };
+    let (model, meta) =
+        train::train_and_save(&spec, &splits, &recipe, &seeds, device, &stem, &options)?;
+    println!(
+        "{}: {} epochs, best validation {:.2}% at epoch {}, {:.1}s; checkpoint {}.safetensors",
+        spec.describe(),
+        meta.epochs_run,
+        100.0 * meta.best_validation_accuracy,
+        meta.best_epoch,
+        meta.wall_seconds,
+        stem.display()
+    );
+    let chunks = EvalChunks::default();
+    match &model {
+        TrainedModel::Mlp { mlp, .. } => {
+            for (label, split) in [("validation", &splits.validation), ("test", &splits.test)] {
+                println!(
+                    "{label} accuracy: {:.2}%",
+                    100.0 * eval::accuracy(mlp, split, chunks)
+                );
+            }
+        }
+        TrainedModel::Bnn { bnn, .. } => report_bnn(bnn, &splits, &seeds, args.eval_runs, chunks)?,
+    }
+    Ok(())
+}
+
+fn report_bnn(
+    bnn: &BayesMlp,
+    splits: &Splits,
+    seeds: &SeedTree,
+    runs: usize,
+    chunks: EvalChunks,
+) -> Result<()> {
+    for (label, split) in [("validation", &splits.validation), ("test", &splits.test)] {
+        seeds.seed_torch(&format!("eval/{label}"));
+        let accs = eval::single_draw_accuracies(bnn, split, runs, chunks);
+        let m = eval::summarize_percent(&accs).context("no evaluation runs")?;
+        println!(
+            "{label} accuracy, one weight draw per pass, {runs} passes: {:.2}% ± {:.2} (95% CI)",
+            m.mean,
+            m.half_width()
+        );
+    }
+    let mean_acc = tch::no_grad(|| {
+        train::per_draw_accuracy(
+            &bnn.logits(&splits.test.images, bayes_robust::model::WeightMode::Mean)
+                .unsqueeze(0),
+            &splits.test.labels,
+        )
+        .double_value(&[0])
+    });
+    println!(
+        "test accuracy of the posterior mean: {:.2}%",
+        100.0 * mean_acc
+    );
+    Ok(())
+}

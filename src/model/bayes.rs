@@ -1,0 +1,432 @@
+//! Bayes-by-Backprop MLPs (Blundell et al. 2015; the paper's §2.1 and §3.2).
+//!
+//! Every weight and bias has a Gaussian posterior N(μ, σ²) with σ = softplus(ρ)
+//! (eq. 1) and the scale-mixture prior π N(0, σ1²) + (1 − π) N(0, σ2²) (eq. 2).
+
+use rand::Rng;
+use rand_chacha::ChaCha20Rng;
+use rand_chacha::rand_core::SeedableRng;
+use tch::{Device, Kind, Tensor, nn};
+
+use super::mlp::truncated_normal;
+use super::{Arch, Classifier, ModelError, WeightMode};
+
+const LN_2PI: f64 = 1.837_877_066_409_345_5;
+
+/// softplus(ρ) = ln(1 + e^ρ), the posterior scale of eq. 1, computed without overflow.
+pub fn softplus(rho: f64) -> f64 {
+    if rho > 0.0 {
+        rho + (-rho).exp().ln_1p()
+    } else {
+        rho.exp().ln_1p()
+    }
+}
+
+/// The inverse of [`softplus`]: ρ = ln(e^σ − 1), for σ > 0.
+pub fn softplus_inv(sigma: f64) -> f64 {
+    if sigma > 30.0 {
+        sigma + (-(-sigma).exp()).ln_1p()
+    } else {
+        sigma.exp_m1().ln()
+    }
+}
+
+/// The scale-mixture prior of eq. 2.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MixturePrior {
+    pub pi: f64,
+    pub sigma1: f64,
+    pub sigma2: f64,
+}
+
+impl Default for MixturePrior {
+    /// The paper's π = 0.5, σ1 = e^-1, σ2 = e^-7.
+    fn default() -> Self {
+        Self {
+            pi: 0.5,
+            sigma1: (-1.0f64).exp(),
+            sigma2: (-7.0f64).exp(),
+        }
+    }
+}
+
+impl MixturePrior {
+    /// The prior's standard deviation √(π σ1² + (1 − π) σ2²) ≈ 0.2601.
+    pub fn std(&self) -> f64 {
+        (self.pi * self.sigma1.powi(2) + (1.0 - self.pi) * self.sigma2.powi(2)).sqrt()
+    }
+
+    /// Elementwise log P(w), by log-sum-exp of the two weighted component log densities
+    /// (σ2 is so small that exp of its log density underflows for any sizeable w):
+    /// log P = a + softplus(b − a) with a, b the log terms of the σ1 and σ2 components.
+    pub fn log_prob(&self, w: &Tensor) -> Tensor {
+        let c1 = self.pi.ln() - self.sigma1.ln() - 0.5 * LN_2PI;
+        let c2 = (1.0 - self.pi).ln() - self.sigma2.ln() - 0.5 * LN_2PI;
+        let (k1, k2) = (-0.5 / self.sigma1.powi(2), -0.5 / self.sigma2.powi(2));
+        let sq = w.square();
+        let a = &sq * k1 + c1;
+        let b_minus_a = &sq * (k2 - k1) + (c2 - c1);
+        a + b_minus_a.softplus()
+    }
+
+    /// Scalar log P(w), for tests and checks.
+    pub fn log_prob_scalar(&self, w: f64) -> f64 {
+        let c = |weight: f64, sigma: f64| {
+            weight.ln() - sigma.ln() - 0.5 * LN_2PI - 0.5 * (w / sigma).powi(2)
+        };
+        let (a, b) = (c(self.pi, self.sigma1), c(1.0 - self.pi, self.sigma2));
+        let m = a.max(b);
+        m + ((a - m).exp() + (b - m).exp()).ln()
+    }
+}
+
+/// Elementwise log N(w; μ, σ²) at w = μ + σ·ε, written in ε so that it stays exact when
+/// σ is far below μ's float resolution (ρ_init = −30 gives σ ≈ 1e-13).
+pub fn log_q_at(eps: &Tensor, sigma: &Tensor) -> Tensor {
+    -(sigma.log() + eps.square() * 0.5 + 0.5 * LN_2PI)
+}
+
+/// Configuration of a Bayes-by-Backprop MLP.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct BayesConfig {
+    pub arch: Arch,
+    pub prior: MixturePrior,
+    /// Constant initial ρ of every weight and bias.
+    pub rho_init: f64,
+    /// Standard deviation of μ's truncated-normal initialisation (the prior's std).
+    pub mu_init_std: f64,
+}
+
+impl Default for BayesConfig {
+    /// The paper's FC-100-100-10 with ρ_init = −3.
+    fn default() -> Self {
+        let prior = MixturePrior::default();
+        Self {
+            arch: Arch::new(&[100, 100]),
+            prior,
+            rho_init: -3.0,
+            mu_init_std: prior.std(),
+        }
+    }
+}
+
+impl BayesConfig {
+    pub fn with_rho_init(rho_init: f64) -> Self {
+        Self {
+            rho_init,
+            ..Self::default()
+        }
+    }
+}
+
+/// A dense layer with a Gaussian posterior per weight and bias; weights are `[in, out]`.
+#[derive(Debug)]
+pub struct BayesLinear {
+    pub mu_w: Tensor,
+    pub rho_w: Tensor,
+    pub mu_b: Tensor,
+    pub rho_b: Tensor,
+    /// 1 for kept weights, 0 for pruned ones (SNR pruning); `None` when nothing is pruned.
+    pub mask_w: Option<Tensor>,
+}
+
+/// One draw of a layer's weights and what the KL term needs of it.
+struct LayerDraw {
+    /// `[n, in, out]`
+    w: Tensor,
+    /// `[n, 1, out]`
+    b: Tensor,
+    /// Σ (log q − log P) over this draw's weights and biases, per draw: `[n]`.
+    kl: Option<Tensor>,
+}
+
+impl BayesLinear {
+    /// Registers μ and ρ of a `fan_in × fan_out` layer under `path`: μ from a normal
+    /// truncated at ±2·`mu_std`, ρ the constant `rho_init`.
+    pub fn new(path: &nn::Path, fan_in: usize, fan_out: usize, config: &BayesConfig) -> Self {
+        let (i, o) = (fan_in as i64, fan_out as i64);
+        let zeros = nn::Init::Const(0.0);
+        let rho = nn::Init::Const(config.rho_init);
+        let layer = Self {
+            mu_w: path.var("mu_w", &[i, o], zeros),
+            rho_w: path.var("rho_w", &[i, o], rho),
+            mu_b: path.var("mu_b", &[o], zeros),
+            rho_b: path.var("rho_b", &[o], rho),
+            mask_w: None,
+        };
+        tch::no_grad(|| {
+            layer
+                .mu_w
+                .shallow_clone()
+                .copy_(&truncated_normal(&[i, o], config.mu_init_std));
+            layer
+                .mu_b
+                .shallow_clone()
+                .copy_(&truncated_normal(&[o], config.mu_init_std));
+        });
+        layer
+    }
+
+    pub fn sigma_w(&self) -> Tensor {
+        self.rho_w.softplus()
+    }
+
+    pub fn sigma_b(&self) -> Tensor {
+        self.rho_b.softplus()
+    }
+
+    /// Signal-to-noise ratio |μ|/σ of every weight (biases excluded).
+    pub fn snr(&self) -> Tensor {
+        self.mu_w.abs() / self.sigma_w()
+    }
+
+    fn masked(&self, w: Tensor) -> Tensor {
+        match &self.mask_w {
+            Some(m) => w * m,
+            None => w,
+        }
+    }
+
+    /// `n` weight draws at once. `with_kl` also returns the Monte Carlo KL of each draw.
+    fn draw(
+        &self,
+        n: usize,
+        mode: WeightMode,
+        prior: &MixturePrior,
+        with_kl: bool,
+        layer_index: u64,
+    ) -> LayerDraw {
+        let n64 = n as i64;
+        let (shape_w, shape_b) = (self.mu_w.size(), self.mu_b.size());
+        let eps = |shape: &[i64], stream: u64| -> Option<Tensor> {
+            let mut full = vec![n64];
+            full.extend_from_slice(shape);
+            match mode {
+                WeightMode::Mean => None,
+                WeightMode::Sample => {
+                    Some(Tensor::randn(&full, (self.mu_w.kind(), self.mu_w.device())))
+                }
+                WeightMode::Frozen(id) => {
+                    Some(frozen_normal(&full, id, stream).to_device(self.mu_w.device()))
+                }
+            }
+        };
+        let (eps_w, eps_b) = (
+            eps(&shape_w, 2 * layer_index),
+            eps(&shape_b, 2 * layer_index + 1),
+        );
+        let (sigma_w, sigma_b) = (self.sigma_w(), self.sigma_b());
+        let w = match &eps_w {
+            Some(e) => &self.mu_w + &sigma_w * e,
+            None => self
+                .mu_w
+                .unsqueeze(0)
+                .expand([n64, shape_w[0], shape_w[1]], false),
+        };
+        let b = match &eps_b {
+            Some(e) => &self.mu_b + &sigma_b * e,
+            None => self.mu_b.unsqueeze(0).expand([n64, shape_b[0]], false),
+        };
+        let kl = match (with_kl, &eps_w, &eps_b) {
+            (true, Some(ew), Some(eb)) => {
+                let kl_w =
+                    match &self.mask_w {
+                        Some(m) => ((log_q_at(ew, &sigma_w) - prior.log_prob(&w)) * m)
+                            .sum_dim_intlist([1, 2].as_slice(), false, None::<Kind>),
+                        None => (log_q_at(ew, &sigma_w) - prior.log_prob(&w)).sum_dim_intlist(
+                            [1, 2].as_slice(),
+                            false,
+                            None::<Kind>,
+                        ),
+                    };
+                let kl_b = (log_q_at(eb, &sigma_b) - prior.log_prob(&b)).sum_dim_intlist(
+                    [1].as_slice(),
+                    false,
+                    None::<Kind>,
+                );
+                Some(kl_w + kl_b)
+            }
+            _ => None,
+        };
+        LayerDraw {
+            w: self.masked(w),
+            b: b.unsqueeze(1),
+            kl,
+        }
+    }
+}
+
+/// Standard normal noise of `shape` from ChaCha20 seeded by (`id`, `stream`), independent
+/// of libtorch's generator (the ε of [`WeightMode::Frozen`]).
+pub fn frozen_normal(shape: &[i64], id: u64, stream: u64) -> Tensor {
+    let mut seed = [0u8; 32];
+    seed[..8].copy_from_slice(&id.to_le_bytes());
+    seed[8..16].copy_from_slice(&stream.to_le_bytes());
+    seed[16..].copy_from_slice(b"frozen-weights\0\0");
+    let mut rng = ChaCha20Rng::from_seed(seed);
+    let n: i64 = shape.iter().product();
+    let mut values = Vec::with_capacity(n as usize);
+    // Box–Muller on pairs of uniforms in (0, 1].
+    while values.len() < n as usize {
+        let u1 = ((rng.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+        let u2 = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        let r = (-2.0 * u1.ln()).sqrt();
+        let t = std::f64::consts::TAU * u2;
+        values.push((r * t.cos()) as f32);
+        values.push((r * t.sin()) as f32);
+    }
+    values.truncate(n as usize);
+    Tensor::from_slice(&values).view(shape)
+}
+
+/// Logits of `n` weight draws and their Monte Carlo KL terms.
+pub struct BayesOutput {
+    /// `[n, B, 10]`
+    pub logits: Tensor,
+    /// Σ over all weights and biases of log q(w|μ,σ) − log P(w), per draw: `[n]`
+    /// (`None` for the posterior mean, which is no draw).
+    pub kl: Option<Tensor>,
+}
+
+/// A Bayes-by-Backprop MLP.
+#[derive(Debug)]
+pub struct BayesMlp {
+    pub config: BayesConfig,
+    pub layers: Vec<BayesLinear>,
+}
+
+impl BayesMlp {
+    /// Registers every layer under `path` (`l{i}.mu_w`, `l{i}.rho_w`, …).
+    pub fn new(path: &nn::Path, config: &BayesConfig) -> Self {
+        let layers = config
+            .arch
+            .layer_dims()
+            .into_iter()
+            .enumerate()
+            .map(|(i, (fan_in, fan_out))| {
+                BayesLinear::new(&(path / format!("l{i}")), fan_in, fan_out, config)
+            })
+            .collect();
+        Self {
+            config: config.clone(),
+            layers,
+        }
+    }
+
+    pub fn device(&self) -> Device {
+        self.layers[0].mu_w.device()
+    }
+
+    /// `n` forward passes of `x` (`[B, 784]`), each with its own weight draw, all as one
+    /// batched matrix product per layer. Returns logits `[n, B, 10]` and, if asked, the
+    /// per-draw KL.
+    pub fn forward(&self, x: &Tensor, n: usize, mode: WeightMode, with_kl: bool) -> BayesOutput {
+        let last = self.layers.len() - 1;
+        let mut h = x.shallow_clone();
+        let mut kl: Option<Tensor> = None;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let draw = layer.draw(n, mode, &self.config.prior, with_kl, i as u64);
+            // [B, in] @ [n, in, out] broadcasts to [n, B, out]; later layers are batched.
+            // One draw takes the plain 2-D product (training's hot path).
+            let z = if n == 1 && i == 0 {
+                (h.matmul(&draw.w.squeeze_dim(0)) + draw.b.squeeze_dim(0)).unsqueeze(0)
+            } else {
+                h.matmul(&draw.w) + &draw.b
+            };
+            h = if i < last { z.relu() } else { z };
+            kl = match (kl, draw.kl) {
+                (Some(a), Some(b)) => Some(a + b),
+                (None, b) => b,
+                (a, None) => a,
+            };
+        }
+        BayesOutput { logits: h, kl }
+    }
+
+    /// Logits `[B, 10]` of a single pass with weights chosen by `mode`.
+    pub fn logits(&self, x: &Tensor, mode: WeightMode) -> Tensor {
+        self.forward(x, 1, mode, false).logits.squeeze_dim(0)
+    }
+
+    /// Eq. 7: the softmax averaged over `n` fresh weight draws, `[B, 10]`, drawn in
+    /// chunks of at most `chunk` draws to bound memory.
+    pub fn ensemble_probs(&self, x: &Tensor, n: usize, chunk: usize) -> Tensor {
+        let chunk = chunk.max(1);
+        let mut acc: Option<Tensor> = None;
+        let mut done = 0;
+        while done < n {
+            let k = chunk.min(n - done);
+            let p = self
+                .forward(x, k, WeightMode::Sample, false)
+                .logits
+                .softmax(-1, None::<Kind>)
+                .sum_dim_intlist([0].as_slice(), false, None::<Kind>);
+            acc = Some(match acc {
+                Some(a) => a + p,
+                None => p,
+            });
+            done += k;
+        }
+        acc.map(|a| a / n as f64)
+            .unwrap_or_else(|| Tensor::zeros([x.size()[0], 10], (x.kind(), x.device())))
+    }
+
+    /// The SNR |μ|/σ of every weight of every layer, flattened and concatenated.
+    pub fn snr_flat(&self) -> Tensor {
+        Tensor::cat(
+            &self
+                .layers
+                .iter()
+                .map(|l| l.snr().flatten(0, -1))
+                .collect::<Vec<_>>(),
+            0,
+        )
+    }
+
+    /// Prunes the ⌊rate·n⌋ weights of lowest SNR, ranked over all layers together (the
+    /// paper's §6); ties go to the lower flat index. Pruned weights are exactly 0 in
+    /// every draw. Biases are never pruned. Replaces any earlier pruning.
+    pub fn prune(&mut self, rate: f64) -> Result<usize, ModelError> {
+        if !(0.0..=1.0).contains(&rate) {
+            return Err(ModelError::BadPruneRate(rate));
+        }
+        let masks = tch::no_grad(|| {
+            let snr = self.snr_flat();
+            let n = snr.size()[0];
+            let k = ((rate * n as f64).floor() as i64).min(n);
+            let (_, order) = snr.sort_stable(true, 0, false);
+            let mut mask = Tensor::ones([n], (Kind::Float, snr.device()));
+            let _ = mask.index_fill_(0, &order.narrow(0, 0, k), 0.0);
+            let mut offset = 0;
+            self.layers
+                .iter()
+                .map(|l| {
+                    let size = l.mu_w.size();
+                    let len = size[0] * size[1];
+                    let m = mask.narrow(0, offset, len).view([size[0], size[1]]);
+                    offset += len;
+                    m
+                })
+                .collect::<Vec<_>>()
+        });
+        let mut pruned = 0;
+        for (layer, mask) in self.layers.iter_mut().zip(masks) {
+            pruned += (mask.numel() as i64 - mask.sum(Kind::Int64).int64_value(&[])) as usize;
+            layer.mask_w = Some(mask);
+        }
+        Ok(pruned)
+    }
+
+    /// Removes any pruning.
+    pub fn unprune(&mut self) {
+        for l in &mut self.layers {
+            l.mask_w = None;
+        }
+    }
+}
+
+impl Classifier for BayesMlp {
+    fn sample_logits(&self, x: &Tensor, n: usize) -> Tensor {
+        self.forward(x, n, WeightMode::Sample, false).logits
+    }
+}

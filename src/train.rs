@@ -1,0 +1,441 @@
+//! The training loop: minibatch SGD with momentum, seeded shuffling, early stopping on
+//! validation accuracy keeping the best weights, and checkpoints.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use tch::{Device, Kind, Tensor, nn, nn::OptimizerConfig};
+
+use crate::data::{ShuffledBatches, Split, Splits};
+use crate::model::WeightMode;
+use crate::model::bayes::{BayesConfig, BayesMlp};
+use crate::model::checkpoint::{
+    self, CHECKPOINT_FORMAT, CheckpointError, CheckpointMeta, ModelSpec,
+};
+use crate::model::mlp::{Mlp, MlpConfig};
+use crate::seed::SeedTree;
+
+/// How per-example losses are combined in a minibatch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reduction {
+    /// Batch-mean cross-entropy; a BNN adds KL / n_train (the paper's lr 1e-3 works).
+    Mean,
+    /// Batch-sum cross-entropy; a BNN adds KL / number_of_batches (the authors' code).
+    Sum,
+}
+
+/// A training recipe: optimiser, batching, loss convention and stopping rule.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Recipe {
+    pub lr: f64,
+    pub momentum: f64,
+    pub batch_size: usize,
+    pub reduction: Reduction,
+    pub max_epochs: usize,
+    /// Stop after this many epochs without a new best validation accuracy; `None`
+    /// trains all `max_epochs` and keeps the last weights.
+    pub patience: Option<usize>,
+    /// A BNN's validation accuracy is the mean over this many fixed weight draws.
+    pub val_draws: usize,
+}
+
+impl Recipe {
+    /// The paper's recipe (§3.2): SGD lr 1e-3, momentum 0.95, batch 128, early stopping
+    /// with patience 5, batch-mean loss, at most `max_epochs` epochs.
+    pub fn paper(max_epochs: usize) -> Self {
+        Self {
+            lr: 1e-3,
+            momentum: 0.95,
+            batch_size: 128,
+            reduction: Reduction::Mean,
+            max_epochs,
+            patience: Some(5),
+            val_draws: 10,
+        }
+    }
+}
+
+/// What the trainer logs each epoch.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    /// Mean over minibatches of the full minibatch loss.
+    pub loss: f64,
+    /// Mean over minibatches of the KL part of the loss (BNNs only).
+    pub kl: Option<f64>,
+    pub validation_accuracy: f64,
+    pub seconds: f64,
+}
+
+/// The result of a training run.
+#[derive(Debug, Clone)]
+pub struct TrainOutcome {
+    pub epochs_run: usize,
+    pub best_epoch: usize,
+    pub best_validation_accuracy: f64,
+    pub wall_seconds: f64,
+    pub history: Vec<EpochRecord>,
+}
+
+/// A model the trainer can fit: a minibatch loss and a validation accuracy.
+pub trait Trainee {
+    /// The minibatch loss and (for BNNs) its KL part, as tensors (no host sync).
+    fn batch_loss(&self, x: &Tensor, y: &Tensor, scale: &LossScale) -> (Tensor, Option<Tensor>);
+    /// Validation accuracy in [0, 1].
+    fn validation_accuracy(&self, split: &Split, recipe: &Recipe) -> f64;
+}
+
+/// What the loss convention needs to know about the data.
+#[derive(Debug, Clone, Copy)]
+pub struct LossScale {
+    pub reduction: Reduction,
+    pub n_train: usize,
+    pub n_batches: usize,
+}
+
+impl LossScale {
+    fn cross_entropy(&self, logits: &Tensor, y: &Tensor) -> Tensor {
+        let nll = logits.cross_entropy_loss::<Tensor>(y, None, tch::Reduction::Sum, -100, 0.0);
+        match self.reduction {
+            Reduction::Mean => nll / y.size()[0] as f64,
+            Reduction::Sum => nll,
+        }
+    }
+
+    /// The weight of the full KL term in one minibatch's loss, so that an epoch sums to
+    /// one KL in the loss's own units (Blundell et al. 2015, equal minibatch weights).
+    pub fn kl_weight(&self) -> f64 {
+        match self.reduction {
+            Reduction::Mean => 1.0 / self.n_train as f64,
+            Reduction::Sum => 1.0 / self.n_batches as f64,
+        }
+    }
+}
+
+/// Fraction of `labels` that each of the `[n, B, 10]` logits gets right: `[n]`.
+pub fn per_draw_accuracy(logits: &Tensor, labels: &Tensor) -> Tensor {
+    logits
+        .argmax(-1, false)
+        .eq_tensor(labels)
+        .to_kind(Kind::Float)
+        .mean_dim([-1].as_slice(), false, Kind::Float)
+}
+
+/// A deterministic MLP with its eq. 6 penalty weight λ.
+pub struct PenalisedMlp<'a> {
+    pub mlp: &'a Mlp,
+    pub lambda: f64,
+}
+
+impl Trainee for PenalisedMlp<'_> {
+    fn batch_loss(&self, x: &Tensor, y: &Tensor, scale: &LossScale) -> (Tensor, Option<Tensor>) {
+        let ce = scale.cross_entropy(&self.mlp.forward(x), y);
+        let loss = if self.lambda > 0.0 {
+            ce + self.mlp.l2_penalty() * self.lambda
+        } else {
+            ce
+        };
+        (loss, None)
+    }
+
+    fn validation_accuracy(&self, split: &Split, _recipe: &Recipe) -> f64 {
+        tch::no_grad(|| {
+            per_draw_accuracy(&self.mlp.forward(&split.images).unsqueeze(0), &split.labels)
+                .double_value(&[0])
+        })
+    }
+}
+
+impl Trainee for BayesMlp {
+    /// One weight draw per minibatch: cross-entropy plus the Monte Carlo KL
+    /// log q(w|μ,σ) − log P(w) of that draw, weighted by [`LossScale::kl_weight`].
+    fn batch_loss(&self, x: &Tensor, y: &Tensor, scale: &LossScale) -> (Tensor, Option<Tensor>) {
+        let out = self.forward(x, 1, WeightMode::Sample, true);
+        let ce = scale.cross_entropy(&out.logits.squeeze_dim(0), y);
+        match out.kl {
+            Some(kl) => {
+                let kl_part = kl.squeeze_dim(0) * scale.kl_weight();
+                (ce + &kl_part, Some(kl_part))
+            }
+            None => (ce, None),
+        }
+    }
+
+    /// Mean accuracy of `val_draws` frozen weight draws (ids 0..val_draws): the same ε in
+    /// every epoch, so epochs are compared on common random numbers.
+    fn validation_accuracy(&self, split: &Split, recipe: &Recipe) -> f64 {
+        tch::no_grad(|| {
+            let logits = self
+                .forward(
+                    &split.images,
+                    recipe.val_draws.max(1),
+                    WeightMode::Frozen(0),
+                    false,
+                )
+                .logits;
+            per_draw_accuracy(&logits, &split.labels)
+                .mean(Kind::Float)
+                .double_value(&[])
+        })
+    }
+}
+
+/// Options that do not change the result.
+#[derive(Debug, Clone, Default)]
+pub struct TrainOptions {
+    /// Print one line per epoch and show a progress bar.
+    pub verbose: bool,
+    /// A label for the progress bar and log lines.
+    pub label: String,
+}
+
+fn snapshot(vs: &nn::VarStore) -> HashMap<String, Tensor> {
+    vs.variables()
+        .into_iter()
+        .map(|(k, v)| (k, v.detach().copy()))
+        .collect()
+}
+
+fn restore(vs: &nn::VarStore, saved: &HashMap<String, Tensor>) {
+    tch::no_grad(|| {
+        for (name, var) in vs.variables() {
+            if let Some(v) = saved.get(&name) {
+                var.shallow_clone().copy_(v);
+            }
+        }
+    });
+}
+
+/// Fits the variables of `vs` through `model` on `splits.train`, early-stopping on
+/// `splits.validation`. Seeds: `shuffle` (data order, ChaCha20) and `noise/epoch=<e>`
+/// (libtorch's generator at the start of every epoch) under `seeds`.
+pub fn fit(
+    vs: &nn::VarStore,
+    model: &impl Trainee,
+    splits: &Splits,
+    recipe: &Recipe,
+    seeds: &SeedTree,
+    options: &TrainOptions,
+) -> Result<TrainOutcome, tch::TchError> {
+    let start = Instant::now();
+    let n_train = splits.train.len();
+    let mut batches = ShuffledBatches::new(seeds.rng("shuffle"), n_train, recipe.batch_size);
+    let scale = LossScale {
+        reduction: recipe.reduction,
+        n_train,
+        n_batches: n_train.div_ceil(recipe.batch_size.max(1)),
+    };
+    let mut opt = nn::Sgd {
+        momentum: recipe.momentum,
+        dampening: 0.0,
+        wd: 0.0,
+        nesterov: false,
+    }
+    .build(vs, recipe.lr)?;
+
+    let bar = if options.verbose {
+        ProgressBar::new(recipe.max_epochs as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] epoch {pos}/{len} {msg} (eta {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(options.label.clone());
+
+    let mut history = Vec::new();
+    let (mut best_acc, mut best_epoch) = (f64::NEG_INFINITY, 0);
+    let mut best_weights = None;
+    let device = vs.device();
+    for epoch in 1..=recipe.max_epochs {
+        let t0 = Instant::now();
+        seeds.seed_torch(&format!("noise/epoch={epoch}"));
+        let mut loss_sum = Tensor::zeros([], (Kind::Double, device));
+        let mut kl_sum: Option<Tensor> = None;
+        let order = batches.next_epoch();
+        let n_steps = order.len();
+        for index in order {
+            let index = index.to_device(device);
+            let x = splits.train.images.index_select(0, &index);
+            let y = splits.train.labels.index_select(0, &index);
+            let (loss, kl) = model.batch_loss(&x, &y, &scale);
+            opt.backward_step(&loss);
+            loss_sum += loss.detach();
+            if let Some(kl) = kl {
+                kl_sum = Some(match kl_sum {
+                    Some(s) => s + kl.detach(),
+                    None => kl.detach(),
+                });
+            }
+        }
+        let val = model.validation_accuracy(&splits.validation, recipe);
+        let record = EpochRecord {
+            epoch,
+            loss: loss_sum.double_value(&[]) / n_steps as f64,
+            kl: kl_sum.map(|k| k.double_value(&[]) / n_steps as f64),
+            validation_accuracy: val,
+            seconds: t0.elapsed().as_secs_f64(),
+        };
+        if !record.loss.is_finite() {
+            return Err(tch::TchError::Kind(format!(
+                "{}: training diverged at epoch {epoch} (loss {})",
+                options.label, record.loss
+            )));
+        }
+        if options.verbose {
+            let line = format!(
+                "{} epoch {:>3}  loss {:.4}{}  val {:.2}%  {:.1}s",
+                options.label,
+                epoch,
+                record.loss,
+                record
+                    .kl
+                    .map(|k| format!("  kl {k:.4}"))
+                    .unwrap_or_default(),
+                100.0 * val,
+                record.seconds
+            );
+            bar.suspend(|| eprintln!("{line}"));
+        }
+        history.push(record);
+        bar.inc(1);
+        bar.set_message(format!("val {:.2}%", 100.0 * val));
+        if val > best_acc {
+            best_acc = val;
+            best_epoch = epoch;
+            if recipe.patience.is_some() {
+                best_weights = Some(snapshot(vs));
+            }
+        } else if recipe.patience.is_some_and(|p| epoch - best_epoch >= p) {
+            break;
+        }
+    }
+    bar.finish_and_clear();
+    if let Some(saved) = &best_weights {
+        restore(vs, saved);
+    }
+    let last = history.last().map(|r| (r.epoch, r.validation_accuracy));
+    let (best_epoch, best_acc) = match (recipe.patience, last) {
+        (None, Some(last)) => last,
+        _ => (best_epoch, best_acc),
+    };
+    Ok(TrainOutcome {
+        epochs_run: history.len(),
+        best_epoch,
+        best_validation_accuracy: best_acc,
+        wall_seconds: start.elapsed().as_secs_f64(),
+        history,
+    })
+}
+
+/// A trained model of either kind, with its variables.
+pub enum TrainedModel {
+    Mlp {
+        vs: nn::VarStore,
+        mlp: Mlp,
+        lambda: f64,
+    },
+    Bnn {
+        vs: nn::VarStore,
+        bnn: BayesMlp,
+    },
+}
+
+impl TrainedModel {
+    /// Builds the model of `spec` on `device`, initialised from seed `<seeds>/init`.
+    pub fn init(spec: &ModelSpec, device: Device, seeds: &SeedTree) -> Self {
+        let vs = nn::VarStore::new(device);
+        seeds.seed_torch("init");
+        match spec {
+            ModelSpec::Mlp { config, lambda } => {
+                let mlp = Mlp::new(&vs.root(), config);
+                TrainedModel::Mlp {
+                    vs,
+                    mlp,
+                    lambda: *lambda,
+                }
+            }
+            ModelSpec::Bnn { config } => {
+                let bnn = BayesMlp::new(&vs.root(), config);
+                TrainedModel::Bnn { vs, bnn }
+            }
+        }
+    }
+
+    pub fn vs(&self) -> &nn::VarStore {
+        match self {
+            TrainedModel::Mlp { vs, .. } | TrainedModel::Bnn { vs, .. } => vs,
+        }
+    }
+
+    /// Loads a checkpoint of `spec` from `stem`.
+    pub fn load(
+        spec: &ModelSpec,
+        device: Device,
+        stem: &Path,
+    ) -> Result<(Self, CheckpointMeta), CheckpointError> {
+        let mut model = Self::init(spec, device, &SeedTree::new(0));
+        let vs = match &mut model {
+            TrainedModel::Mlp { vs, .. } | TrainedModel::Bnn { vs, .. } => vs,
+        };
+        let meta = checkpoint::load_into(vs, spec, stem)?;
+        Ok((model, meta))
+    }
+}
+
+/// Trains the model of `spec` from scratch, seeded from `seeds`, and saves a checkpoint
+/// at `stem`.
+pub fn train_and_save(
+    spec: &ModelSpec,
+    splits: &Splits,
+    recipe: &Recipe,
+    seeds: &SeedTree,
+    device: Device,
+    stem: &Path,
+    options: &TrainOptions,
+) -> anyhow::Result<(TrainedModel, CheckpointMeta)> {
+    let model = TrainedModel::init(spec, device, seeds);
+    let outcome = match &model {
+        TrainedModel::Mlp { vs, mlp, lambda } => fit(
+            vs,
+            &PenalisedMlp {
+                mlp,
+                lambda: *lambda,
+            },
+            splits,
+            recipe,
+            seeds,
+            options,
+        )?,
+        TrainedModel::Bnn { vs, bnn } => fit(vs, bnn, splits, recipe, seeds, options)?,
+    };
+    let meta = CheckpointMeta {
+        format: CHECKPOINT_FORMAT,
+        crate_version: env!("CARGO_PKG_VERSION").to_owned(),
+        model: spec.clone(),
+        master_seed: seeds.master(),
+        seed_name: seeds.prefix().to_owned(),
+        epochs_run: outcome.epochs_run,
+        best_epoch: outcome.best_epoch,
+        best_validation_accuracy: outcome.best_validation_accuracy,
+        wall_seconds: outcome.wall_seconds,
+        recipe: serde_json::to_value(recipe)?,
+        history: serde_json::to_value(&outcome.history)?,
+    };
+    checkpoint::save(model.vs(), &meta, stem)?;
+    Ok((model, meta))
+}
+
+/// Convenience constructors for the two model kinds.
+pub fn mlp_spec(config: MlpConfig, lambda: f64) -> ModelSpec {
+    ModelSpec::Mlp { config, lambda }
+}
+
+pub fn bnn_spec(config: BayesConfig) -> ModelSpec {
+    ModelSpec::Bnn { config }
+}

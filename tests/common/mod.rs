@@ -1,0 +1,42 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+pub mod strategies;
+
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
+
+use bayes_robust::data::{ChecksumPolicy, RawDataset, SplitSpec, Splits};
+
+/// The small real-MNIST subset in `fixtures/mnist-small` (see fixtures/README.md).
+pub fn fixture_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/mnist-small")
+}
+
+pub fn fixture_splits() -> Splits {
+    let raw = RawDataset::load(&fixture_dir(), ChecksumPolicy::Skip).expect("fixture loads");
+    Splits::from_raw(&raw, SplitSpec::FIXTURE).expect("fixture splits")
+}
+
+/// Real MNIST, as fetched by scripts/setup.sh. Tests that need it fail (never skip)
+/// without it, saying how to get it.
+pub fn real_mnist_dir() -> PathBuf {
+    let dir = std::env::var_os("BAYES_ROBUST_DATA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/mnist"));
+    assert!(
+        dir.join("train-images.idx3-ubyte").exists()
+            || dir.join("train-images-idx3-ubyte.gz").exists(),
+        "real MNIST not found in {}: run scripts/setup.sh (or scripts/test.sh) first",
+        dir.display()
+    );
+    dir
+}
+
+static TORCH_RNG: Mutex<()> = Mutex::new(());
+
+/// libtorch's generator is global to the process: tests that seed it and depend on
+/// its stream hold this lock so that `cargo test`'s threads cannot interleave.
+pub fn torch_rng_lock() -> MutexGuard<'static, ()> {
+    TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner())
+}
