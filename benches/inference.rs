@@ -43,10 +43,15 @@ fn inference(c: &mut Criterion) {
         });
         let t = Instant::now();
         let _ = tch::no_grad(|| bnn.ensemble_probs(&x, n, 10));
-        println!("bnn ensemble N={n}: {:.1} GFLOP/s", n as f64 * flops_per_pass / t.elapsed().as_secs_f64() / 1e9);
+        println!(
+            "bnn ensemble N={n}: {:.1} GFLOP/s",
+            n as f64 * flops_per_pass / t.elapsed().as_secs_f64() / 1e9
+        );
     }
     group.throughput(Throughput::Elements(IMAGES as u64));
-    group.bench_function("deterministic_forward", |b| b.iter(|| tch::no_grad(|| mlp.forward(&x))));
+    group.bench_function("deterministic_forward", |b| {
+        b.iter(|| tch::no_grad(|| mlp.forward(&x)))
+    });
     group.finish();
 }
 

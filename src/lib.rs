@@ -4,8 +4,10 @@
 //! Data flows one way: [`data`] → [`model`] → [`train`] → [`eval`] → [`stats`].
 //! Every random choice takes its seed from a [`seed::SeedTree`].
 
+pub mod attack;
 pub mod data;
 pub mod eval;
+pub mod experiment;
 pub mod model;
 pub mod runtime;
 pub mod seed;

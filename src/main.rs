@@ -7,6 +7,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use bayes_robust::data::{self, ChecksumPolicy, RawDataset, SplitSpec, Splits};
 use bayes_robust::eval::{self, EvalChunks};
+use bayes_robust::experiment::Profile;
+use bayes_robust::experiment::reproduce::{self, ReproduceConfig};
 use bayes_robust::model::bayes::BayesConfig;
 use bayes_robust::model::checkpoint::ModelSpec;
 use bayes_robust::model::mlp::{MlpConfig, MlpInit};
@@ -52,6 +54,25 @@ enum Command {
     Data(DataCommand),
     /// Train one model with the paper's recipe and save a checkpoint.
     Train(TrainArgs),
+    /// Train the paper's model grid, make the 12 perturbation sets, evaluate Tables 1–4
+    /// and write reports/<profile>/results.json; resumes from runs/<profile>/.
+    Reproduce(ReproduceArgs),
+}
+
+#[derive(Args)]
+struct ReproduceArgs {
+    /// paper (the paper's protocol) or quick (every cell, far less work).
+    #[arg(long, default_value = "paper")]
+    profile: String,
+    /// Artifact cache (default runs/<profile>).
+    #[arg(long)]
+    runs_dir: Option<PathBuf>,
+    /// Where results.json goes (default reports/<profile>).
+    #[arg(long)]
+    out_dir: Option<PathBuf>,
+    /// Hide progress bars and per-epoch lines.
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Subcommand)]
@@ -157,6 +178,27 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Train(args) => train_command(&args, &data_dir, device, cli.global.seed, threads),
+        Command::Reproduce(args) => {
+            let Some(profile) = Profile::by_name(&args.profile) else {
+                bail!("--profile {:?} is not one of paper, quick", args.profile);
+            };
+            let cfg = ReproduceConfig {
+                runs_dir: args
+                    .runs_dir
+                    .unwrap_or_else(|| PathBuf::from("runs").join(&profile.name)),
+                out_dir: args
+                    .out_dir
+                    .unwrap_or_else(|| PathBuf::from("reports").join(&profile.name)),
+                profile,
+                master_seed: cli.global.seed,
+                device,
+                threads,
+                data_dir,
+                verbose: !args.quiet,
+            };
+            reproduce::reproduce(&cfg)?;
+            Ok(())
+        }
     }
 }
 

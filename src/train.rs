@@ -10,11 +10,11 @@ use tch::{Device, Kind, Tensor, nn, nn::OptimizerConfig};
 
 use crate::data::{ShuffledBatches, Split, Splits};
 use crate::model::WeightMode;
-use crate::model::bayes::{BayesConfig, BayesMlp};
+use crate::model::bayes::BayesMlp;
 use crate::model::checkpoint::{
     self, CHECKPOINT_FORMAT, CheckpointError, CheckpointMeta, ModelSpec,
 };
-use crate::model::mlp::{Mlp, MlpConfig};
+use crate::model::mlp::Mlp;
 use crate::seed::SeedTree;
 
 /// How per-example losses are combined in a minibatch.
@@ -333,6 +333,17 @@ pub fn fit(
     })
 }
 
+/// Why training a model failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("training failed: {0}")]
+    Torch(#[from] tch::TchError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("cannot record the training run: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
 /// A trained model of either kind, with its variables.
 pub enum TrainedModel {
     Mlp {
@@ -398,7 +409,7 @@ pub fn train_and_save(
     device: Device,
     stem: &Path,
     options: &TrainOptions,
-) -> anyhow::Result<(TrainedModel, CheckpointMeta)> {
+) -> Result<(TrainedModel, CheckpointMeta), TrainError> {
     let model = TrainedModel::init(spec, device, seeds);
     let outcome = match &model {
         TrainedModel::Mlp { vs, mlp, lambda } => fit(
@@ -429,13 +440,4 @@ pub fn train_and_save(
     };
     checkpoint::save(model.vs(), &meta, stem)?;
     Ok((model, meta))
-}
-
-/// Convenience constructors for the two model kinds.
-pub fn mlp_spec(config: MlpConfig, lambda: f64) -> ModelSpec {
-    ModelSpec::Mlp { config, lambda }
-}
-
-pub fn bnn_spec(config: BayesConfig) -> ModelSpec {
-    ModelSpec::Bnn { config }
 }

@@ -13,7 +13,10 @@ fn bayes_robust(args: &[&str]) -> Output {
 }
 
 fn text(o: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -24,7 +27,10 @@ fn data_check_on_real_mnist_reports_checksums_and_exits_zero() {
     assert!(o.status.success(), "{out}\n{err}");
     assert_eq!(out.matches("SHA-256 ok").count(), 4, "{out}");
     assert!(out.contains("train        50000"), "{out}");
-    assert!(out.contains("test         10000    980 1135 1032 1010  982  892  958 1028  974 1009"), "{out}");
+    assert!(
+        out.contains("test         10000    980 1135 1032 1010  982  892  958 1028  974 1009"),
+        "{out}"
+    );
     assert!(out.contains("[0.0000, 2.0238]"));
 }
 
@@ -37,12 +43,27 @@ fn data_check_fails_on_a_corrupt_folder_and_names_the_file() {
     }
     let labels = d.path().join("t10k-labels-idx1-ubyte.gz");
     std::fs::write(&labels, b"not gzip").unwrap();
-    let o = bayes_robust(&["data", "check", "--split", "fixture", "--no-checksum", "--data-dir", d.path().to_str().unwrap()]);
+    let o = bayes_robust(&[
+        "data",
+        "check",
+        "--split",
+        "fixture",
+        "--no-checksum",
+        "--data-dir",
+        d.path().to_str().unwrap(),
+    ]);
     let (_, err) = text(&o);
     assert!(!o.status.success());
     assert!(err.contains("t10k-labels-idx1-ubyte.gz"), "{err}");
     // The fixture is not real MNIST: with checksums required, the check fails.
-    let o = bayes_robust(&["data", "check", "--split", "fixture", "--data-dir", common::fixture_dir().to_str().unwrap()]);
+    let o = bayes_robust(&[
+        "data",
+        "check",
+        "--split",
+        "fixture",
+        "--data-dir",
+        common::fixture_dir().to_str().unwrap(),
+    ]);
     assert!(!o.status.success());
     assert!(text(&o).1.contains("SHA-256 mismatch"), "{}", text(&o).1);
 }
@@ -52,7 +73,15 @@ fn bad_flags_are_clear_errors() {
     let o = bayes_robust(&["train", "--model", "mlp", "--hidden", "100-x"]);
     assert!(!o.status.success());
     assert!(text(&o).1.contains("\"100-x\""), "{}", text(&o).1);
-    let o = bayes_robust(&["train", "--model", "mlp", "--lambda", "-1", "--data-dir", "/nonexistent"]);
+    let o = bayes_robust(&[
+        "train",
+        "--model",
+        "mlp",
+        "--lambda",
+        "-1",
+        "--data-dir",
+        "/nonexistent",
+    ]);
     assert!(!o.status.success());
     assert!(text(&o).1.contains("--lambda"), "{}", text(&o).1);
     let o = bayes_robust(&["--device", "tpu", "data", "check"]);
@@ -73,15 +102,41 @@ fn train_writes_a_checkpoint_and_reports_accuracy() {
     let d = tempfile::tempdir().unwrap();
     let fixture = common::fixture_dir();
     let o = bayes_robust(&[
-        "--threads", "1", "train", "--model", "bnn", "--rho-init", "-3", "--max-epochs", "2", "--eval-runs", "5",
-        "--split", "fixture", "--no-checksum", "--quiet",
-        "--data-dir", fixture.to_str().unwrap(), "--out", d.path().to_str().unwrap(),
+        "--threads",
+        "1",
+        "train",
+        "--model",
+        "bnn",
+        "--rho-init",
+        "-3",
+        "--max-epochs",
+        "2",
+        "--eval-runs",
+        "5",
+        "--split",
+        "fixture",
+        "--no-checksum",
+        "--quiet",
+        "--data-dir",
+        fixture.to_str().unwrap(),
+        "--out",
+        d.path().to_str().unwrap(),
     ]);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}\n{err}");
-    assert!(out.contains("test accuracy, one weight draw per pass, 5 passes"), "{out}");
-    assert!(d.path().join("bnn_FC-100-100-10_rho=-3.safetensors").is_file());
-    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.path().join("bnn_FC-100-100-10_rho=-3.json")).unwrap()).unwrap();
+    assert!(
+        out.contains("test accuracy, one weight draw per pass, 5 passes"),
+        "{out}"
+    );
+    assert!(
+        d.path()
+            .join("bnn_FC-100-100-10_rho=-3.safetensors")
+            .is_file()
+    );
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(d.path().join("bnn_FC-100-100-10_rho=-3.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(meta["epochs_run"], 2);
     assert_eq!(meta["model"]["kind"], "bnn");
     assert_eq!(meta["recipe"]["lr"], 1e-3);

@@ -13,23 +13,47 @@ use bayes_robust::train::{self, PenalisedMlp, Recipe, TrainOptions, TrainedModel
 use tch::{Device, Tensor};
 
 fn recipe(epochs: usize) -> Recipe {
-    Recipe { max_epochs: epochs, ..Recipe::paper(epochs) }
+    Recipe {
+        max_epochs: epochs,
+        ..Recipe::paper(epochs)
+    }
 }
 
 fn mlp_spec(lambda: f64) -> ModelSpec {
-    ModelSpec::Mlp { config: MlpConfig { arch: Arch::new(&[100, 100]), init: MlpInit::GlorotUniform }, lambda }
+    ModelSpec::Mlp {
+        config: MlpConfig {
+            arch: Arch::new(&[100, 100]),
+            init: MlpInit::GlorotUniform,
+        },
+        lambda,
+    }
 }
 
 fn bnn_spec(rho_init: f64) -> ModelSpec {
-    ModelSpec::Bnn { config: BayesConfig::with_rho_init(rho_init) }
+    ModelSpec::Bnn {
+        config: BayesConfig::with_rho_init(rho_init),
+    }
 }
 
-fn train_on_fixture(spec: &ModelSpec, recipe: &Recipe, master: u64, dir: &Path) -> (TrainedModel, checkpoint::CheckpointMeta) {
+fn train_on_fixture(
+    spec: &ModelSpec,
+    recipe: &Recipe,
+    master: u64,
+    dir: &Path,
+) -> (TrainedModel, checkpoint::CheckpointMeta) {
     tch::set_num_threads(1);
     let splits = common::fixture_splits();
     let seeds = SeedTree::new(master).child("test");
-    train::train_and_save(spec, &splits, recipe, &seeds, Device::Cpu, &dir.join("model"), &TrainOptions::default())
-        .expect("training succeeds")
+    train::train_and_save(
+        spec,
+        &splits,
+        recipe,
+        &seeds,
+        Device::Cpu,
+        &dir.join("model"),
+        &TrainOptions::default(),
+    )
+    .expect("training succeeds")
 }
 
 fn weights(model: &TrainedModel) -> Vec<(String, Tensor)> {
@@ -39,7 +63,10 @@ fn weights(model: &TrainedModel) -> Vec<(String, Tensor)> {
 }
 
 fn same_weights(a: &TrainedModel, b: &TrainedModel) -> bool {
-    weights(a).iter().zip(weights(b)).all(|((n1, t1), (n2, t2))| *n1 == n2 && t1.equal(&t2))
+    weights(a)
+        .iter()
+        .zip(weights(b))
+        .all(|((n1, t1), (n2, t2))| *n1 == n2 && t1.equal(&t2))
 }
 
 #[test]
@@ -50,8 +77,16 @@ fn the_same_seed_trains_bitwise_identical_weights_and_another_does_not() {
         let (a, _) = train_on_fixture(&spec, &recipe(2), 1, &d.path().join("a"));
         let (b, _) = train_on_fixture(&spec, &recipe(2), 1, &d.path().join("b"));
         let (c, _) = train_on_fixture(&spec, &recipe(2), 2, &d.path().join("c"));
-        assert!(same_weights(&a, &b), "{}: same seed, different weights", spec.describe());
-        assert!(!same_weights(&a, &c), "{}: different seeds, same weights", spec.describe());
+        assert!(
+            same_weights(&a, &b),
+            "{}: same seed, different weights",
+            spec.describe()
+        );
+        assert!(
+            !same_weights(&a, &c),
+            "{}: different seeds, same weights",
+            spec.describe()
+        );
     }
 }
 
@@ -61,11 +96,22 @@ fn training_learns_the_fixture() {
     let d = tempfile::tempdir().unwrap();
     let (_, mlp) = train_on_fixture(&mlp_spec(0.0), &recipe(8), 3, &d.path().join("mlp"));
     // Chance is 10%; the paper's slow recipe reaches about 80% in 8 short epochs.
-    assert!(mlp.best_validation_accuracy > 0.75, "mlp validation {}", mlp.best_validation_accuracy);
+    assert!(
+        mlp.best_validation_accuracy > 0.75,
+        "mlp validation {}",
+        mlp.best_validation_accuracy
+    );
     let (_, bnn) = train_on_fixture(&bnn_spec(-4.0), &recipe(8), 3, &d.path().join("bnn"));
-    assert!(bnn.best_validation_accuracy > 0.5, "bnn validation {}", bnn.best_validation_accuracy);
+    assert!(
+        bnn.best_validation_accuracy > 0.5,
+        "bnn validation {}",
+        bnn.best_validation_accuracy
+    );
     let history: Vec<train::EpochRecord> = serde_json::from_value(bnn.history.clone()).unwrap();
-    assert!(history.iter().all(|r| r.kl.is_some_and(|k| k > 0.0)), "a BNN logs its KL part");
+    assert!(
+        history.iter().all(|r| r.kl.is_some_and(|k| k > 0.0)),
+        "a BNN logs its KL part"
+    );
     assert!(history.last().unwrap().loss < history[0].loss, "loss falls");
 }
 
@@ -74,14 +120,23 @@ fn early_stopping_keeps_the_best_weights() {
     let _g = common::torch_rng_lock();
     let d = tempfile::tempdir().unwrap();
     // lr 0.5 oscillates, so validation accuracy peaks early and patience 2 ends it.
-    let r = Recipe { lr: 0.5, patience: Some(2), ..recipe(40) };
+    let r = Recipe {
+        lr: 0.5,
+        patience: Some(2),
+        ..recipe(40)
+    };
     let (model, meta) = train_on_fixture(&mlp_spec(0.0), &r, 4, d.path());
     assert!(meta.epochs_run < 40, "never stopped");
     assert_eq!(meta.epochs_run, meta.best_epoch + 2);
-    let TrainedModel::Mlp { mlp, .. } = &model else { panic!("not an mlp") };
+    let TrainedModel::Mlp { mlp, .. } = &model else {
+        panic!("not an mlp")
+    };
     let splits = common::fixture_splits();
     let acc = PenalisedMlp { mlp, lambda: 0.0 }.validation_accuracy(&splits.validation, &r);
-    assert_eq!(acc, meta.best_validation_accuracy, "restored weights are not the best epoch's");
+    assert_eq!(
+        acc, meta.best_validation_accuracy,
+        "restored weights are not the best epoch's"
+    );
 }
 
 #[test]
@@ -89,9 +144,15 @@ fn a_larger_penalty_gives_smaller_weights() {
     let _g = common::torch_rng_lock();
     let d = tempfile::tempdir().unwrap();
     let norm = |lambda: f64, dir: &str| {
-        let r = Recipe { lr: 0.05, patience: None, ..recipe(10) };
+        let r = Recipe {
+            lr: 0.05,
+            patience: None,
+            ..recipe(10)
+        };
         let (m, _) = train_on_fixture(&mlp_spec(lambda), &r, 5, &d.path().join(dir));
-        let TrainedModel::Mlp { mlp, .. } = m else { panic!() };
+        let TrainedModel::Mlp { mlp, .. } = m else {
+            panic!()
+        };
         mlp.l2_penalty().double_value(&[])
     };
     assert!(norm(1.0, "strong") < 0.8 * norm(0.0, "none"));
@@ -129,11 +190,16 @@ fn checkpoints_round_trip_and_fail_clearly() {
     let bytes = std::fs::read(&weights_path).unwrap();
     std::fs::write(&weights_path, &bytes[..bytes.len() / 2]).unwrap();
     match TrainedModel::load(&spec, Device::Cpu, &stem) {
-        Err(e @ CheckpointError::BadWeights { .. }) => assert!(e.to_string().contains("model.safetensors")),
+        Err(e @ CheckpointError::BadWeights { .. }) => {
+            assert!(e.to_string().contains("model.safetensors"))
+        }
         Err(e) => panic!("expected bad weights, got {e}"),
         Ok(_) => panic!("truncated weights loaded"),
     }
     // Corrupt sidecar.
     std::fs::write(stem.with_extension("json"), b"{ not json").unwrap();
-    assert!(matches!(TrainedModel::load(&spec, Device::Cpu, &stem), Err(CheckpointError::BadSidecar { .. })));
+    assert!(matches!(
+        TrainedModel::load(&spec, Device::Cpu, &stem),
+        Err(CheckpointError::BadSidecar { .. })
+    ));
 }

@@ -229,16 +229,13 @@ impl BayesLinear {
         };
         let kl = match (with_kl, &eps_w, &eps_b) {
             (true, Some(ew), Some(eb)) => {
-                let kl_w =
-                    match &self.mask_w {
-                        Some(m) => ((log_q_at(ew, &sigma_w) - prior.log_prob(&w)) * m)
-                            .sum_dim_intlist([1, 2].as_slice(), false, None::<Kind>),
-                        None => (log_q_at(ew, &sigma_w) - prior.log_prob(&w)).sum_dim_intlist(
-                            [1, 2].as_slice(),
-                            false,
-                            None::<Kind>,
-                        ),
-                    };
+                let per_weight = log_q_at(ew, &sigma_w) - prior.log_prob(&w);
+                // Pruned weights are no longer random: they leave the KL.
+                let per_weight = match &self.mask_w {
+                    Some(m) => per_weight * m,
+                    None => per_weight,
+                };
+                let kl_w = per_weight.sum_dim_intlist([1, 2].as_slice(), false, None::<Kind>);
                 let kl_b = (log_q_at(eb, &sigma_b) - prior.log_prob(&b)).sum_dim_intlist(
                     [1].as_slice(),
                     false,

@@ -1,0 +1,108 @@
+//! FGSM and projected gradient descent (Madry et al. 2018) under L∞ or L2 budgets.
+
+use tch::{Kind, Tensor};
+
+use super::{AttackOutcome, Differentiable, clip_to_box, input_gradient, margin};
+
+/// The norm of a perturbation budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Norm {
+    Linf,
+    L2,
+}
+
+/// PGD on the cross-entropy: `steps` signed (L∞) or normalised (L2) gradient steps of
+/// size `step`, each followed by projection onto the ε-ball and the input box.
+/// `steps = 1`, `step = eps`, no random start is FGSM.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Pgd {
+    pub norm: Norm,
+    /// Budget in input units (the (0, 2) scale: ε in [0, 1] pixel units times 255/126).
+    pub eps: f64,
+    pub step: f64,
+    pub steps: usize,
+    pub random_start: bool,
+}
+
+impl Pgd {
+    pub fn fgsm(eps: f64) -> Self {
+        Self {
+            norm: Norm::Linf,
+            eps,
+            step: eps,
+            steps: 1,
+            random_start: false,
+        }
+    }
+
+    /// Projects `delta` onto the ε-ball of this norm.
+    pub fn project(&self, delta: &Tensor) -> Tensor {
+        match self.norm {
+            Norm::Linf => delta.clamp(-self.eps, self.eps),
+            Norm::L2 => {
+                let n = delta
+                    .square()
+                    .sum_dim_intlist([1].as_slice(), true, None::<Kind>)
+                    .sqrt()
+                    .clamp_min(1e-12);
+                let scale = (Tensor::from(self.eps).to_device(delta.device()) / &n).clamp_max(1.0);
+                delta * scale
+            }
+        }
+    }
+
+    /// Attacks `x` with labels `y`; the random start (if any) comes from libtorch's
+    /// generator.
+    pub fn run(&self, model: &impl Differentiable, x: &Tensor, y: &Tensor) -> AttackOutcome {
+        let mut delta = if self.random_start {
+            let noise = match self.norm {
+                Norm::Linf => (x.rand_like() * 2.0 - 1.0) * self.eps,
+                Norm::L2 => x.randn_like() * (self.eps / (x.size()[1] as f64).sqrt()),
+            };
+            clip_to_box(&(x + self.project(&noise))) - x
+        } else {
+            x.zeros_like()
+        };
+        for _ in 0..self.steps {
+            let d = delta.detach().set_requires_grad(true);
+            let adv = x + &d;
+            let loss = model.logits(&adv).cross_entropy_loss::<Tensor>(
+                y,
+                None,
+                tch::Reduction::Sum,
+                -100,
+                0.0,
+            );
+            let g = input_gradient(&loss, &d);
+            delta = tch::no_grad(|| {
+                let step = match self.norm {
+                    Norm::Linf => g.sign() * self.step,
+                    Norm::L2 => {
+                        let n = g
+                            .square()
+                            .sum_dim_intlist([1].as_slice(), true, None::<Kind>)
+                            .sqrt()
+                            .clamp_min(1e-12);
+                        g / n * self.step
+                    }
+                };
+                let moved = self.project(&(d.detach() + step));
+                clip_to_box(&(x + moved)) - x
+            });
+        }
+        tch::no_grad(|| {
+            let perturbed = x + &delta;
+            let norms = delta
+                .square()
+                .sum_dim_intlist([1].as_slice(), false, None::<Kind>)
+                .sqrt();
+            let success = margin(&model.logits(&perturbed), y).lt(0.0);
+            AttackOutcome {
+                perturbed,
+                success,
+                norms,
+            }
+        })
+    }
+}

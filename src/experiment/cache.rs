@@ -1,0 +1,121 @@
+//! The artifact cache: every artifact (trained model, perturbation set, evaluation) is
+//! stored under a key derived from its full configuration, so a rerun reuses exactly
+//! what finished and a changed configuration never meets a stale artifact.
+//!
+//! Files are written to a temporary name and renamed; a JSON sidecar written last marks
+//! an artifact complete, so an interrupted run leaves nothing a rerun trusts.
+
+use std::path::PathBuf;
+
+use sha2::{Digest, Sha256};
+
+use crate::model::checkpoint::write_atomic;
+
+/// Bumped whenever the meaning of a cached artifact changes.
+pub const CACHE_FORMAT: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("cache artifact {path}: {reason}")]
+    Io { path: PathBuf, reason: String },
+}
+
+/// A stable key: a readable name plus the first 16 hex digits of the SHA-256 of the
+/// canonical JSON of the configuration (and the cache format).
+pub fn key(name: &str, config: &serde_json::Value) -> String {
+    let mut h = Sha256::new();
+    h.update(CACHE_FORMAT.to_le_bytes());
+    h.update(serde_json::to_vec(config).unwrap_or_default());
+    let digest = h.finalize();
+    let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.=".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{safe}-{hex}")
+}
+
+/// One folder of artifacts of one kind (`runs/<profile>/<kind>/`).
+#[derive(Debug, Clone)]
+pub struct ArtifactDir {
+    pub root: PathBuf,
+}
+
+impl ArtifactDir {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// The path stem of an artifact (its files add extensions).
+    pub fn stem(&self, key: &str) -> PathBuf {
+        self.root.join(key)
+    }
+
+    /// Reads a complete JSON artifact, or `None` if absent.
+    pub fn read_json<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, CacheError> {
+        let path = self.stem(key).with_extension("json");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|e| CacheError::Io {
+                    path,
+                    reason: format!("corrupt ({e}); delete it to recompute"),
+                }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(CacheError::Io {
+                path,
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// Writes a JSON artifact atomically.
+    pub fn write_json<T: serde::Serialize>(&self, key: &str, value: &T) -> Result<(), CacheError> {
+        let path = self.stem(key).with_extension("json");
+        let bytes = serde_json::to_vec_pretty(value).map_err(|e| CacheError::Io {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        write_atomic(&path, &bytes).map_err(|e| CacheError::Io {
+            path,
+            reason: e.to_string(),
+        })
+    }
+
+    /// Writes named tensors as safetensors atomically (call before the sidecar).
+    pub fn write_tensors(
+        &self,
+        key: &str,
+        tensors: &[(&str, &tch::Tensor)],
+    ) -> Result<(), CacheError> {
+        let path = self.stem(key).with_extension("safetensors");
+        let err = |reason: String| CacheError::Io {
+            path: path.clone(),
+            reason,
+        };
+        std::fs::create_dir_all(&self.root).map_err(|e| err(e.to_string()))?;
+        let tmp = self
+            .root
+            .join(format!(".{key}.tmp{}.safetensors", std::process::id()));
+        tch::Tensor::write_safetensors(tensors, &tmp).map_err(|e| err(e.to_string()))?;
+        std::fs::rename(&tmp, &path).map_err(|e| err(e.to_string()))
+    }
+
+    /// Reads named tensors written by [`ArtifactDir::write_tensors`].
+    pub fn read_tensors(&self, key: &str) -> Result<Vec<(String, tch::Tensor)>, CacheError> {
+        let path = self.stem(key).with_extension("safetensors");
+        tch::Tensor::read_safetensors(&path).map_err(|e| CacheError::Io {
+            path,
+            reason: format!("unreadable ({e}); delete it and its .json to recompute"),
+        })
+    }
+}

@@ -1,0 +1,795 @@
+//! `bayes-robust reproduce`: trains the paper's model grid, makes the 12 perturbation
+//! sets, runs every evaluation of Tables 1–4, and writes `results.json`, reusing every
+//! artifact that an earlier run with the same configuration finished.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
+use tch::{Device, Tensor};
+
+use super::cache::{self, ArtifactDir, CacheError};
+use super::{LAMBDAS, Profile, RHO_INITS, SOURCE_ARCHS, TABLE3_RHO, TABLE4_RHO, source_label};
+use crate::attack::clip_to_box;
+use crate::data::{self, ChecksumPolicy, RawDataset, Split, SplitSpec, Splits};
+use crate::eval::{self, EvalChunks};
+use crate::model::bayes::{BayesConfig, BayesMlp};
+use crate::model::checkpoint::{CheckpointError, CheckpointPaths, ModelSpec, write_atomic};
+use crate::model::mlp::{MlpConfig, MlpInit};
+use crate::model::{Arch, ModelError};
+use crate::seed::SeedTree;
+use crate::stats::MeanCi;
+use crate::train::{self, Recipe, TrainError, TrainOptions, TrainedModel};
+
+/// The libtorch version tch 0.26 is built against (its build script enforces it).
+pub const LIBTORCH_VERSION: &str = "2.13.0";
+pub const TCH_VERSION: &str = "0.26";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReproduceError {
+    #[error(transparent)]
+    Data(#[from] data::DataError),
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("cached artifact {key} lacks tensor {name:?}; delete it to recompute")]
+    MissingTensor { key: String, name: &'static str },
+    #[error("cannot write {path}: {reason}")]
+    Write { path: PathBuf, reason: String },
+}
+
+/// Everything a reproduction needs.
+#[derive(Debug, Clone)]
+pub struct ReproduceConfig {
+    pub profile: Profile,
+    pub master_seed: u64,
+    pub device: Device,
+    pub threads: usize,
+    pub data_dir: PathBuf,
+    /// Artifacts: `<runs_dir>/{models,attacks,evals}/`.
+    pub runs_dir: PathBuf,
+    /// `results.json` goes here.
+    pub out_dir: PathBuf,
+    pub verbose: bool,
+}
+
+/// What one stage did.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct StageReport {
+    pub stage: String,
+    /// Wall time of this run of the stage (small when artifacts were reused).
+    pub seconds: f64,
+    /// Wall time recorded by the artifacts when they were made.
+    pub artifact_seconds: f64,
+    pub computed: usize,
+    pub reused: usize,
+}
+
+/// A model of the grid: a stable name (seeds and cache keys derive from it), its
+/// table label and its spec.
+struct GridModel {
+    name: String,
+    label: String,
+    spec: ModelSpec,
+}
+
+fn mlp_model(name: String, label: String, arch: Arch, lambda: f64) -> GridModel {
+    GridModel {
+        name,
+        label,
+        spec: ModelSpec::Mlp {
+            config: MlpConfig {
+                arch,
+                init: MlpInit::GlorotUniform,
+            },
+            lambda,
+        },
+    }
+}
+
+fn source_models() -> Vec<GridModel> {
+    SOURCE_ARCHS
+        .iter()
+        .flat_map(|hidden| {
+            LAMBDAS.iter().map(move |(lambda, l)| {
+                let arch = Arch::new(hidden);
+                let label = source_label(&arch, l);
+                mlp_model(format!("source/{arch}/lambda={l}"), label, arch, *lambda)
+            })
+        })
+        .collect()
+}
+
+fn deterministic_models() -> Vec<GridModel> {
+    LAMBDAS
+        .iter()
+        .map(|(lambda, l)| {
+            mlp_model(
+                format!("det/lambda={l}"),
+                format!("lambda={l}"),
+                Arch::new(&[100, 100]),
+                *lambda,
+            )
+        })
+        .collect()
+}
+
+fn bayesian_models() -> Vec<GridModel> {
+    RHO_INITS
+        .iter()
+        .map(|rho| GridModel {
+            name: format!("bnn/rho={rho}"),
+            label: format!("rho_init={rho}"),
+            spec: ModelSpec::Bnn {
+                config: BayesConfig::with_rho_init(*rho),
+            },
+        })
+        .collect()
+}
+
+fn bar(len: usize, label: &str, verbose: bool) -> ProgressBar {
+    let b = if verbose {
+        ProgressBar::new(len as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    b.set_style(
+        ProgressStyle::with_template("{prefix:>8} [{bar:30}] {pos}/{len} {msg} (eta {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    b.set_prefix(label.to_owned());
+    b
+}
+
+/// A trained grid model with its cache key.
+struct Ready {
+    key: String,
+    model: TrainedModel,
+    meta: crate::model::checkpoint::CheckpointMeta,
+}
+
+/// A perturbation set: the perturbed test images, their labels, and how the attack did
+/// against its source.
+struct PerturbationSet {
+    label: String,
+    key: String,
+    images: Tensor,
+    labels: Tensor,
+    mean_distortion: f64,
+    success_rate: f64,
+    seconds: f64,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct AttackRecord {
+    source: String,
+    source_key: String,
+    n: usize,
+    mean_distortion: f64,
+    success_rate: f64,
+    seconds: f64,
+    attack: crate::attack::MinNormAttack,
+}
+
+/// Accuracies (fractions) of one model: per run for BNNs, one value for deterministic
+/// nets. `sets[i]` are the runs on perturbation set i.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+struct ModelEval {
+    #[serde(default)]
+    seconds: f64,
+    validation: Vec<f64>,
+    test: Vec<f64>,
+    sets: Vec<Vec<f64>>,
+}
+
+/// Table 3's runs: `rows[set][n_index]` are the run accuracies of an N-draw ensemble.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct EnsembleEval {
+    seconds: f64,
+    n_samples: Vec<usize>,
+    rows: Vec<Vec<Vec<f64>>>,
+}
+
+/// Table 4's runs: per rate, the run accuracies on validation, test and every set.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PruneEval {
+    seconds: f64,
+    rates: Vec<f64>,
+    pruned_weights: Vec<usize>,
+    per_rate: Vec<ModelEval>,
+}
+
+struct Pipeline<'a> {
+    cfg: &'a ReproduceConfig,
+    seeds: SeedTree,
+    recipe: Recipe,
+    splits: Splits,
+    validation: Split,
+    test: Split,
+    models_dir: ArtifactDir,
+    attacks_dir: ArtifactDir,
+    evals_dir: ArtifactDir,
+    chunks: EvalChunks,
+}
+
+impl Pipeline<'_> {
+    fn ensure_model(&self, gm: &GridModel) -> Result<(Ready, bool), ReproduceError> {
+        let seeds = self.seeds.child(&format!("train/{}", gm.name));
+        let key = cache::key(
+            &gm.name,
+            &json!({
+                "spec": gm.spec, "recipe": self.recipe, "master_seed": self.seeds.master(),
+                "seed_name": seeds.prefix(), "split": SplitSpec::PAPER, "data": "mnist",
+            }),
+        );
+        let stem = self.models_dir.stem(&key);
+        if CheckpointPaths::new(&stem).exists() {
+            let (model, meta) = TrainedModel::load(&gm.spec, self.cfg.device, &stem)?;
+            return Ok((Ready { key, model, meta }, true));
+        }
+        let options = TrainOptions {
+            verbose: self.cfg.verbose,
+            label: gm.name.clone(),
+        };
+        let (model, meta) = train::train_and_save(
+            &gm.spec,
+            &self.splits,
+            &self.recipe,
+            &seeds,
+            self.cfg.device,
+            &stem,
+            &options,
+        )?;
+        Ok((Ready { key, model, meta }, false))
+    }
+
+    fn ensure_attack(
+        &self,
+        label: &str,
+        source: &Ready,
+    ) -> Result<(PerturbationSet, bool), ReproduceError> {
+        let TrainedModel::Mlp { mlp, .. } = &source.model else {
+            unreachable!("perturbation sources are deterministic nets")
+        };
+        let attack = &self.cfg.profile.attack;
+        let n = self.test.len();
+        let key = cache::key(
+            label,
+            &json!({"source": source.key, "attack": attack, "n": n, "chunk": self.cfg.profile.attack_chunk}),
+        );
+        if let Some(record) = self.attacks_dir.read_json::<AttackRecord>(&key)? {
+            let tensors = self.attacks_dir.read_tensors(&key)?;
+            let delta = tensors
+                .into_iter()
+                .find(|(name, _)| name == "delta")
+                .map(|(_, t)| t.to_device(self.cfg.device))
+                .ok_or(ReproduceError::MissingTensor {
+                    key: key.clone(),
+                    name: "delta",
+                })?;
+            let set = PerturbationSet {
+                label: label.to_owned(),
+                key,
+                images: clip_to_box(&(&self.test.images + delta)),
+                labels: self.test.labels.shallow_clone(),
+                mean_distortion: record.mean_distortion,
+                success_rate: record.success_rate,
+                seconds: record.seconds,
+            };
+            return Ok((set, true));
+        }
+        let t0 = Instant::now();
+        let mut deltas = Vec::new();
+        let (mut successes, mut norms) = (Vec::new(), Vec::new());
+        for batch in self.test.batches(self.cfg.profile.attack_chunk) {
+            let out = attack.run(mlp, &batch.images, &batch.labels);
+            deltas.push(&out.perturbed - &batch.images);
+            successes.push(out.success);
+            norms.push(out.norms);
+        }
+        let delta = Tensor::cat(&deltas, 0);
+        let success = Tensor::cat(&successes, 0);
+        let norms = Tensor::cat(&norms, 0);
+        let outcome = crate::attack::AttackOutcome {
+            perturbed: clip_to_box(&(&self.test.images + &delta)),
+            success,
+            norms,
+        };
+        let record = AttackRecord {
+            source: label.to_owned(),
+            source_key: source.key.clone(),
+            n,
+            mean_distortion: outcome.mean_distortion(),
+            success_rate: outcome.success_rate(),
+            seconds: t0.elapsed().as_secs_f64(),
+            attack: attack.clone(),
+        };
+        self.attacks_dir.write_tensors(
+            &key,
+            &[
+                ("delta", &delta.to_device(Device::Cpu)),
+                ("norms", &outcome.norms.to_device(Device::Cpu)),
+            ],
+        )?;
+        self.attacks_dir.write_json(&key, &record)?;
+        let set = PerturbationSet {
+            label: label.to_owned(),
+            key,
+            images: outcome.perturbed,
+            labels: self.test.labels.shallow_clone(),
+            mean_distortion: record.mean_distortion,
+            success_rate: record.success_rate,
+            seconds: record.seconds,
+        };
+        Ok((set, false))
+    }
+
+    fn eval_key(&self, what: &str, model_key: &str, sets: &[PerturbationSet]) -> String {
+        let p = &self.cfg.profile;
+        cache::key(
+            what,
+            &json!({
+                "model": model_key, "sets": sets.iter().map(|s| &s.key).collect::<Vec<_>>(),
+                "n_eval": self.test.len(), "runs": p.single_draw_runs, "ensemble_ns": p.ensemble_ns,
+                "ensemble_runs": p.ensemble_runs, "prune_rates": p.prune_rates,
+                "prune_ensemble": p.prune_ensemble, "prune_runs": p.prune_runs, "master_seed": self.seeds.master(),
+            }),
+        )
+    }
+
+    fn splits_of<'s>(&'s self, sets: &'s [PerturbationSet]) -> Vec<(String, Split)> {
+        let mut out = vec![
+            (
+                "validation".to_owned(),
+                Split {
+                    images: self.validation.images.shallow_clone(),
+                    labels: self.validation.labels.shallow_clone(),
+                },
+            ),
+            (
+                "test".to_owned(),
+                Split {
+                    images: self.test.images.shallow_clone(),
+                    labels: self.test.labels.shallow_clone(),
+                },
+            ),
+        ];
+        out.extend(sets.iter().map(|s| {
+            (
+                s.label.clone(),
+                Split {
+                    images: s.images.shallow_clone(),
+                    labels: s.labels.shallow_clone(),
+                },
+            )
+        }));
+        out
+    }
+
+    /// Evaluates `f` on validation, test and every set, in that order.
+    fn eval_all(
+        &self,
+        sets: &[PerturbationSet],
+        mut f: impl FnMut(&str, &Split) -> Vec<f64>,
+    ) -> ModelEval {
+        let mut results: Vec<Vec<f64>> = self
+            .splits_of(sets)
+            .iter()
+            .map(|(name, split)| f(name, split))
+            .collect();
+        let sets_results = results.split_off(2);
+        let test = results.pop().unwrap_or_default();
+        let validation = results.pop().unwrap_or_default();
+        ModelEval {
+            seconds: 0.0,
+            validation,
+            test,
+            sets: sets_results,
+        }
+    }
+
+    fn eval_deterministic(
+        &self,
+        name: &str,
+        ready: &Ready,
+        sets: &[PerturbationSet],
+    ) -> Result<(ModelEval, bool), ReproduceError> {
+        let key = self.eval_key(name, &ready.key, sets);
+        if let Some(e) = self.evals_dir.read_json(&key)? {
+            return Ok((e, true));
+        }
+        let TrainedModel::Mlp { mlp, .. } = &ready.model else {
+            unreachable!("a deterministic model")
+        };
+        let t0 = Instant::now();
+        let mut e = self.eval_all(sets, |_, split| {
+            vec![eval::accuracy(mlp, split, self.chunks)]
+        });
+        e.seconds = t0.elapsed().as_secs_f64();
+        self.evals_dir.write_json(&key, &e)?;
+        Ok((e, false))
+    }
+
+    fn eval_single_draws(
+        &self,
+        name: &str,
+        ready: &Ready,
+        sets: &[PerturbationSet],
+    ) -> Result<(ModelEval, bool), ReproduceError> {
+        let key = self.eval_key(name, &ready.key, sets);
+        if let Some(e) = self.evals_dir.read_json(&key)? {
+            return Ok((e, true));
+        }
+        let bnn = bnn_of(&ready.model);
+        let runs = self.cfg.profile.single_draw_runs;
+        let t0 = Instant::now();
+        let mut e = self.eval_all(sets, |split_name, split| {
+            self.seeds.seed_torch(&format!("eval/{name}/{split_name}"));
+            eval::single_draw_accuracies(bnn, split, runs, self.chunks)
+        });
+        e.seconds = t0.elapsed().as_secs_f64();
+        self.evals_dir.write_json(&key, &e)?;
+        Ok((e, false))
+    }
+
+    /// Runs of Table 3 for N draws: the paper's 100/N, or `ensemble_runs` if more.
+    fn ensemble_runs_for(&self, n: usize) -> usize {
+        (100 / n.max(1)).max(self.cfg.profile.ensemble_runs).max(1)
+    }
+
+    fn eval_ensembles(
+        &self,
+        ready: &Ready,
+        sets: &[PerturbationSet],
+    ) -> Result<(EnsembleEval, bool), ReproduceError> {
+        let key = self.eval_key("table3", &ready.key, sets);
+        if let Some(e) = self.evals_dir.read_json(&key)? {
+            return Ok((e, true));
+        }
+        let bnn = bnn_of(&ready.model);
+        let t0 = Instant::now();
+        let ns = self.cfg.profile.ensemble_ns.clone();
+        let rows = sets
+            .iter()
+            .map(|set| {
+                let split = Split {
+                    images: set.images.shallow_clone(),
+                    labels: set.labels.shallow_clone(),
+                };
+                ns.iter()
+                    .map(|&n| {
+                        self.seeds
+                            .seed_torch(&format!("table3/N={n}/{}", set.label));
+                        eval::ensemble_accuracies(
+                            bnn,
+                            &split,
+                            n,
+                            self.ensemble_runs_for(n),
+                            self.chunks,
+                        )
+                    })
+                    .collect()
+            })
+            .collect();
+        let e = EnsembleEval {
+            seconds: t0.elapsed().as_secs_f64(),
+            n_samples: ns,
+            rows,
+        };
+        self.evals_dir.write_json(&key, &e)?;
+        Ok((e, false))
+    }
+
+    fn eval_pruning(
+        &self,
+        ready: &mut Ready,
+        sets: &[PerturbationSet],
+    ) -> Result<(PruneEval, bool), ReproduceError> {
+        let key = self.eval_key("table4", &ready.key, sets);
+        if let Some(e) = self.evals_dir.read_json(&key)? {
+            return Ok((e, true));
+        }
+        let p = self.cfg.profile.clone();
+        let t0 = Instant::now();
+        let mut per_rate = Vec::new();
+        let mut pruned_weights = Vec::new();
+        for &rate in &p.prune_rates {
+            let pruned = {
+                let TrainedModel::Bnn { bnn, .. } = &mut ready.model else {
+                    unreachable!("a BNN")
+                };
+                bnn.prune(rate)?
+            };
+            pruned_weights.push(pruned);
+            let bnn = bnn_of(&ready.model);
+            per_rate.push(self.eval_all(sets, |split_name, split| {
+                self.seeds
+                    .seed_torch(&format!("table4/rate={rate}/{split_name}"));
+                eval::ensemble_accuracies(bnn, split, p.prune_ensemble, p.prune_runs, self.chunks)
+            }));
+        }
+        if let TrainedModel::Bnn { bnn, .. } = &mut ready.model {
+            bnn.unprune();
+        }
+        let e = PruneEval {
+            seconds: t0.elapsed().as_secs_f64(),
+            rates: p.prune_rates.clone(),
+            pruned_weights,
+            per_rate,
+        };
+        self.evals_dir.write_json(&key, &e)?;
+        Ok((e, false))
+    }
+}
+
+fn bnn_of(model: &TrainedModel) -> &BayesMlp {
+    match model {
+        TrainedModel::Bnn { bnn, .. } => bnn,
+        TrainedModel::Mlp { .. } => unreachable!("a BNN"),
+    }
+}
+
+fn pct(values: &[f64]) -> Value {
+    json!(MeanCi::from_values(values).map(|m| m.scaled(100.0)))
+}
+
+/// Per-run average over the perturbation sets (runs aligned by index), as a percent CI.
+fn average_over_sets(sets: &[Vec<f64>]) -> Value {
+    let runs = sets.iter().map(Vec::len).min().unwrap_or(0);
+    let per_run: Vec<f64> = (0..runs)
+        .map(|r| sets.iter().map(|s| s[r]).sum::<f64>() / sets.len() as f64)
+        .collect();
+    pct(&per_run)
+}
+
+/// Rows (one per set) of columns (one per model) of percent CIs, and the average row.
+fn table_rows(columns: &[ModelEval]) -> (Value, Value) {
+    let n_sets = columns.first().map_or(0, |c| c.sets.len());
+    let rows: Vec<Value> = (0..n_sets)
+        .map(|i| Value::Array(columns.iter().map(|c| pct(&c.sets[i])).collect()))
+        .collect();
+    let average: Vec<Value> = columns.iter().map(|c| average_over_sets(&c.sets)).collect();
+    (Value::Array(rows), Value::Array(average))
+}
+
+/// Runs the whole reproduction and writes `<out_dir>/results.json`; returns its value.
+pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
+    let started = Instant::now();
+    let p = &cfg.profile;
+    let raw = RawDataset::load(&cfg.data_dir, ChecksumPolicy::RequireMnist)?;
+    let splits = Splits::from_raw(&raw, SplitSpec::PAPER)?.to_device(cfg.device);
+    let n_eval = p.eval_examples.unwrap_or(usize::MAX);
+    let pipeline = Pipeline {
+        cfg,
+        seeds: SeedTree::new(cfg.master_seed),
+        recipe: Recipe::paper(p.max_epochs),
+        validation: splits.validation.head(n_eval),
+        test: splits.test.head(n_eval),
+        splits,
+        models_dir: ArtifactDir::new(cfg.runs_dir.join("models")),
+        attacks_dir: ArtifactDir::new(cfg.runs_dir.join("attacks")),
+        evals_dir: ArtifactDir::new(cfg.runs_dir.join("evals")),
+        chunks: EvalChunks {
+            examples: 10_000,
+            draws: p.draw_chunk,
+        },
+    };
+    let mut stages = Vec::new();
+
+    // Stage 1: train (or load) every model.
+    let t0 = Instant::now();
+    let (sources, dets, bnns) = (source_models(), deterministic_models(), bayesian_models());
+    let all: Vec<&GridModel> = sources.iter().chain(&dets).chain(&bnns).collect();
+    let progress = bar(all.len(), "train", cfg.verbose);
+    let (mut ready, mut reused) = (Vec::new(), 0);
+    for gm in &all {
+        progress.set_message(gm.name.clone());
+        let (r, was_cached) = pipeline.ensure_model(gm)?;
+        reused += was_cached as usize;
+        ready.push(r);
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    stages.push(StageReport {
+        stage: "train".into(),
+        seconds: t0.elapsed().as_secs_f64(),
+        artifact_seconds: ready.iter().map(|r| r.meta.wall_seconds).sum(),
+        computed: all.len() - reused,
+        reused,
+    });
+    let mut bnn_ready = ready.split_off(sources.len() + dets.len());
+    let det_ready = ready.split_off(sources.len());
+    let source_ready = ready;
+
+    // Stage 2: the 12 perturbation sets.
+    let t0 = Instant::now();
+    let progress = bar(sources.len(), "attack", cfg.verbose);
+    let (mut sets, mut reused) = (Vec::new(), 0);
+    for (gm, r) in sources.iter().zip(&source_ready) {
+        progress.set_message(gm.label.clone());
+        let (set, was_cached) = pipeline.ensure_attack(&gm.label, r)?;
+        reused += was_cached as usize;
+        sets.push(set);
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    stages.push(StageReport {
+        stage: "attack".into(),
+        seconds: t0.elapsed().as_secs_f64(),
+        artifact_seconds: sets.iter().map(|s| s.seconds).sum(),
+        computed: sources.len() - reused,
+        reused,
+    });
+
+    // Stage 3: evaluations.
+    let t0 = Instant::now();
+    let progress = bar(dets.len() + bnns.len() + 2, "eval", cfg.verbose);
+    let mut reused = 0;
+    let mut det_evals = Vec::new();
+    for (gm, r) in dets.iter().zip(&det_ready) {
+        progress.set_message(gm.name.clone());
+        let (e, c) = pipeline.eval_deterministic(&gm.name, r, &sets)?;
+        reused += c as usize;
+        det_evals.push(e);
+        progress.inc(1);
+    }
+    let mut bnn_evals = Vec::new();
+    for (gm, r) in bnns.iter().zip(&bnn_ready) {
+        progress.set_message(gm.name.clone());
+        let (e, c) = pipeline.eval_single_draws(&gm.name, r, &sets)?;
+        reused += c as usize;
+        bnn_evals.push(e);
+        progress.inc(1);
+    }
+    let index_of = |rho: f64| RHO_INITS.iter().position(|r| *r == rho).unwrap_or(0);
+    progress.set_message("table 3");
+    let (ens, c) = pipeline.eval_ensembles(&bnn_ready[index_of(TABLE3_RHO)], &sets)?;
+    reused += c as usize;
+    progress.inc(1);
+    progress.set_message("table 4");
+    let (prune, c) = pipeline.eval_pruning(&mut bnn_ready[index_of(TABLE4_RHO)], &sets)?;
+    reused += c as usize;
+    progress.inc(1);
+    progress.finish_and_clear();
+    let n_evals = dets.len() + bnns.len() + 2;
+    let eval_seconds = det_evals
+        .iter()
+        .chain(&bnn_evals)
+        .map(|e| e.seconds)
+        .sum::<f64>()
+        + ens.seconds
+        + prune.seconds;
+    stages.push(StageReport {
+        stage: "eval".into(),
+        seconds: t0.elapsed().as_secs_f64(),
+        artifact_seconds: eval_seconds,
+        computed: n_evals - reused,
+        reused,
+    });
+
+    // Assemble results.json in the shape of paper_tables.json.
+    let (bnn_rows, bnn_avg) = table_rows(&bnn_evals);
+    let (det_rows, det_avg) = table_rows(&det_evals);
+    let n_idx: Vec<usize> = (0..ens.n_samples.len()).collect();
+    let ens_rows: Vec<Value> = ens
+        .rows
+        .iter()
+        .map(|row| Value::Array(row.iter().map(|runs| pct(runs)).collect()))
+        .collect();
+    let ens_avg: Vec<Value> = n_idx
+        .iter()
+        .map(|&j| {
+            average_over_sets(
+                &ens.rows
+                    .iter()
+                    .map(|row| row[j].clone())
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .collect();
+    let paper_runs: Vec<usize> = ens.n_samples.iter().map(|n| (100 / n).max(1)).collect();
+    let paper_rows: Vec<Vec<f64>> = ens
+        .rows
+        .iter()
+        .map(|row| {
+            row.iter()
+                .zip(&paper_runs)
+                .map(|(runs, k)| {
+                    100.0 * runs.iter().take(*k).sum::<f64>() / (*k).min(runs.len()) as f64
+                })
+                .collect()
+        })
+        .collect();
+    let paper_avg: Vec<f64> = n_idx
+        .iter()
+        .map(|&j| paper_rows.iter().map(|r| r[j]).sum::<f64>() / paper_rows.len() as f64)
+        .collect();
+    let prune_rows: Vec<Value> = (0..sets.len())
+        .map(|i| Value::Array(prune.per_rate.iter().map(|e| pct(&e.sets[i])).collect()))
+        .collect();
+    let results = json!({
+        "source": format!("bayes-robust {} reproduction, profile {}; all accuracies in percent as {{mean, ci95, runs}}", env!("CARGO_PKG_VERSION"), p.name),
+        "attack_sources": sets.iter().map(|s| &s.label).collect::<Vec<_>>(),
+        "table1_clean": {
+            "bnn": {
+                "rho_init": RHO_INITS,
+                "validation": bnn_evals.iter().map(|e| pct(&e.validation)).collect::<Vec<_>>(),
+                "test": bnn_evals.iter().map(|e| pct(&e.test)).collect::<Vec<_>>(),
+            },
+            "deterministic": {
+                "lambda": LAMBDAS.iter().map(|l| l.0).collect::<Vec<_>>(),
+                "validation": det_evals.iter().map(|e| pct(&e.validation)).collect::<Vec<_>>(),
+                "test": det_evals.iter().map(|e| pct(&e.test)).collect::<Vec<_>>(),
+            },
+        },
+        "table2_perturbed": {
+            "bnn": { "rho_init": RHO_INITS, "rows": bnn_rows, "average": bnn_avg },
+            "deterministic": { "lambda": LAMBDAS.iter().map(|l| l.0).collect::<Vec<_>>(), "rows": det_rows, "average": det_avg },
+        },
+        "table3_ensemble": {
+            "note": format!("BNN rho_init={TABLE3_RHO}; each cell over max(100/N, {}) runs of an N-draw ensemble", p.ensemble_runs),
+            "n_samples": ens.n_samples,
+            "runs": ens.n_samples.iter().map(|n| pipeline.ensemble_runs_for(*n)).collect::<Vec<_>>(),
+            "rows": ens_rows,
+            "average": ens_avg,
+            "paper_protocol": { "runs": paper_runs, "rows": paper_rows, "average": paper_avg },
+        },
+        "table4_pruning": {
+            "note": format!("BNN rho_init={TABLE4_RHO}; global SNR |mu|/sigma pruning of weights (biases kept), ensemble of {} draws, {} runs per cell", p.prune_ensemble, p.prune_runs),
+            "rate_percent": prune.rates.iter().map(|r| r * 100.0).collect::<Vec<_>>(),
+            "pruned_weights": prune.pruned_weights,
+            "clean_validation": prune.per_rate.iter().map(|e| pct(&e.validation)).collect::<Vec<_>>(),
+            "clean_test": prune.per_rate.iter().map(|e| pct(&e.test)).collect::<Vec<_>>(),
+            "rows": prune_rows,
+            "average": prune.per_rate.iter().map(|e| average_over_sets(&e.sets)).collect::<Vec<_>>(),
+        },
+        "perturbation_sets": sets.iter().map(|s| json!({
+            "source": s.label, "n": s.labels.size()[0], "mean_distortion": s.mean_distortion,
+            "success_rate": s.success_rate, "attack_seconds": s.seconds,
+        })).collect::<Vec<_>>(),
+        "models": source_ready.iter().chain(&det_ready).chain(&bnn_ready).map(|r| json!({
+            "model": r.meta.model.describe(), "key": r.key, "epochs_run": r.meta.epochs_run,
+            "best_epoch": r.meta.best_epoch, "best_validation_accuracy": r.meta.best_validation_accuracy,
+            "train_seconds": r.meta.wall_seconds,
+        })).collect::<Vec<_>>(),
+        "meta": {
+            "profile": p,
+            "master_seed": cfg.master_seed,
+            "versions": { "bayes_robust": env!("CARGO_PKG_VERSION"), "tch": TCH_VERSION, "libtorch": LIBTORCH_VERSION },
+            "threads": cfg.threads,
+            "device": format!("{:?}", cfg.device),
+            "n_validation": pipeline.validation.len(),
+            "n_test": pipeline.test.len(),
+            "data_checksums": raw.files().iter().map(|f| f.checksum.to_string()).collect::<Vec<_>>(),
+            "stages": stages,
+            "wall_seconds": started.elapsed().as_secs_f64(),
+            "command": format!("bayes-robust --seed {} --threads {} reproduce --profile {}", cfg.master_seed, cfg.threads, p.name),
+        },
+    });
+    let path = cfg.out_dir.join("results.json");
+    let bytes = serde_json::to_vec_pretty(&results).map_err(|e| ReproduceError::Write {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    write_atomic(&path, &bytes).map_err(|e| ReproduceError::Write {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    if cfg.verbose {
+        for s in &stages {
+            eprintln!(
+                "{:>8}: {:>8.1}s now, {:>8.1}s when made; {} computed, {} reused",
+                s.stage, s.seconds, s.artifact_seconds, s.computed, s.reused
+            );
+        }
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(results)
+}

@@ -1,0 +1,246 @@
+//! Attacks on a fixture-trained MLP: they lower accuracy, respect their budgets and
+//! the input box, trade norm against c as eq. 5 says, and touch no parameter gradient.
+
+mod common;
+
+use bayes_robust::attack::{BnnPass, Differentiable, MinNormAttack, Norm, Pgd, margin};
+use bayes_robust::data::INPUT_MAX;
+use bayes_robust::model::bayes::{BayesConfig, BayesMlp};
+use bayes_robust::model::mlp::{Mlp, MlpConfig};
+use bayes_robust::model::{Arch, WeightMode};
+use bayes_robust::seed::SeedTree;
+use bayes_robust::train::{self, PenalisedMlp, Recipe, TrainOptions};
+use tch::{Device, Kind, Tensor, nn};
+
+/// An FC-100-100-10 trained for 8 epochs on the fixture (about 80% accurate).
+fn fixture_mlp() -> (nn::VarStore, Mlp, bayes_robust::data::Splits) {
+    tch::set_num_threads(1);
+    let splits = common::fixture_splits();
+    let seeds = SeedTree::new(1).child("attack-test");
+    seeds.seed_torch("init");
+    let vs = nn::VarStore::new(Device::Cpu);
+    let mlp = Mlp::new(&vs.root(), &MlpConfig::default());
+    let recipe = Recipe {
+        lr: 0.05,
+        patience: None,
+        ..Recipe::paper(8)
+    };
+    train::fit(
+        &vs,
+        &PenalisedMlp {
+            mlp: &mlp,
+            lambda: 0.0,
+        },
+        &splits,
+        &recipe,
+        &seeds,
+        &TrainOptions::default(),
+    )
+    .unwrap();
+    (vs, mlp, splits)
+}
+
+fn accuracy(model: &impl Differentiable, x: &Tensor, y: &Tensor) -> f64 {
+    tch::no_grad(|| {
+        margin(&model.logits(x), y)
+            .gt(0.0)
+            .to_kind(Kind::Float)
+            .mean(Kind::Float)
+            .double_value(&[])
+    })
+}
+
+fn in_box(x: &Tensor) -> bool {
+    x.min().double_value(&[]) >= 0.0 && x.max().double_value(&[]) <= INPUT_MAX + 1e-6
+}
+
+#[test]
+fn the_min_norm_attack_flips_the_source_and_its_distortion_falls_as_c_grows() {
+    let _g = common::torch_rng_lock();
+    let (_vs, mlp, splits) = fixture_mlp();
+    let (x, y) = (&splits.test.images, &splits.test.labels);
+    let clean = accuracy(&mlp, x, y);
+    assert!(clean > 0.8, "fixture model accuracy {clean}");
+    let small_c = MinNormAttack {
+        c: 0.02,
+        steps: 150,
+        lr: 0.01,
+        kappa: 0.0,
+        search_rounds: 0,
+    }
+    .run(&mlp, x, y);
+    let large_c = MinNormAttack {
+        c: 0.5,
+        steps: 150,
+        lr: 0.01,
+        kappa: 0.0,
+        search_rounds: 0,
+    }
+    .run(&mlp, x, y);
+    for out in [&small_c, &large_c] {
+        assert!(in_box(&out.perturbed));
+        let adv = accuracy(&mlp, &out.perturbed, y);
+        assert!(
+            adv < 0.1,
+            "the attack leaves accuracy at {adv}, distortion {}",
+            out.mean_distortion()
+        );
+        // success is exactly "misclassified by the source".
+        let wrong = margin(&mlp.forward(&out.perturbed), y).lt(0.0);
+        assert!(wrong.equal(&out.success));
+        let norms = (&out.perturbed - x)
+            .square()
+            .sum_dim_intlist([1].as_slice(), false, None::<Kind>)
+            .sqrt();
+        assert!(norms.allclose(&out.norms, 1e-5, 1e-5, false));
+    }
+    let (d_small, d_large) = (small_c.mean_distortion(), large_c.mean_distortion());
+    assert!(
+        d_large < d_small,
+        "distortion {d_large} at c = 0.5 is not below {d_small} at c = 0.02"
+    );
+    assert!(
+        d_large < 0.1,
+        "the paper keeps distortion below 0.10; got {d_large}"
+    );
+    // Too large a fixed c never crosses the boundary; the per-example search does.
+    let fixed = MinNormAttack {
+        c: 20.0,
+        steps: 150,
+        lr: 0.01,
+        kappa: 0.0,
+        search_rounds: 0,
+    }
+    .run(&mlp, x, y);
+    let searched = MinNormAttack {
+        c: 20.0,
+        steps: 150,
+        lr: 0.01,
+        kappa: 0.0,
+        search_rounds: 5,
+    }
+    .run(&mlp, x, y);
+    assert!(
+        searched.success_rate() > fixed.success_rate() + 0.2,
+        "search {} vs fixed {}",
+        searched.success_rate(),
+        fixed.success_rate()
+    );
+}
+
+#[test]
+fn pgd_respects_its_budget_and_the_box_and_fgsm_is_weaker() {
+    let _g = common::torch_rng_lock();
+    let (_vs, mlp, splits) = fixture_mlp();
+    let (x, y) = (&splits.test.images, &splits.test.labels);
+    tch::manual_seed(0);
+    let eps = 0.1 * 255.0 / 126.0;
+    let linf = Pgd {
+        norm: Norm::Linf,
+        eps,
+        step: eps / 4.0,
+        steps: 20,
+        random_start: true,
+    }
+    .run(&mlp, x, y);
+    let d = &linf.perturbed - x;
+    assert!(d.abs().max().double_value(&[]) <= eps + 1e-5);
+    assert!(in_box(&linf.perturbed));
+    let l2 = Pgd {
+        norm: Norm::L2,
+        eps: 1.5,
+        step: 0.3,
+        steps: 20,
+        random_start: true,
+    }
+    .run(&mlp, x, y);
+    assert!(l2.norms.max().double_value(&[]) <= 1.5 + 1e-4);
+    assert!(in_box(&l2.perturbed));
+    let fgsm = Pgd::fgsm(eps).run(&mlp, x, y);
+    let (clean, a_fgsm, a_pgd) = (
+        accuracy(&mlp, x, y),
+        accuracy(&mlp, &fgsm.perturbed, y),
+        accuracy(&mlp, &linf.perturbed, y),
+    );
+    assert!(
+        a_pgd <= a_fgsm && a_fgsm < clean,
+        "clean {clean}, fgsm {a_fgsm}, pgd {a_pgd}"
+    );
+    // An undefended MLP under L∞ PGD at ε = 0.3 in [0, 1] pixel units falls below 5%.
+    let eps3 = 0.3 * 255.0 / 126.0;
+    let strong = Pgd {
+        norm: Norm::Linf,
+        eps: eps3,
+        step: eps3 / 10.0,
+        steps: 40,
+        random_start: true,
+    }
+    .run(&mlp, x, y);
+    assert!(accuracy(&mlp, &strong.perturbed, y) < 0.05);
+}
+
+#[test]
+fn attacks_leave_parameter_gradients_undefined() {
+    let _g = common::torch_rng_lock();
+    tch::manual_seed(2);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let mlp = Mlp::new(
+        &vs.root(),
+        &MlpConfig {
+            arch: Arch::new(&[20]),
+            ..MlpConfig::default()
+        },
+    );
+    let bvs = nn::VarStore::new(Device::Cpu);
+    let bnn = BayesMlp::new(
+        &bvs.root(),
+        &BayesConfig {
+            arch: Arch::new(&[20]),
+            ..BayesConfig::default()
+        },
+    );
+    let x = Tensor::rand([8, 784], (Kind::Float, Device::Cpu));
+    let y = Tensor::from_slice(&[0i64, 1, 2, 3, 4, 5, 6, 7]);
+    let _ = MinNormAttack {
+        steps: 3,
+        ..MinNormAttack::default()
+    }
+    .run(&mlp, &x, &y);
+    let _ = Pgd::fgsm(0.1).run(&mlp, &x, &y);
+    let _ = Pgd::fgsm(0.1).run(
+        &BnnPass {
+            bnn: &bnn,
+            mode: WeightMode::Sample,
+        },
+        &x,
+        &y,
+    );
+    for (name, v) in vs.variables().into_iter().chain(bvs.variables()) {
+        assert!(!v.grad().defined(), "{name} has a gradient after an attack");
+    }
+}
+
+#[test]
+fn a_zero_budget_changes_nothing() {
+    let _g = common::torch_rng_lock();
+    tch::manual_seed(3);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let mlp = Mlp::new(
+        &vs.root(),
+        &MlpConfig {
+            arch: Arch::new(&[20]),
+            ..MlpConfig::default()
+        },
+    );
+    let x = Tensor::rand([8, 784], (Kind::Float, Device::Cpu));
+    let y = Tensor::zeros([8], (Kind::Int64, Device::Cpu));
+    let out = Pgd {
+        norm: Norm::Linf,
+        eps: 0.0,
+        step: 0.1,
+        steps: 5,
+        random_start: true,
+    }
+    .run(&mlp, &x, &y);
+    assert!(out.perturbed.equal(&x));
+}

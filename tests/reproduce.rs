@@ -1,0 +1,166 @@
+//! The quick profile end to end on real MNIST: every cell of Tables 1–4, in the shape
+//! of paper_tables.json, and a second run that recomputes nothing.
+
+mod common;
+
+use std::path::PathBuf;
+
+use bayes_robust::experiment::Profile;
+use bayes_robust::experiment::cache;
+use bayes_robust::experiment::reproduce::{ReproduceConfig, reproduce};
+use serde_json::Value;
+
+/// Keys whose values are parameters of the grid, not results.
+const PARAMETERS: [&str; 4] = ["rho_init", "lambda", "n_samples", "rate_percent"];
+
+/// Every number of the paper's tables has a `{mean, ci95, runs}` cell in ours, at the
+/// same path, whose interval contains its mean.
+fn assert_same_shape(paper: &Value, ours: &Value, path: &str) {
+    match paper {
+        Value::Object(map) => {
+            for (k, v) in map {
+                if k == "note" || k == "source" {
+                    continue;
+                }
+                let o = ours
+                    .get(k)
+                    .unwrap_or_else(|| panic!("results.json lacks {path}/{k}"));
+                if PARAMETERS.contains(&k.as_str()) {
+                    let numbers = |x: &Value| {
+                        x.as_array()
+                            .map(|a| a.iter().map(|n| n.as_f64()).collect::<Vec<_>>())
+                    };
+                    assert_eq!(
+                        numbers(v),
+                        numbers(o),
+                        "{path}/{k} differs from the paper's grid"
+                    );
+                } else {
+                    assert_same_shape(v, o, &format!("{path}/{k}"));
+                }
+            }
+        }
+        Value::Array(items) => {
+            let o = ours
+                .as_array()
+                .unwrap_or_else(|| panic!("{path} is not a list in results.json"));
+            assert_eq!(
+                items.len(),
+                o.len(),
+                "{path} has {} entries, the paper {}",
+                o.len(),
+                items.len()
+            );
+            for (i, (p, q)) in items.iter().zip(o).enumerate() {
+                assert_same_shape(p, q, &format!("{path}/{i}"));
+            }
+        }
+        Value::Number(_) => {
+            let mean = ours["mean"]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{path} is not a {{mean, ci95, runs}} cell: {ours}"));
+            let (lo, hi) = (
+                ours["ci95"][0].as_f64().unwrap(),
+                ours["ci95"][1].as_f64().unwrap(),
+            );
+            assert!(
+                lo <= mean + 1e-9 && mean <= hi + 1e-9,
+                "{path}: CI [{lo}, {hi}] does not contain {mean}"
+            );
+            assert!(ours["runs"].as_u64().unwrap() >= 1);
+            assert!(
+                (0.0..=100.0).contains(&mean),
+                "{path}: {mean} is not a percentage"
+            );
+        }
+        Value::String(_) => assert!(ours.is_string(), "{path}"),
+        _ => {}
+    }
+}
+
+#[test]
+fn the_quick_profile_reproduces_every_cell_and_resumes_without_recomputing() {
+    let _g = common::torch_rng_lock();
+    let runs = tempfile::tempdir().unwrap();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let cfg = ReproduceConfig {
+        profile: Profile::quick(),
+        master_seed: 20201218,
+        device: tch::Device::Cpu,
+        threads: 2,
+        data_dir: common::real_mnist_dir(),
+        runs_dir: runs.path().to_owned(),
+        out_dir: root.join("reports/quick"),
+        verbose: false,
+    };
+    tch::set_num_threads(2);
+    let first = reproduce(&cfg).expect("the quick profile runs");
+    let written: Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("reports/quick/results.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(first, written, "results.json holds what reproduce returned");
+
+    let paper: Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("reports/paper_tables.json")).unwrap(),
+    )
+    .unwrap();
+    let mut paper_tables = paper.clone();
+    paper_tables.as_object_mut().unwrap().remove("claims");
+    assert_same_shape(&paper_tables, &first, "");
+    assert_eq!(first["attack_sources"], paper["attack_sources"]);
+
+    let sets = first["perturbation_sets"].as_array().unwrap();
+    assert_eq!(sets.len(), 12);
+    for s in sets {
+        let d = s["mean_distortion"].as_f64().unwrap();
+        assert!(d < 0.10, "{}: distortion {d}", s["source"]);
+        assert_eq!(s["n"], 500);
+    }
+    let stages = first["meta"]["stages"].as_array().unwrap();
+    assert_eq!(
+        stages
+            .iter()
+            .map(|s| s["computed"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [23, 12, 13]
+    );
+
+    // The same flags again: everything is reused and the numbers are identical.
+    let second = reproduce(&cfg).expect("the rerun runs");
+    let stages = second["meta"]["stages"].as_array().unwrap();
+    assert_eq!(
+        stages
+            .iter()
+            .map(|s| s["computed"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [0, 0, 0]
+    );
+    assert_eq!(first["table2_perturbed"], second["table2_perturbed"]);
+    assert_eq!(first["table4_pruning"], second["table4_pruning"]);
+}
+
+#[test]
+fn a_changed_config_changes_the_cache_key() {
+    let base = serde_json::json!({"attack": Profile::quick().attack, "n": 500});
+    let mut other = Profile::quick().attack;
+    other.steps += 1;
+    let changed = serde_json::json!({"attack": other, "n": 500});
+    assert_eq!(cache::key("set", &base), cache::key("set", &base.clone()));
+    assert_ne!(cache::key("set", &base), cache::key("set", &changed));
+    assert!(cache::key("FC-10 (lambda=0)", &base).starts_with("FC-10__lambda=0_-"));
+}
+
+#[test]
+fn an_interrupted_artifact_is_not_trusted() {
+    use bayes_robust::experiment::cache::ArtifactDir;
+    let d = tempfile::tempdir().unwrap();
+    let dir = ArtifactDir::new(d.path());
+    // A temp file left by a killed run is not an artifact.
+    std::fs::write(d.path().join(".k.tmp123"), b"{\"half").unwrap();
+    assert!(dir.read_json::<Value>("k").unwrap().is_none());
+    // A corrupt sidecar is an error that says how to recover, not a silent success.
+    std::fs::write(d.path().join("k.json"), b"{\"half").unwrap();
+    let err = dir.read_json::<Value>("k").unwrap_err().to_string();
+    assert!(err.contains("k.json") && err.contains("delete it"), "{err}");
+}
