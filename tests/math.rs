@@ -241,27 +241,26 @@ proptest! {
         prop_assert!(max_pruned <= min_kept);
     }
 
+    /// On FC-10 (logits = x·W + b), the input rows 0 and e_i give logits b and W_i + b of
+    /// the same draw, so their difference is the drawn W_i exactly where W_i = 0.
     #[test]
     fn pruned_weights_are_zero_in_every_sample(seed in 0i64..1000, p in strategies::prune_rate()) {
         let _g = common::torch_rng_lock();
-        let (_vs, mut bnn) = tiny_bnn(seed, -2.0);
-        bnn.prune(p).unwrap();
-        // A one-hot input row i reads weight row i of layer 0 (plus the bias).
-        let x = Tensor::eye(784, (Kind::Float, Device::Cpu));
-        let first = &bnn.layers[0];
-        let mask = first.mask_w.as_ref().unwrap();
+        tch::manual_seed(seed);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let mut bnn = BayesMlp::new(&vs.root(), &BayesConfig { arch: Arch::new(&[]), rho_init: -2.0, ..BayesConfig::default() });
+        let k = bnn.prune(p).unwrap();
+        let x = Tensor::cat(&[Tensor::zeros([1, 784], (Kind::Float, Device::Cpu)), Tensor::eye(784, (Kind::Float, Device::Cpu))], 0);
+        let pruned = bnn.layers[0].mask_w.as_ref().unwrap().eq(0.0);
         for mode in [WeightMode::Sample, WeightMode::Frozen(3), WeightMode::Mean] {
-            let l0 = BayesMlp { config: BayesConfig { arch: Arch::new(&[]), ..bnn.config.clone() }, layers: vec![] };
-            drop(l0);
-            let w_plus_b = tch::no_grad(|| {
-                let out = x.matmul(&(match mode {
-                    WeightMode::Mean => first.mu_w.shallow_clone(),
-                    _ => &first.mu_w + first.sigma_w() * Tensor::randn_like(&first.mu_w),
-                } * mask));
-                out
-            });
-            let pruned = mask.eq(0.0);
-            prop_assert!(bool::try_from(w_plus_b.masked_select(&pruned).eq(0.0).all()).unwrap());
+            let logits = tch::no_grad(|| bnn.forward(&x, 4, mode, false).logits);
+            let drawn_w = logits.narrow(1, 1, 784) - logits.narrow(1, 0, 1);
+            for draw in 0..4 {
+                let w = drawn_w.get(draw);
+                prop_assert!(bool::try_from(w.masked_select(&pruned).eq(0.0).all()).unwrap(), "{:?}: a pruned weight is not 0", mode);
+                let kept_nonzero = w.masked_select(&pruned.logical_not()).ne(0.0).sum(Kind::Int64).int64_value(&[]);
+                prop_assert_eq!(kept_nonzero as usize, 7840 - k, "{:?}: a kept weight is 0", mode);
+            }
         }
     }
 }
