@@ -94,7 +94,11 @@ fn bad_flags_are_clear_errors() {
     }
     let o = bayes_robust(&["reproduce", "--profile", "huge"]);
     assert!(!o.status.success());
-    assert!(text(&o).1.contains("\"huge\" is not one of paper, quick"), "{}", text(&o).1);
+    assert!(
+        text(&o).1.contains("\"huge\" is not one of paper, quick"),
+        "{}",
+        text(&o).1
+    );
     let o = bayes_robust(&["train", "--model", "mlp", "--data-dir", "/nonexistent"]);
     assert!(!o.status.success());
     assert!(text(&o).1.contains("/nonexistent"), "{}", text(&o).1);

@@ -323,10 +323,18 @@ impl BayesMlp {
         let mut kl: Option<Tensor> = None;
         for (i, layer) in self.layers.iter().enumerate() {
             let draw = layer.draw(n, mode, &self.config.prior, with_kl, i as u64);
-            // [B, in] @ [n, in, out] broadcasts to [n, B, out]; later layers are batched.
-            // One draw takes the plain 2-D product (training's hot path).
-            let z = if n == 1 && i == 0 {
-                (h.matmul(&draw.w.squeeze_dim(0)) + draw.b.squeeze_dim(0)).unsqueeze(0)
+            let z = if i == 0 && h.dim() == 2 {
+                // The input is shared by all n draws: one [B, in] × [in, n·out] product
+                // instead of n broadcast copies of the input, viewed back as [n, B, out].
+                let (fan_in, fan_out) = (draw.w.size()[1], draw.w.size()[2]);
+                let w = draw
+                    .w
+                    .permute([1, 0, 2])
+                    .reshape([fan_in, n as i64 * fan_out]);
+                h.matmul(&w)
+                    .view([-1, n as i64, fan_out])
+                    .permute([1, 0, 2])
+                    + &draw.b
             } else {
                 h.matmul(&draw.w) + &draw.b
             };
