@@ -13,6 +13,7 @@ use bayes_robust::model::bayes::BayesConfig;
 use bayes_robust::model::checkpoint::ModelSpec;
 use bayes_robust::model::mlp::{MlpConfig, MlpInit};
 use bayes_robust::model::{Arch, bayes::BayesMlp};
+use bayes_robust::report;
 use bayes_robust::runtime;
 use bayes_robust::seed::{DEFAULT_MASTER_SEED, SeedTree};
 use bayes_robust::train::{self, Recipe, TrainOptions, TrainedModel};
@@ -57,6 +58,17 @@ enum Command {
     /// Train the paper's model grid, make the 12 perturbation sets, evaluate Tables 1–4
     /// and write reports/<profile>/results.json; resumes from runs/<profile>/.
     Reproduce(ReproduceArgs),
+    /// Render reports/<profile>/README.md and SVG figures from its results.json beside
+    /// the paper's numbers (reports/paper_tables.json).
+    Report {
+        #[arg(long, default_value = "paper")]
+        profile: String,
+        /// Folder with results.json; the report is written there (default reports/<profile>).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[arg(long, default_value = "reports/paper_tables.json")]
+        paper_tables: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -197,9 +209,29 @@ fn run(cli: Cli) -> Result<()> {
                 verbose: !args.quiet,
             };
             reproduce::reproduce(&cfg)?;
-            Ok(())
+            render_report(&cfg.out_dir, Path::new("reports/paper_tables.json"))
         }
+        Command::Report {
+            profile,
+            dir,
+            paper_tables,
+        } => render_report(
+            &dir.unwrap_or_else(|| PathBuf::from("reports").join(&profile)),
+            &paper_tables,
+        ),
     }
+}
+
+fn render_report(dir: &Path, paper_tables: &Path) -> Result<()> {
+    let results = report::read_json(&dir.join("results.json"))?;
+    let paper = report::read_json(paper_tables)?;
+    let files = report::render(&results, &paper, dir)?;
+    println!(
+        "wrote {} ({} files)",
+        dir.join("README.md").display(),
+        files.len()
+    );
+    Ok(())
 }
 
 fn policy(no_checksum: bool) -> ChecksumPolicy {

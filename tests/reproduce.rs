@@ -126,6 +126,11 @@ fn the_quick_profile_reproduces_every_cell_and_resumes_without_recomputing() {
         [23, 12, 13]
     );
 
+    // The report renders from it (what `bayes-robust reproduce` does at the end).
+    let files = bayes_robust::report::render(&written, &paper, &root.join("reports/quick"))
+        .expect("the report renders");
+    assert_eq!(files.len(), 7, "six figures and README.md: {files:?}");
+
     // The same flags again: everything is reused and the numbers are identical.
     let second = reproduce(&cfg).expect("the rerun runs");
     let stages = second["meta"]["stages"].as_array().unwrap();

@@ -59,10 +59,10 @@ impl Profile {
             eval_examples: None,
             single_draw_runs: 100,
             ensemble_ns: vec![1, 5, 10, 25, 100],
-            ensemble_runs: 20,
+            ensemble_runs: 10,
             prune_rates: vec![0.25, 0.5, 0.75, 0.9, 0.95, 0.98],
             prune_ensemble: 100,
-            prune_runs: 5,
+            prune_runs: 3,
             draw_chunk: 10,
         }
     }

@@ -536,6 +536,34 @@ fn bnn_of(model: &TrainedModel) -> &BayesMlp {
     }
 }
 
+/// A 40-bin histogram of log10 SNR of every weight of `bnn`, and the log10 SNR below
+/// which each pruning rate prunes.
+fn snr_histogram(bnn: &BayesMlp, rates: &[f64]) -> Value {
+    let snr = tch::no_grad(|| {
+        bnn.snr_flat()
+            .clamp_min(1e-30)
+            .log10()
+            .to_kind(tch::Kind::Double)
+    });
+    let (sorted, _) = snr.sort(0, false);
+    let values: Vec<f64> = Vec::try_from(&sorted).unwrap_or_default();
+    let (Some(&lo), Some(&hi)) = (values.first(), values.last()) else {
+        return Value::Null;
+    };
+    let bins = 40;
+    let width = ((hi - lo) / bins as f64).max(1e-9);
+    let mut counts = vec![0u64; bins];
+    for v in &values {
+        counts[(((v - lo) / width) as usize).min(bins - 1)] += 1;
+    }
+    let edges: Vec<f64> = (0..=bins).map(|i| lo + width * i as f64).collect();
+    let thresholds: Vec<f64> = rates
+        .iter()
+        .map(|r| values[((r * values.len() as f64).floor() as usize).min(values.len() - 1)])
+        .collect();
+    json!({ "log10_edges": edges, "counts": counts, "log10_thresholds": thresholds })
+}
+
 fn pct(values: &[f64]) -> Value {
     json!(MeanCi::from_values(values).map(|m| m.scaled(100.0)))
 }
@@ -711,6 +739,10 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
         .iter()
         .map(|&j| paper_rows.iter().map(|r| r[j]).sum::<f64>() / paper_rows.len() as f64)
         .collect();
+    let snr_histogram = snr_histogram(
+        bnn_of(&bnn_ready[index_of(TABLE4_RHO)].model),
+        &p.prune_rates,
+    );
     let prune_rows: Vec<Value> = (0..sets.len())
         .map(|i| Value::Array(prune.per_rate.iter().map(|e| pct(&e.sets[i])).collect()))
         .collect();
@@ -745,6 +777,7 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
             "note": format!("BNN rho_init={TABLE4_RHO}; global SNR |mu|/sigma pruning of weights (biases kept), ensemble of {} draws, {} runs per cell", p.prune_ensemble, p.prune_runs),
             "rate_percent": prune.rates.iter().map(|r| r * 100.0).collect::<Vec<_>>(),
             "pruned_weights": prune.pruned_weights,
+            "snr_histogram": snr_histogram,
             "clean_validation": prune.per_rate.iter().map(|e| pct(&e.validation)).collect::<Vec<_>>(),
             "clean_test": prune.per_rate.iter().map(|e| pct(&e.test)).collect::<Vec<_>>(),
             "rows": prune_rows,

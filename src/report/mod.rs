@@ -1,0 +1,723 @@
+//! The report: `results.json` and the paper's `paper_tables.json` in, a Markdown
+//! README with Tables 1–4 (ours ± CI beside the paper's value and the difference), the
+//! paper's claims checked, run metadata, and SVG figures out.
+
+pub mod plots;
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::model::checkpoint::write_atomic;
+use crate::stats::MeanCi;
+use plots::{Figure, Series};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("results file lacks the cell {0} (or it is not a {{mean, ci95, runs}} cell)")]
+    MissingCell(String),
+    #[error("paper tables lack {0}")]
+    MissingPaper(String),
+    #[error("cannot read {path}: {reason}")]
+    Read { path: PathBuf, reason: String },
+    #[error("cannot write {path}: {reason}")]
+    Write { path: PathBuf, reason: String },
+}
+
+type Result<T> = std::result::Result<T, ReportError>;
+
+fn at<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
+    v.pointer(path)
+}
+
+/// Our `{mean, ci95, runs}` cell at a JSON pointer.
+fn ours(results: &Value, path: &str) -> Result<MeanCi> {
+    at(results, path)
+        .and_then(|v| serde_json::from_value::<MeanCi>(v.clone()).ok())
+        .ok_or_else(|| ReportError::MissingCell(path.to_owned()))
+}
+
+fn paper(tables: &Value, path: &str) -> Result<f64> {
+    at(tables, path)
+        .and_then(Value::as_f64)
+        .ok_or_else(|| ReportError::MissingPaper(path.to_owned()))
+}
+
+fn len(v: &Value, path: &str) -> Result<usize> {
+    at(v, path)
+        .and_then(Value::as_array)
+        .map(Vec::len)
+        .ok_or_else(|| ReportError::MissingCell(path.to_owned()))
+}
+
+/// One compared cell.
+#[derive(Debug, Clone)]
+struct Cell {
+    name: String,
+    ours: MeanCi,
+    paper: f64,
+}
+
+impl Cell {
+    fn diff(&self) -> f64 {
+        self.ours.mean - self.paper
+    }
+
+    fn paper_inside_ci(&self) -> bool {
+        self.ours.ci95[0] - 0.005 <= self.paper && self.paper <= self.ours.ci95[1] + 0.005
+    }
+
+    fn markdown(&self) -> String {
+        format!(
+            "{:.2} ± {:.2} / {:.2} ({:+.2})",
+            self.ours.mean,
+            self.ours.half_width(),
+            self.paper,
+            self.diff()
+        )
+    }
+}
+
+/// A table: a header row and rows of (label, cells).
+struct Table {
+    title: String,
+    corner: String,
+    columns: Vec<String>,
+    rows: Vec<(String, Vec<Cell>)>,
+}
+
+impl Table {
+    fn cells(&self) -> impl Iterator<Item = &Cell> {
+        self.rows.iter().flat_map(|(_, c)| c)
+    }
+
+    fn markdown(&self) -> String {
+        let mut s = format!(
+            "### {}\n\n| {} | {} |\n|---|{}\n",
+            self.title,
+            self.corner,
+            self.columns.join(" | "),
+            "---|".repeat(self.columns.len())
+        );
+        for (label, cells) in &self.rows {
+            let _ = writeln!(
+                s,
+                "| {label} | {} |",
+                cells
+                    .iter()
+                    .map(Cell::markdown)
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            );
+        }
+        let _ = writeln!(s, "\n{}\n", summary(&self.cells().collect::<Vec<_>>()));
+        s
+    }
+}
+
+/// A line computed from the numbers: mean gap, direction, CI coverage, largest gap.
+fn summary(cells: &[&Cell]) -> String {
+    if cells.is_empty() {
+        return String::new();
+    }
+    let n = cells.len();
+    let mean_diff = cells.iter().map(|c| c.diff()).sum::<f64>() / n as f64;
+    let mean_abs = cells.iter().map(|c| c.diff().abs()).sum::<f64>() / n as f64;
+    let above = cells.iter().filter(|c| c.diff() > 0.0).count();
+    let inside = cells.iter().filter(|c| c.paper_inside_ci()).count();
+    let worst = cells
+        .iter()
+        .max_by(|a, b| a.diff().abs().total_cmp(&b.diff().abs()))
+        .map(|c| format!("{} ({:+.2})", c.name, c.diff()))
+        .unwrap_or_default();
+    let verdict = if mean_abs < 1.0 {
+        "we agree with the paper to within a point on average"
+    } else if mean_diff < 0.0 {
+        "our numbers are lower than the paper's"
+    } else {
+        "our numbers are higher than the paper's"
+    };
+    format!(
+        "*{verdict}: mean difference {mean_diff:+.2} points (mean |difference| {mean_abs:.2}) over {n} cells; ours is higher in {above} of {n}; the paper's value lies inside our 95% CI in {inside} of {n}; largest gap: {worst}.*"
+    )
+}
+
+fn fmt_param(x: f64) -> String {
+    if x == 0.0 {
+        "0".into()
+    } else if x.abs() < 1e-3 || x.abs() >= 1e3 || (x.abs() < 1.0 && x.log10().fract() == 0.0) {
+        format!("{x:e}")
+    } else {
+        format!("{x}")
+    }
+}
+
+fn params(v: &Value, path: &str) -> Result<Vec<f64>> {
+    at(v, path)
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_f64).collect())
+        .ok_or_else(|| ReportError::MissingCell(path.to_owned()))
+}
+
+/// Builds the tables from results and the paper's numbers.
+fn tables(r: &Value, p: &Value) -> Result<Vec<Table>> {
+    let sources: Vec<String> = at(p, "/attack_sources")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        })
+        .ok_or_else(|| ReportError::MissingPaper("/attack_sources".into()))?;
+    let rhos = params(r, "/table1_clean/bnn/rho_init")?;
+    let lambdas = params(r, "/table1_clean/deterministic/lambda")?;
+    let ns = params(r, "/table3_ensemble/n_samples")?;
+    let rates = params(r, "/table4_pruning/rate_percent")?;
+    let mut out = Vec::new();
+
+    let grid = |title: &str,
+                corner: &str,
+                columns: Vec<String>,
+                rows: Vec<(String, String)>,
+                ncols: usize|
+     -> Result<Table> {
+        let rows = rows
+            .into_iter()
+            .map(|(label, base)| {
+                let cells = (0..ncols)
+                    .map(|j| {
+                        let path = format!("{base}/{j}");
+                        Ok(Cell {
+                            name: format!("{label} × {}", columns[j]),
+                            ours: ours(r, &path)?,
+                            paper: paper(p, &path)?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok((label, cells))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Table {
+            title: title.to_owned(),
+            corner: corner.to_owned(),
+            columns,
+            rows,
+        })
+    };
+
+    let rho_cols: Vec<String> = rhos.iter().map(|x| format!("ρ_init = {x}")).collect();
+    let lambda_cols: Vec<String> = lambdas
+        .iter()
+        .map(|x| format!("λ = {}", fmt_param(*x)))
+        .collect();
+    out.push(grid(
+        "Table 1 — clean accuracy, BNNs (single weight draw)",
+        "split",
+        rho_cols.clone(),
+        vec![
+            ("validation".into(), "/table1_clean/bnn/validation".into()),
+            ("test".into(), "/table1_clean/bnn/test".into()),
+        ],
+        rhos.len(),
+    )?);
+    out.push(grid(
+        "Table 1 — clean accuracy, deterministic nets",
+        "split",
+        lambda_cols.clone(),
+        vec![
+            (
+                "validation".into(),
+                "/table1_clean/deterministic/validation".into(),
+            ),
+            ("test".into(), "/table1_clean/deterministic/test".into()),
+        ],
+        lambdas.len(),
+    )?);
+    let set_rows = |prefix: &str| -> Vec<(String, String)> {
+        sources
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.clone(), format!("{prefix}/rows/{i}")))
+            .chain([("**average**".to_owned(), format!("{prefix}/average"))])
+            .collect()
+    };
+    out.push(grid(
+        "Table 2 — perturbed test accuracy, BNNs (single weight draw)",
+        "perturbation source",
+        rho_cols,
+        set_rows("/table2_perturbed/bnn"),
+        rhos.len(),
+    )?);
+    out.push(grid(
+        "Table 2 — perturbed test accuracy, deterministic nets",
+        "perturbation source",
+        lambda_cols,
+        set_rows("/table2_perturbed/deterministic"),
+        lambdas.len(),
+    )?);
+    let n_cols: Vec<String> = ns.iter().map(|n| format!("N = {n}")).collect();
+    out.push(grid(
+        "Table 3 — ensembles of N weight draws (eq. 7)",
+        "perturbation source",
+        n_cols,
+        set_rows("/table3_ensemble"),
+        ns.len(),
+    )?);
+    let rate_cols: Vec<String> = rates.iter().map(|x| format!("{x}%")).collect();
+    let mut t4_rows = vec![
+        (
+            "clean validation".to_owned(),
+            "/table4_pruning/clean_validation".to_owned(),
+        ),
+        (
+            "clean test".to_owned(),
+            "/table4_pruning/clean_test".to_owned(),
+        ),
+    ];
+    t4_rows.extend(set_rows("/table4_pruning"));
+    out.push(grid(
+        "Table 4 — SNR pruning, ensemble of 100 draws",
+        "data",
+        rate_cols,
+        t4_rows,
+        rates.len(),
+    )?);
+    Ok(out)
+}
+
+/// A claim of the paper, recomputed.
+struct Claim {
+    text: &'static str,
+    paper: f64,
+    ours: MeanCi,
+}
+
+/// Best (highest-mean) cell of a row of cells at `path`.
+fn best(r: &Value, path: &str) -> Result<MeanCi> {
+    (0..len(r, path)?)
+        .map(|j| ours(r, &format!("{path}/{j}")))
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .max_by(|a, b| a.mean.total_cmp(&b.mean))
+        .ok_or_else(|| ReportError::MissingCell(path.to_owned()))
+}
+
+/// a − b with independent CIs combined in quadrature.
+fn difference(a: MeanCi, b: MeanCi) -> MeanCi {
+    let mean = a.mean - b.mean;
+    let h = (a.half_width().powi(2) + b.half_width().powi(2)).sqrt();
+    MeanCi {
+        mean,
+        ci95: [mean - h, mean + h],
+        runs: a.runs.min(b.runs),
+    }
+}
+
+fn claims(r: &Value, p: &Value) -> Result<Vec<Claim>> {
+    let best_det = best(r, "/table2_perturbed/deterministic/average")?;
+    let best_bnn = best(r, "/table2_perturbed/bnn/average")?;
+    let n_last = len(r, "/table3_ensemble/average")? - 1;
+    let ens100 = ours(r, &format!("/table3_ensemble/average/{n_last}"))?;
+    let ens1 = ours(r, "/table3_ensemble/average/0")?;
+    let rates = params(r, "/table4_pruning/rate_percent")?;
+    let i75 = rates
+        .iter()
+        .position(|x| (*x - 75.0).abs() < 1e-9)
+        .ok_or_else(|| ReportError::MissingCell("/table4_pruning/rate_percent (75)".into()))?;
+    let pruned = ours(r, &format!("/table4_pruning/average/{i75}"))?;
+    let c = |k: &str| paper(p, &format!("/claims/{k}"));
+    Ok(vec![
+        Claim {
+            text: "best BNN beats the best deterministic net on the 12 sets (Table 2 averages)",
+            paper: c("bnn_over_deterministic_average_margin_points")?,
+            ours: difference(best_bnn, best_det),
+        },
+        Claim {
+            text: "the 100-draw ensemble beats one draw (Table 3 averages)",
+            paper: c("ensemble100_over_single_points")?,
+            ours: difference(ens100, ens1),
+        },
+        Claim {
+            text: "the 100-draw ensemble beats the best deterministic net",
+            paper: c("ensemble100_over_best_deterministic_points")?,
+            ours: difference(ens100, best_det),
+        },
+        Claim {
+            text: "a 75%-pruned BNN beats the best deterministic net",
+            paper: c("pruned75_over_best_deterministic_points")?,
+            ours: difference(pruned, best_det),
+        },
+    ])
+}
+
+fn series_from(r: &Value, name: &str, xs: &[f64], path: &str) -> Result<Series> {
+    let points = xs
+        .iter()
+        .enumerate()
+        .map(|(j, x)| ours(r, &format!("{path}/{j}")).map(|m| (*x, m.mean, m.ci95[0], m.ci95[1])))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Series {
+        name: name.to_owned(),
+        points,
+        line: true,
+    })
+}
+
+fn paper_series(p: &Value, name: &str, xs: &[f64], path: &str) -> Result<Series> {
+    let points = xs
+        .iter()
+        .enumerate()
+        .map(|(j, x)| paper(p, &format!("{path}/{j}")).map(|v| (*x, v, v, v)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Series {
+        name: name.to_owned(),
+        points,
+        line: true,
+    })
+}
+
+fn figure(title: &str, x: &str, y: &str, series: Vec<Series>) -> Figure {
+    Figure {
+        title: title.into(),
+        x_label: x.into(),
+        y_label: y.into(),
+        series,
+        references: vec![],
+        verticals: vec![],
+        log_x: false,
+        diagonal: false,
+    }
+}
+
+fn figures(
+    r: &Value,
+    p: &Value,
+    tables: &[Table],
+) -> Result<Vec<(&'static str, &'static str, Figure)>> {
+    let rhos = params(r, "/table1_clean/bnn/rho_init")?;
+    let lambdas = params(r, "/table1_clean/deterministic/lambda")?;
+    let ns = params(r, "/table3_ensemble/n_samples")?;
+    let rates = params(r, "/table4_pruning/rate_percent")?;
+    let mut out = Vec::new();
+
+    let mut f = figure(
+        "Accuracy vs rho_init (BNN, one weight draw)",
+        "rho_init",
+        "accuracy (%)",
+        vec![
+            series_from(r, "BNN clean test", &rhos, "/table1_clean/bnn/test")?,
+            series_from(
+                r,
+                "BNN perturbed, average of 12 sets",
+                &rhos,
+                "/table2_perturbed/bnn/average",
+            )?,
+            paper_series(p, "paper: clean test", &rhos, "/table1_clean/bnn/test")?,
+            paper_series(
+                p,
+                "paper: perturbed average",
+                &rhos,
+                "/table2_perturbed/bnn/average",
+            )?,
+        ],
+    );
+    for (j, l) in lambdas.iter().enumerate() {
+        let m = ours(r, &format!("/table2_perturbed/deterministic/average/{j}"))?;
+        f.references.push((
+            format!("deterministic lambda={}: perturbed avg", fmt_param(*l)),
+            m.mean,
+        ));
+    }
+    out.push(("accuracy_vs_rho.svg", "Accuracy vs ρ_init, clean and perturbed average; dashed: deterministic nets' perturbed averages.", f));
+
+    let idx: Vec<f64> = (1..=12).map(|i| i as f64).collect();
+    let best_col = |path: &str| -> Result<usize> {
+        (0..len(r, path)?)
+            .map(|j| ours(r, &format!("{path}/{j}")).map(|m| (j, m.mean)))
+            .collect::<Result<Vec<_>>>()
+            .map(|v| {
+                v.into_iter()
+                    .max_by(|a, b| a.1.total_cmp(&b.1))
+                    .map_or(0, |b| b.0)
+            })
+    };
+    let (jb, jd) = (
+        best_col("/table2_perturbed/bnn/average")?,
+        best_col("/table2_perturbed/deterministic/average")?,
+    );
+    let column = |base: &str, j: usize, name: String| -> Result<Series> {
+        let points = idx
+            .iter()
+            .enumerate()
+            .map(|(i, x)| {
+                ours(r, &format!("{base}/rows/{i}/{j}")).map(|m| (*x, m.mean, m.ci95[0], m.ci95[1]))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Series {
+            name,
+            points,
+            line: false,
+        })
+    };
+    out.push(("per_source.svg", "Perturbed accuracy per source model (1–4 FC-10, 5–8 FC-200-200-10, 9–12 FC-1200-1200-10; λ = 0, 1e-4, 1e-2, 1 within each), best BNN vs best deterministic net.", figure(
+        "Perturbed accuracy per perturbation source", "source model (1-12)", "accuracy (%)",
+        vec![column("/table2_perturbed/bnn", jb, format!("BNN rho_init={}", rhos[jb]))?, column("/table2_perturbed/deterministic", jd, format!("deterministic lambda={}", fmt_param(lambdas[jd])))?],
+    )));
+
+    let mut f = figure(
+        "Ensembles: accuracy vs number of weight draws N",
+        "N (log scale)",
+        "perturbed accuracy, average of 12 sets (%)",
+        vec![
+            series_from(r, "ours", &ns, "/table3_ensemble/average")?,
+            paper_series(p, "paper", &ns, "/table3_ensemble/average")?,
+        ],
+    );
+    f.log_x = true;
+    out.push((
+        "ensemble.svg",
+        "Accuracy vs ensemble size N (Table 3 averages).",
+        f,
+    ));
+
+    out.push((
+        "pruning.svg",
+        "Accuracy vs SNR pruning rate (Table 4), ensemble of 100 draws.",
+        figure(
+            "SNR pruning",
+            "pruning rate (%)",
+            "accuracy (%)",
+            vec![
+                series_from(r, "clean test", &rates, "/table4_pruning/clean_test")?,
+                series_from(
+                    r,
+                    "perturbed, average of 12 sets",
+                    &rates,
+                    "/table4_pruning/average",
+                )?,
+                paper_series(p, "paper: clean test", &rates, "/table4_pruning/clean_test")?,
+                paper_series(
+                    p,
+                    "paper: perturbed average",
+                    &rates,
+                    "/table4_pruning/average",
+                )?,
+            ],
+        ),
+    ));
+
+    if let (Some(edges), Some(counts)) = (
+        at(r, "/table4_pruning/snr_histogram/log10_edges").and_then(Value::as_array),
+        at(r, "/table4_pruning/snr_histogram/counts").and_then(Value::as_array),
+    ) {
+        let edges: Vec<f64> = edges.iter().filter_map(Value::as_f64).collect();
+        let points = counts
+            .iter()
+            .filter_map(Value::as_f64)
+            .enumerate()
+            .filter_map(|(i, c)| {
+                let (a, b) = (edges.get(i)?, edges.get(i + 1)?);
+                Some(((a + b) / 2.0, c, c, c))
+            })
+            .collect();
+        let mut f = figure(
+            "SNR |mu|/sigma of the Table 4 BNN's weights",
+            "log10 SNR",
+            "weights per bin",
+            vec![Series {
+                name: "weights".into(),
+                points,
+                line: true,
+            }],
+        );
+        let thresholds = params(r, "/table4_pruning/snr_histogram/log10_thresholds")?;
+        f.verticals = rates
+            .iter()
+            .zip(&thresholds)
+            .map(|(rate, t)| (format!("{rate}% pruned below"), *t))
+            .collect();
+        out.push(("snr_histogram.svg", "Histogram of log10 SNR of the pruned BNN's weights, with each pruning rate's threshold.", f));
+    }
+
+    let points: Vec<(f64, f64, f64, f64)> = tables
+        .iter()
+        .flat_map(|t| t.cells())
+        .map(|c| (c.paper, c.ours.mean, c.ours.ci95[0], c.ours.ci95[1]))
+        .collect();
+    let mut f = figure(
+        "Ours vs paper, every table cell",
+        "paper (%)",
+        "ours (%)",
+        vec![Series {
+            name: "table cells".into(),
+            points,
+            line: false,
+        }],
+    );
+    f.diagonal = true;
+    out.push((
+        "ours_vs_paper.svg",
+        "Every cell of Tables 1–4: ours (with 95% CI) against the paper; the line is ours = paper.",
+        f,
+    ));
+    Ok(out)
+}
+
+/// Renders `README.md` and the SVG figures into `out_dir`; returns the files written.
+pub fn render(results: &Value, paper_tables: &Value, out_dir: &Path) -> Result<Vec<PathBuf>> {
+    let tables = tables(results, paper_tables)?;
+    let claims = claims(results, paper_tables)?;
+    let figures = figures(results, paper_tables, &tables)?;
+    let mut md = String::new();
+    let profile = at(results, "/meta/profile/name")
+        .and_then(Value::as_str)
+        .unwrap_or("?");
+    let _ = writeln!(
+        md,
+        "# Reproduction of Zhang & Chen (2020), profile `{profile}`\n"
+    );
+    let _ = writeln!(
+        md,
+        "Each cell: **ours ± 95% CI half-width / paper (ours − paper)**, accuracies in percent. Generated by `bayes-robust report`; do not edit.\n"
+    );
+    let _ = writeln!(
+        md,
+        "## The paper's claims, checked\n\n| claim | paper | ours (95% CI) | direction holds | paper's size inside our CI |\n|---|---|---|---|---|"
+    );
+    for c in &claims {
+        let holds = if c.ours.ci95[0] > 0.0 {
+            "yes"
+        } else if c.ours.ci95[1] < 0.0 {
+            "no (reversed)"
+        } else {
+            "not resolved (CI spans 0)"
+        };
+        let inside = if c.ours.ci95[0] <= c.paper && c.paper <= c.ours.ci95[1] {
+            "yes"
+        } else {
+            "no"
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {:+.1} | {:+.2} [{:+.2}, {:+.2}] | {holds} | {inside} |",
+            c.text, c.paper, c.ours.mean, c.ours.ci95[0], c.ours.ci95[1]
+        );
+    }
+    let sets = at(results, "/perturbation_sets")
+        .and_then(Value::as_array)
+        .ok_or_else(|| ReportError::MissingCell("/perturbation_sets".into()))?;
+    let distortions: Vec<f64> = sets
+        .iter()
+        .filter_map(|s| s["mean_distortion"].as_f64())
+        .collect();
+    let max_d = distortions.iter().copied().fold(0.0, f64::max);
+    let _ = writeln!(
+        md,
+        "| mean distortion of every perturbation set below 0.10 | < 0.10 | max {max_d:.4} | {} | |\n",
+        if max_d < 0.10 && distortions.len() == sets.len() {
+            "yes"
+        } else {
+            "no"
+        }
+    );
+    let _ = writeln!(
+        md,
+        "## Perturbation sets\n\n| source | n | mean distortion | success rate on source |\n|---|---|---|---|"
+    );
+    for s in sets {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.4} | {:.1}% |",
+            s["source"].as_str().unwrap_or("?"),
+            s["n"],
+            s["mean_distortion"].as_f64().unwrap_or(f64::NAN),
+            100.0 * s["success_rate"].as_f64().unwrap_or(f64::NAN)
+        );
+    }
+    let _ = writeln!(md, "\n## Tables\n");
+    for t in &tables {
+        md.push_str(&t.markdown());
+    }
+    let _ = writeln!(md, "## Figures\n");
+    let mut written = Vec::new();
+    std::fs::create_dir_all(out_dir).map_err(|e| ReportError::Write {
+        path: out_dir.to_owned(),
+        reason: e.to_string(),
+    })?;
+    for (file, caption, fig) in &figures {
+        let path = out_dir.join(file);
+        fig.render(&path).map_err(|reason| ReportError::Write {
+            path: path.clone(),
+            reason,
+        })?;
+        let _ = writeln!(md, "![{caption}]({file})\n\n*{caption}*\n");
+        written.push(path);
+    }
+    let meta = at(results, "/meta").cloned().unwrap_or(Value::Null);
+    let _ = writeln!(
+        md,
+        "## Run metadata\n\n- command: `{}`",
+        meta["command"].as_str().unwrap_or("?")
+    );
+    let _ = writeln!(
+        md,
+        "- master seed: {}; threads: {}; device: {}",
+        meta["master_seed"],
+        meta["threads"],
+        meta["device"].as_str().unwrap_or("?")
+    );
+    let _ = writeln!(
+        md,
+        "- versions: bayes-robust {}, tch {}, libtorch {}",
+        meta["versions"]["bayes_robust"].as_str().unwrap_or("?"),
+        meta["versions"]["tch"].as_str().unwrap_or("?"),
+        meta["versions"]["libtorch"].as_str().unwrap_or("?")
+    );
+    let _ = writeln!(
+        md,
+        "- examples: {} validation, {} test; total wall time of this run {:.0} s",
+        meta["n_validation"],
+        meta["n_test"],
+        meta["wall_seconds"].as_f64().unwrap_or(f64::NAN)
+    );
+    if let Some(stages) = meta["stages"].as_array() {
+        let _ = writeln!(
+            md,
+            "\n| stage | wall time when made (s) | computed | reused |\n|---|---|---|---|"
+        );
+        for s in stages {
+            let _ = writeln!(
+                md,
+                "| {} | {:.1} | {} | {} |",
+                s["stage"].as_str().unwrap_or("?"),
+                s["artifact_seconds"].as_f64().unwrap_or(f64::NAN),
+                s["computed"],
+                s["reused"]
+            );
+        }
+    }
+    let _ = writeln!(
+        md,
+        "\nThe report itself: `bayes-robust report --profile {profile}`."
+    );
+    let readme = out_dir.join("README.md");
+    write_atomic(&readme, md.as_bytes()).map_err(|e| ReportError::Write {
+        path: readme.clone(),
+        reason: e.to_string(),
+    })?;
+    written.push(readme);
+    Ok(written)
+}
+
+/// Reads a JSON file.
+pub fn read_json(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).map_err(|e| ReportError::Read {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })?;
+    serde_json::from_str(&text).map_err(|e| ReportError::Read {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })
+}

@@ -1,0 +1,151 @@
+//! The report, rendered from a small hand-made results file: every table and figure
+//! present, numbers formatted as specified, SVGs that parse with their axis labels, and
+//! a clear error for a missing cell.
+
+use std::path::PathBuf;
+
+use bayes_robust::report::{self, ReportError};
+use serde_json::{Value, json};
+
+fn paper_tables() -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("reports/paper_tables.json");
+    report::read_json(&path).unwrap()
+}
+
+const PARAMETERS: [&str; 4] = ["rho_init", "lambda", "n_samples", "rate_percent"];
+
+/// The paper's tables with every number v replaced by the cell {v − 1, [v − 1.5, v − 0.5], 10}:
+/// ours is one point below the paper everywhere, with a half-width of 0.5.
+fn as_results(v: &Value, key: &str) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, x)| {
+                    (
+                        k.clone(),
+                        if PARAMETERS.contains(&k.as_str()) {
+                            x.clone()
+                        } else {
+                            as_results(x, k)
+                        },
+                    )
+                })
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(|x| as_results(x, key)).collect()),
+        Value::Number(n) => {
+            let m = n.as_f64().unwrap() - 1.0;
+            json!({"mean": m, "ci95": [m - 0.5, m + 0.5], "runs": 10})
+        }
+        other => other.clone(),
+    }
+}
+
+fn hand_made_results() -> Value {
+    let p = paper_tables();
+    let mut r = as_results(&p, "");
+    let o = r.as_object_mut().unwrap();
+    o.remove("claims");
+    o.insert("perturbation_sets".into(), Value::Array((0..12).map(|i| json!({"source": p["attack_sources"][i], "n": 10000, "mean_distortion": 0.05 + 0.001 * i as f64, "success_rate": 0.99})).collect()));
+    o.insert("meta".into(), json!({"profile": {"name": "hand"}, "command": "bayes-robust reproduce --profile hand", "master_seed": 7, "threads": 2, "device": "Cpu",
+        "versions": {"bayes_robust": "0.1.0", "tch": "0.26", "libtorch": "2.13.0"}, "n_validation": 10000, "n_test": 10000, "wall_seconds": 12.0,
+        "stages": [{"stage": "train", "artifact_seconds": 10.0, "seconds": 10.0, "computed": 23, "reused": 0}]}));
+    r["table4_pruning"]["snr_histogram"] = json!({"log10_edges": [-1.0, 0.0, 1.0, 2.0], "counts": [10, 30, 5], "log10_thresholds": [-0.5, 0.0, 0.3, 0.8, 1.2, 1.5]});
+    r
+}
+
+#[test]
+fn the_report_has_every_table_figure_and_formatted_cell() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = report::render(&hand_made_results(), &paper_tables(), dir.path()).expect("renders");
+    let md = std::fs::read_to_string(dir.path().join("README.md")).unwrap();
+    for heading in [
+        "Table 1 — clean accuracy, BNNs",
+        "Table 1 — clean accuracy, deterministic",
+        "Table 2 — perturbed test accuracy, BNNs",
+        "Table 2 — perturbed test accuracy, deterministic",
+        "Table 3 — ensembles",
+        "Table 4 — SNR pruning",
+        "The paper's claims, checked",
+        "Run metadata",
+    ] {
+        assert!(md.contains(heading), "no {heading:?}");
+    }
+    // Table 1, BNN ρ_init = −30, validation: paper 97.51, ours 96.51 ± 0.50.
+    assert!(
+        md.contains("| validation | 96.51 ± 0.50 / 97.51 (-1.00) |"),
+        "{md}"
+    );
+    assert!(md.contains("| **average** | 80.01 ± 0.50 / 81.01 (-1.00) |"));
+    // The computed summary line: every cell is one point low, and the paper lies outside our CI.
+    assert!(!md.contains("*our numbers are higher"));
+    assert!(md.contains("mean difference -1.00 points (mean |difference| 1.00) over 14 cells; ours is higher in 0 of 14; the paper's value lies inside our 95% CI in 0 of 14"), "{md}");
+    // Claims are differences of our cells: best BNN average 82.22 − best det 66.78 = 15.44.
+    assert!(
+        md.contains("| +15.4 | +15.44 [+14.73, +16.15] | yes | yes |"),
+        "{md}"
+    );
+    assert!(md.contains("max 0.0610 | yes"));
+    let svgs: Vec<_> = files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "svg"))
+        .collect();
+    assert_eq!(svgs.len(), 6);
+    for (file, x_label, y_label) in [
+        ("accuracy_vs_rho.svg", "rho_init", "accuracy (%)"),
+        ("per_source.svg", "source model (1-12)", "accuracy (%)"),
+        (
+            "ensemble.svg",
+            "N (log scale)",
+            "perturbed accuracy, average of 12 sets (%)",
+        ),
+        ("pruning.svg", "pruning rate (%)", "accuracy (%)"),
+        ("snr_histogram.svg", "log10 SNR", "weights per bin"),
+        ("ours_vs_paper.svg", "paper (%)", "ours (%)"),
+    ] {
+        let text = std::fs::read_to_string(dir.path().join(file)).unwrap();
+        let doc =
+            roxmltree::Document::parse(&text).unwrap_or_else(|e| panic!("{file} is not XML: {e}"));
+        let texts: Vec<String> = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("text"))
+            .filter_map(|n| n.text())
+            .map(|t| t.trim().to_owned())
+            .collect();
+        assert!(
+            texts.iter().any(|t| t == x_label),
+            "{file} lacks x label {x_label:?}: {texts:?}"
+        );
+        assert!(
+            texts.iter().any(|t| t == y_label),
+            "{file} lacks y label {y_label:?}"
+        );
+        assert!(
+            md.contains(&format!("]({file})")),
+            "README does not show {file}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_cell_is_an_error_naming_it() {
+    let mut r = hand_made_results();
+    r["table2_perturbed"]["bnn"]["rows"][3]
+        .as_array_mut()
+        .unwrap()
+        .remove(2);
+    let dir = tempfile::tempdir().unwrap();
+    let err = report::render(&r, &paper_tables(), dir.path()).unwrap_err();
+    assert!(
+        matches!(err, ReportError::MissingCell(ref p) if p == "/table2_perturbed/bnn/rows/3/6"),
+        "{err}"
+    );
+    let mut r = hand_made_results();
+    r["table1_clean"]["deterministic"]["test"][1] = json!(97.6);
+    let err = report::render(&r, &paper_tables(), dir.path()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("/table1_clean/deterministic/test/1"),
+        "{err}"
+    );
+}
