@@ -387,6 +387,7 @@ fn figure(title: &str, x: &str, y: &str, series: Vec<Series>) -> Figure {
         verticals: vec![],
         log_x: false,
         diagonal: false,
+        legend: plots::SeriesLabelPosition::LowerLeft,
     }
 }
 
@@ -475,36 +476,39 @@ fn figures(
         ],
     );
     f.log_x = true;
+    f.legend = plots::SeriesLabelPosition::LowerRight;
     out.push((
         "ensemble.svg",
         "Accuracy vs ensemble size N (Table 3 averages).",
         f,
     ));
 
+    let mut pruning = figure(
+        "SNR pruning",
+        "pruning rate (%)",
+        "accuracy (%)",
+        vec![
+            series_from(r, "clean test", &rates, "/table4_pruning/clean_test")?,
+            series_from(
+                r,
+                "perturbed, average of 12 sets",
+                &rates,
+                "/table4_pruning/average",
+            )?,
+            paper_series(p, "paper: clean test", &rates, "/table4_pruning/clean_test")?,
+            paper_series(
+                p,
+                "paper: perturbed average",
+                &rates,
+                "/table4_pruning/average",
+            )?,
+        ],
+    );
+    pruning.legend = plots::SeriesLabelPosition::UpperRight;
     out.push((
         "pruning.svg",
         "Accuracy vs SNR pruning rate (Table 4), ensemble of 100 draws.",
-        figure(
-            "SNR pruning",
-            "pruning rate (%)",
-            "accuracy (%)",
-            vec![
-                series_from(r, "clean test", &rates, "/table4_pruning/clean_test")?,
-                series_from(
-                    r,
-                    "perturbed, average of 12 sets",
-                    &rates,
-                    "/table4_pruning/average",
-                )?,
-                paper_series(p, "paper: clean test", &rates, "/table4_pruning/clean_test")?,
-                paper_series(
-                    p,
-                    "paper: perturbed average",
-                    &rates,
-                    "/table4_pruning/average",
-                )?,
-            ],
-        ),
+        pruning,
     ));
 
     if let (Some(edges), Some(counts)) = (
@@ -556,6 +560,7 @@ fn figures(
         }],
     );
     f.diagonal = true;
+    f.legend = plots::SeriesLabelPosition::UpperLeft;
     out.push((
         "ours_vs_paper.svg",
         "Every cell of Tables 1–4: ours (with 95% CI) against the paper; the line is ours = paper.",

@@ -4,6 +4,8 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
+pub use plotters::chart::SeriesLabelPosition;
+
 /// One series of a figure: (x, mean, ci_low, ci_high) points.
 pub struct Series {
     pub name: String,
@@ -25,6 +27,8 @@ pub struct Figure {
     pub verticals: Vec<(String, f64)>,
     pub log_x: bool,
     pub diagonal: bool,
+    /// Where the legend goes (chosen per figure to cover the least data).
+    pub legend: SeriesLabelPosition,
 }
 
 const COLORS: [RGBColor; 8] = [
@@ -162,7 +166,7 @@ impl Figure {
                     .configure_series_labels()
                     .background_style(WHITE.mix(0.85))
                     .border_style(BLACK.mix(0.3))
-                    .position(SeriesLabelPosition::LowerLeft)
+                    .position(self.legend.clone())
                     .label_font(("sans-serif", 13))
                     .draw()
                     .map_err(|e| err(&e))?;
