@@ -9,6 +9,7 @@ pub mod data;
 pub mod eval;
 pub mod experiment;
 pub mod model;
+pub mod progress;
 pub mod report;
 pub mod runtime;
 pub mod seed;

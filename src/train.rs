@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use tch::{Device, Kind, Tensor, nn, nn::OptimizerConfig};
 
 use crate::data::{ShuffledBatches, Split, Splits};
@@ -236,17 +235,7 @@ pub fn fit(
     }
     .build(vs, recipe.lr)?;
 
-    let bar = if options.verbose {
-        ProgressBar::new(recipe.max_epochs as u64)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{prefix} [{bar:30}] epoch {pos}/{len} {msg} (eta {eta})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    bar.set_prefix(options.label.clone());
+    let bar = crate::progress::bar(recipe.max_epochs, &options.label, "epoch", options.verbose);
 
     let mut history = Vec::new();
     let (mut best_acc, mut best_epoch) = (f64::NEG_INFINITY, 0);

@@ -5,7 +5,7 @@
 
 use tch::{Kind, Tensor};
 
-use super::{AttackOutcome, Differentiable, clip_to_box, input_gradient, margin};
+use super::{AttackOutcome, Differentiable, clip_to_box, input_gradient, margin, row_norms};
 
 /// Untargeted minimum-L2-norm attack, optimised by Adam on the whole batch at once.
 /// Each example starts with trade-off `c`; with `search_rounds` = k > 0 the steps are cut
@@ -86,32 +86,19 @@ impl MinNormAttack {
                 }
             });
         }
-        tch::no_grad(|| {
+        let delta = tch::no_grad(|| {
             // The final point may be the best of all.
             let adv = clip_to_box(&(x + &r));
             let delta = &adv - x;
-            let norm = delta
-                .square()
-                .sum_dim_intlist([1].as_slice(), false, None::<Kind>)
-                .sqrt();
+            let norm = row_norms(&delta);
             let mg = margin(&model.logits(&adv), y);
             let better = mg.lt(0.0).logical_and(&norm.lt_tensor(&best_norm));
             best = delta.where_self(&better.unsqueeze(1), &best);
             best_norm = norm.where_self(&better, &best_norm);
             last = delta;
             let found = best_norm.isfinite();
-            let delta = best.where_self(&found.unsqueeze(1), &last);
-            let perturbed = clip_to_box(&(x + &delta));
-            let norms = (&perturbed - x)
-                .square()
-                .sum_dim_intlist([1].as_slice(), false, None::<Kind>)
-                .sqrt();
-            let success = margin(&model.logits(&perturbed), y).lt(0.0);
-            AttackOutcome {
-                perturbed,
-                success,
-                norms,
-            }
-        })
+            best.where_self(&found.unsqueeze(1), &last)
+        });
+        AttackOutcome::evaluate(model, x, y, clip_to_box(&(x + &delta)))
     }
 }

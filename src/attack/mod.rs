@@ -56,6 +56,25 @@ pub struct AttackOutcome {
 }
 
 impl AttackOutcome {
+    /// The outcome of `perturbed` against `model`: each example's perturbation norm and
+    /// whether the model now misclassifies it.
+    pub fn evaluate(
+        model: &impl Differentiable,
+        x: &Tensor,
+        y: &Tensor,
+        perturbed: Tensor,
+    ) -> Self {
+        tch::no_grad(|| {
+            let norms = row_norms(&(&perturbed - x));
+            let success = margin(&model.logits(&perturbed), y).lt(0.0);
+            Self {
+                perturbed,
+                success,
+                norms,
+            }
+        })
+    }
+
     /// The paper's mean distortion (1/n) Σ √(‖r_i‖² / 784) (§4.2).
     pub fn mean_distortion(&self) -> f64 {
         (&self.norms / (IMAGE_DIM as f64).sqrt())
@@ -77,6 +96,13 @@ pub fn margin(logits: &Tensor, y: &Tensor) -> Tensor {
     let z_y = logits.gather(1, &y, false).squeeze_dim(1);
     let others = logits.scatter_value(1, &y, f64::NEG_INFINITY);
     z_y - others.amax([1].as_slice(), false)
+}
+
+/// The L2 norm of every row of `[B, d]`: `[B]`.
+pub fn row_norms(t: &Tensor) -> Tensor {
+    t.square()
+        .sum_dim_intlist([1].as_slice(), false, None::<Kind>)
+        .sqrt()
 }
 
 /// Clips to the input box [0, 255/126].

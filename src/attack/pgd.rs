@@ -1,8 +1,8 @@
 //! FGSM and projected gradient descent (Madry et al. 2018) under L∞ or L2 budgets.
 
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
-use super::{AttackOutcome, Differentiable, clip_to_box, input_gradient, margin};
+use super::{AttackOutcome, Differentiable, clip_to_box, input_gradient, row_norms};
 
 /// The norm of a perturbation budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -41,12 +41,9 @@ impl Pgd {
         match self.norm {
             Norm::Linf => delta.clamp(-self.eps, self.eps),
             Norm::L2 => {
-                let n = delta
-                    .square()
-                    .sum_dim_intlist([1].as_slice(), true, None::<Kind>)
-                    .sqrt()
-                    .clamp_min(1e-12);
-                let scale = (Tensor::from(self.eps).to_device(delta.device()) / &n).clamp_max(1.0);
+                let scale = (row_norms(delta).clamp_min(1e-12).reciprocal() * self.eps)
+                    .clamp_max(1.0)
+                    .unsqueeze(1);
                 delta * scale
             }
         }
@@ -78,31 +75,12 @@ impl Pgd {
             delta = tch::no_grad(|| {
                 let step = match self.norm {
                     Norm::Linf => g.sign() * self.step,
-                    Norm::L2 => {
-                        let n = g
-                            .square()
-                            .sum_dim_intlist([1].as_slice(), true, None::<Kind>)
-                            .sqrt()
-                            .clamp_min(1e-12);
-                        g / n * self.step
-                    }
+                    Norm::L2 => &g / row_norms(&g).clamp_min(1e-12).unsqueeze(1) * self.step,
                 };
                 let moved = self.project(&(d.detach() + step));
                 clip_to_box(&(x + moved)) - x
             });
         }
-        tch::no_grad(|| {
-            let perturbed = x + &delta;
-            let norms = delta
-                .square()
-                .sum_dim_intlist([1].as_slice(), false, None::<Kind>)
-                .sqrt();
-            let success = margin(&model.logits(&perturbed), y).lt(0.0);
-            AttackOutcome {
-                perturbed,
-                success,
-                norms,
-            }
-        })
+        AttackOutcome::evaluate(model, x, y, x + &delta)
     }
 }

@@ -5,7 +5,6 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 use tch::{Device, Tensor};
 
@@ -133,19 +132,8 @@ fn bayesian_models() -> Vec<GridModel> {
         .collect()
 }
 
-fn bar(len: usize, label: &str, verbose: bool) -> ProgressBar {
-    let b = if verbose {
-        ProgressBar::new(len as u64)
-    } else {
-        ProgressBar::hidden()
-    };
-    b.set_style(
-        ProgressStyle::with_template("{prefix:>8} [{bar:30}] {pos}/{len} {msg} (eta {eta})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    b.set_prefix(label.to_owned());
-    b
+fn bar(len: usize, label: &str, verbose: bool) -> indicatif::ProgressBar {
+    crate::progress::bar(len, &format!("{label:>8}"), "", verbose)
 }
 
 /// A trained grid model with its cache key.
