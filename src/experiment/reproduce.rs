@@ -170,17 +170,22 @@ struct AttackRecord {
 /// nets. `sets[i]` are the runs on perturbation set i.
 #[derive(Clone, serde::Serialize, serde::Deserialize)]
 struct ModelEval {
-    #[serde(default)]
-    seconds: f64,
     validation: Vec<f64>,
     test: Vec<f64>,
     sets: Vec<Vec<f64>>,
 }
 
+/// A cached evaluation and the wall time it took when it was made.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Timed<T> {
+    seconds: f64,
+    #[serde(flatten)]
+    value: T,
+}
+
 /// Table 3's runs: `rows[set][n_index]` are the run accuracies of an N-draw ensemble.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct EnsembleEval {
-    seconds: f64,
     n_samples: Vec<usize>,
     rows: Vec<Vec<Vec<f64>>>,
 }
@@ -188,7 +193,6 @@ struct EnsembleEval {
 /// Table 4's runs: per rate, the run accuracies on validation, test and every set.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct PruneEval {
-    seconds: f64,
     rates: Vec<f64>,
     pruned_weights: Vec<usize>,
     per_rate: Vec<ModelEval>,
@@ -376,11 +380,30 @@ impl Pipeline<'_> {
         let test = results.pop().unwrap_or_default();
         let validation = results.pop().unwrap_or_default();
         ModelEval {
-            seconds: 0.0,
             validation,
             test,
             sets: sets_results,
         }
+    }
+
+    /// The evaluation cached under `key`, or else computed, timed and cached; and
+    /// whether it was reused.
+    fn cached<T: serde::Serialize + serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+        compute: impl FnOnce() -> Result<T, ReproduceError>,
+    ) -> Result<(Timed<T>, bool), ReproduceError> {
+        if let Some(e) = self.evals_dir.read_json(key)? {
+            return Ok((e, true));
+        }
+        let t0 = Instant::now();
+        let value = compute()?;
+        let e = Timed {
+            seconds: t0.elapsed().as_secs_f64(),
+            value,
+        };
+        self.evals_dir.write_json(key, &e)?;
+        Ok((e, false))
     }
 
     fn eval_deterministic(
@@ -388,21 +411,15 @@ impl Pipeline<'_> {
         name: &str,
         ready: &Ready,
         sets: &[PerturbationSet],
-    ) -> Result<(ModelEval, bool), ReproduceError> {
-        let key = self.eval_key(name, &ready.key, sets);
-        if let Some(e) = self.evals_dir.read_json(&key)? {
-            return Ok((e, true));
-        }
+    ) -> Result<(Timed<ModelEval>, bool), ReproduceError> {
         let TrainedModel::Mlp { mlp, .. } = &ready.model else {
             unreachable!("a deterministic model")
         };
-        let t0 = Instant::now();
-        let mut e = self.eval_all(sets, |_, split| {
-            vec![eval::accuracy(mlp, split, self.chunks)]
-        });
-        e.seconds = t0.elapsed().as_secs_f64();
-        self.evals_dir.write_json(&key, &e)?;
-        Ok((e, false))
+        self.cached(&self.eval_key(name, &ready.key, sets), || {
+            Ok(self.eval_all(sets, |_, split| {
+                vec![eval::accuracy(mlp, split, self.chunks)]
+            }))
+        })
     }
 
     fn eval_single_draws(
@@ -410,21 +427,15 @@ impl Pipeline<'_> {
         name: &str,
         ready: &Ready,
         sets: &[PerturbationSet],
-    ) -> Result<(ModelEval, bool), ReproduceError> {
-        let key = self.eval_key(name, &ready.key, sets);
-        if let Some(e) = self.evals_dir.read_json(&key)? {
-            return Ok((e, true));
-        }
+    ) -> Result<(Timed<ModelEval>, bool), ReproduceError> {
         let bnn = bnn_of(&ready.model);
         let runs = self.cfg.profile.single_draw_runs;
-        let t0 = Instant::now();
-        let mut e = self.eval_all(sets, |split_name, split| {
-            self.seeds.seed_torch(&format!("eval/{name}/{split_name}"));
-            eval::single_draw_accuracies(bnn, split, runs, self.chunks)
-        });
-        e.seconds = t0.elapsed().as_secs_f64();
-        self.evals_dir.write_json(&key, &e)?;
-        Ok((e, false))
+        self.cached(&self.eval_key(name, &ready.key, sets), || {
+            Ok(self.eval_all(sets, |split_name, split| {
+                self.seeds.seed_torch(&format!("eval/{name}/{split_name}"));
+                eval::single_draw_accuracies(bnn, split, runs, self.chunks)
+            }))
+        })
     }
 
     /// Runs of Table 3 for N draws: the paper's 100/N, or `ensemble_runs` if more.
@@ -436,84 +447,75 @@ impl Pipeline<'_> {
         &self,
         ready: &Ready,
         sets: &[PerturbationSet],
-    ) -> Result<(EnsembleEval, bool), ReproduceError> {
-        let key = self.eval_key("table3", &ready.key, sets);
-        if let Some(e) = self.evals_dir.read_json(&key)? {
-            return Ok((e, true));
-        }
+    ) -> Result<(Timed<EnsembleEval>, bool), ReproduceError> {
         let bnn = bnn_of(&ready.model);
-        let t0 = Instant::now();
         let ns = self.cfg.profile.ensemble_ns.clone();
-        let rows = sets
-            .iter()
-            .map(|set| {
-                let split = Split {
-                    images: set.images.shallow_clone(),
-                    labels: set.labels.shallow_clone(),
-                };
-                ns.iter()
-                    .map(|&n| {
-                        self.seeds
-                            .seed_torch(&format!("table3/N={n}/{}", set.label));
-                        eval::ensemble_accuracies(
-                            bnn,
-                            &split,
-                            n,
-                            self.ensemble_runs_for(n),
-                            self.chunks,
-                        )
-                    })
-                    .collect()
+        self.cached(&self.eval_key("table3", &ready.key, sets), || {
+            let rows = sets
+                .iter()
+                .map(|set| {
+                    let split = Split {
+                        images: set.images.shallow_clone(),
+                        labels: set.labels.shallow_clone(),
+                    };
+                    ns.iter()
+                        .map(|&n| {
+                            self.seeds
+                                .seed_torch(&format!("table3/N={n}/{}", set.label));
+                            eval::ensemble_accuracies(
+                                bnn,
+                                &split,
+                                n,
+                                self.ensemble_runs_for(n),
+                                self.chunks,
+                            )
+                        })
+                        .collect()
+                })
+                .collect();
+            Ok(EnsembleEval {
+                n_samples: ns.clone(),
+                rows,
             })
-            .collect();
-        let e = EnsembleEval {
-            seconds: t0.elapsed().as_secs_f64(),
-            n_samples: ns,
-            rows,
-        };
-        self.evals_dir.write_json(&key, &e)?;
-        Ok((e, false))
+        })
     }
 
     fn eval_pruning(
         &self,
         ready: &mut Ready,
         sets: &[PerturbationSet],
-    ) -> Result<(PruneEval, bool), ReproduceError> {
+    ) -> Result<(Timed<PruneEval>, bool), ReproduceError> {
         let key = self.eval_key("table4", &ready.key, sets);
-        if let Some(e) = self.evals_dir.read_json(&key)? {
-            return Ok((e, true));
-        }
         let p = self.cfg.profile.clone();
-        let t0 = Instant::now();
-        let mut per_rate = Vec::new();
-        let mut pruned_weights = Vec::new();
-        for &rate in &p.prune_rates {
-            let pruned = {
+        self.cached(&key, || {
+            let (mut per_rate, mut pruned_weights) = (Vec::new(), Vec::new());
+            for &rate in &p.prune_rates {
                 let TrainedModel::Bnn { bnn, .. } = &mut ready.model else {
                     unreachable!("a BNN")
                 };
-                bnn.prune(rate)?
-            };
-            pruned_weights.push(pruned);
-            let bnn = bnn_of(&ready.model);
-            per_rate.push(self.eval_all(sets, |split_name, split| {
-                self.seeds
-                    .seed_torch(&format!("table4/rate={rate}/{split_name}"));
-                eval::ensemble_accuracies(bnn, split, p.prune_ensemble, p.prune_runs, self.chunks)
-            }));
-        }
-        if let TrainedModel::Bnn { bnn, .. } = &mut ready.model {
-            bnn.unprune();
-        }
-        let e = PruneEval {
-            seconds: t0.elapsed().as_secs_f64(),
-            rates: p.prune_rates.clone(),
-            pruned_weights,
-            per_rate,
-        };
-        self.evals_dir.write_json(&key, &e)?;
-        Ok((e, false))
+                pruned_weights.push(bnn.prune(rate)?);
+                let bnn = bnn_of(&ready.model);
+                per_rate.push(self.eval_all(sets, |split_name, split| {
+                    self.seeds
+                        .seed_torch(&format!("table4/rate={rate}/{split_name}"));
+                    eval::ensemble_accuracies(
+                        bnn,
+                        split,
+                        p.prune_ensemble,
+                        p.prune_runs,
+                        self.chunks,
+                    )
+                }));
+            }
+            if let TrainedModel::Bnn { bnn, .. } = &mut ready.model {
+                bnn.unprune();
+            }
+            Ok(PruneEval {
+                rates: p.prune_rates.clone(),
+                pruned_weights,
+                per_rate,
+            })
+        })
     }
 }
 
@@ -647,13 +649,14 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
     // Stage 3: evaluations.
     let t0 = Instant::now();
     let progress = bar(dets.len() + bnns.len() + 2, "eval", cfg.verbose);
-    let mut reused = 0;
+    let (mut reused, mut eval_seconds) = (0, 0.0);
     let mut det_evals = Vec::new();
     for (gm, r) in dets.iter().zip(&det_ready) {
         progress.set_message(gm.name.clone());
         let (e, c) = pipeline.eval_deterministic(&gm.name, r, &sets)?;
         reused += c as usize;
-        det_evals.push(e);
+        eval_seconds += e.seconds;
+        det_evals.push(e.value);
         progress.inc(1);
     }
     let mut bnn_evals = Vec::new();
@@ -661,27 +664,25 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
         progress.set_message(gm.name.clone());
         let (e, c) = pipeline.eval_single_draws(&gm.name, r, &sets)?;
         reused += c as usize;
-        bnn_evals.push(e);
+        eval_seconds += e.seconds;
+        bnn_evals.push(e.value);
         progress.inc(1);
     }
     let index_of = |rho: f64| RHO_INITS.iter().position(|r| *r == rho).unwrap_or(0);
     progress.set_message("table 3");
     let (ens, c) = pipeline.eval_ensembles(&bnn_ready[index_of(TABLE3_RHO)], &sets)?;
     reused += c as usize;
+    eval_seconds += ens.seconds;
+    let ens = ens.value;
     progress.inc(1);
     progress.set_message("table 4");
     let (prune, c) = pipeline.eval_pruning(&mut bnn_ready[index_of(TABLE4_RHO)], &sets)?;
     reused += c as usize;
+    eval_seconds += prune.seconds;
+    let prune = prune.value;
     progress.inc(1);
     progress.finish_and_clear();
     let n_evals = dets.len() + bnns.len() + 2;
-    let eval_seconds = det_evals
-        .iter()
-        .chain(&bnn_evals)
-        .map(|e| e.seconds)
-        .sum::<f64>()
-        + ens.seconds
-        + prune.seconds;
     stages.push(StageReport {
         stage: "eval".into(),
         seconds: t0.elapsed().as_secs_f64(),
