@@ -40,6 +40,17 @@ fn fixture_mlp() -> (nn::VarStore, Mlp, bayes_robust::data::Splits) {
     (vs, mlp, splits)
 }
 
+/// The min-norm attack of these tests: 150 Adam steps at lr 0.01, κ = 0.
+fn min_norm(c: f64, search_rounds: usize) -> MinNormAttack {
+    MinNormAttack {
+        c,
+        steps: 150,
+        lr: 0.01,
+        kappa: 0.0,
+        search_rounds,
+    }
+}
+
 fn accuracy(model: &impl Differentiable, x: &Tensor, y: &Tensor) -> f64 {
     tch::no_grad(|| {
         margin(&model.logits(x), y)
@@ -61,22 +72,8 @@ fn the_min_norm_attack_flips_the_source_and_its_distortion_falls_as_c_grows() {
     let (x, y) = (&splits.test.images, &splits.test.labels);
     let clean = accuracy(&mlp, x, y);
     assert!(clean > 0.8, "fixture model accuracy {clean}");
-    let small_c = MinNormAttack {
-        c: 0.02,
-        steps: 150,
-        lr: 0.01,
-        kappa: 0.0,
-        search_rounds: 0,
-    }
-    .run(&mlp, x, y);
-    let large_c = MinNormAttack {
-        c: 0.5,
-        steps: 150,
-        lr: 0.01,
-        kappa: 0.0,
-        search_rounds: 0,
-    }
-    .run(&mlp, x, y);
+    let small_c = min_norm(0.02, 0).run(&mlp, x, y);
+    let large_c = min_norm(0.5, 0).run(&mlp, x, y);
     for out in [&small_c, &large_c] {
         assert!(in_box(&out.perturbed));
         let adv = accuracy(&mlp, &out.perturbed, y);
@@ -104,22 +101,8 @@ fn the_min_norm_attack_flips_the_source_and_its_distortion_falls_as_c_grows() {
         "the paper keeps distortion below 0.10; got {d_large}"
     );
     // Too large a fixed c never crosses the boundary; the per-example search does.
-    let fixed = MinNormAttack {
-        c: 20.0,
-        steps: 150,
-        lr: 0.01,
-        kappa: 0.0,
-        search_rounds: 0,
-    }
-    .run(&mlp, x, y);
-    let searched = MinNormAttack {
-        c: 20.0,
-        steps: 150,
-        lr: 0.01,
-        kappa: 0.0,
-        search_rounds: 5,
-    }
-    .run(&mlp, x, y);
+    let fixed = min_norm(20.0, 0).run(&mlp, x, y);
+    let searched = min_norm(20.0, 5).run(&mlp, x, y);
     assert!(
         searched.success_rate() > fixed.success_rate() + 0.2,
         "search {} vs fixed {}",
