@@ -5,6 +5,7 @@
 //! Every random choice takes its seed from a [`seed::SeedTree`].
 
 pub mod attack;
+pub mod calibration;
 pub mod data;
 pub mod eval;
 pub mod experiment;

@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use bayes_robust::data::{self, ChecksumPolicy, RawDataset, SplitSpec, Splits};
 use bayes_robust::eval::{self, EvalChunks};
 use bayes_robust::experiment::Profile;
-use bayes_robust::experiment::reproduce::{self, ReproduceConfig};
+use bayes_robust::experiment::reproduce::{self, ReproduceConfig, Stage};
 use bayes_robust::model::bayes::BayesConfig;
 use bayes_robust::model::checkpoint::ModelSpec;
 use bayes_robust::model::mlp::{MlpConfig, MlpInit};
@@ -85,6 +85,17 @@ struct ReproduceArgs {
     /// Hide progress bars and per-epoch lines.
     #[arg(long)]
     quiet: bool,
+    /// Stop after this stage, writing no results: run it beside a full `reproduce` on
+    /// the same runs folder to share that stage's work (each process claims the
+    /// artifacts it computes; a killed process's claims are taken over).
+    #[arg(long, value_enum)]
+    stop_after: Option<StageArg>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum StageArg {
+    Train,
+    Attack,
 }
 
 #[derive(Subcommand)]
@@ -207,8 +218,15 @@ fn run(cli: Cli) -> Result<()> {
                 threads,
                 data_dir,
                 verbose: !args.quiet,
+                stop_after: args.stop_after.map(|s| match s {
+                    StageArg::Train => Stage::Train,
+                    StageArg::Attack => Stage::Attack,
+                }),
             };
             reproduce::reproduce(&cfg)?;
+            if cfg.stop_after.is_some() {
+                return Ok(());
+            }
             render_report(&cfg.out_dir, Path::new("reports/paper_tables.json"))
         }
         Command::Report {

@@ -3,7 +3,9 @@
 
 mod common;
 
-use bayes_robust::attack::{BnnPass, Differentiable, MinNormAttack, Norm, Pgd, margin};
+use bayes_robust::attack::{
+    AttackLoss, BnnPass, Differentiable, Eot, MinNormAttack, Norm, Pgd, PgdBudgets, margin,
+};
 use bayes_robust::data::INPUT_MAX;
 use bayes_robust::model::bayes::{BayesConfig, BayesMlp};
 use bayes_robust::model::mlp::{Mlp, MlpConfig};
@@ -124,6 +126,7 @@ fn pgd_respects_its_budget_and_the_box_and_fgsm_is_weaker() {
         step: eps / 4.0,
         steps: 20,
         random_start: true,
+        loss: AttackLoss::CrossEntropy,
     }
     .run(&mlp, x, y);
     let d = &linf.perturbed - x;
@@ -135,6 +138,7 @@ fn pgd_respects_its_budget_and_the_box_and_fgsm_is_weaker() {
         step: 0.3,
         steps: 20,
         random_start: true,
+        loss: AttackLoss::CrossEntropy,
     }
     .run(&mlp, x, y);
     assert!(l2.norms.max().double_value(&[]) <= 1.5 + 1e-4);
@@ -157,6 +161,7 @@ fn pgd_respects_its_budget_and_the_box_and_fgsm_is_weaker() {
         step: eps3 / 10.0,
         steps: 40,
         random_start: true,
+        loss: AttackLoss::CrossEntropy,
     }
     .run(&mlp, x, y);
     assert!(accuracy(&mlp, &strong.perturbed, y) < 0.05);
@@ -223,7 +228,138 @@ fn a_zero_budget_changes_nothing() {
         step: 0.1,
         steps: 5,
         random_start: true,
+        loss: AttackLoss::CrossEntropy,
     }
     .run(&mlp, &x, &y);
     assert!(out.perturbed.equal(&x));
+}
+
+/// A BNN with σ = 0 (ρ = −200 underflows softplus to 0 in f32) whose means are the
+/// weights of `mlp`.
+fn zero_sigma_copy(mlp: &Mlp, arch: Arch) -> (nn::VarStore, BayesMlp) {
+    let bvs = nn::VarStore::new(Device::Cpu);
+    let bnn = BayesMlp::new(
+        &bvs.root(),
+        &BayesConfig {
+            arch,
+            rho_init: -200.0,
+            ..BayesConfig::default()
+        },
+    );
+    tch::no_grad(|| {
+        for (bl, ml) in bnn.layers.iter().zip(&mlp.layers) {
+            bl.mu_w.shallow_clone().copy_(&ml.weight);
+            bl.mu_b.shallow_clone().copy_(&ml.bias);
+        }
+    });
+    (bvs, bnn)
+}
+
+/// EOT over k draws of a σ = 0 BNN is the deterministic net: the same probabilities,
+/// and PGD against it finds the same perturbations.
+#[test]
+fn eot_of_a_zero_sigma_bnn_is_the_deterministic_net() {
+    let _g = common::torch_rng_lock();
+    let (_vs, mlp, splits) = fixture_mlp();
+    let (_bvs, bnn) = zero_sigma_copy(&mlp, MlpConfig::default().arch);
+    let (x, y) = (
+        &splits.test.images.narrow(0, 0, 200),
+        &splits.test.labels.narrow(0, 0, 200),
+    );
+    for k in [1, 10] {
+        let eot = Eot { bnn: &bnn, k };
+        let p_eot = tch::no_grad(|| eot.logits(x).exp());
+        let p_det = tch::no_grad(|| mlp.forward(x).softmax(-1, Kind::Float));
+        assert!(p_eot.allclose(&p_det, 1e-5, 1e-6, false), "k = {k}");
+        // The margin on EOT's log-probabilities is the logit margin (the normaliser
+        // cancels), so PGD on it takes the same steps. Cross-entropy saturates on
+        // confident examples, where f32 rounding picks the L2 step's direction, so
+        // only its success rate is compared.
+        for (loss, same_steps) in [
+            (AttackLoss::Margin, true),
+            (AttackLoss::CrossEntropy, false),
+        ] {
+            let budgets = PgdBudgets {
+                norm: Norm::L2,
+                eps: vec![0.5, 1.5],
+                rel_step: 0.25,
+                steps: 10,
+                restarts: 1,
+                loss,
+            };
+            let on_eot = budgets.run(&eot, x, y);
+            let on_det = budgets.run(&mlp, x, y);
+            for (a, b) in on_eot.iter().zip(&on_det) {
+                let rates = (a.success_rate(), b.success_rate());
+                assert!(
+                    (rates.0 - rates.1).abs() <= 0.01,
+                    "k = {k}, {loss:?}: {rates:?}"
+                );
+                if same_steps {
+                    let diff = (&a.perturbed - &b.perturbed).abs().max().double_value(&[]);
+                    assert!(diff < 1e-3, "k = {k}: max difference {diff}");
+                    assert!(a.success.equal(&b.success), "k = {k}");
+                }
+            }
+        }
+    }
+}
+
+/// Robust accuracy at ε = 0 is the clean accuracy; it does not rise with ε; every
+/// perturbation stays in its ball and the box; restarts never lose a success.
+#[test]
+fn pgd_budgets_start_at_clean_accuracy_and_fall_with_the_budget() {
+    let _g = common::torch_rng_lock();
+    let (_vs, mlp, splits) = fixture_mlp();
+    let (x, y) = (&splits.test.images, &splits.test.labels);
+    tch::manual_seed(5);
+    let to_input = 255.0 / 126.0;
+    for (norm, eps) in [
+        (
+            Norm::Linf,
+            vec![0.0, 0.02 * to_input, 0.05 * to_input, 0.1 * to_input],
+        ),
+        (Norm::L2, vec![0.0, 0.5, 1.0, 2.0]),
+    ] {
+        for loss in [AttackLoss::CrossEntropy, AttackLoss::Margin] {
+            let budgets = PgdBudgets {
+                norm,
+                eps: eps.clone(),
+                rel_step: 0.25,
+                steps: 10,
+                restarts: 2,
+                loss,
+            };
+            let outcomes = budgets.run(&mlp, x, y);
+            let robust: Vec<f64> = outcomes.iter().map(|o| 1.0 - o.success_rate()).collect();
+            let clean = accuracy(&mlp, x, y);
+            assert!(
+                (robust[0] - clean).abs() < 1e-6,
+                "{norm:?} {loss:?}: {} vs {clean}",
+                robust[0]
+            );
+            assert!(
+                robust.windows(2).all(|w| w[1] <= w[0]),
+                "{norm:?} {loss:?}: {robust:?}"
+            );
+            assert!(robust[3] < robust[0] - 0.2, "{norm:?} {loss:?}: {robust:?}");
+            for (o, e) in outcomes.iter().zip(&eps) {
+                assert!(in_box(&o.perturbed));
+                let d = &o.perturbed - x;
+                let size = match norm {
+                    Norm::Linf => d.abs().max().double_value(&[]),
+                    Norm::L2 => o.norms.max().double_value(&[]),
+                };
+                assert!(size <= e + 1e-4, "{norm:?} ε {e}: {size}");
+            }
+            // One restart of the same budget is never stronger than two.
+            let single = PgdBudgets {
+                restarts: 1,
+                ..budgets.clone()
+            }
+            .run(&mlp, x, y);
+            let two = outcomes[2].success_rate();
+            assert!(single[2].success_rate() <= two + 0.02, "{norm:?} {loss:?}");
+        }
+    }
 }

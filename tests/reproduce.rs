@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use bayes_robust::experiment::Profile;
 use bayes_robust::experiment::cache;
-use bayes_robust::experiment::reproduce::{ReproduceConfig, reproduce};
+use bayes_robust::experiment::reproduce::{ReproduceConfig, Stage, reproduce};
 use serde_json::Value;
 
 /// Keys whose values are parameters of the grid, not results.
@@ -92,8 +92,27 @@ fn the_quick_profile_reproduces_every_cell_and_resumes_without_recomputing() {
         runs_dir: runs.path().to_owned(),
         out_dir: root.join("reports/quick"),
         verbose: false,
+        stop_after: None,
     };
     tch::set_num_threads(2);
+    // A helper told to stop after the attacks computes models and sets and writes no
+    // results; the full run then reuses all of it.
+    let helper = ReproduceConfig {
+        stop_after: Some(Stage::Attack),
+        ..cfg.clone()
+    };
+    let stopped = reproduce(&helper).expect("the helper runs");
+    assert_eq!(stopped["stopped_after"], "Attack");
+    let computed = |v: &Value| -> Vec<u64> {
+        v["meta"]["stages"]
+            .as_array()
+            .or(v["stages"].as_array())
+            .unwrap()
+            .iter()
+            .map(|s| s["computed"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(computed(&stopped), [23, 12]);
     let first = reproduce(&cfg).expect("the quick profile runs");
     let written: Value = serde_json::from_str(
         &std::fs::read_to_string(root.join("reports/quick/results.json")).unwrap(),
@@ -117,14 +136,7 @@ fn the_quick_profile_reproduces_every_cell_and_resumes_without_recomputing() {
         assert!(d < 0.10, "{}: distortion {d}", s["source"]);
         assert_eq!(s["n"], 500);
     }
-    let stages = first["meta"]["stages"].as_array().unwrap();
-    assert_eq!(
-        stages
-            .iter()
-            .map(|s| s["computed"].as_u64().unwrap())
-            .collect::<Vec<_>>(),
-        [23, 12, 13]
-    );
+    assert_eq!(computed(&first), [0, 0, 13]);
 
     // The report renders from it (what `bayes-robust reproduce` does at the end).
     let files = bayes_robust::report::render(&written, &paper, &root.join("reports/quick"))
@@ -133,14 +145,7 @@ fn the_quick_profile_reproduces_every_cell_and_resumes_without_recomputing() {
 
     // The same flags again: everything is reused and the numbers are identical.
     let second = reproduce(&cfg).expect("the rerun runs");
-    let stages = second["meta"]["stages"].as_array().unwrap();
-    assert_eq!(
-        stages
-            .iter()
-            .map(|s| s["computed"].as_u64().unwrap())
-            .collect::<Vec<_>>(),
-        [0, 0, 0]
-    );
+    assert_eq!(computed(&second), [0, 0, 0]);
     assert_eq!(first["table2_perturbed"], second["table2_perturbed"]);
     assert_eq!(first["table4_pruning"], second["table4_pruning"]);
 }
@@ -168,4 +173,50 @@ fn an_interrupted_artifact_is_not_trusted() {
     std::fs::write(d.path().join("k.json"), b"{\"half").unwrap();
     let err = dir.read_json::<Value>("k").unwrap_err().to_string();
     assert!(err.contains("k.json") && err.contains("delete it"), "{err}");
+}
+
+/// The pid of a process that has exited (its claim is stale).
+fn dead_pid() -> u32 {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    pid
+}
+
+#[test]
+fn a_claimed_artifact_is_left_to_its_live_owner_and_a_stale_claim_is_taken_over() {
+    use bayes_robust::experiment::cache::{ArtifactDir, CacheError, share_work};
+    let d = tempfile::tempdir().unwrap();
+    let dir = ArtifactDir::new(d.path());
+    let keys: Vec<String> = ["a", "b", "c"].iter().map(|k| k.to_string()).collect();
+    // b is held by a live process (this one, through another claim file), c by a dead one.
+    std::fs::write(d.path().join(".b.claim"), std::process::id().to_string()).unwrap();
+    std::fs::write(d.path().join(".c.claim"), dead_pid().to_string()).unwrap();
+    let hidden = indicatif::ProgressBar::hidden();
+    let (out, reused) = share_work::<_, CacheError>(&dir, &keys, false, &hidden, |i| {
+        Ok((keys[i].clone(), i == 0))
+    })
+    .unwrap();
+    assert_eq!(out, [Some("a".to_string()), None, Some("c".to_string())]);
+    assert_eq!(reused, 1);
+    assert!(
+        d.path().join(".b.claim").exists(),
+        "a live claim is not touched"
+    );
+    assert!(!d.path().join(".a.claim").exists(), "claims are released");
+    assert!(
+        !d.path().join(".c.claim").exists(),
+        "a stale claim is taken over, then released"
+    );
+
+    // Waiting: b is taken up once its owner releases the claim.
+    let claim = d.path().join(".b.claim");
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        std::fs::remove_file(claim).unwrap();
+    });
+    let (out, _) =
+        share_work::<_, CacheError>(&dir, &keys, true, &hidden, |i| Ok((i, false))).unwrap();
+    release.join().unwrap();
+    assert_eq!(out, [Some(0), Some(1), Some(2)]);
 }

@@ -6,6 +6,7 @@
 //! gradients with respect to the input only: model parameters never accumulate
 //! gradients.
 
+pub mod eot;
 pub mod min_norm;
 pub mod pgd;
 
@@ -16,8 +17,9 @@ use crate::model::WeightMode;
 use crate::model::bayes::BayesMlp;
 use crate::model::mlp::Mlp;
 
+pub use eot::Eot;
 pub use min_norm::MinNormAttack;
-pub use pgd::{Norm, Pgd};
+pub use pgd::{AttackLoss, Norm, Pgd, PgdBudgets};
 
 /// A model whose logits `[B, 10]` can be differentiated with respect to its input.
 pub trait Differentiable {

@@ -119,3 +119,113 @@ impl ArtifactDir {
         })
     }
 }
+
+/// A claim on an artifact while one process computes it, so several `reproduce`
+/// processes sharing one runs folder split the work instead of repeating it. The claim
+/// file holds the owner's process id and is removed when the claim is dropped; a claim
+/// whose process has gone (a killed run) is stale and is taken over.
+#[derive(Debug)]
+pub struct Claim {
+    path: PathBuf,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Whether the process named in a claim file still runs. Where `/proc` is missing the
+/// claim is trusted; an unreadable claim is stale.
+fn claim_is_live(path: &std::path::Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return false;
+    };
+    let Ok(pid) = text.trim().parse::<u32>() else {
+        return false;
+    };
+    let proc_root = std::path::Path::new("/proc");
+    !proc_root.exists() || proc_root.join(pid.to_string()).exists()
+}
+
+impl ArtifactDir {
+    /// Claims `key` for this process, or returns `None` while another live process holds it.
+    pub fn try_claim(&self, key: &str) -> Result<Option<Claim>, CacheError> {
+        let path = self.root.join(format!(".{key}.claim"));
+        let err = |reason: String| CacheError::Io {
+            path: path.clone(),
+            reason,
+        };
+        std::fs::create_dir_all(&self.root).map_err(|e| err(e.to_string()))?;
+        // The claim appears complete (pid written) or not at all: written to a
+        // private file, then hard-linked, which fails if the claim exists.
+        let tmp = self
+            .root
+            .join(format!(".{key}.claim.{}.tmp", std::process::id()));
+        std::fs::write(&tmp, std::process::id().to_string()).map_err(|e| err(e.to_string()))?;
+        let mut claimed = false;
+        for _ in 0..2 {
+            match std::fs::hard_link(&tmp, &path) {
+                Ok(()) => {
+                    claimed = true;
+                    break;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    if claim_is_live(&path) {
+                        break;
+                    }
+                    let _ = std::fs::remove_file(&path);
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(err(e.to_string()));
+                }
+            }
+        }
+        let _ = std::fs::remove_file(&tmp);
+        if claimed {
+            return Ok(Some(Claim { path }));
+        }
+        Ok(None)
+    }
+}
+
+/// Computes (or loads) every item, sharing the work with other processes that use the
+/// same runs folder: an item another live process has claimed is put off and taken up
+/// once that claim is released (its artifact is then cached) or goes stale. With
+/// `wait == false` put-off items are left to their owners and come back as `None`.
+/// `job(i)` computes or loads item i and says whether it was reused. Returns the items
+/// and how many were reused.
+pub fn share_work<T, E: From<CacheError>>(
+    dir: &ArtifactDir,
+    keys: &[String],
+    wait: bool,
+    progress: &indicatif::ProgressBar,
+    mut job: impl FnMut(usize) -> Result<(T, bool), E>,
+) -> Result<(Vec<Option<T>>, usize), E> {
+    let mut out: Vec<Option<T>> = keys.iter().map(|_| None).collect();
+    let mut pending: Vec<usize> = (0..keys.len()).collect();
+    let mut reused = 0;
+    loop {
+        let mut put_off = Vec::new();
+        for i in pending {
+            if let Some(_claim) = dir.try_claim(&keys[i])? {
+                let (value, was_cached) = job(i)?;
+                reused += was_cached as usize;
+                out[i] = Some(value);
+                progress.inc(1);
+            } else {
+                put_off.push(i);
+            }
+        }
+        if put_off.is_empty() || !wait {
+            return Ok((out, reused));
+        }
+        progress.set_message(format!(
+            "waiting for {} item(s) another process is computing",
+            put_off.len()
+        ));
+        std::thread::sleep(std::time::Duration::from_secs(5));
+        pending = put_off;
+    }
+}

@@ -56,6 +56,16 @@ pub struct ReproduceConfig {
     /// `results.json` goes here.
     pub out_dir: PathBuf,
     pub verbose: bool,
+    /// Stop after this stage without writing results (a helper process that shares
+    /// the work of another run on the same runs folder); `None` runs everything.
+    pub stop_after: Option<Stage>,
+}
+
+/// A stage of the pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Train,
+    Attack,
 }
 
 /// What one stage did.
@@ -212,15 +222,23 @@ struct Pipeline<'a> {
 }
 
 impl Pipeline<'_> {
-    fn ensure_model(&self, gm: &GridModel) -> Result<(Ready, bool), ReproduceError> {
-        let seeds = self.seeds.child(&format!("train/{}", gm.name));
-        let key = cache::key(
+    fn model_seeds(&self, gm: &GridModel) -> SeedTree {
+        self.seeds.child(&format!("train/{}", gm.name))
+    }
+
+    fn model_key(&self, gm: &GridModel) -> String {
+        cache::key(
             &gm.name,
             &json!({
                 "spec": gm.spec, "recipe": self.recipe, "master_seed": self.seeds.master(),
-                "seed_name": seeds.prefix(), "split": SplitSpec::PAPER, "data": "mnist",
+                "seed_name": self.model_seeds(gm).prefix(), "split": SplitSpec::PAPER, "data": "mnist",
             }),
-        );
+        )
+    }
+
+    fn ensure_model(&self, gm: &GridModel) -> Result<(Ready, bool), ReproduceError> {
+        let seeds = self.model_seeds(gm);
+        let key = self.model_key(gm);
         let stem = self.models_dir.stem(&key);
         if CheckpointPaths::new(&stem).exists() {
             let (model, meta) = TrainedModel::load(&gm.spec, self.cfg.device, &stem)?;
@@ -242,6 +260,14 @@ impl Pipeline<'_> {
         Ok((Ready { key, model, meta }, false))
     }
 
+    fn attack_key(&self, label: &str, source_key: &str) -> String {
+        let p = &self.cfg.profile;
+        cache::key(
+            label,
+            &json!({"source": source_key, "attack": p.attack, "n": self.test.len(), "chunk": p.attack_chunk}),
+        )
+    }
+
     fn ensure_attack(
         &self,
         label: &str,
@@ -252,10 +278,7 @@ impl Pipeline<'_> {
         };
         let attack = &self.cfg.profile.attack;
         let n = self.test.len();
-        let key = cache::key(
-            label,
-            &json!({"source": source.key, "attack": attack, "n": n, "chunk": self.cfg.profile.attack_chunk}),
-        );
+        let key = self.attack_key(label, &source.key);
         if let Some(record) = self.attacks_dir.read_json::<AttackRecord>(&key)? {
             let tensors = self.attacks_dir.read_tensors(&key)?;
             let delta = tensors
@@ -519,6 +542,20 @@ impl Pipeline<'_> {
     }
 }
 
+/// The result of a run told to stop after `stage`: what it did, no tables.
+fn stopped(stage: Stage, stages: &[StageReport], cfg: &ReproduceConfig) -> Value {
+    if cfg.verbose {
+        for s in stages {
+            eprintln!(
+                "{:>8}: {:>8.1}s now; {} computed here, {} reused",
+                s.stage, s.seconds, s.computed, s.reused
+            );
+        }
+        eprintln!("stopped after {stage:?} as asked; no results.json written");
+    }
+    json!({ "stopped_after": format!("{stage:?}"), "stages": stages })
+}
+
 fn bnn_of(model: &TrainedModel) -> &BayesMlp {
     match model {
         TrainedModel::Bnn { bnn, .. } => bnn,
@@ -606,22 +643,30 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
     let (sources, dets, bnns) = (source_models(), deterministic_models(), bayesian_models());
     let all: Vec<&GridModel> = sources.iter().chain(&dets).chain(&bnns).collect();
     let progress = bar(all.len(), "train", cfg.verbose);
-    let (mut ready, mut reused) = (Vec::new(), 0);
-    for gm in &all {
-        progress.set_message(gm.name.clone());
-        let (r, was_cached) = pipeline.ensure_model(gm)?;
-        reused += was_cached as usize;
-        ready.push(r);
-        progress.inc(1);
-    }
+    let keys: Vec<String> = all.iter().map(|gm| pipeline.model_key(gm)).collect();
+    let (ready, reused) = cache::share_work(
+        &pipeline.models_dir,
+        &keys,
+        cfg.stop_after != Some(Stage::Train),
+        &progress,
+        |i| {
+            progress.set_message(all[i].name.clone());
+            pipeline.ensure_model(all[i])
+        },
+    )?;
     progress.finish_and_clear();
+    let computed_here = ready.iter().flatten().count() - reused;
     stages.push(StageReport {
         stage: "train".into(),
         seconds: t0.elapsed().as_secs_f64(),
-        artifact_seconds: ready.iter().map(|r| r.meta.wall_seconds).sum(),
-        computed: all.len() - reused,
+        artifact_seconds: ready.iter().flatten().map(|r| r.meta.wall_seconds).sum(),
+        computed: computed_here,
         reused,
     });
+    if cfg.stop_after == Some(Stage::Train) {
+        return Ok(stopped(Stage::Train, &stages, cfg));
+    }
+    let mut ready: Vec<Ready> = ready.into_iter().flatten().collect();
     let mut bnn_ready = ready.split_off(sources.len() + dets.len());
     let det_ready = ready.split_off(sources.len());
     let source_ready = ready;
@@ -629,22 +674,33 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
     // Stage 2: the 12 perturbation sets.
     let t0 = Instant::now();
     let progress = bar(sources.len(), "attack", cfg.verbose);
-    let (mut sets, mut reused) = (Vec::new(), 0);
-    for (gm, r) in sources.iter().zip(&source_ready) {
-        progress.set_message(gm.label.clone());
-        let (set, was_cached) = pipeline.ensure_attack(&gm.label, r)?;
-        reused += was_cached as usize;
-        sets.push(set);
-        progress.inc(1);
-    }
+    let keys: Vec<String> = sources
+        .iter()
+        .zip(&source_ready)
+        .map(|(gm, r)| pipeline.attack_key(&gm.label, &r.key))
+        .collect();
+    let (sets, reused) = cache::share_work(
+        &pipeline.attacks_dir,
+        &keys,
+        cfg.stop_after != Some(Stage::Attack),
+        &progress,
+        |i| {
+            progress.set_message(sources[i].label.clone());
+            pipeline.ensure_attack(&sources[i].label, &source_ready[i])
+        },
+    )?;
     progress.finish_and_clear();
     stages.push(StageReport {
         stage: "attack".into(),
         seconds: t0.elapsed().as_secs_f64(),
-        artifact_seconds: sets.iter().map(|s| s.seconds).sum(),
-        computed: sources.len() - reused,
+        artifact_seconds: sets.iter().flatten().map(|s| s.seconds).sum(),
+        computed: sets.iter().flatten().count() - reused,
         reused,
     });
+    if cfg.stop_after == Some(Stage::Attack) {
+        return Ok(stopped(Stage::Attack, &stages, cfg));
+    }
+    let sets: Vec<PerturbationSet> = sets.into_iter().flatten().collect();
 
     // Stage 3: evaluations.
     let t0 = Instant::now();
