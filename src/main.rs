@@ -297,10 +297,10 @@ fn data_check(dir: &Path, spec: SplitSpec, policy: ChecksumPolicy) -> Result<()>
                 .collect::<Vec<_>>()
                 .join("")
         );
-        if let Some((_, n)) = expected.iter().find(|(e, _)| *e == name) {
-            if split.len() != *n {
-                problems.push(format!("{name} has {} examples, expected {n}", split.len()));
-            }
+        if let Some((_, n)) = expected.iter().find(|(e, _)| *e == name)
+            && split.len() != *n
+        {
+            problems.push(format!("{name} has {} examples, expected {n}", split.len()));
         }
         if lo < 0.0 || hi > data::INPUT_MAX + 1e-6 {
             problems.push(format!(

@@ -16,7 +16,7 @@ const PARAMETERS: [&str; 4] = ["rho_init", "lambda", "n_samples", "rate_percent"
 
 /// The paper's tables with every number v replaced by the cell {v − 1, [v − 1.5, v − 0.5], 10}:
 /// ours is one point below the paper everywhere, with a half-width of 0.5.
-fn as_results(v: &Value, key: &str) -> Value {
+fn as_results(v: &Value) -> Value {
     match v {
         Value::Object(m) => Value::Object(
             m.iter()
@@ -26,13 +26,13 @@ fn as_results(v: &Value, key: &str) -> Value {
                         if PARAMETERS.contains(&k.as_str()) {
                             x.clone()
                         } else {
-                            as_results(x, k)
+                            as_results(x)
                         },
                     )
                 })
                 .collect(),
         ),
-        Value::Array(a) => Value::Array(a.iter().map(|x| as_results(x, key)).collect()),
+        Value::Array(a) => Value::Array(a.iter().map(as_results).collect()),
         Value::Number(n) => {
             let m = n.as_f64().unwrap() - 1.0;
             json!({"mean": m, "ci95": [m - 0.5, m + 0.5], "runs": 10})
@@ -43,7 +43,7 @@ fn as_results(v: &Value, key: &str) -> Value {
 
 fn hand_made_results() -> Value {
     let p = paper_tables();
-    let mut r = as_results(&p, "");
+    let mut r = as_results(&p);
     let o = r.as_object_mut().unwrap();
     o.remove("claims");
     o.insert("perturbation_sets".into(), Value::Array((0..12).map(|i| json!({"source": p["attack_sources"][i], "n": 10000, "mean_distortion": 0.05 + 0.001 * i as f64, "success_rate": 0.99})).collect()));
