@@ -90,6 +90,10 @@ struct ReproduceArgs {
     /// artifacts it computes; a killed process's claims are taken over).
     #[arg(long, value_enum)]
     stop_after: Option<StageArg>,
+    /// Also attack the evaluation models white-box (PGD on each model itself, EOT on
+    /// the BNN's ensemble) and report the curves and gradient-masking checks.
+    #[arg(long)]
+    whitebox: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -222,6 +226,7 @@ fn run(cli: Cli) -> Result<()> {
                     StageArg::Train => Stage::Train,
                     StageArg::Attack => Stage::Attack,
                 }),
+                whitebox: args.whitebox,
             };
             reproduce::reproduce(&cfg)?;
             if cfg.stop_after.is_some() {

@@ -93,6 +93,7 @@ fn the_quick_profile_reproduces_every_cell_and_resumes_without_recomputing() {
         out_dir: root.join("reports/quick"),
         verbose: false,
         stop_after: None,
+        whitebox: true,
     };
     tch::set_num_threads(2);
     // A helper told to stop after the attacks computes models and sets and writes no
@@ -136,16 +137,32 @@ fn the_quick_profile_reproduces_every_cell_and_resumes_without_recomputing() {
         assert!(d < 0.10, "{}: distortion {d}", s["source"]);
         assert_eq!(s["n"], 500);
     }
-    assert_eq!(computed(&first), [0, 0, 13]);
+    assert_eq!(computed(&first), [0, 0, 13, 9]);
+    let wb = &first["whitebox"];
+    assert_eq!(wb["curves"].as_array().unwrap().len(), 9);
+    assert!(!wb["checks"].as_array().unwrap().is_empty());
 
     // The report renders from it (what `bayes-robust reproduce` does at the end).
     let files = bayes_robust::report::render(&written, &paper, &root.join("reports/quick"))
         .expect("the report renders");
-    assert_eq!(files.len(), 7, "six figures and README.md: {files:?}");
+    assert_eq!(
+        files.len(),
+        9,
+        "six figures, two white-box figures and README.md: {files:?}"
+    );
+    let readme = std::fs::read_to_string(root.join("reports/quick/README.md")).unwrap();
+    for heading in [
+        "white-box attacks on each model itself",
+        "Gradient-masking checks",
+        "White-box against transfer",
+    ] {
+        assert!(readme.contains(heading), "README lacks {heading:?}");
+    }
 
     // The same flags again: everything is reused and the numbers are identical.
     let second = reproduce(&cfg).expect("the rerun runs");
-    assert_eq!(computed(&second), [0, 0, 0]);
+    assert_eq!(computed(&second), [0, 0, 0, 0]);
+    assert_eq!(first["whitebox"], second["whitebox"]);
     assert_eq!(first["table2_perturbed"], second["table2_perturbed"]);
     assert_eq!(first["table4_pruning"], second["table4_pruning"]);
 }

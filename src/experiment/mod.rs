@@ -3,6 +3,7 @@
 
 pub mod cache;
 pub mod reproduce;
+pub mod whitebox;
 
 use crate::attack::MinNormAttack;
 use crate::model::Arch;
@@ -41,6 +42,8 @@ pub struct Profile {
     pub prune_runs: usize,
     /// Weight draws evaluated together (bounds memory).
     pub draw_chunk: usize,
+    /// The white-box stage's budget (`reproduce --whitebox`).
+    pub whitebox: whitebox::WhiteboxProfile,
 }
 
 impl Profile {
@@ -64,6 +67,7 @@ impl Profile {
             prune_ensemble: 100,
             prune_runs: 3,
             draw_chunk: 10,
+            whitebox: whitebox::WhiteboxProfile::paper(),
         }
     }
 
@@ -87,6 +91,7 @@ impl Profile {
             prune_ensemble: 100,
             prune_runs: 2,
             draw_chunk: 10,
+            whitebox: whitebox::WhiteboxProfile::quick(),
         }
     }
 

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use tch::{Device, Tensor};
 
 use super::cache::{self, ArtifactDir, CacheError};
+use super::whitebox::{self, Target};
 use super::{LAMBDAS, Profile, RHO_INITS, SOURCE_ARCHS, TABLE3_RHO, TABLE4_RHO, source_label};
 use crate::attack::clip_to_box;
 use crate::data::{self, ChecksumPolicy, RawDataset, Split, SplitSpec, Splits};
@@ -59,6 +60,9 @@ pub struct ReproduceConfig {
     /// Stop after this stage without writing results (a helper process that shares
     /// the work of another run on the same runs folder); `None` runs everything.
     pub stop_after: Option<Stage>,
+    /// Also attack the evaluation models white-box (the profile's `whitebox` budget)
+    /// and add the curves and sanity checks to the results.
+    pub whitebox: bool,
 }
 
 /// A stage of the pipeline.
@@ -206,6 +210,12 @@ struct PruneEval {
     rates: Vec<f64>,
     pruned_weights: Vec<usize>,
     per_rate: Vec<ModelEval>,
+}
+
+/// One white-box target's cached curves.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct WhiteboxCurve {
+    curve: Value,
 }
 
 struct Pipeline<'a> {
@@ -747,6 +757,78 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
         reused,
     });
 
+    // Stage 4 (optional): white-box attacks on the evaluation models themselves.
+    let whitebox = if cfg.whitebox {
+        let t0 = Instant::now();
+        let wp = &p.whitebox;
+        let split = pipeline.test.head(wp.examples);
+        let table3 = &bnn_ready[index_of(TABLE3_RHO)];
+        let bnn = bnn_of(&table3.model);
+        let mut targets: Vec<(String, &str, Target)> = det_ready
+            .iter()
+            .zip(&dets)
+            .map(|(r, gm)| {
+                let TrainedModel::Mlp { mlp, .. } = &r.model else {
+                    unreachable!("a deterministic model")
+                };
+                (
+                    format!("deterministic {}", gm.label),
+                    r.key.as_str(),
+                    Target::Deterministic(mlp),
+                )
+            })
+            .collect();
+        let b = format!("BNN rho_init={TABLE3_RHO}");
+        let k3 = table3.key.as_str();
+        targets.push((format!("{b}, one draw"), k3, Target::SingleDraw(bnn)));
+        for &k in &wp.eot_ks {
+            targets.push((
+                format!("{b}, ensemble of {}, EOT k={k}", wp.deployed_draws),
+                k3,
+                Target::Ensemble { bnn, k },
+            ));
+        }
+        targets.push((
+            format!("{b}, posterior mean"),
+            k3,
+            Target::PosteriorMean(bnn),
+        ));
+        targets.push((format!("{b}, frozen sample"), k3, Target::FrozenSample(bnn)));
+        let progress = bar(targets.len(), "white-box", cfg.verbose);
+        let (mut curves, mut reused, mut seconds) = (Vec::new(), 0, 0.0);
+        for (name, model_key, target) in &targets {
+            progress.set_message(name.clone());
+            let key = cache::key(
+                &format!("whitebox-{name}"),
+                &json!({"model": model_key, "target": name, "profile": wp, "master_seed": cfg.master_seed}),
+            );
+            let (c, was_cached) = pipeline.cached(&key, || {
+                Ok(WhiteboxCurve {
+                    curve: whitebox::curves(name, target, &split, wp, &pipeline.seeds),
+                })
+            })?;
+            reused += was_cached as usize;
+            seconds += c.seconds;
+            curves.push(c.value.curve);
+            progress.inc(1);
+        }
+        progress.finish_and_clear();
+        stages.push(StageReport {
+            stage: "whitebox".into(),
+            seconds: t0.elapsed().as_secs_f64(),
+            artifact_seconds: seconds,
+            computed: targets.len() - reused,
+            reused,
+        });
+        let checks = whitebox::sanity_checks(&curves);
+        json!({
+            "note": format!("PGD against each model itself on the first {} test images; accuracy in percent, CI over examples (each averaged over `repeats` fresh passes for a sampled model); the BNN is the Table 3 model", split.len()),
+            "profile": wp, "examples": split.len(), "curves": curves, "checks": checks,
+        })
+    } else {
+        Value::Null
+    };
+
     // Assemble results.json in the shape of paper_tables.json.
     let (bnn_rows, bnn_avg) = table_rows(&bnn_evals);
     let (det_rows, det_avg) = table_rows(&det_evals);
@@ -828,6 +910,7 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
             "rows": prune_rows,
             "average": prune.per_rate.iter().map(|e| average_over_sets(&e.sets)).collect::<Vec<_>>(),
         },
+        "whitebox": whitebox,
         "perturbation_sets": sets.iter().map(|s| json!({
             "source": s.label, "n": s.labels.size()[0], "mean_distortion": s.mean_distortion,
             "success_rate": s.success_rate, "attack_seconds": s.seconds,
@@ -848,7 +931,7 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
             "data_checksums": raw.files().iter().map(|f| f.checksum.to_string()).collect::<Vec<_>>(),
             "stages": stages,
             "wall_seconds": started.elapsed().as_secs_f64(),
-            "command": format!("bayes-robust --seed {} --threads {} reproduce --profile {}", cfg.master_seed, cfg.threads, p.name),
+            "command": format!("bayes-robust --seed {} --threads {} reproduce --profile {}{}", cfg.master_seed, cfg.threads, p.name, if cfg.whitebox { " --whitebox" } else { "" }),
         },
     });
     let path = cfg.out_dir.join("results.json");

@@ -659,6 +659,9 @@ pub fn render(results: &Value, paper_tables: &Value, out_dir: &Path) -> Result<V
         let _ = writeln!(md, "![{caption}]({file})\n\n*{caption}*\n");
         written.push(path);
     }
+    if results["whitebox"].is_object() {
+        written.extend(whitebox_section(results, &mut md, out_dir)?);
+    }
     let meta = at(results, "/meta").cloned().unwrap_or(Value::Null);
     let _ = writeln!(
         md,
@@ -712,6 +715,179 @@ pub fn render(results: &Value, paper_tables: &Value, out_dir: &Path) -> Result<V
         reason: e.to_string(),
     })?;
     written.push(readme);
+    Ok(written)
+}
+
+/// The transfer accuracy (Table 2 or 3 average) a white-box curve is compared with:
+/// the same model on the paper's perturbation sets.
+fn transfer_reference(r: &Value, model: &str) -> Option<MeanCi> {
+    let lambdas = params(r, "/table1_clean/deterministic/lambda").ok()?;
+    for (j, l) in lambdas.iter().enumerate() {
+        if model == format!("deterministic lambda={}", fmt_param(*l)) {
+            return ours(r, &format!("/table2_perturbed/deterministic/average/{j}")).ok();
+        }
+    }
+    let rho: f64 = model
+        .strip_prefix("BNN rho_init=")?
+        .split(',')
+        .next()?
+        .parse()
+        .ok()?;
+    if model.ends_with("one draw") {
+        let rhos = params(r, "/table1_clean/bnn/rho_init").ok()?;
+        let j = rhos.iter().position(|x| *x == rho)?;
+        return ours(r, &format!("/table2_perturbed/bnn/average/{j}")).ok();
+    }
+    if model.contains("ensemble of") {
+        let ns = params(r, "/table3_ensemble/n_samples").ok()?;
+        let j = ns.len().checked_sub(1)?;
+        return ours(r, &format!("/table3_ensemble/average/{j}")).ok();
+    }
+    None
+}
+
+/// The white-box section: robust accuracy vs ε per norm (tables and figures), the
+/// gradient agreement, the gradient-masking checks, and white-box against transfer.
+fn whitebox_section(r: &Value, md: &mut String, out_dir: &Path) -> Result<Vec<PathBuf>> {
+    let wb = &r["whitebox"];
+    let curves = wb["curves"]
+        .as_array()
+        .ok_or_else(|| ReportError::MissingCell("/whitebox/curves".into()))?;
+    let _ = writeln!(
+        md,
+        "## Beyond the paper: white-box attacks on each model itself\n\n{}. Attack: {} steps of PGD on the cross-entropy, {} restart(s) ({} for EOT with k > 1), step {}·ε; the BNN's ensemble is attacked through EOT (the gradient of the softmax averaged over k draws) and judged by its {}-draw ensemble.\n",
+        wb["note"].as_str().unwrap_or(""),
+        wb["profile"]["steps"],
+        wb["profile"]["restarts"],
+        wb["profile"]["eot_restarts"],
+        wb["profile"]["rel_step"],
+        wb["profile"]["deployed_draws"],
+    );
+    let mut written = Vec::new();
+    let mut l2_transfer_rows = Vec::new();
+    let max_transfer_norm = r["perturbation_sets"]
+        .as_array()
+        .map(|sets| {
+            sets.iter()
+                .filter_map(|s| s["mean_distortion"].as_f64())
+                .fold(0.0, f64::max)
+                * (crate::data::IMAGE_DIM as f64).sqrt()
+        })
+        .unwrap_or(f64::NAN);
+    for (norm, unit, file) in [
+        ("linf", "L∞ ε in [0, 1] pixel units", "whitebox_linf.svg"),
+        ("l2", "L2 ε in input units", "whitebox_l2.svg"),
+    ] {
+        let eps: Vec<f64> = curves
+            .first()
+            .and_then(|c| {
+                let key = if norm == "linf" { "eps_pixels" } else { "eps" };
+                serde_json::from_value(c[norm][key].clone()).ok()
+            })
+            .ok_or_else(|| ReportError::MissingCell(format!("/whitebox/curves/0/{norm}/eps")))?;
+        let _ = writeln!(
+            md,
+            "### {}\n\n| model | gradient agreement | {} |\n|---|---|{}",
+            if norm == "linf" { "L∞" } else { "L2" },
+            eps.iter()
+                .map(|e| format!("ε={}", fmt_param(*e)))
+                .collect::<Vec<_>>()
+                .join(" | "),
+            "---|".repeat(eps.len())
+        );
+        let mut series = Vec::new();
+        for (i, c) in curves.iter().enumerate() {
+            let model = c["model"].as_str().unwrap_or("?");
+            let acc: Vec<MeanCi> =
+                serde_json::from_value(c[norm]["accuracy"].clone()).map_err(|_| {
+                    ReportError::MissingCell(format!("/whitebox/curves/{i}/{norm}/accuracy"))
+                })?;
+            let agreement = c["gradient_agreement"]
+                .as_f64()
+                .map(|a| format!("{a:.3}"))
+                .unwrap_or_else(|| "–".into());
+            let _ = writeln!(
+                md,
+                "| {model} | {agreement} | {} |",
+                acc.iter()
+                    .map(|m| format!("{:.1} ± {:.1}", m.mean, m.half_width()))
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            );
+            series.push(Series {
+                name: model.to_owned(),
+                points: eps
+                    .iter()
+                    .zip(&acc)
+                    .map(|(e, m)| (*e, m.mean, m.ci95[0], m.ci95[1]))
+                    .collect(),
+                line: true,
+            });
+            if norm == "l2"
+                && let Some(j) = eps.iter().position(|e| *e >= max_transfer_norm)
+                && let Some(t) = transfer_reference(r, model)
+            {
+                l2_transfer_rows.push((model.to_owned(), eps[j], acc[j], t));
+            }
+        }
+        let mut f = figure(
+            &format!(
+                "White-box robust accuracy ({})",
+                if norm == "linf" { "L-inf" } else { "L2" }
+            ),
+            unit,
+            "robust accuracy (%)",
+            series,
+        );
+        f.legend = plots::SeriesLabelPosition::UpperRight;
+        let path = out_dir.join(file);
+        f.render(&path).map_err(|reason| ReportError::Write {
+            path: path.clone(),
+            reason,
+        })?;
+        let caption = format!("White-box robust accuracy vs {unit}, 95% CI over examples");
+        let _ = writeln!(md, "\n![{caption}]({file})\n\n*{caption}*\n");
+        written.push(path);
+    }
+    let _ = writeln!(
+        md,
+        "### White-box against transfer\n\nWhite-box L2 accuracy at the smallest ε at or above the largest mean transfer perturbation norm ({max_transfer_norm:.2}), against the same model's average over the 12 transfer sets.\n\n| model | ε | white-box | transfer | white-box at least as strong |\n|---|---|---|---|---|"
+    );
+    for (model, e, w, t) in &l2_transfer_rows {
+        let _ = writeln!(
+            md,
+            "| {model} | {} | {:.1} ± {:.1} | {:.1} ± {:.1} | {} |",
+            fmt_param(*e),
+            w.mean,
+            w.half_width(),
+            t.mean,
+            t.half_width(),
+            if w.mean <= t.mean + t.half_width().max(w.half_width()) {
+                "yes"
+            } else {
+                "no"
+            }
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\n### Gradient-masking checks\n\n| model | check | passed | detail |\n|---|---|---|---|"
+    );
+    for c in wb["checks"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} |",
+            c["model"].as_str().unwrap_or("?"),
+            c["check"].as_str().unwrap_or("?"),
+            if c["passed"].as_bool() == Some(true) {
+                "pass"
+            } else {
+                "**FAIL**"
+            },
+            c["detail"].as_str().unwrap_or("")
+        );
+    }
+    let _ = writeln!(md);
     Ok(written)
 }
 

@@ -1,0 +1,352 @@
+//! White-box robustness (beyond the paper): PGD run against each evaluation model
+//! itself, a BNN's sampled decision rule included (through [`Eot`]), with robust
+//! accuracy vs ε curves, the gradient agreement across weight draws, and sanity checks
+//! that catch gradient masking (Athalye, Carlini & Wagner 2018; Carlini et al. 2019).
+
+use serde_json::{Value, json};
+use tch::{Kind, Tensor};
+
+use crate::attack::{
+    AttackLoss, BnnPass, Differentiable, Eot, Norm, PgdBudgets, input_gradient, margin,
+};
+use crate::data::{INPUT_MAX, Split};
+use crate::model::WeightMode;
+use crate::model::bayes::BayesMlp;
+use crate::model::mlp::Mlp;
+use crate::seed::SeedTree;
+use crate::stats::MeanCi;
+
+/// How much white-box work to do.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct WhiteboxProfile {
+    /// The first this many test images are attacked.
+    pub examples: usize,
+    /// L∞ budgets in [0, 1] pixel units (converted to the (0, 2) input scale).
+    pub linf_eps_pixels: Vec<f64>,
+    /// L2 budgets in input units.
+    pub l2_eps: Vec<f64>,
+    pub steps: usize,
+    pub restarts: usize,
+    /// Step size as a fraction of ε (Madry et al.: 2.5 ε / steps).
+    pub rel_step: f64,
+    /// EOT sample counts k for attacks on the BNN's ensemble.
+    pub eot_ks: Vec<usize>,
+    /// Restarts for EOT attacks with k > 1 (each step costs k passes).
+    pub eot_restarts: usize,
+    /// Draws of the deployed ensemble (eq. 7) a perturbation is judged by.
+    pub deployed_draws: usize,
+    /// Fresh evaluations of a stochastic model per perturbed input.
+    pub eval_repeats: usize,
+    /// Weight draws for the gradient agreement.
+    pub agreement_draws: usize,
+}
+
+impl WhiteboxProfile {
+    /// The protocol: 100 steps, 5 restarts, 8 budgets per norm.
+    pub fn paper() -> Self {
+        Self {
+            examples: 1000,
+            linf_eps_pixels: vec![0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4],
+            l2_eps: vec![0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0],
+            steps: 100,
+            restarts: 5,
+            rel_step: 0.025,
+            eot_ks: vec![1, 10, 50],
+            eot_restarts: 5,
+            deployed_draws: 100,
+            eval_repeats: 5,
+            agreement_draws: 20,
+        }
+    }
+
+    pub fn quick() -> Self {
+        Self {
+            examples: 200,
+            linf_eps_pixels: vec![0.0, 0.1, 0.3],
+            l2_eps: vec![0.0, 1.0, 3.0],
+            steps: 10,
+            restarts: 1,
+            rel_step: 0.25,
+            eot_ks: vec![1, 5],
+            eot_restarts: 1,
+            deployed_draws: 20,
+            eval_repeats: 2,
+            agreement_draws: 5,
+        }
+    }
+
+    fn budgets(&self, norm: Norm, restarts: usize) -> PgdBudgets {
+        let eps = match norm {
+            Norm::Linf => self.linf_eps_pixels.iter().map(|e| e * INPUT_MAX).collect(),
+            Norm::L2 => self.l2_eps.clone(),
+        };
+        PgdBudgets {
+            norm,
+            eps,
+            rel_step: self.rel_step,
+            steps: self.steps,
+            restarts,
+            loss: AttackLoss::CrossEntropy,
+        }
+    }
+}
+
+/// What is attacked and how its decision is made.
+pub enum Target<'a> {
+    /// A deterministic net.
+    Deterministic(&'a Mlp),
+    /// A BNN with one fresh weight draw per pass, attacked and judged that way.
+    SingleDraw(&'a BayesMlp),
+    /// A BNN deployed as its ensemble of `deployed_draws`, attacked through EOT over k.
+    Ensemble { bnn: &'a BayesMlp, k: usize },
+    /// A BNN run with its posterior means.
+    PosteriorMean(&'a BayesMlp),
+    /// A BNN with one weight sample fixed for good.
+    FrozenSample(&'a BayesMlp),
+}
+
+/// A [`Target`]'s attacked model and deployed model as one differentiable dispatch.
+enum Model<'a> {
+    Mlp(&'a Mlp),
+    Pass(BnnPass<'a>),
+    Eot(Eot<'a>),
+}
+
+impl Differentiable for Model<'_> {
+    fn logits(&self, x: &Tensor) -> Tensor {
+        match self {
+            Model::Mlp(m) => m.logits(x),
+            Model::Pass(p) => p.logits(x),
+            Model::Eot(e) => e.logits(x),
+        }
+    }
+}
+
+impl<'a> Target<'a> {
+    fn models(&self, profile: &WhiteboxProfile) -> (Model<'a>, Model<'a>) {
+        let pass = |bnn: &'a BayesMlp, mode| Model::Pass(BnnPass { bnn, mode });
+        match *self {
+            Target::Deterministic(m) => (Model::Mlp(m), Model::Mlp(m)),
+            Target::SingleDraw(b) => (pass(b, WeightMode::Sample), pass(b, WeightMode::Sample)),
+            Target::Ensemble { bnn, k } => (
+                Model::Eot(Eot { bnn, k }),
+                Model::Eot(Eot {
+                    bnn,
+                    k: profile.deployed_draws,
+                }),
+            ),
+            Target::PosteriorMean(b) => (pass(b, WeightMode::Mean), pass(b, WeightMode::Mean)),
+            Target::FrozenSample(b) => (
+                pass(b, WeightMode::Frozen(0)),
+                pass(b, WeightMode::Frozen(0)),
+            ),
+        }
+    }
+
+    fn stochastic(&self) -> bool {
+        matches!(self, Target::SingleDraw(_) | Target::Ensemble { .. })
+    }
+
+    fn restarts(&self, profile: &WhiteboxProfile) -> usize {
+        match self {
+            Target::Ensemble { k, .. } if *k > 1 => profile.eot_restarts,
+            _ => profile.restarts,
+        }
+    }
+}
+
+/// Percent accuracy of `model` on `x`, per example averaged over `repeats` fresh
+/// passes, as mean and Student-t CI over the examples.
+fn robust_accuracy(model: &impl Differentiable, x: &Tensor, y: &Tensor, repeats: usize) -> MeanCi {
+    tch::no_grad(|| {
+        let mut correct = Tensor::zeros([x.size()[0]], (Kind::Double, x.device()));
+        for _ in 0..repeats.max(1) {
+            correct += margin(&model.logits(x), y).gt(0.0).to_kind(Kind::Double);
+        }
+        let per_example: Vec<f64> =
+            Vec::try_from(correct / repeats.max(1) as f64).unwrap_or_default();
+        MeanCi::from_values(&per_example)
+            .map(|m| m.scaled(100.0))
+            .unwrap_or(MeanCi {
+                mean: f64::NAN,
+                ci95: [f64::NAN, f64::NAN],
+                runs: 0,
+            })
+    })
+}
+
+/// ‖E_w ∇ₓL‖ / E_w ‖∇ₓL‖ of the cross-entropy over `draws` weight draws, averaged over
+/// examples: 1 when every draw's input gradient points the same way, near 0 when
+/// they cancel (the signature of gradients an attacker cannot use one draw at a time).
+pub fn gradient_agreement(bnn: &BayesMlp, x: &Tensor, y: &Tensor, draws: usize) -> f64 {
+    let k = draws.max(1) as i64;
+    let xs = x
+        .unsqueeze(0)
+        .expand([k, -1, -1], false)
+        .contiguous()
+        .detach()
+        .set_requires_grad(true);
+    let logits = bnn
+        .forward(&xs, k as usize, WeightMode::Sample, false)
+        .logits;
+    let loss = logits.view([-1, 10]).cross_entropy_loss::<Tensor>(
+        &y.repeat([k]),
+        None,
+        tch::Reduction::Sum,
+        -100,
+        0.0,
+    );
+    let g = input_gradient(&loss, &xs); // [k, B, 784]
+    tch::no_grad(|| {
+        let mean_norm = g
+            .mean_dim([0].as_slice(), false, None::<Kind>)
+            .norm_scalaropt_dim(2, [-1].as_slice(), false);
+        let norm_mean = g.norm_scalaropt_dim(2, [-1].as_slice(), false).mean_dim(
+            [0].as_slice(),
+            false,
+            None::<Kind>,
+        );
+        (mean_norm / norm_mean.clamp_min(1e-30))
+            .mean(Kind::Double)
+            .double_value(&[])
+    })
+}
+
+/// One target's curves: per norm, the budgets, robust accuracy per budget (percent,
+/// CI over examples) and the attack's success rate against the attacked model.
+pub fn curves(
+    name: &str,
+    target: &Target,
+    split: &Split,
+    profile: &WhiteboxProfile,
+    seeds: &SeedTree,
+) -> Value {
+    let (attacked, deployed) = target.models(profile);
+    let repeats = if target.stochastic() {
+        profile.eval_repeats
+    } else {
+        1
+    };
+    let (x, y) = (&split.images, &split.labels);
+    let mut per_norm = serde_json::Map::new();
+    for norm in [Norm::Linf, Norm::L2] {
+        seeds.seed_torch(&format!("whitebox/{name}/{norm:?}"));
+        let budgets = profile.budgets(norm, target.restarts(profile));
+        let outcomes = budgets.run(&attacked, x, y);
+        let accuracy: Vec<MeanCi> = outcomes
+            .iter()
+            .map(|o| robust_accuracy(&deployed, &o.perturbed, y, repeats))
+            .collect();
+        per_norm.insert(
+            format!("{norm:?}").to_lowercase(),
+            json!({
+                "eps": budgets.eps,
+                "eps_pixels": match norm { Norm::Linf => json!(profile.linf_eps_pixels), Norm::L2 => Value::Null },
+                "accuracy": accuracy,
+                "attack_success": outcomes.iter().map(|o| o.success_rate()).collect::<Vec<_>>(),
+                "attack": budgets,
+            }),
+        );
+    }
+    let agreement = match target {
+        Target::SingleDraw(b) | Target::Ensemble { bnn: b, .. } => {
+            seeds.seed_torch(&format!("whitebox/{name}/agreement"));
+            json!(gradient_agreement(b, x, y, profile.agreement_draws))
+        }
+        _ => Value::Null,
+    };
+    let mut out = json!({ "model": name, "repeats": repeats, "gradient_agreement": agreement });
+    if let Some(obj) = out.as_object_mut() {
+        obj.extend(per_norm);
+    }
+    out
+}
+
+/// A named sanity check and whether it passed.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Check {
+    pub model: String,
+    pub check: String,
+    pub passed: bool,
+    pub detail: String,
+}
+
+/// The gradient-masking checks computable from the curves: accuracy does not rise
+/// with ε beyond its CI; the largest budget brings accuracy to about 0 (≤ 5%; for
+/// the frozen weight sample this is the check that it falls like a deterministic net);
+/// the two largest EOT sample counts agree within their CIs.
+pub fn sanity_checks(curves: &[Value]) -> Vec<Check> {
+    let mut checks = Vec::new();
+    for c in curves {
+        let model = c["model"].as_str().unwrap_or("?").to_owned();
+        for norm in ["linf", "l2"] {
+            let acc: Vec<MeanCi> =
+                serde_json::from_value(c[norm]["accuracy"].clone()).unwrap_or_default();
+            let rises: Vec<String> = acc
+                .windows(2)
+                .enumerate()
+                .filter(|(_, w)| w[1].mean > w[0].mean + w[0].half_width().max(w[1].half_width()))
+                .map(|(i, w)| {
+                    format!(
+                        "budget {} -> {}: {:.1} -> {:.1}",
+                        i,
+                        i + 1,
+                        w[0].mean,
+                        w[1].mean
+                    )
+                })
+                .collect();
+            checks.push(Check {
+                model: model.clone(),
+                check: format!("{norm}: accuracy non-increasing in ε"),
+                passed: rises.is_empty(),
+                detail: if rises.is_empty() {
+                    "within CIs".into()
+                } else {
+                    rises.join("; ")
+                },
+            });
+            if let Some(last) = acc.last() {
+                checks.push(Check {
+                    model: model.clone(),
+                    check: format!("{norm}: largest ε reaches about 0% (≤ 5%)"),
+                    passed: last.mean <= 5.0,
+                    detail: format!("{:.1}% at the largest ε", last.mean),
+                });
+            }
+        }
+    }
+    // More EOT samples should not change the result beyond its CI (else the attack
+    // has not converged on the ensemble's expected gradient).
+    let eot: Vec<&Value> = curves
+        .iter()
+        .filter(|c| c["model"].as_str().is_some_and(|m| m.contains("EOT k=")))
+        .collect();
+    if let [.., fewer, more] = eot.as_slice() {
+        for norm in ["linf", "l2"] {
+            let a: Vec<MeanCi> =
+                serde_json::from_value(fewer[norm]["accuracy"].clone()).unwrap_or_default();
+            let b: Vec<MeanCi> =
+                serde_json::from_value(more[norm]["accuracy"].clone()).unwrap_or_default();
+            let worst = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| ((x.mean - y.mean).abs(), x.half_width().max(y.half_width())))
+                .fold((0.0, 0.0), |m, d| if d.0 - d.1 > m.0 - m.1 { d } else { m });
+            checks.push(Check {
+                model: format!(
+                    "{} vs {}",
+                    fewer["model"].as_str().unwrap_or("?"),
+                    more["model"].as_str().unwrap_or("?")
+                ),
+                check: format!("{norm}: more EOT samples change accuracy by less than its CI"),
+                passed: worst.0 <= worst.1,
+                detail: format!(
+                    "largest change {:.1} points (CI half-width {:.1})",
+                    worst.0, worst.1
+                ),
+            });
+        }
+    }
+    checks
+}
