@@ -99,6 +99,7 @@ struct ReproduceArgs {
 #[derive(Clone, Copy, ValueEnum)]
 enum StageArg {
     Train,
+    Whitebox,
     Attack,
 }
 
@@ -224,6 +225,7 @@ fn run(cli: Cli) -> Result<()> {
                 verbose: !args.quiet,
                 stop_after: args.stop_after.map(|s| match s {
                     StageArg::Train => Stage::Train,
+                    StageArg::Whitebox => Stage::Whitebox,
                     StageArg::Attack => Stage::Attack,
                 }),
                 whitebox: args.whitebox,

@@ -113,7 +113,7 @@ fn the_quick_profile_reproduces_every_cell_and_resumes_without_recomputing() {
             .map(|s| s["computed"].as_u64().unwrap())
             .collect()
     };
-    assert_eq!(computed(&stopped), [23, 12]);
+    assert_eq!(computed(&stopped), [23, 9, 12]);
     let first = reproduce(&cfg).expect("the quick profile runs");
     let written: Value = serde_json::from_str(
         &std::fs::read_to_string(root.join("reports/quick/results.json")).unwrap(),
@@ -137,10 +137,19 @@ fn the_quick_profile_reproduces_every_cell_and_resumes_without_recomputing() {
         assert!(d < 0.10, "{}: distortion {d}", s["source"]);
         assert_eq!(s["n"], 500);
     }
-    assert_eq!(computed(&first), [0, 0, 13, 9]);
+    assert_eq!(computed(&first), [0, 0, 0, 14]);
     let wb = &first["whitebox"];
     assert_eq!(wb["curves"].as_array().unwrap().len(), 9);
     assert!(!wb["checks"].as_array().unwrap().is_empty());
+    let calibration = first["calibration"]["rows"].as_array().unwrap();
+    assert_eq!(calibration.len(), 5, "four deterministic nets and the BNN");
+    for row in calibration {
+        assert_eq!(row["sets_ece"].as_array().unwrap().len(), 12);
+        let ece = row["clean_ece"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&ece), "{row}");
+    }
+    assert!(calibration[4]["sets_auroc_mi"].is_array());
+    assert!(calibration[0]["sets_auroc_mi"].is_null());
 
     // The report renders from it (what `bayes-robust reproduce` does at the end).
     let files = bayes_robust::report::render(&written, &paper, &root.join("reports/quick"))
@@ -152,6 +161,7 @@ fn the_quick_profile_reproduces_every_cell_and_resumes_without_recomputing() {
     );
     let readme = std::fs::read_to_string(root.join("reports/quick/README.md")).unwrap();
     for heading in [
+        "calibration and detection",
         "white-box attacks on each model itself",
         "Gradient-masking checks",
         "White-box against transfer",

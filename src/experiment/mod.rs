@@ -42,6 +42,9 @@ pub struct Profile {
     pub prune_runs: usize,
     /// Weight draws evaluated together (bounds memory).
     pub draw_chunk: usize,
+    /// Per-example distortion budget √(‖r‖²/784) of the perturbation sets (the paper
+    /// keeps every set's mean below 0.10); larger r are scaled back onto it.
+    pub max_rms_distortion: Option<f64>,
     /// The white-box stage's budget (`reproduce --whitebox`).
     pub whitebox: whitebox::WhiteboxProfile,
 }
@@ -67,6 +70,7 @@ impl Profile {
             prune_ensemble: 100,
             prune_runs: 3,
             draw_chunk: 10,
+            max_rms_distortion: Some(0.10),
             whitebox: whitebox::WhiteboxProfile::paper(),
         }
     }
@@ -91,6 +95,7 @@ impl Profile {
             prune_ensemble: 100,
             prune_runs: 2,
             draw_chunk: 10,
+            max_rms_distortion: Some(0.10),
             whitebox: whitebox::WhiteboxProfile::quick(),
         }
     }

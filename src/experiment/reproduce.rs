@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use serde_json::{Value, json};
-use tch::{Device, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use super::cache::{self, ArtifactDir, CacheError};
 use super::whitebox::{self, Target};
@@ -17,7 +17,7 @@ use crate::eval::{self, EvalChunks};
 use crate::model::bayes::{BayesConfig, BayesMlp};
 use crate::model::checkpoint::{CheckpointError, CheckpointPaths, ModelSpec, write_atomic};
 use crate::model::mlp::{MlpConfig, MlpInit};
-use crate::model::{Arch, ModelError};
+use crate::model::{Arch, ModelError, WeightMode};
 use crate::seed::SeedTree;
 use crate::stats::MeanCi;
 use crate::train::{self, Recipe, TrainError, TrainOptions, TrainedModel};
@@ -69,6 +69,7 @@ pub struct ReproduceConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
     Train,
+    Whitebox,
     Attack,
 }
 
@@ -167,6 +168,11 @@ struct PerturbationSet {
     mean_distortion: f64,
     success_rate: f64,
     seconds: f64,
+    /// The attack's own figures, before the distortion budget.
+    uncapped_distortion: f64,
+    uncapped_success_rate: f64,
+    /// Fraction of examples scaled back to the budget.
+    capped_fraction: f64,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -278,6 +284,57 @@ impl Pipeline<'_> {
         )
     }
 
+    /// The perturbation set of an attack's `delta` under the profile's distortion
+    /// budget: each r with √(‖r‖²/784) above the budget is scaled back onto it (x + s·r
+    /// stays in the box for s ≤ 1), so the set's mean distortion stays below it as the
+    /// paper reports (§4.2). Distortion and success are measured on the capped set.
+    fn capped_set(
+        &self,
+        label: &str,
+        key: String,
+        delta: &Tensor,
+        record: &AttackRecord,
+        source: &crate::model::mlp::Mlp,
+    ) -> PerturbationSet {
+        let delta = delta.to_device(self.cfg.device);
+        let x = &self.test.images;
+        let (delta, capped_fraction) = match self.cfg.profile.max_rms_distortion {
+            Some(budget) => tch::no_grad(|| {
+                let cap = budget * (data::IMAGE_DIM as f64).sqrt();
+                let norms = crate::attack::row_norms(&delta);
+                let over = norms.gt(cap);
+                let scale = (norms.clamp_min(1e-12).reciprocal() * cap).clamp_max(1.0);
+                let fraction = over
+                    .to_kind(Kind::Double)
+                    .mean(Kind::Double)
+                    .double_value(&[]);
+                (&delta * scale.unsqueeze(1), fraction)
+            }),
+            None => (delta, 0.0),
+        };
+        let outcome = crate::attack::AttackOutcome::evaluate(
+            source,
+            x,
+            &self.test.labels,
+            clip_to_box(&(x + &delta)),
+        );
+        PerturbationSet {
+            label: label.to_owned(),
+            key: cache::key(
+                label,
+                &json!({"attack": key, "max_rms_distortion": self.cfg.profile.max_rms_distortion}),
+            ),
+            mean_distortion: outcome.mean_distortion(),
+            success_rate: outcome.success_rate(),
+            images: outcome.perturbed,
+            labels: self.test.labels.shallow_clone(),
+            seconds: record.seconds,
+            uncapped_distortion: record.mean_distortion,
+            uncapped_success_rate: record.success_rate,
+            capped_fraction,
+        }
+    }
+
     fn ensure_attack(
         &self,
         label: &str,
@@ -299,15 +356,7 @@ impl Pipeline<'_> {
                     key: key.clone(),
                     name: "delta",
                 })?;
-            let set = PerturbationSet {
-                label: label.to_owned(),
-                key,
-                images: clip_to_box(&(&self.test.images + delta)),
-                labels: self.test.labels.shallow_clone(),
-                mean_distortion: record.mean_distortion,
-                success_rate: record.success_rate,
-                seconds: record.seconds,
-            };
+            let set = self.capped_set(label, key, &delta, &record, mlp);
             return Ok((set, true));
         }
         let t0 = Instant::now();
@@ -344,15 +393,7 @@ impl Pipeline<'_> {
             ],
         )?;
         self.attacks_dir.write_json(&key, &record)?;
-        let set = PerturbationSet {
-            label: label.to_owned(),
-            key,
-            images: outcome.perturbed,
-            labels: self.test.labels.shallow_clone(),
-            mean_distortion: record.mean_distortion,
-            success_rate: record.success_rate,
-            seconds: record.seconds,
-        };
+        let set = self.capped_set(label, key, &delta, &record, mlp);
         Ok((set, false))
     }
 
@@ -552,6 +593,96 @@ impl Pipeline<'_> {
     }
 }
 
+/// Calibration and detection of one model: ECE (15 bins) and NLL on the clean test set
+/// and on every perturbation set, and the AUROC of uncertainty scores separating each
+/// set's perturbed images (positives) from the clean test images (negatives).
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+struct CalibrationRow {
+    model: String,
+    clean_ece: f64,
+    clean_nll: f64,
+    sets_ece: Vec<f64>,
+    sets_nll: Vec<f64>,
+    /// Predictive entropy as the score.
+    sets_auroc_entropy: Vec<f64>,
+    /// Mutual information as the score (sampled models only).
+    sets_auroc_mi: Option<Vec<f64>>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CalibrationEval {
+    rows: Vec<CalibrationRow>,
+}
+
+/// Probabilities of a model on `x`: `[n, B, 10]` per draw (n = 1 for a deterministic net).
+fn draw_probs(model: &TrainedModel, x: &Tensor, draws: usize, chunk: usize) -> Tensor {
+    tch::no_grad(|| match model {
+        TrainedModel::Mlp { mlp, .. } => mlp.forward(x).softmax(-1, None::<Kind>).unsqueeze(0),
+        TrainedModel::Bnn { bnn, .. } => {
+            let parts: Vec<Tensor> = (0..draws.div_ceil(chunk.max(1)))
+                .map(|i| {
+                    let k = chunk.min(draws - i * chunk);
+                    bnn.forward(x, k, WeightMode::Sample, false)
+                        .logits
+                        .softmax(-1, None::<Kind>)
+                })
+                .collect();
+            Tensor::cat(&parts, 0)
+        }
+    })
+}
+
+/// One model's calibration row; a BNN is judged as its `draws`-draw ensemble.
+fn calibration_row(
+    name: &str,
+    model: &TrainedModel,
+    test: &Split,
+    sets: &[PerturbationSet],
+    draws: usize,
+    chunk: usize,
+    seeds: &SeedTree,
+) -> CalibrationRow {
+    use crate::calibration::{
+        auroc, expected_calibration_error, mutual_information, negative_log_likelihood,
+        predictive_entropy,
+    };
+    let sampled = matches!(model, TrainedModel::Bnn { .. });
+    let scores = |draws: &Tensor| {
+        let mean = draws.mean_dim([0].as_slice(), false, None::<Kind>);
+        let entropy = Vec::<f64>::try_from(predictive_entropy(&mean)).unwrap_or_default();
+        let mi = sampled.then(|| {
+            Vec::<f64>::try_from(mutual_information(draws).to_kind(Kind::Double))
+                .unwrap_or_default()
+        });
+        (mean, entropy, mi)
+    };
+    seeds.seed_torch(&format!("calibration/{name}/test"));
+    let (clean, clean_entropy, clean_mi) = scores(&draw_probs(model, &test.images, draws, chunk));
+    let mut row = CalibrationRow {
+        model: name.to_owned(),
+        clean_ece: expected_calibration_error(&clean, &test.labels, 15),
+        clean_nll: negative_log_likelihood(&clean, &test.labels),
+        sets_ece: Vec::new(),
+        sets_nll: Vec::new(),
+        sets_auroc_entropy: Vec::new(),
+        sets_auroc_mi: sampled.then(Vec::new),
+    };
+    for set in sets {
+        seeds.seed_torch(&format!("calibration/{name}/{}", set.label));
+        let (probs, entropy, mi) = scores(&draw_probs(model, &set.images, draws, chunk));
+        row.sets_ece
+            .push(expected_calibration_error(&probs, &set.labels, 15));
+        row.sets_nll
+            .push(negative_log_likelihood(&probs, &set.labels));
+        row.sets_auroc_entropy
+            .push(auroc(&clean_entropy, &entropy).unwrap_or(f64::NAN));
+        if let (Some(out), Some(clean_mi), Some(mi)) = (row.sets_auroc_mi.as_mut(), &clean_mi, mi) {
+            out.push(auroc(clean_mi, &mi).unwrap_or(f64::NAN));
+        }
+    }
+    row
+}
+
 /// The result of a run told to stop after `stage`: what it did, no tables.
 fn stopped(stage: Stage, stages: &[StageReport], cfg: &ReproduceConfig) -> Value {
     if cfg.verbose {
@@ -681,83 +812,10 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
     let det_ready = ready.split_off(sources.len());
     let source_ready = ready;
 
-    // Stage 2: the 12 perturbation sets.
-    let t0 = Instant::now();
-    let progress = bar(sources.len(), "attack", cfg.verbose);
-    let keys: Vec<String> = sources
-        .iter()
-        .zip(&source_ready)
-        .map(|(gm, r)| pipeline.attack_key(&gm.label, &r.key))
-        .collect();
-    let (sets, reused) = cache::share_work(
-        &pipeline.attacks_dir,
-        &keys,
-        cfg.stop_after != Some(Stage::Attack),
-        &progress,
-        |i| {
-            progress.set_message(sources[i].label.clone());
-            pipeline.ensure_attack(&sources[i].label, &source_ready[i])
-        },
-    )?;
-    progress.finish_and_clear();
-    stages.push(StageReport {
-        stage: "attack".into(),
-        seconds: t0.elapsed().as_secs_f64(),
-        artifact_seconds: sets.iter().flatten().map(|s| s.seconds).sum(),
-        computed: sets.iter().flatten().count() - reused,
-        reused,
-    });
-    if cfg.stop_after == Some(Stage::Attack) {
-        return Ok(stopped(Stage::Attack, &stages, cfg));
-    }
-    let sets: Vec<PerturbationSet> = sets.into_iter().flatten().collect();
-
-    // Stage 3: evaluations.
-    let t0 = Instant::now();
-    let progress = bar(dets.len() + bnns.len() + 2, "eval", cfg.verbose);
-    let (mut reused, mut eval_seconds) = (0, 0.0);
-    let mut det_evals = Vec::new();
-    for (gm, r) in dets.iter().zip(&det_ready) {
-        progress.set_message(gm.name.clone());
-        let (e, c) = pipeline.eval_deterministic(&gm.name, r, &sets)?;
-        reused += c as usize;
-        eval_seconds += e.seconds;
-        det_evals.push(e.value);
-        progress.inc(1);
-    }
-    let mut bnn_evals = Vec::new();
-    for (gm, r) in bnns.iter().zip(&bnn_ready) {
-        progress.set_message(gm.name.clone());
-        let (e, c) = pipeline.eval_single_draws(&gm.name, r, &sets)?;
-        reused += c as usize;
-        eval_seconds += e.seconds;
-        bnn_evals.push(e.value);
-        progress.inc(1);
-    }
     let index_of = |rho: f64| RHO_INITS.iter().position(|r| *r == rho).unwrap_or(0);
-    progress.set_message("table 3");
-    let (ens, c) = pipeline.eval_ensembles(&bnn_ready[index_of(TABLE3_RHO)], &sets)?;
-    reused += c as usize;
-    eval_seconds += ens.seconds;
-    let ens = ens.value;
-    progress.inc(1);
-    progress.set_message("table 4");
-    let (prune, c) = pipeline.eval_pruning(&mut bnn_ready[index_of(TABLE4_RHO)], &sets)?;
-    reused += c as usize;
-    eval_seconds += prune.seconds;
-    let prune = prune.value;
-    progress.inc(1);
-    progress.finish_and_clear();
-    let n_evals = dets.len() + bnns.len() + 2;
-    stages.push(StageReport {
-        stage: "eval".into(),
-        seconds: t0.elapsed().as_secs_f64(),
-        artifact_seconds: eval_seconds,
-        computed: n_evals - reused,
-        reused,
-    });
 
-    // Stage 4 (optional): white-box attacks on the evaluation models themselves.
+    // Stage 2 (optional): white-box attacks on the evaluation models themselves. It
+    // needs only the trained models, so it runs before the transfer attacks.
     let whitebox = if cfg.whitebox {
         let t0 = Instant::now();
         let wp = &p.whitebox;
@@ -821,6 +879,9 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
             reused,
         });
         let checks = whitebox::sanity_checks(&curves);
+        if cfg.stop_after == Some(Stage::Whitebox) {
+            return Ok(stopped(Stage::Whitebox, &stages, cfg));
+        }
         json!({
             "note": format!("PGD against each model itself on the first {} test images; accuracy in percent, CI over examples (each averaged over `repeats` fresh passes for a sampled model); the BNN is the Table 3 model", split.len()),
             "profile": wp, "examples": split.len(), "curves": curves, "checks": checks,
@@ -828,6 +889,130 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
     } else {
         Value::Null
     };
+
+    // Stage 3: the 12 perturbation sets.
+    let t0 = Instant::now();
+    let progress = bar(sources.len(), "attack", cfg.verbose);
+    let keys: Vec<String> = sources
+        .iter()
+        .zip(&source_ready)
+        .map(|(gm, r)| pipeline.attack_key(&gm.label, &r.key))
+        .collect();
+    let (sets, reused) = cache::share_work(
+        &pipeline.attacks_dir,
+        &keys,
+        cfg.stop_after != Some(Stage::Attack),
+        &progress,
+        |i| {
+            progress.set_message(sources[i].label.clone());
+            pipeline.ensure_attack(&sources[i].label, &source_ready[i])
+        },
+    )?;
+    progress.finish_and_clear();
+    stages.push(StageReport {
+        stage: "attack".into(),
+        seconds: t0.elapsed().as_secs_f64(),
+        artifact_seconds: sets.iter().flatten().map(|s| s.seconds).sum(),
+        computed: sets.iter().flatten().count() - reused,
+        reused,
+    });
+    if cfg.stop_after == Some(Stage::Attack) {
+        return Ok(stopped(Stage::Attack, &stages, cfg));
+    }
+    let sets: Vec<PerturbationSet> = sets.into_iter().flatten().collect();
+
+    // Stage 4: evaluations.
+    let t0 = Instant::now();
+    let progress = bar(dets.len() + bnns.len() + 3, "eval", cfg.verbose);
+    let (mut reused, mut eval_seconds) = (0, 0.0);
+    let mut det_evals = Vec::new();
+    for (gm, r) in dets.iter().zip(&det_ready) {
+        progress.set_message(gm.name.clone());
+        let (e, c) = pipeline.eval_deterministic(&gm.name, r, &sets)?;
+        reused += c as usize;
+        eval_seconds += e.seconds;
+        det_evals.push(e.value);
+        progress.inc(1);
+    }
+    let mut bnn_evals = Vec::new();
+    for (gm, r) in bnns.iter().zip(&bnn_ready) {
+        progress.set_message(gm.name.clone());
+        let (e, c) = pipeline.eval_single_draws(&gm.name, r, &sets)?;
+        reused += c as usize;
+        eval_seconds += e.seconds;
+        bnn_evals.push(e.value);
+        progress.inc(1);
+    }
+    progress.set_message("table 3");
+    let (ens, c) = pipeline.eval_ensembles(&bnn_ready[index_of(TABLE3_RHO)], &sets)?;
+    reused += c as usize;
+    eval_seconds += ens.seconds;
+    let ens = ens.value;
+    progress.inc(1);
+    progress.set_message("table 4");
+    let (prune, c) = pipeline.eval_pruning(&mut bnn_ready[index_of(TABLE4_RHO)], &sets)?;
+    reused += c as usize;
+    eval_seconds += prune.seconds;
+    let prune = prune.value;
+    progress.inc(1);
+    progress.set_message("calibration");
+    let calibration_key = pipeline.eval_key(
+        "calibration",
+        &format!(
+            "{}+{}",
+            bnn_ready[index_of(TABLE3_RHO)].key,
+            det_ready
+                .iter()
+                .map(|r| r.key.as_str())
+                .collect::<Vec<_>>()
+                .join("+")
+        ),
+        &sets,
+    );
+    let (calibration, c) = pipeline.cached(&calibration_key, || {
+        let mut rows: Vec<CalibrationRow> = dets
+            .iter()
+            .zip(&det_ready)
+            .map(|(gm, r)| {
+                calibration_row(
+                    &format!("deterministic {}", gm.label),
+                    &r.model,
+                    &pipeline.test,
+                    &sets,
+                    1,
+                    1,
+                    &pipeline.seeds,
+                )
+            })
+            .collect();
+        let r = &bnn_ready[index_of(TABLE3_RHO)];
+        rows.push(calibration_row(
+            &format!(
+                "BNN rho_init={TABLE3_RHO}, ensemble of {}",
+                p.prune_ensemble
+            ),
+            &r.model,
+            &pipeline.test,
+            &sets,
+            p.prune_ensemble,
+            p.draw_chunk,
+            &pipeline.seeds,
+        ));
+        Ok(CalibrationEval { rows })
+    })?;
+    reused += c as usize;
+    eval_seconds += calibration.seconds;
+    let calibration = calibration.value;
+    progress.inc(1);
+    progress.finish_and_clear();
+    let n_evals = dets.len() + bnns.len() + 3;
+    stages.push(StageReport {
+        stage: "eval".into(),
+        seconds: t0.elapsed().as_secs_f64(),
+        artifact_seconds: eval_seconds,
+        computed: n_evals - reused,
+        reused,
+    });
 
     // Assemble results.json in the shape of paper_tables.json.
     let (bnn_rows, bnn_avg) = table_rows(&bnn_evals);
@@ -910,10 +1095,16 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
             "rows": prune_rows,
             "average": prune.per_rate.iter().map(|e| average_over_sets(&e.sets)).collect::<Vec<_>>(),
         },
+        "calibration": {
+            "note": format!("ECE (15 bins) and NLL of the clean test set and of each perturbation set; AUROC of predictive entropy (and, for the BNN, mutual information) separating each perturbation set from the clean test images. The BNN (rho_init={TABLE3_RHO}) is its {}-draw ensemble.", p.prune_ensemble),
+            "rows": calibration.rows,
+        },
         "whitebox": whitebox,
         "perturbation_sets": sets.iter().map(|s| json!({
             "source": s.label, "n": s.labels.size()[0], "mean_distortion": s.mean_distortion,
             "success_rate": s.success_rate, "attack_seconds": s.seconds,
+            "uncapped_distortion": s.uncapped_distortion, "uncapped_success_rate": s.uncapped_success_rate,
+            "capped_fraction": s.capped_fraction,
         })).collect::<Vec<_>>(),
         "models": source_ready.iter().chain(&det_ready).chain(&bnn_ready).map(|r| json!({
             "model": r.meta.model.describe(), "key": r.key, "epochs_run": r.meta.epochs_run,

@@ -628,16 +628,27 @@ pub fn render(results: &Value, paper_tables: &Value, out_dir: &Path) -> Result<V
     );
     let _ = writeln!(
         md,
-        "## Perturbation sets\n\n| source | n | mean distortion | success rate on source |\n|---|---|---|---|"
+        "## Perturbation sets\n\nEvery perturbation is held to the distortion budget √(‖r‖²/784) ≤ {} (larger ones scaled back onto it; docs/FIDELITY.md). The last three columns are the min-norm attack's own figures before that.\n\n| source | n | mean distortion | success rate on source | scaled to the budget | attack's distortion | attack's success |\n|---|---|---|---|---|---|---|",
+        at(results, "/meta/profile/max_rms_distortion")
+            .map_or("none".to_owned(), |v| v.to_string())
     );
+    let pct_or_dash = |v: &Value| {
+        v.as_f64()
+            .map_or("–".to_owned(), |x| format!("{:.1}%", 100.0 * x))
+    };
     for s in sets {
         let _ = writeln!(
             md,
-            "| {} | {} | {:.4} | {:.1}% |",
+            "| {} | {} | {:.4} | {:.1}% | {} | {} | {} |",
             s["source"].as_str().unwrap_or("?"),
             s["n"],
             s["mean_distortion"].as_f64().unwrap_or(f64::NAN),
-            100.0 * s["success_rate"].as_f64().unwrap_or(f64::NAN)
+            100.0 * s["success_rate"].as_f64().unwrap_or(f64::NAN),
+            pct_or_dash(&s["capped_fraction"]),
+            s["uncapped_distortion"]
+                .as_f64()
+                .map_or("–".to_owned(), |x| format!("{x:.4}")),
+            pct_or_dash(&s["uncapped_success_rate"]),
         );
     }
     let _ = writeln!(md, "\n## Tables\n");
@@ -658,6 +669,9 @@ pub fn render(results: &Value, paper_tables: &Value, out_dir: &Path) -> Result<V
         })?;
         let _ = writeln!(md, "![{caption}]({file})\n\n*{caption}*\n");
         written.push(path);
+    }
+    if results["calibration"].is_object() {
+        calibration_section(results, &mut md);
     }
     if results["whitebox"].is_object() {
         written.extend(whitebox_section(results, &mut md, out_dir)?);
@@ -716,6 +730,48 @@ pub fn render(results: &Value, paper_tables: &Value, out_dir: &Path) -> Result<V
     })?;
     written.push(readme);
     Ok(written)
+}
+
+/// Mean, min and max of a JSON list of numbers, as "mean [min, max]".
+fn spread(v: &Value, digits: usize) -> String {
+    let xs: Vec<f64> = v
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_f64).collect())
+        .unwrap_or_default();
+    if xs.is_empty() {
+        return "–".into();
+    }
+    let mean = xs.iter().sum::<f64>() / xs.len() as f64;
+    let (lo, hi) = xs
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
+            (a.min(*x), b.max(*x))
+        });
+    format!("{mean:.digits$} [{lo:.digits$}, {hi:.digits$}]")
+}
+
+/// Calibration (ECE, NLL) and detection (AUROC) of the evaluation models.
+fn calibration_section(r: &Value, md: &mut String) {
+    let c = &r["calibration"];
+    let _ = writeln!(
+        md,
+        "## Beyond the paper: calibration and detection\n\n{}\nPerturbed columns: mean [min, max] over the 12 sets.\n\n| model | ECE clean | ECE perturbed | NLL clean | NLL perturbed | AUROC entropy | AUROC mutual information |\n|---|---|---|---|---|---|---|",
+        c["note"].as_str().unwrap_or("")
+    );
+    for row in c["rows"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            md,
+            "| {} | {:.4} | {} | {:.3} | {} | {} | {} |",
+            row["model"].as_str().unwrap_or("?"),
+            row["clean_ece"].as_f64().unwrap_or(f64::NAN),
+            spread(&row["sets_ece"], 4),
+            row["clean_nll"].as_f64().unwrap_or(f64::NAN),
+            spread(&row["sets_nll"], 3),
+            spread(&row["sets_auroc_entropy"], 3),
+            spread(&row["sets_auroc_mi"], 3),
+        );
+    }
+    let _ = writeln!(md);
 }
 
 /// The transfer accuracy (Table 2 or 3 average) a white-box curve is compared with:
