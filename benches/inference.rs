@@ -2,6 +2,8 @@
 //! N ∈ {1, 10, 100} weight draws (eq. 7), and the deterministic forward, on seeded
 //! random inputs. Prints achieved GFLOP/s beside the sgemm rate of the same process.
 
+mod common;
+
 use std::time::Instant;
 
 use bayes_robust::model::bayes::{BayesConfig, BayesMlp};
@@ -11,20 +13,6 @@ use tch::{Device, Kind, Tensor, nn};
 
 const IMAGES: i64 = 10_000;
 
-/// float32 GFLOP/s of a [10000 x 784] @ [784 x 100] product, best of 5.
-fn sgemm_gflops() -> f64 {
-    let a = Tensor::rand([IMAGES, 784], (Kind::Float, Device::Cpu));
-    let b = Tensor::rand([784, 100], (Kind::Float, Device::Cpu));
-    let _ = a.matmul(&b);
-    (0..5)
-        .map(|_| {
-            let t = Instant::now();
-            let _ = a.matmul(&b);
-            2.0 * (IMAGES * 784 * 100) as f64 / t.elapsed().as_secs_f64() / 1e9
-        })
-        .fold(0.0, f64::max)
-}
-
 fn inference(c: &mut Criterion) {
     tch::manual_seed(1);
     let x = Tensor::rand([IMAGES, 784], (Kind::Float, Device::Cpu)) * 2.0;
@@ -32,7 +20,8 @@ fn inference(c: &mut Criterion) {
     let bnn = BayesMlp::new(&vs.root(), &BayesConfig::default());
     let mlp = Mlp::new(&vs.root().sub("det"), &MlpConfig::default());
     let flops_per_pass = 2.0 * IMAGES as f64 * bnn.config.arch.macs_per_example() as f64;
-    println!("sgemm [10000x784]@[784x100]: {:.1} GFLOP/s", sgemm_gflops());
+    let sgemm = common::sgemm_gflops();
+    println!("sgemm [10000x784]@[784x1200]: {sgemm:.1} GFLOP/s");
 
     let mut group = c.benchmark_group("inference");
     group.sample_size(10);
@@ -43,11 +32,21 @@ fn inference(c: &mut Criterion) {
         });
         let t = Instant::now();
         let _ = tch::no_grad(|| bnn.ensemble_probs(&x, n, 10));
+        let gflops = n as f64 * flops_per_pass / t.elapsed().as_secs_f64() / 1e9;
         println!(
-            "bnn ensemble N={n}: {:.1} GFLOP/s",
-            n as f64 * flops_per_pass / t.elapsed().as_secs_f64() / 1e9
+            "bnn ensemble N={n}: {gflops:.1} GFLOP/s = {:.0}% of sgemm",
+            100.0 * gflops / sgemm
         );
     }
+    common::report_rate(
+        "deterministic forward FC-100-100-10",
+        2.0 * IMAGES as f64 * mlp.config.arch.macs_per_example() as f64,
+        10,
+        sgemm,
+        || {
+            let _ = tch::no_grad(|| mlp.forward(&x));
+        },
+    );
     group.throughput(Throughput::Elements(IMAGES as u64));
     group.bench_function("deterministic_forward", |b| {
         b.iter(|| tch::no_grad(|| mlp.forward(&x)))
