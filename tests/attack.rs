@@ -42,6 +42,19 @@ fn fixture_mlp() -> (nn::VarStore, Mlp, bayes_robust::data::Splits) {
     (vs, mlp, splits)
 }
 
+/// An untrained FC-20-10 net (seed libtorch first).
+fn small_mlp() -> (nn::VarStore, Mlp) {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let mlp = Mlp::new(
+        &vs.root(),
+        &MlpConfig {
+            arch: Arch::new(&[20]),
+            ..MlpConfig::default()
+        },
+    );
+    (vs, mlp)
+}
+
 /// The min-norm attack of these tests: 150 Adam steps at lr 0.01, κ = 0.
 fn min_norm(c: f64, search_rounds: usize) -> MinNormAttack {
     MinNormAttack {
@@ -171,14 +184,7 @@ fn pgd_respects_its_budget_and_the_box_and_fgsm_is_weaker() {
 fn attacks_leave_parameter_gradients_undefined() {
     let _g = common::torch_rng_lock();
     tch::manual_seed(2);
-    let vs = nn::VarStore::new(Device::Cpu);
-    let mlp = Mlp::new(
-        &vs.root(),
-        &MlpConfig {
-            arch: Arch::new(&[20]),
-            ..MlpConfig::default()
-        },
-    );
+    let (vs, mlp) = small_mlp();
     let bvs = nn::VarStore::new(Device::Cpu);
     let bnn = BayesMlp::new(
         &bvs.root(),
@@ -203,6 +209,15 @@ fn attacks_leave_parameter_gradients_undefined() {
         &x,
         &y,
     );
+    let _ = PgdBudgets {
+        norm: Norm::L2,
+        eps: vec![0.5],
+        rel_step: 0.5,
+        steps: 2,
+        restarts: 2,
+        loss: AttackLoss::Margin,
+    }
+    .run(&Eot { bnn: &bnn, k: 3 }, &x, &y);
     for (name, v) in vs.variables().into_iter().chain(bvs.variables()) {
         assert!(!v.grad().defined(), "{name} has a gradient after an attack");
     }
@@ -212,14 +227,7 @@ fn attacks_leave_parameter_gradients_undefined() {
 fn a_zero_budget_changes_nothing() {
     let _g = common::torch_rng_lock();
     tch::manual_seed(3);
-    let vs = nn::VarStore::new(Device::Cpu);
-    let mlp = Mlp::new(
-        &vs.root(),
-        &MlpConfig {
-            arch: Arch::new(&[20]),
-            ..MlpConfig::default()
-        },
-    );
+    let (_vs, mlp) = small_mlp();
     let x = Tensor::rand([8, 784], (Kind::Float, Device::Cpu));
     let y = Tensor::zeros([8], (Kind::Int64, Device::Cpu));
     let out = Pgd {
