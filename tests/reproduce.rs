@@ -247,3 +247,21 @@ fn a_claimed_artifact_is_left_to_its_live_owner_and_a_stale_claim_is_taken_over(
     release.join().unwrap();
     assert_eq!(out, [Some(0), Some(1), Some(2)]);
 }
+
+#[test]
+fn keys_with_dots_keep_their_whole_name() {
+    use bayes_robust::experiment::cache::ArtifactDir;
+    let d = tempfile::tempdir().unwrap();
+    let dir = ArtifactDir::new(d.path());
+    let (a, b) = (
+        cache::key("bnn/rho=-2.5", &serde_json::json!({"x": 1})),
+        cache::key("bnn/rho=-2.5", &serde_json::json!({"x": 2})),
+    );
+    dir.write_json(&a, &serde_json::json!({"v": "a"})).unwrap();
+    assert!(d.path().join(format!("{a}.json")).exists());
+    assert!(
+        dir.read_json::<Value>(&b).unwrap().is_none(),
+        "another config must not find a's artifact"
+    );
+    assert_eq!(dir.read_json::<Value>(&a).unwrap().unwrap()["v"], "a");
+}

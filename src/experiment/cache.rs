@@ -57,12 +57,18 @@ impl ArtifactDir {
         self.root.join(key)
     }
 
+    /// The artifact's file with extension `ext` appended (a key may contain dots, as
+    /// in `bnn_rho=-2.5-…`, so the extension is never substituted).
+    fn file(&self, key: &str, ext: &str) -> PathBuf {
+        self.root.join(format!("{key}.{ext}"))
+    }
+
     /// Reads a complete JSON artifact, or `None` if absent.
     pub fn read_json<T: serde::de::DeserializeOwned>(
         &self,
         key: &str,
     ) -> Result<Option<T>, CacheError> {
-        let path = self.stem(key).with_extension("json");
+        let path = self.file(key, "json");
         match std::fs::read_to_string(&path) {
             Ok(text) => serde_json::from_str(&text)
                 .map(Some)
@@ -80,7 +86,7 @@ impl ArtifactDir {
 
     /// Writes a JSON artifact atomically.
     pub fn write_json<T: serde::Serialize>(&self, key: &str, value: &T) -> Result<(), CacheError> {
-        let path = self.stem(key).with_extension("json");
+        let path = self.file(key, "json");
         let bytes = serde_json::to_vec_pretty(value).map_err(|e| CacheError::Io {
             path: path.clone(),
             reason: e.to_string(),
@@ -97,7 +103,7 @@ impl ArtifactDir {
         key: &str,
         tensors: &[(&str, &tch::Tensor)],
     ) -> Result<(), CacheError> {
-        let path = self.stem(key).with_extension("safetensors");
+        let path = self.file(key, "safetensors");
         let err = |reason: String| CacheError::Io {
             path: path.clone(),
             reason,
@@ -112,7 +118,7 @@ impl ArtifactDir {
 
     /// Reads named tensors written by [`ArtifactDir::write_tensors`].
     pub fn read_tensors(&self, key: &str) -> Result<Vec<(String, tch::Tensor)>, CacheError> {
-        let path = self.stem(key).with_extension("safetensors");
+        let path = self.file(key, "safetensors");
         tch::Tensor::read_safetensors(&path).map_err(|e| CacheError::Io {
             path,
             reason: format!("unreadable ({e}); delete it and its .json to recompute"),
