@@ -8,8 +8,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use bayes_robust::data::{self, ChecksumPolicy, RawDataset, SplitSpec, Splits};
 use bayes_robust::eval::{self, EvalChunks};
 use bayes_robust::experiment::Profile;
+use bayes_robust::experiment::code_protocol::{self, Multipliers};
 use bayes_robust::experiment::reproduce::{self, ReproduceConfig, Stage};
-use bayes_robust::model::bayes::BayesConfig;
+use bayes_robust::model::bayes::{BayesConfig, PruneMode};
 use bayes_robust::model::checkpoint::ModelSpec;
 use bayes_robust::model::mlp::{MlpConfig, MlpInit};
 use bayes_robust::model::{Arch, bayes::BayesMlp};
@@ -63,6 +64,9 @@ enum Command {
     Report {
         #[arg(long, default_value = "paper")]
         profile: String,
+        /// code: render reports/<profile>-code/ (the authors' protocol).
+        #[arg(long, value_enum, default_value_t = ProtocolArg::Text)]
+        protocol: ProtocolArg,
         /// Folder with results.json; the report is written there (default reports/<profile>).
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -94,6 +98,34 @@ struct ReproduceArgs {
     /// the BNN's ensemble) and report the curves and gradient-masking checks.
     #[arg(long)]
     whitebox: bool,
+    /// text: the paper's text (default); code: the authors' notebooks (targeted attack
+    /// on validation images, evaluation multipliers, their training recipes, per-tensor
+    /// pruning) plus the confound controls, written to reports/<profile>-code/.
+    #[arg(long, value_enum, default_value_t = ProtocolArg::Text)]
+    protocol: ProtocolArg,
+    /// Evaluation multiplier m of x + m·r for BNNs and their controls (code protocol;
+    /// default 1.5 as in the notebooks).
+    #[arg(long, allow_negative_numbers = true)]
+    multiplier_bnn: Option<f64>,
+    /// Table 4's pruning: global (the paper's text; the text protocol's default) or
+    /// per-tensor (the notebooks; the code protocol's default).
+    #[arg(long, value_enum)]
+    pruning: Option<PruningArg>,
+    /// Evaluation multiplier for the deterministic λ grid (code protocol; default 3).
+    #[arg(long, allow_negative_numbers = true)]
+    multiplier_det: Option<f64>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PruningArg {
+    Global,
+    PerTensor,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ProtocolArg {
+    Text,
+    Code,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -177,6 +209,11 @@ struct TrainArgs {
     /// Hide the per-epoch log and progress bar.
     #[arg(long)]
     quiet: bool,
+    /// text: the paper's recipe (early stopping); code: the notebooks' (an mlp with
+    /// batch 10,000, a bnn with the summed loss and lr 1e-5; --max-epochs epochs, no
+    /// early stopping).
+    #[arg(long, value_enum, default_value_t = ProtocolArg::Text)]
+    protocol: ProtocolArg,
 }
 
 fn main() {
@@ -210,13 +247,42 @@ fn run(cli: Cli) -> Result<()> {
             let Some(profile) = Profile::by_name(&args.profile) else {
                 bail!("--profile {:?} is not one of paper, quick", args.profile);
             };
+            let code = args.protocol == ProtocolArg::Code;
+            let default_mult = if code {
+                Multipliers::CODE
+            } else {
+                Multipliers::TEXT
+            };
+            let mult = Multipliers {
+                bnn: args.multiplier_bnn.unwrap_or(default_mult.bnn),
+                det: args.multiplier_det.unwrap_or(default_mult.det),
+            };
+            for (flag, m) in [
+                ("--multiplier-bnn", mult.bnn),
+                ("--multiplier-det", mult.det),
+            ] {
+                if !m.is_finite() || m < 0.0 {
+                    bail!("{flag} {m} must be a finite number ≥ 0");
+                }
+            }
+            if !code && mult != Multipliers::TEXT {
+                bail!(
+                    "--multiplier-bnn/--multiplier-det apply to --protocol code; the text protocol evaluates x + r (the code protocol's report sweeps m for every model)"
+                );
+            }
+            if code && args.whitebox {
+                bail!(
+                    "--whitebox belongs to the text protocol (it attacks the models of reports/<profile>/)"
+                );
+            }
+            let suffix = if code { "-code" } else { "" };
             let cfg = ReproduceConfig {
-                runs_dir: args
-                    .runs_dir
-                    .unwrap_or_else(|| PathBuf::from("runs").join(&profile.name)),
-                out_dir: args
-                    .out_dir
-                    .unwrap_or_else(|| PathBuf::from("reports").join(&profile.name)),
+                runs_dir: args.runs_dir.unwrap_or_else(|| {
+                    PathBuf::from("runs").join(format!("{}{suffix}", profile.name))
+                }),
+                out_dir: args.out_dir.unwrap_or_else(|| {
+                    PathBuf::from("reports").join(format!("{}{suffix}", profile.name))
+                }),
                 profile,
                 master_seed: cli.global.seed,
                 device,
@@ -229,8 +295,16 @@ fn run(cli: Cli) -> Result<()> {
                     StageArg::Attack => Stage::Attack,
                 }),
                 whitebox: args.whitebox,
+                prune_mode: args.pruning.map(|p| match p {
+                    PruningArg::Global => PruneMode::Global,
+                    PruningArg::PerTensor => PruneMode::PerTensor,
+                }),
             };
-            reproduce::reproduce(&cfg)?;
+            if code {
+                code_protocol::reproduce_code(&cfg, mult)?;
+            } else {
+                reproduce::reproduce(&cfg)?;
+            }
             if cfg.stop_after.is_some() {
                 return Ok(());
             }
@@ -238,19 +312,40 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Report {
             profile,
+            protocol,
             dir,
             paper_tables,
-        } => render_report(
-            &dir.unwrap_or_else(|| PathBuf::from("reports").join(&profile)),
-            &paper_tables,
-        ),
+        } => {
+            let suffix = if protocol == ProtocolArg::Code {
+                "-code"
+            } else {
+                ""
+            };
+            render_report(
+                &dir.unwrap_or_else(|| PathBuf::from("reports").join(format!("{profile}{suffix}"))),
+                &paper_tables,
+            )
+        }
     }
 }
 
 fn render_report(dir: &Path, paper_tables: &Path) -> Result<()> {
     let results = report::read_json(&dir.join("results.json"))?;
     let paper = report::read_json(paper_tables)?;
-    let files = report::render(&results, &paper, dir)?;
+    // The text protocol's report adds the margin section when the code protocol's
+    // results of the same profile sit beside it (reports/<profile>-code/).
+    let code_dir = dir.with_file_name(format!(
+        "{}-code",
+        dir.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
+    ));
+    let code = if results["protocol"] != "code" && code_dir.join("results.json").exists() {
+        Some(report::read_json(&code_dir.join("results.json"))?)
+    } else {
+        None
+    };
+    let files = report::render_with(&results, &paper, code.as_ref(), dir)?;
     println!(
         "wrote {} ({} files)",
         dir.join("README.md").display(),
@@ -370,7 +465,20 @@ fn train_command(
     };
     let raw = RawDataset::load(data_dir, policy(args.no_checksum))?;
     let splits = Splits::from_raw(&raw, args.split.spec())?.to_device(device);
-    let recipe = Recipe::paper(args.max_epochs);
+    let (recipe, name) = match (args.protocol, args.model) {
+        (ProtocolArg::Text, _) => (Recipe::paper(args.max_epochs), name),
+        (ProtocolArg::Code, ModelKind::Mlp) => (
+            code_protocol::det_recipe(&code_protocol::CodeProfile::paper(), args.max_epochs),
+            format!("{name}_code"),
+        ),
+        (ProtocolArg::Code, ModelKind::Bnn) => (
+            Recipe {
+                max_epochs: args.max_epochs,
+                ..code_protocol::bnn_recipe(&code_protocol::CodeProfile::paper())
+            },
+            format!("{name}_code"),
+        ),
+    };
     let seeds = SeedTree::new(master).child(&format!("train/{name}"));
     let stem = args.out.join(&name);
     eprintln!(

@@ -10,37 +10,7 @@ use bayes_robust::data::INPUT_MAX;
 use bayes_robust::model::bayes::{BayesConfig, BayesMlp};
 use bayes_robust::model::mlp::{Mlp, MlpConfig};
 use bayes_robust::model::{Arch, WeightMode};
-use bayes_robust::seed::SeedTree;
-use bayes_robust::train::{self, PenalisedMlp, Recipe, TrainOptions};
 use tch::{Device, Kind, Tensor, nn};
-
-/// An FC-100-100-10 trained for 8 epochs on the fixture (about 80% accurate).
-fn fixture_mlp() -> (nn::VarStore, Mlp, bayes_robust::data::Splits) {
-    tch::set_num_threads(1);
-    let splits = common::fixture_splits();
-    let seeds = SeedTree::new(1).child("attack-test");
-    seeds.seed_torch("init");
-    let vs = nn::VarStore::new(Device::Cpu);
-    let mlp = Mlp::new(&vs.root(), &MlpConfig::default());
-    let recipe = Recipe {
-        lr: 0.05,
-        patience: None,
-        ..Recipe::paper(8)
-    };
-    train::fit(
-        &vs,
-        &PenalisedMlp {
-            mlp: &mlp,
-            lambda: 0.0,
-        },
-        &splits,
-        &recipe,
-        &seeds,
-        &TrainOptions::default(),
-    )
-    .unwrap();
-    (vs, mlp, splits)
-}
 
 /// An untrained FC-20-10 net (seed libtorch first).
 fn small_mlp() -> (nn::VarStore, Mlp) {
@@ -83,7 +53,7 @@ fn in_box(x: &Tensor) -> bool {
 #[test]
 fn the_min_norm_attack_flips_the_source_and_its_distortion_falls_as_c_grows() {
     let _g = common::torch_rng_lock();
-    let (_vs, mlp, splits) = fixture_mlp();
+    let (_vs, mlp, splits) = common::fixture_mlp();
     let (x, y) = (&splits.test.images, &splits.test.labels);
     let clean = accuracy(&mlp, x, y);
     assert!(clean > 0.8, "fixture model accuracy {clean}");
@@ -129,7 +99,7 @@ fn the_min_norm_attack_flips_the_source_and_its_distortion_falls_as_c_grows() {
 #[test]
 fn pgd_respects_its_budget_and_the_box_and_fgsm_is_weaker() {
     let _g = common::torch_rng_lock();
-    let (_vs, mlp, splits) = fixture_mlp();
+    let (_vs, mlp, splits) = common::fixture_mlp();
     let (x, y) = (&splits.test.images, &splits.test.labels);
     tch::manual_seed(0);
     let eps = 0.1 * 255.0 / 126.0;
@@ -268,7 +238,7 @@ fn zero_sigma_copy(mlp: &Mlp, arch: Arch) -> (nn::VarStore, BayesMlp) {
 #[test]
 fn eot_of_a_zero_sigma_bnn_is_the_deterministic_net() {
     let _g = common::torch_rng_lock();
-    let (_vs, mlp, splits) = fixture_mlp();
+    let (_vs, mlp, splits) = common::fixture_mlp();
     let (_bvs, bnn) = zero_sigma_copy(&mlp, MlpConfig::default().arch);
     let (x, y) = (
         &splits.test.images.narrow(0, 0, 200),
@@ -318,7 +288,7 @@ fn eot_of_a_zero_sigma_bnn_is_the_deterministic_net() {
 #[test]
 fn pgd_budgets_start_at_clean_accuracy_and_fall_with_the_budget() {
     let _g = common::torch_rng_lock();
-    let (_vs, mlp, splits) = fixture_mlp();
+    let (_vs, mlp, splits) = common::fixture_mlp();
     let (x, y) = (&splits.test.images, &splits.test.labels);
     tch::manual_seed(5);
     let to_input = 255.0 / 126.0;

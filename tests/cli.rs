@@ -148,3 +148,80 @@ fn train_writes_a_checkpoint_and_reports_accuracy() {
     assert_eq!(meta["model"]["kind"], "bnn");
     assert_eq!(meta["recipe"]["lr"], 1e-3);
 }
+
+#[test]
+fn protocol_flags_are_checked() {
+    let o = bayes_robust(&["reproduce", "--profile", "quick", "--multiplier-bnn", "1.5"]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).1.contains("apply to --protocol code"),
+        "{}",
+        text(&o).1
+    );
+    let o = bayes_robust(&[
+        "reproduce",
+        "--profile",
+        "quick",
+        "--protocol",
+        "code",
+        "--multiplier-det",
+        "-1",
+    ]);
+    assert!(!o.status.success());
+    assert!(text(&o).1.contains("--multiplier-det -1"), "{}", text(&o).1);
+    let o = bayes_robust(&["reproduce", "--protocol", "notebook"]);
+    assert!(!o.status.success());
+    assert!(text(&o).1.contains("notebook"), "{}", text(&o).1);
+    let d = tempfile::tempdir().unwrap();
+    let o = bayes_robust(&[
+        "report",
+        "--profile",
+        "nothing",
+        "--protocol",
+        "code",
+        "--paper-tables",
+        d.path().join("absent.json").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).1.contains("reports/nothing-code/results.json"),
+        "{}",
+        text(&o).1
+    );
+}
+
+#[test]
+fn train_with_the_code_protocol_uses_the_notebook_recipe() {
+    let d = tempfile::tempdir().unwrap();
+    let fixture = common::fixture_dir();
+    let o = bayes_robust(&[
+        "--threads",
+        "1",
+        "train",
+        "--model",
+        "bnn",
+        "--protocol",
+        "code",
+        "--max-epochs",
+        "1",
+        "--eval-runs",
+        "2",
+        "--split",
+        "fixture",
+        "--no-checksum",
+        "--quiet",
+        "--data-dir",
+        fixture.to_str().unwrap(),
+        "--out",
+        d.path().to_str().unwrap(),
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(d.path().join("bnn_FC-100-100-10_rho=-3_code.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(meta["recipe"]["lr"], 1e-5);
+    assert_eq!(meta["recipe"]["reduction"], "sum");
+    assert_eq!(meta["recipe"]["patience"], serde_json::Value::Null);
+}

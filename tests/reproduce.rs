@@ -94,6 +94,7 @@ fn the_quick_profile_reproduces_every_cell_and_resumes_without_recomputing() {
         verbose: false,
         stop_after: None,
         whitebox: true,
+        prune_mode: None,
     };
     tch::set_num_threads(2);
     // A helper told to stop after the attacks computes models and sets and writes no

@@ -2,6 +2,7 @@
 //! Tables 1–4 ([`reproduce`]).
 
 pub mod cache;
+pub mod code_protocol;
 pub mod reproduce;
 pub mod whitebox;
 
@@ -47,6 +48,17 @@ pub struct Profile {
     pub max_rms_distortion: Option<f64>,
     /// The white-box stage's budget (`reproduce --whitebox`).
     pub whitebox: whitebox::WhiteboxProfile,
+    /// The budget of `reproduce --protocol code`.
+    #[serde(default = "code_protocol::CodeProfile::paper")]
+    pub code: code_protocol::CodeProfile,
+}
+
+/// Which protocol a reproduction follows: the paper's text, or the authors' notebooks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    Text,
+    Code,
 }
 
 impl Profile {
@@ -72,6 +84,7 @@ impl Profile {
             draw_chunk: 10,
             max_rms_distortion: Some(0.10),
             whitebox: whitebox::WhiteboxProfile::paper(),
+            code: code_protocol::CodeProfile::paper(),
         }
     }
 
@@ -97,6 +110,7 @@ impl Profile {
             draw_chunk: 10,
             max_rms_distortion: Some(0.10),
             whitebox: whitebox::WhiteboxProfile::quick(),
+            code: code_protocol::CodeProfile::quick(),
         }
     }
 

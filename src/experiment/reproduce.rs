@@ -14,7 +14,7 @@ use super::{LAMBDAS, Profile, RHO_INITS, SOURCE_ARCHS, TABLE3_RHO, TABLE4_RHO, s
 use crate::attack::clip_to_box;
 use crate::data::{self, ChecksumPolicy, RawDataset, Split, SplitSpec, Splits};
 use crate::eval::{self, EvalChunks};
-use crate::model::bayes::{BayesConfig, BayesMlp};
+use crate::model::bayes::{BayesConfig, BayesMlp, PruneMode};
 use crate::model::checkpoint::{CheckpointError, CheckpointPaths, ModelSpec, write_atomic};
 use crate::model::mlp::{MlpConfig, MlpInit};
 use crate::model::{Arch, ModelError, WeightMode};
@@ -63,6 +63,16 @@ pub struct ReproduceConfig {
     /// Also attack the evaluation models white-box (the profile's `whitebox` budget)
     /// and add the curves and sanity checks to the results.
     pub whitebox: bool,
+    /// Table 4's pruning; `None` is the protocol's own (global for the text, per tensor
+    /// for the code protocol).
+    pub prune_mode: Option<PruneMode>,
+}
+
+impl ReproduceConfig {
+    /// The pruning of Table 4 under a protocol whose own mode is `default`.
+    pub fn prune_mode_or(&self, default: PruneMode) -> PruneMode {
+        self.prune_mode.unwrap_or(default)
+    }
 }
 
 /// A stage of the pipeline.
@@ -147,15 +157,15 @@ fn bayesian_models() -> Vec<GridModel> {
         .collect()
 }
 
-fn bar(len: usize, label: &str, verbose: bool) -> indicatif::ProgressBar {
+pub(super) fn bar(len: usize, label: &str, verbose: bool) -> indicatif::ProgressBar {
     crate::progress::bar(len, &format!("{label:>8}"), "", verbose)
 }
 
 /// A trained grid model with its cache key.
-struct Ready {
-    key: String,
-    model: TrainedModel,
-    meta: crate::model::checkpoint::CheckpointMeta,
+pub(super) struct Ready {
+    pub(super) key: String,
+    pub(super) model: TrainedModel,
+    pub(super) meta: crate::model::checkpoint::CheckpointMeta,
 }
 
 /// A perturbation set: the perturbed test images, their labels, and how the attack did
@@ -197,10 +207,10 @@ struct ModelEval {
 
 /// A cached evaluation and the wall time it took when it was made.
 #[derive(serde::Serialize, serde::Deserialize)]
-struct Timed<T> {
-    seconds: f64,
+pub(super) struct Timed<T> {
+    pub(super) seconds: f64,
     #[serde(flatten)]
-    value: T,
+    pub(super) value: T,
 }
 
 /// Table 3's runs: `rows[set][n_index]` are the run accuracies of an N-draw ensemble.
@@ -559,7 +569,11 @@ impl Pipeline<'_> {
         ready: &mut Ready,
         sets: &[PerturbationSet],
     ) -> Result<(Timed<PruneEval>, bool), ReproduceError> {
-        let key = self.eval_key("table4", &ready.key, sets);
+        let mode = self.cfg.prune_mode_or(PruneMode::Global);
+        let key = match mode {
+            PruneMode::Global => self.eval_key("table4", &ready.key, sets),
+            PruneMode::PerTensor => self.eval_key("table4-per-tensor", &ready.key, sets),
+        };
         let p = self.cfg.profile.clone();
         self.cached(&key, || {
             let (mut per_rate, mut pruned_weights) = (Vec::new(), Vec::new());
@@ -567,7 +581,7 @@ impl Pipeline<'_> {
                 let TrainedModel::Bnn { bnn, .. } = &mut ready.model else {
                     unreachable!("a BNN")
                 };
-                pruned_weights.push(bnn.prune(rate)?);
+                pruned_weights.push(bnn.prune_with(mode, rate)?);
                 let bnn = bnn_of(&ready.model);
                 per_rate.push(self.eval_all(sets, |split_name, split| {
                     self.seeds
@@ -697,7 +711,7 @@ fn stopped(stage: Stage, stages: &[StageReport], cfg: &ReproduceConfig) -> Value
     json!({ "stopped_after": format!("{stage:?}"), "stages": stages })
 }
 
-fn bnn_of(model: &TrainedModel) -> &BayesMlp {
+pub(super) fn bnn_of(model: &TrainedModel) -> &BayesMlp {
     match model {
         TrainedModel::Bnn { bnn, .. } => bnn,
         TrainedModel::Mlp { .. } => unreachable!("a BNN"),
@@ -732,12 +746,12 @@ fn snr_histogram(bnn: &BayesMlp, rates: &[f64]) -> Value {
     json!({ "log10_edges": edges, "counts": counts, "log10_thresholds": thresholds })
 }
 
-fn pct(values: &[f64]) -> Value {
+pub(super) fn pct(values: &[f64]) -> Value {
     json!(MeanCi::from_values(values).map(|m| m.scaled(100.0)))
 }
 
 /// Per-run average over the perturbation sets (runs aligned by index), as a percent CI.
-fn average_over_sets(sets: &[Vec<f64>]) -> Value {
+pub(super) fn average_over_sets(sets: &[Vec<f64>]) -> Value {
     let runs = sets.iter().map(Vec::len).min().unwrap_or(0);
     let per_run: Vec<f64> = (0..runs)
         .map(|r| sets.iter().map(|s| s[r]).sum::<f64>() / sets.len() as f64)
@@ -753,6 +767,21 @@ fn table_rows(columns: &[ModelEval]) -> (Value, Value) {
         .collect();
     let average: Vec<Value> = columns.iter().map(|c| average_over_sets(&c.sets)).collect();
     (Value::Array(rows), Value::Array(average))
+}
+
+/// Writes `results` to `<out_dir>/results.json` atomically; returns the path.
+pub(super) fn write_results(
+    cfg: &ReproduceConfig,
+    results: &Value,
+) -> Result<PathBuf, ReproduceError> {
+    let path = cfg.out_dir.join("results.json");
+    let write_err = |reason: String| ReproduceError::Write {
+        path: path.clone(),
+        reason,
+    };
+    let bytes = serde_json::to_vec_pretty(results).map_err(|e| write_err(e.to_string()))?;
+    write_atomic(&path, &bytes).map_err(|e| write_err(e.to_string()))?;
+    Ok(path)
 }
 
 /// Runs the whole reproduction and writes `<out_dir>/results.json`; returns its value.
@@ -1086,7 +1115,8 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
             "paper_protocol": { "runs": paper_runs, "rows": paper_rows, "average": paper_avg },
         },
         "table4_pruning": {
-            "note": format!("BNN rho_init={TABLE4_RHO}; global SNR |mu|/sigma pruning of weights (biases kept), ensemble of {} draws, {} runs per cell", p.prune_ensemble, p.prune_runs),
+            "note": format!("BNN rho_init={TABLE4_RHO}; SNR |mu|/sigma pruning {}, ensemble of {} draws, {} runs per cell", match cfg.prune_mode_or(PruneMode::Global) { PruneMode::Global => "ranked over all weight matrices together (biases kept)", PruneMode::PerTensor => "per tensor, weights and biases" }, p.prune_ensemble, p.prune_runs),
+            "mode": cfg.prune_mode_or(PruneMode::Global),
             "rate_percent": prune.rates.iter().map(|r| r * 100.0).collect::<Vec<_>>(),
             "pruned_weights": prune.pruned_weights,
             "snr_histogram": snr_histogram,
@@ -1100,6 +1130,13 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
             "rows": calibration.rows,
         },
         "whitebox": whitebox,
+        "sigma": {
+            "quantiles": super::code_protocol::SIGMA_QUANTILES,
+            "bnns": bnns.iter().zip(&bnn_ready).map(|(gm, r)| json!({
+                "model": gm.label,
+                "layers": bnn_of(&r.model).sigma_quantiles(&super::code_protocol::SIGMA_QUANTILES),
+            })).collect::<Vec<_>>(),
+        },
         "perturbation_sets": sets.iter().map(|s| json!({
             "source": s.label, "n": s.labels.size()[0], "mean_distortion": s.mean_distortion,
             "success_rate": s.success_rate, "attack_seconds": s.seconds,
@@ -1122,18 +1159,10 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
             "data_checksums": raw.files().iter().map(|f| f.checksum.to_string()).collect::<Vec<_>>(),
             "stages": stages,
             "wall_seconds": started.elapsed().as_secs_f64(),
-            "command": format!("bayes-robust --seed {} --threads {} reproduce --profile {}{}", cfg.master_seed, cfg.threads, p.name, if cfg.whitebox { " --whitebox" } else { "" }),
+            "command": format!("bayes-robust --seed {} --threads {} reproduce --profile {}{}{}", cfg.master_seed, cfg.threads, p.name, if cfg.whitebox { " --whitebox" } else { "" }, if cfg.prune_mode_or(PruneMode::Global) == PruneMode::PerTensor { " --pruning per-tensor" } else { "" }),
         },
     });
-    let path = cfg.out_dir.join("results.json");
-    let bytes = serde_json::to_vec_pretty(&results).map_err(|e| ReproduceError::Write {
-        path: path.clone(),
-        reason: e.to_string(),
-    })?;
-    write_atomic(&path, &bytes).map_err(|e| ReproduceError::Write {
-        path: path.clone(),
-        reason: e.to_string(),
-    })?;
+    let path = write_results(cfg, &results)?;
     if cfg.verbose {
         for s in &stages {
             eprintln!(

@@ -128,6 +128,8 @@ pub struct BayesLinear {
     pub rho_b: Tensor,
     /// 1 for kept weights, 0 for pruned ones (SNR pruning); `None` when nothing is pruned.
     pub mask_w: Option<Tensor>,
+    /// The same for biases (only per-tensor pruning prunes them).
+    pub mask_b: Option<Tensor>,
 }
 
 /// One draw of a layer's weights and what the KL term needs of it.
@@ -153,6 +155,7 @@ impl BayesLinear {
             mu_b: path.var("mu_b", &[o], zeros),
             rho_b: path.var("rho_b", &[o], rho),
             mask_w: None,
+            mask_b: None,
         };
         tch::no_grad(|| {
             layer
@@ -236,14 +239,19 @@ impl BayesLinear {
                     None => per_weight,
                 };
                 let kl_w = per_weight.sum_dim_intlist([1, 2].as_slice(), false, None::<Kind>);
-                let kl_b = (log_q_at(eb, &sigma_b) - prior.log_prob(&b)).sum_dim_intlist(
-                    [1].as_slice(),
-                    false,
-                    None::<Kind>,
-                );
+                let per_bias = log_q_at(eb, &sigma_b) - prior.log_prob(&b);
+                let per_bias = match &self.mask_b {
+                    Some(m) => per_bias * m,
+                    None => per_bias,
+                };
+                let kl_b = per_bias.sum_dim_intlist([1].as_slice(), false, None::<Kind>);
                 Some(kl_w + kl_b)
             }
             _ => None,
+        };
+        let b = match &self.mask_b {
+            Some(m) => b * m,
+            None => b,
         };
         LayerDraw {
             w: self.masked(w),
@@ -274,6 +282,16 @@ pub fn frozen_normal(shape: &[i64], id: u64, stream: u64) -> Tensor {
     }
     values.truncate(n as usize);
     Tensor::from_slice(&values).view(shape)
+}
+
+/// How SNR pruning ranks weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PruneMode {
+    /// All weight matrices ranked together, biases kept (the paper's §6).
+    Global,
+    /// Each weight matrix and bias vector on its own (the authors' notebook).
+    PerTensor,
 }
 
 /// Logits of `n` weight draws and their Monte Carlo KL terms.
@@ -422,11 +440,112 @@ impl BayesMlp {
         Ok(pruned)
     }
 
+    /// The authors' pruning (their notebook, not the paper's text): each weight matrix
+    /// and each bias vector separately loses its ⌊rate·n_t⌋ entries of lowest SNR |μ|/σ,
+    /// at most n_t − 1 of them; ties go to the lower flat index. A pruned entry is exactly
+    /// 0 in every draw (the notebook sets μ = 0, ρ = −100, i.e. σ ≈ 4e-44). Returns the
+    /// pruned count per tensor, in the order w0, b0, w1, b1, …. Replaces earlier pruning.
+    pub fn prune_per_tensor(&mut self, rate: f64) -> Result<Vec<usize>, ModelError> {
+        if !(0.0..=1.0).contains(&rate) {
+            return Err(ModelError::BadPruneRate(rate));
+        }
+        let mask_of = |mu: &Tensor, sigma: &Tensor| {
+            tch::no_grad(|| {
+                let snr = (mu.abs() / sigma).flatten(0, -1);
+                let n = snr.size()[0];
+                let k = ((rate * n as f64).floor() as i64).min(n - 1).max(0);
+                let (_, order) = snr.sort_stable(true, 0, false);
+                let mut mask = Tensor::ones([n], (Kind::Float, snr.device()));
+                let _ = mask.index_fill_(0, &order.narrow(0, 0, k), 0.0);
+                (mask.view(mu.size().as_slice()), k as usize)
+            })
+        };
+        let mut counts = Vec::new();
+        for layer in &mut self.layers {
+            let (mw, kw) = mask_of(&layer.mu_w, &layer.sigma_w());
+            let (mb, kb) = mask_of(&layer.mu_b, &layer.sigma_b());
+            layer.mask_w = Some(mw);
+            layer.mask_b = Some(mb);
+            counts.extend([kw, kb]);
+        }
+        Ok(counts)
+    }
+
+    /// Prunes at `rate` in `mode`; returns the number of entries pruned.
+    pub fn prune_with(&mut self, mode: PruneMode, rate: f64) -> Result<usize, ModelError> {
+        match mode {
+            PruneMode::Global => self.prune(rate),
+            PruneMode::PerTensor => Ok(self.prune_per_tensor(rate)?.iter().sum()),
+        }
+    }
+
     /// Removes any pruning.
     pub fn unprune(&mut self) {
         for l in &mut self.layers {
             l.mask_w = None;
+            l.mask_b = None;
         }
+    }
+
+    /// A BNN whose posterior mean is `mlp`'s weights and biases and whose σ is the
+    /// constant `sigmas[l]` in layer l (σ = 0 gives ρ = −∞: every draw is `mlp`).
+    /// Sampling it is test-time Gaussian weight noise on a deterministic net.
+    pub fn from_mlp(mlp: &super::mlp::Mlp, sigmas: &[f64]) -> Self {
+        let prior = MixturePrior::default();
+        let layers = mlp
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let sigma = sigmas.get(i).copied().unwrap_or(0.0);
+                let rho = if sigma > 0.0 {
+                    softplus_inv(sigma)
+                } else {
+                    f64::NEG_INFINITY
+                };
+                let detached = |t: &Tensor| t.detach().copy();
+                BayesLinear {
+                    mu_w: detached(&d.weight),
+                    rho_w: d.weight.detach().full_like(rho),
+                    mu_b: detached(&d.bias),
+                    rho_b: d.bias.detach().full_like(rho),
+                    mask_w: None,
+                    mask_b: None,
+                }
+            })
+            .collect();
+        Self {
+            config: BayesConfig {
+                arch: mlp.config.arch.clone(),
+                prior,
+                rho_init: f64::NAN,
+                mu_init_std: f64::NAN,
+            },
+            layers,
+        }
+    }
+
+    /// Quantiles `qs` (in [0, 1]) of the learned weight σ of every layer: `[layer][q]`.
+    pub fn sigma_quantiles(&self, qs: &[f64]) -> Vec<Vec<f64>> {
+        tch::no_grad(|| {
+            self.layers
+                .iter()
+                .map(|l| {
+                    let (sorted, _) = l
+                        .sigma_w()
+                        .flatten(0, -1)
+                        .to_kind(Kind::Double)
+                        .sort(0, false);
+                    let v: Vec<f64> = Vec::try_from(&sorted).unwrap_or_default();
+                    qs.iter()
+                        .map(|q| {
+                            let pos = (q.clamp(0.0, 1.0) * (v.len().max(1) - 1) as f64).round();
+                            v.get(pos as usize).copied().unwrap_or(f64::NAN)
+                        })
+                        .collect()
+                })
+                .collect()
+        })
     }
 }
 

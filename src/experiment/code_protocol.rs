@@ -1,0 +1,1055 @@
+//! `reproduce --protocol code`: the protocol of the authors' notebooks
+//! (`../shared/reference/authors-code.md`, docs/FIDELITY.md) and the controls that ask
+//! whether the paper's margin comes from weight sampling.
+//!
+//! What differs from the paper's text (the `text` protocol of [`super::reproduce`]):
+//! - training: deterministic nets with batch 10,000 and a fixed epoch budget; BNNs with
+//!   the summed cross-entropy + KL / number_of_batches, SGD lr 1e-5, momentum 0.95, a
+//!   fixed epoch budget and no early stopping;
+//! - attack: the targeted brighten-only RMSprop attack ([`TargetedAttack`]) on the
+//!   validation images, dropping the examples where it failed;
+//! - evaluation: x + m·r with multiplier m (×1.5 for BNNs, ×3 for non-Bayesian nets),
+//!   no clipping; pruning per tensor.
+//!
+//! Controls, on the same sets with the BNNs' multiplier: deterministic nets trained
+//! with the BNN's own recipe (with the BNN's μ initialisation and with Glorot's), each
+//! BNN's posterior mean and one frozen draw, deterministic nets with test-time Gaussian
+//! weight noise of a BNN's learned σ, and a deep ensemble of independently trained
+//! deterministic nets. Every evaluation model is also swept over multipliers.
+
+use std::time::Instant;
+
+use serde_json::{Value, json};
+use tch::{Device, Kind, Tensor};
+
+use super::cache::{self, ArtifactDir};
+use super::reproduce::{
+    LIBTORCH_VERSION, Ready, ReproduceConfig, ReproduceError, Stage, TCH_VERSION, Timed,
+    average_over_sets, bar, bnn_of, pct, write_results,
+};
+use super::{LAMBDAS, RHO_INITS, SOURCE_ARCHS, TABLE3_RHO, TABLE4_RHO, source_label};
+use crate::attack::TargetedAttack;
+use crate::data::{ChecksumPolicy, RawDataset, Split, SplitSpec, Splits};
+use crate::eval::{self, EvalChunks};
+use crate::model::bayes::{BayesConfig, BayesMlp, MixturePrior, PruneMode};
+use crate::model::checkpoint::{CheckpointPaths, ModelSpec};
+use crate::model::mlp::{Mlp, MlpConfig, MlpInit};
+use crate::model::{Arch, WeightMode};
+use crate::seed::SeedTree;
+use crate::train::{self, Recipe, Reduction, TrainOptions, TrainedModel};
+
+/// The code protocol's budget. The notebooks' own values are in the doc of each field;
+/// a profile may run less where the machine cannot afford it (the report says so).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CodeProfile {
+    /// Epochs of the perturbation sources per architecture, in [`SOURCE_ARCHS`] order
+    /// (notebook: 200 each, batch 10,000).
+    pub source_epochs: Vec<usize>,
+    /// Epochs of the FC-100-100-10 λ grid (notebook: 200).
+    pub det_epochs: usize,
+    /// The non-Bayesian nets' batch (10,000) and learning rate (SGD 1e-3, momentum 0.95).
+    pub det_batch: usize,
+    pub det_lr: f64,
+    /// The BNNs' fixed epoch budget (notebook: 600) and learning rate on the summed loss
+    /// (1e-5, i.e. 1.28e-3 on a batch mean).
+    pub bnn_epochs: usize,
+    pub bnn_lr: f64,
+    pub attack: TargetedAttack,
+    /// Attack only the first this many validation images (notebook: all 10,000).
+    pub attack_examples: Option<usize>,
+    /// Examples per attack batch (each becomes 10 rows, one per target).
+    pub attack_chunk: usize,
+    /// The multiplier sweep (the BNN and deterministic multipliers are added to it).
+    pub multipliers: Vec<f64>,
+    /// Single-draw runs per cell for sampled models.
+    pub runs: usize,
+    /// Members of the deep-ensemble control.
+    pub ensemble_members: usize,
+}
+
+impl CodeProfile {
+    pub fn paper() -> Self {
+        Self {
+            source_epochs: vec![200, 200, 20],
+            det_epochs: 200,
+            det_batch: 10_000,
+            det_lr: 1e-3,
+            bnn_epochs: 40,
+            bnn_lr: 1e-5,
+            attack: TargetedAttack {
+                steps: 200,
+                ..TargetedAttack::default()
+            },
+            attack_examples: Some(1000),
+            attack_chunk: 1000,
+            multipliers: vec![0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0],
+            runs: 30,
+            ensemble_members: 5,
+        }
+    }
+
+    pub fn quick() -> Self {
+        Self {
+            source_epochs: vec![2, 2, 1],
+            det_epochs: 2,
+            det_batch: 10_000,
+            det_lr: 1e-3,
+            bnn_epochs: 1,
+            bnn_lr: 1e-5,
+            attack: TargetedAttack {
+                steps: 10,
+                ..TargetedAttack::default()
+            },
+            attack_examples: Some(200),
+            attack_chunk: 200,
+            multipliers: vec![0.0, 1.0, 1.5, 3.0],
+            runs: 3,
+            ensemble_members: 2,
+        }
+    }
+}
+
+/// The evaluation multipliers m of x + m·r.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Multipliers {
+    pub bnn: f64,
+    pub det: f64,
+}
+
+impl Multipliers {
+    /// The notebook's: ×1.5 for BNNs (and their controls), ×3 for non-Bayesian nets.
+    pub const CODE: Multipliers = Multipliers { bnn: 1.5, det: 3.0 };
+    /// The paper's text: the perturbation as made.
+    pub const TEXT: Multipliers = Multipliers { bnn: 1.0, det: 1.0 };
+}
+
+/// The non-Bayesian nets' recipe in the notebook: SGD lr 1e-3, momentum 0.95, batch
+/// 10,000, batch-mean loss, a fixed number of epochs.
+pub fn det_recipe(cp: &CodeProfile, epochs: usize) -> Recipe {
+    Recipe {
+        lr: cp.det_lr,
+        momentum: 0.95,
+        batch_size: cp.det_batch,
+        reduction: Reduction::Mean,
+        max_epochs: epochs,
+        patience: None,
+        val_draws: 1,
+    }
+}
+
+/// The BNNs' recipe in the notebook: batch 128, summed cross-entropy + KL /
+/// number_of_batches, SGD lr 1e-5, momentum 0.95, fixed epochs, last weights kept.
+pub fn bnn_recipe(cp: &CodeProfile) -> Recipe {
+    Recipe {
+        lr: cp.bnn_lr,
+        momentum: 0.95,
+        batch_size: 128,
+        reduction: Reduction::Sum,
+        max_epochs: cp.bnn_epochs,
+        patience: None,
+        val_draws: 10,
+    }
+}
+
+/// A model of the code protocol's grid with its own recipe.
+struct CodeModel {
+    name: String,
+    label: String,
+    spec: ModelSpec,
+    recipe: Recipe,
+}
+
+fn mlp_spec(arch: Arch, init: MlpInit, lambda: f64) -> ModelSpec {
+    ModelSpec::Mlp {
+        config: MlpConfig { arch, init },
+        lambda,
+    }
+}
+
+/// The grid: 12 sources, the λ grid, the ρ_init grid and the controls, in that order.
+struct Grid {
+    sources: Vec<CodeModel>,
+    dets: Vec<CodeModel>,
+    bnns: Vec<CodeModel>,
+    /// The matched-recipe net with the BNN's μ initialisation.
+    matched_init: CodeModel,
+    /// Matched-recipe nets with Glorot initialisation; member 0 is the single control,
+    /// all of them the deep ensemble.
+    members: Vec<CodeModel>,
+}
+
+impl Grid {
+    fn new(cp: &CodeProfile) -> Self {
+        let sources = SOURCE_ARCHS
+            .iter()
+            .enumerate()
+            .flat_map(|(i, hidden)| {
+                let epochs = cp.source_epochs.get(i).copied().unwrap_or(cp.det_epochs);
+                LAMBDAS.iter().map(move |(lambda, l)| {
+                    let arch = Arch::new(hidden);
+                    CodeModel {
+                        name: format!("source/{arch}/lambda={l}"),
+                        label: source_label(&arch, l),
+                        spec: mlp_spec(arch, MlpInit::GlorotUniform, *lambda),
+                        recipe: det_recipe(cp, epochs),
+                    }
+                })
+            })
+            .collect();
+        let fc100 = || Arch::new(&[100, 100]);
+        let dets = LAMBDAS
+            .iter()
+            .map(|(lambda, l)| CodeModel {
+                name: format!("det/lambda={l}"),
+                label: format!("lambda={l}"),
+                spec: mlp_spec(fc100(), MlpInit::GlorotUniform, *lambda),
+                recipe: det_recipe(cp, cp.det_epochs),
+            })
+            .collect();
+        let bnns = RHO_INITS
+            .iter()
+            .map(|rho| CodeModel {
+                name: format!("bnn/rho={rho}"),
+                label: format!("rho_init={rho}"),
+                spec: ModelSpec::Bnn {
+                    config: BayesConfig::with_rho_init(*rho),
+                },
+                recipe: bnn_recipe(cp),
+            })
+            .collect();
+        let matched_init = CodeModel {
+            name: "control/matched-recipe/bnn-init".into(),
+            label: "deterministic, BNN recipe, BNN init".into(),
+            spec: mlp_spec(
+                fc100(),
+                MlpInit::TruncatedNormal {
+                    std: MixturePrior::default().std(),
+                },
+                0.0,
+            ),
+            recipe: bnn_recipe(cp),
+        };
+        let members = (0..cp.ensemble_members.max(1))
+            .map(|i| CodeModel {
+                name: format!("control/matched-recipe/glorot/member={i}"),
+                label: format!("deterministic, BNN recipe, Glorot init, member {i}"),
+                spec: mlp_spec(fc100(), MlpInit::GlorotUniform, 0.0),
+                recipe: bnn_recipe(cp),
+            })
+            .collect();
+        Self {
+            sources,
+            dets,
+            bnns,
+            matched_init,
+            members,
+        }
+    }
+
+    fn all(&self) -> Vec<&CodeModel> {
+        self.sources
+            .iter()
+            .chain(&self.dets)
+            .chain(&self.bnns)
+            .chain(std::iter::once(&self.matched_init))
+            .chain(&self.members)
+            .collect()
+    }
+}
+
+/// A perturbation set of the code protocol: the kept images (those where the targeted
+/// attack succeeded), their labels and perturbations, evaluated as x + m·r.
+pub struct KeptSet {
+    pub label: String,
+    pub key: String,
+    pub x: Tensor,
+    pub r: Tensor,
+    pub labels: Tensor,
+    pub n_attacked: usize,
+    pub mean_distortion: f64,
+    pub seconds: f64,
+}
+
+impl KeptSet {
+    /// The examples of `split` where `outcome` succeeded, with their perturbations.
+    pub fn keep(label: &str, split: &Split, delta: &Tensor, success: &Tensor) -> Self {
+        let idx = success.to_kind(Kind::Bool).nonzero().squeeze_dim(1);
+        Self {
+            label: label.to_owned(),
+            key: String::new(),
+            x: split.images.index_select(0, &idx),
+            r: delta.index_select(0, &idx),
+            labels: split.labels.index_select(0, &idx),
+            n_attacked: split.len(),
+            mean_distortion: kept_distortion(delta, success),
+            seconds: 0.0,
+        }
+    }
+
+    pub fn kept(&self) -> usize {
+        self.labels.size()[0] as usize
+    }
+
+    /// The evaluation split x + m·r (not clipped, as in the notebook).
+    pub fn at(&self, m: f64) -> Split {
+        Split {
+            images: &self.x + &self.r * m,
+            labels: self.labels.shallow_clone(),
+        }
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct TargetedRecord {
+    source: String,
+    source_key: String,
+    n_attacked: usize,
+    kept: usize,
+    mean_distortion: f64,
+    seconds: f64,
+    attack: TargetedAttack,
+}
+
+/// A model under evaluation and how its accuracy is measured.
+pub enum Evaluated<'a> {
+    Det(&'a Mlp),
+    /// Independent runs, one fresh weight draw per run.
+    Draws(&'a BayesMlp),
+    /// One fixed set of weights (posterior mean, a frozen draw).
+    Mode(&'a BayesMlp, WeightMode),
+    /// The softmax averaged over the members.
+    DeepEnsemble(Vec<&'a Mlp>),
+}
+
+impl Evaluated<'_> {
+    /// Accuracies in [0, 1]: `runs` of them for a sampled model, one otherwise.
+    pub fn accuracies(&self, split: &Split, runs: usize, chunks: EvalChunks) -> Vec<f64> {
+        match self {
+            Evaluated::Det(mlp) => vec![eval::accuracy(mlp, split, chunks)],
+            Evaluated::Draws(bnn) => eval::single_draw_accuracies(*bnn, split, runs, chunks),
+            Evaluated::Mode(bnn, mode) => tch::no_grad(|| {
+                vec![
+                    train::per_draw_accuracy(
+                        &bnn.forward(&split.images, 1, *mode, false).logits,
+                        &split.labels,
+                    )
+                    .double_value(&[0]),
+                ]
+            }),
+            Evaluated::DeepEnsemble(members) => tch::no_grad(|| {
+                let probs = Tensor::stack(
+                    &members
+                        .iter()
+                        .map(|m| m.forward(&split.images).softmax(-1, None::<Kind>))
+                        .collect::<Vec<_>>(),
+                    0,
+                )
+                .mean_dim([0].as_slice(), false, None::<Kind>);
+                vec![
+                    train::per_draw_accuracy(&probs.unsqueeze(0), &split.labels).double_value(&[0]),
+                ]
+            }),
+        }
+    }
+}
+
+/// Table 3's runs: `rows[set][n]`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct EnsembleRows {
+    rows: Vec<Vec<Vec<f64>>>,
+}
+
+/// Table 4's runs at one pruning rate.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PruneRate {
+    pruned_per_tensor: Vec<usize>,
+    validation: Vec<f64>,
+    test: Vec<f64>,
+    sets: Vec<Vec<f64>>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PruneRates {
+    rates: Vec<PruneRate>,
+}
+
+/// One evaluation model's sweep: clean accuracies and, per set and multiplier, runs.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+struct SweepEval {
+    validation: Vec<f64>,
+    test: Vec<f64>,
+    /// `sets[set][multiplier]` = run accuracies.
+    sets: Vec<Vec<Vec<f64>>>,
+}
+
+struct CodePipeline<'a> {
+    cfg: &'a ReproduceConfig,
+    cp: CodeProfile,
+    seeds: SeedTree,
+    splits: Splits,
+    /// The clean validation and test images evaluated (the profile's `eval_examples`).
+    clean_validation: Split,
+    clean_test: Split,
+    models_dir: ArtifactDir,
+    attacks_dir: ArtifactDir,
+    evals_dir: ArtifactDir,
+    chunks: EvalChunks,
+}
+
+impl CodePipeline<'_> {
+    fn model_seeds(&self, m: &CodeModel) -> SeedTree {
+        self.seeds.child(&format!("train/{}", m.name))
+    }
+
+    fn model_key(&self, m: &CodeModel) -> String {
+        cache::key(
+            &m.name,
+            &json!({
+                "spec": m.spec, "recipe": m.recipe, "master_seed": self.seeds.master(),
+                "seed_name": self.model_seeds(m).prefix(), "split": SplitSpec::PAPER,
+                "data": "mnist", "protocol": "code",
+            }),
+        )
+    }
+
+    fn ensure_model(&self, m: &CodeModel) -> Result<(Ready, bool), ReproduceError> {
+        let key = self.model_key(m);
+        let stem = self.models_dir.stem(&key);
+        let reused = CheckpointPaths::new(&stem).exists();
+        let (model, meta) = if reused {
+            TrainedModel::load(&m.spec, self.cfg.device, &stem)?
+        } else {
+            let options = TrainOptions {
+                verbose: self.cfg.verbose,
+                label: m.name.clone(),
+            };
+            train::train_and_save(
+                &m.spec,
+                &self.splits,
+                &m.recipe,
+                &self.model_seeds(m),
+                self.cfg.device,
+                &stem,
+                &options,
+            )?
+        };
+        Ok((Ready { key, model, meta }, reused))
+    }
+
+    fn attacked(&self) -> Split {
+        self.splits
+            .validation
+            .head(self.cp.attack_examples.unwrap_or(usize::MAX))
+    }
+
+    fn attack_key(&self, label: &str, source_key: &str) -> String {
+        cache::key(
+            &format!("targeted-{label}"),
+            &json!({"source": source_key, "attack": self.cp.attack, "n": self.attacked().len(), "chunk": self.cp.attack_chunk, "keep": "smallest successful r of any step"}),
+        )
+    }
+
+    fn ensure_attack(
+        &self,
+        label: &str,
+        source: &Ready,
+    ) -> Result<(KeptSet, bool), ReproduceError> {
+        let TrainedModel::Mlp { mlp, .. } = &source.model else {
+            unreachable!("perturbation sources are deterministic nets")
+        };
+        let split = self.attacked();
+        let key = self.attack_key(label, &source.key);
+        let cached = self.attacks_dir.read_json::<TargetedRecord>(&key)?;
+        let reused = cached.is_some();
+        let record = match cached {
+            Some(record) => record,
+            None => {
+                let t0 = Instant::now();
+                let (mut deltas, mut successes) = (Vec::new(), Vec::new());
+                for batch in split.batches(self.cp.attack_chunk.max(1)) {
+                    let out = self.cp.attack.run(mlp, &batch.images, &batch.labels);
+                    deltas.push(out.delta);
+                    successes.push(out.success);
+                }
+                let delta = Tensor::cat(&deltas, 0).to_device(Device::Cpu);
+                let success = Tensor::cat(&successes, 0)
+                    .to_kind(Kind::Uint8)
+                    .to_device(Device::Cpu);
+                let kept = success.sum(Kind::Int64).int64_value(&[]) as usize;
+                let record = TargetedRecord {
+                    source: label.to_owned(),
+                    source_key: source.key.clone(),
+                    n_attacked: split.len(),
+                    kept,
+                    mean_distortion: kept_distortion(&delta, &success),
+                    seconds: t0.elapsed().as_secs_f64(),
+                    attack: self.cp.attack.clone(),
+                };
+                self.attacks_dir
+                    .write_tensors(&key, &[("delta", &delta), ("success", &success)])?;
+                self.attacks_dir.write_json(&key, &record)?;
+                record
+            }
+        };
+        let tensors = self.attacks_dir.read_tensors(&key)?;
+        let get = |name: &'static str| {
+            tensors
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, t)| t.to_device(self.cfg.device))
+                .ok_or(ReproduceError::MissingTensor {
+                    key: key.clone(),
+                    name,
+                })
+        };
+        let (delta, success) = (get("delta")?, get("success")?);
+        let set = KeptSet {
+            key,
+            seconds: record.seconds,
+            ..KeptSet::keep(label, &split, &delta, &success)
+        };
+        Ok((set, reused))
+    }
+
+    fn cached<T: serde::Serialize + serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+        compute: impl FnOnce() -> T,
+    ) -> Result<(Timed<T>, bool), ReproduceError> {
+        if let Some(e) = self.evals_dir.read_json(key)? {
+            return Ok((e, true));
+        }
+        let t0 = Instant::now();
+        let value = compute();
+        let e = Timed {
+            seconds: t0.elapsed().as_secs_f64(),
+            value,
+        };
+        self.evals_dir.write_json(key, &e)?;
+        Ok((e, false))
+    }
+
+    /// The sweep of one evaluation model over clean data and every set × multiplier.
+    fn sweep(
+        &self,
+        name: &str,
+        model_keys: &str,
+        model: &Evaluated,
+        sets: &[KeptSet],
+        ms: &[f64],
+    ) -> Result<(Timed<SweepEval>, bool), ReproduceError> {
+        let key = cache::key(
+            &format!("sweep-{name}"),
+            &with_eval_examples(
+                json!({
+                    "models": model_keys, "sets": sets.iter().map(|s| &s.key).collect::<Vec<_>>(),
+                    "multipliers": ms, "runs": self.cp.runs, "master_seed": self.seeds.master(),
+                }),
+                self.cfg.profile.eval_examples,
+            ),
+        );
+        let runs = self.cp.runs;
+        self.cached(&key, || {
+            let on = |tag: &str, split: &Split| {
+                self.seeds.seed_torch(&format!("sweep/{name}/{tag}"));
+                model.accuracies(split, runs, self.chunks)
+            };
+            let validation = on("validation", &self.clean_validation);
+            let test = on("test", &self.clean_test);
+            let sets = sets
+                .iter()
+                .map(|s| {
+                    ms.iter()
+                        .map(|m| on(&format!("{}/m={m}", s.label), &s.at(*m)))
+                        .collect()
+                })
+                .collect();
+            SweepEval {
+                validation,
+                test,
+                sets,
+            }
+        })
+    }
+}
+
+/// A cache key's configuration with the clean-evaluation cap added when there is one
+/// (the paper profile evaluates every image and its keys stay as they were).
+fn with_eval_examples(mut config: Value, eval_examples: Option<usize>) -> Value {
+    if let (Some(n), Some(map)) = (eval_examples, config.as_object_mut()) {
+        map.insert("eval_examples".into(), json!(n));
+    }
+    config
+}
+
+/// Mean √(‖r‖²/784) over the examples where the attack succeeded.
+fn kept_distortion(delta: &Tensor, success: &Tensor) -> f64 {
+    tch::no_grad(|| {
+        let d = crate::attack::row_norms(delta) / (crate::data::IMAGE_DIM as f64).sqrt();
+        let mask = success.to_kind(Kind::Double);
+        let kept = mask.sum(Kind::Double).double_value(&[]);
+        if kept == 0.0 {
+            return f64::NAN;
+        }
+        (d.to_kind(Kind::Double) * mask)
+            .sum(Kind::Double)
+            .double_value(&[])
+            / kept
+    })
+}
+
+/// The union of the sweep and the two multipliers, sorted.
+fn multiplier_grid(sweep: &[f64], mult: Multipliers) -> Vec<f64> {
+    let mut ms: Vec<f64> = sweep.iter().copied().chain([mult.bnn, mult.det]).collect();
+    ms.sort_by(f64::total_cmp);
+    ms.dedup();
+    ms
+}
+
+fn index_of(ms: &[f64], m: f64) -> usize {
+    ms.iter().position(|x| *x == m).unwrap_or(0)
+}
+
+/// The table rows at multiplier index `mi` of a group of sweeps: per set, per model.
+fn rows_at(evals: &[&SweepEval], mi: usize, n_sets: usize) -> (Value, Value) {
+    let rows: Vec<Value> = (0..n_sets)
+        .map(|s| Value::Array(evals.iter().map(|e| pct(&e.sets[s][mi])).collect()))
+        .collect();
+    let avg: Vec<Value> = evals
+        .iter()
+        .map(|e| {
+            average_over_sets(
+                &e.sets
+                    .iter()
+                    .map(|per_m| per_m[mi].clone())
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .collect();
+    (Value::Array(rows), Value::Array(avg))
+}
+
+fn mlp_of(model: &TrainedModel) -> &Mlp {
+    match model {
+        TrainedModel::Mlp { mlp, .. } => mlp,
+        TrainedModel::Bnn { .. } => unreachable!("a deterministic net"),
+    }
+}
+
+/// The quantiles of learned σ reported per layer.
+pub const SIGMA_QUANTILES: [f64; 5] = [0.05, 0.25, 0.5, 0.75, 0.95];
+
+/// Runs the code protocol and writes `<out_dir>/results.json`; returns its value.
+pub fn reproduce_code(cfg: &ReproduceConfig, mult: Multipliers) -> Result<Value, ReproduceError> {
+    let started = Instant::now();
+    let p = &cfg.profile;
+    let cp = p.code.clone();
+    let raw = RawDataset::load(&cfg.data_dir, ChecksumPolicy::RequireMnist)?;
+    let splits = Splits::from_raw(&raw, SplitSpec::PAPER)?.to_device(cfg.device);
+    let n_eval = p.eval_examples.unwrap_or(usize::MAX);
+    let pipeline = CodePipeline {
+        clean_validation: splits.validation.head(n_eval),
+        clean_test: splits.test.head(n_eval),
+        cfg,
+        cp: cp.clone(),
+        seeds: SeedTree::new(cfg.master_seed).child("code"),
+        splits,
+        models_dir: ArtifactDir::new(cfg.runs_dir.join("models")),
+        attacks_dir: ArtifactDir::new(cfg.runs_dir.join("attacks")),
+        evals_dir: ArtifactDir::new(cfg.runs_dir.join("evals")),
+        chunks: EvalChunks {
+            examples: 10_000,
+            draws: p.draw_chunk,
+        },
+    };
+    let mut stages = Vec::new();
+
+    // Stage 1: train.
+    let t0 = Instant::now();
+    let grid = Grid::new(&cp);
+    let all = grid.all();
+    let progress = bar(all.len(), "train", cfg.verbose);
+    let keys: Vec<String> = all.iter().map(|m| pipeline.model_key(m)).collect();
+    let (ready, reused) = cache::share_work(
+        &pipeline.models_dir,
+        &keys,
+        cfg.stop_after != Some(Stage::Train),
+        &progress,
+        |i| {
+            progress.set_message(all[i].name.clone());
+            pipeline.ensure_model(all[i])
+        },
+    )?;
+    progress.finish_and_clear();
+    stages.push(json!({
+        "stage": "train", "seconds": t0.elapsed().as_secs_f64(),
+        "artifact_seconds": ready.iter().flatten().map(|r| r.meta.wall_seconds).sum::<f64>(),
+        "computed": ready.iter().flatten().count() - reused, "reused": reused,
+    }));
+    if cfg.stop_after == Some(Stage::Train) {
+        return Ok(json!({ "stopped_after": "Train", "stages": stages }));
+    }
+    let mut ready: Vec<Ready> = ready.into_iter().flatten().collect();
+    let n_src = grid.sources.len();
+    let members = ready.split_off(n_src + grid.dets.len() + grid.bnns.len() + 1);
+    let matched = ready.pop().ok_or(ReproduceError::MissingTensor {
+        key: "matched-init control".into(),
+        name: "model",
+    })?;
+    let bnns = ready.split_off(n_src + grid.dets.len());
+    let dets = ready.split_off(n_src);
+    let sources = ready;
+
+    // Stage 2: the targeted attacks.
+    let t0 = Instant::now();
+    let progress = bar(sources.len(), "attack", cfg.verbose);
+    let keys: Vec<String> = grid
+        .sources
+        .iter()
+        .zip(&sources)
+        .map(|(m, r)| pipeline.attack_key(&m.label, &r.key))
+        .collect();
+    let (sets, reused) = cache::share_work(
+        &pipeline.attacks_dir,
+        &keys,
+        cfg.stop_after != Some(Stage::Attack),
+        &progress,
+        |i| {
+            progress.set_message(grid.sources[i].label.clone());
+            pipeline.ensure_attack(&grid.sources[i].label, &sources[i])
+        },
+    )?;
+    progress.finish_and_clear();
+    stages.push(json!({
+        "stage": "attack", "seconds": t0.elapsed().as_secs_f64(),
+        "artifact_seconds": sets.iter().flatten().map(|s| s.seconds).sum::<f64>(),
+        "computed": sets.iter().flatten().count() - reused, "reused": reused,
+    }));
+    if cfg.stop_after == Some(Stage::Attack) {
+        return Ok(json!({ "stopped_after": "Attack", "stages": stages }));
+    }
+    let sets: Vec<KeptSet> = sets.into_iter().flatten().collect();
+
+    // Stage 3: evaluations.
+    let t0 = Instant::now();
+    let ms = multiplier_grid(&cp.multipliers, mult);
+    let (mi_bnn, mi_det) = (index_of(&ms, mult.bnn), index_of(&ms, mult.det));
+    let rho_index = |rho: f64| RHO_INITS.iter().position(|r| *r == rho).unwrap_or(0);
+    let noise_bnn = bnn_of(&bnns[rho_index(TABLE3_RHO)].model);
+    let noise_sigmas: Vec<f64> = noise_bnn
+        .sigma_quantiles(&[0.5])
+        .into_iter()
+        .map(|q| q[0])
+        .collect();
+    let noisy_det = BayesMlp::from_mlp(mlp_of(&dets[0].model), &noise_sigmas);
+    let noisy_matched = BayesMlp::from_mlp(mlp_of(&matched.model), &noise_sigmas);
+    // (name, group, model keys, evaluated)
+    let mut evaluated: Vec<(String, &str, String, Evaluated)> = Vec::new();
+    for (m, r) in grid.bnns.iter().zip(&bnns) {
+        evaluated.push((
+            format!("BNN {}", m.label),
+            "bnn",
+            r.key.clone(),
+            Evaluated::Draws(bnn_of(&r.model)),
+        ));
+    }
+    for (m, r) in grid.dets.iter().zip(&dets) {
+        evaluated.push((
+            format!("deterministic {}", m.label),
+            "det",
+            r.key.clone(),
+            Evaluated::Det(mlp_of(&r.model)),
+        ));
+    }
+    evaluated.push((
+        grid.matched_init.label.clone(),
+        "control",
+        matched.key.clone(),
+        Evaluated::Det(mlp_of(&matched.model)),
+    ));
+    evaluated.push((
+        "deterministic, BNN recipe, Glorot init".into(),
+        "control",
+        members[0].key.clone(),
+        Evaluated::Det(mlp_of(&members[0].model)),
+    ));
+    evaluated.push((
+        format!(
+            "deep ensemble of {} (BNN recipe, Glorot init)",
+            members.len()
+        ),
+        "control",
+        members
+            .iter()
+            .map(|r| r.key.as_str())
+            .collect::<Vec<_>>()
+            .join("+"),
+        Evaluated::DeepEnsemble(members.iter().map(|r| mlp_of(&r.model)).collect()),
+    ));
+    evaluated.push((
+        "deterministic lambda=0 + weight noise".into(),
+        "control",
+        format!("{}+noise{noise_sigmas:?}", dets[0].key),
+        Evaluated::Draws(&noisy_det),
+    ));
+    evaluated.push((
+        "deterministic, BNN recipe, BNN init + weight noise".into(),
+        "control",
+        format!("{}+noise{noise_sigmas:?}", matched.key),
+        Evaluated::Draws(&noisy_matched),
+    ));
+    for (m, r) in grid.bnns.iter().zip(&bnns) {
+        let bnn = bnn_of(&r.model);
+        evaluated.push((
+            format!("BNN {}, posterior mean", m.label),
+            "control",
+            r.key.clone(),
+            Evaluated::Mode(bnn, WeightMode::Mean),
+        ));
+        evaluated.push((
+            format!("BNN {}, frozen sample", m.label),
+            "control",
+            r.key.clone(),
+            Evaluated::Mode(bnn, WeightMode::Frozen(0)),
+        ));
+    }
+    let progress = bar(evaluated.len() + 2, "eval", cfg.verbose);
+    let (mut reused, mut eval_seconds) = (0, 0.0);
+    let mut sweeps = Vec::new();
+    for (name, _, keys, model) in &evaluated {
+        progress.set_message(name.clone());
+        let (e, c) = pipeline.sweep(name, keys, model, &sets, &ms)?;
+        reused += c as usize;
+        eval_seconds += e.seconds;
+        sweeps.push(e.value);
+        progress.inc(1);
+    }
+
+    // Table 3: ensembles of the ρ_init = −3 BNN at the BNN multiplier.
+    progress.set_message("table 3");
+    let t3 = &bnns[rho_index(TABLE3_RHO)];
+    let t3_key = cache::key(
+        "code-table3",
+        &json!({"model": t3.key, "sets": sets.iter().map(|s| &s.key).collect::<Vec<_>>(), "m": mult.bnn,
+                "ns": p.ensemble_ns, "runs": p.ensemble_runs, "master_seed": cfg.master_seed}),
+    );
+    let ensemble_runs = |n: usize| (100 / n.max(1)).max(p.ensemble_runs).max(1);
+    let (t3_eval, c) = pipeline.cached(&t3_key, || {
+        let bnn = bnn_of(&t3.model);
+        let rows = sets
+            .iter()
+            .map(|s| {
+                let split = s.at(mult.bnn);
+                p.ensemble_ns
+                    .iter()
+                    .map(|&n| {
+                        pipeline
+                            .seeds
+                            .seed_torch(&format!("table3/N={n}/{}", s.label));
+                        eval::ensemble_accuracies(bnn, &split, n, ensemble_runs(n), pipeline.chunks)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect::<Vec<_>>();
+        EnsembleRows { rows }
+    })?;
+    reused += c as usize;
+    eval_seconds += t3_eval.seconds;
+    let t3_rows = t3_eval.value.rows;
+    progress.inc(1);
+
+    // Table 4: per-tensor pruning of the ρ_init = −2 BNN, ensembles of 100 at ×m_bnn.
+    progress.set_message("table 4");
+    let t4_index = rho_index(TABLE4_RHO);
+    let prune_mode = cfg.prune_mode_or(PruneMode::PerTensor);
+    let t4_key = cache::key(
+        match prune_mode {
+            PruneMode::PerTensor => "code-table4",
+            PruneMode::Global => "code-table4-global",
+        },
+        &with_eval_examples(
+            json!({"model": bnns[t4_index].key, "sets": sets.iter().map(|s| &s.key).collect::<Vec<_>>(), "m": mult.bnn,
+                   "rates": p.prune_rates, "n": p.prune_ensemble, "runs": p.prune_runs, "master_seed": cfg.master_seed}),
+            p.eval_examples,
+        ),
+    );
+    let (t4_eval, c) = {
+        // A second copy of the model: the evaluation list above borrows the first.
+        let (mut t4_model, _) = TrainedModel::load(
+            &grid.bnns[t4_index].spec,
+            cfg.device,
+            &pipeline.models_dir.stem(&bnns[t4_index].key),
+        )?;
+        let TrainedModel::Bnn { bnn, .. } = &mut t4_model else {
+            unreachable!("a BNN")
+        };
+        pipeline.cached(&t4_key, || {
+            let mut out = Vec::new();
+            for &rate in &p.prune_rates {
+                let pruned = match prune_mode {
+                    PruneMode::PerTensor => bnn.prune_per_tensor(rate).unwrap_or_default(),
+                    PruneMode::Global => vec![bnn.prune(rate).unwrap_or_default()],
+                };
+                let acc = |tag: &str, split: &Split| {
+                    pipeline
+                        .seeds
+                        .seed_torch(&format!("table4/rate={rate}/{tag}"));
+                    eval::ensemble_accuracies(
+                        &*bnn,
+                        split,
+                        p.prune_ensemble,
+                        p.prune_runs,
+                        pipeline.chunks,
+                    )
+                };
+                out.push(PruneRate {
+                    pruned_per_tensor: pruned,
+                    validation: acc("validation", &pipeline.clean_validation),
+                    test: acc("test", &pipeline.clean_test),
+                    sets: sets
+                        .iter()
+                        .map(|s| acc(&s.label, &s.at(mult.bnn)))
+                        .collect(),
+                });
+            }
+            bnn.unprune();
+            PruneRates { rates: out }
+        })?
+    };
+    reused += c as usize;
+    eval_seconds += t4_eval.seconds;
+    let t4 = t4_eval.value.rates;
+    progress.inc(1);
+    progress.finish_and_clear();
+    stages.push(json!({
+        "stage": "eval", "seconds": t0.elapsed().as_secs_f64(), "artifact_seconds": eval_seconds,
+        "computed": evaluated.len() + 2 - reused, "reused": reused,
+    }));
+
+    // results.json, in the shape of the text protocol's for Tables 1–4.
+    let n_sets = sets.len();
+    let group = |g: &str| -> Vec<&SweepEval> {
+        evaluated
+            .iter()
+            .zip(&sweeps)
+            .filter(|((_, gr, _, _), _)| *gr == g)
+            .map(|(_, s)| s)
+            .collect()
+    };
+    let (bnn_sweeps, det_sweeps) = (group("bnn"), group("det"));
+    let (bnn_rows, bnn_avg) = rows_at(&bnn_sweeps, mi_bnn, n_sets);
+    let (det_rows, det_avg) = rows_at(&det_sweeps, mi_det, n_sets);
+    let t3_table_rows: Vec<Value> = t3_rows
+        .iter()
+        .map(|row| Value::Array(row.iter().map(|runs| pct(runs)).collect()))
+        .collect();
+    let t3_avg: Vec<Value> = (0..p.ensemble_ns.len())
+        .map(|j| average_over_sets(&t3_rows.iter().map(|row| row[j].clone()).collect::<Vec<_>>()))
+        .collect();
+    let sweep_models: Vec<Value> = evaluated
+        .iter()
+        .zip(&sweeps)
+        .map(|((name, g, _, _), s)| {
+            json!({
+                "name": name, "group": g,
+                "clean_validation": pct(&s.validation), "clean_test": pct(&s.test),
+                "sets": s.sets.iter().map(|per_m| per_m.iter().map(|runs| pct(runs)).collect::<Vec<_>>()).collect::<Vec<_>>(),
+                "average": (0..ms.len()).map(|mi| average_over_sets(&s.sets.iter().map(|per_m| per_m[mi].clone()).collect::<Vec<_>>())).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let sigma = json!({
+        "quantiles": SIGMA_QUANTILES,
+        "bnns": grid.bnns.iter().zip(&bnns).map(|(m, r)| json!({
+            "model": m.label, "layers": bnn_of(&r.model).sigma_quantiles(&SIGMA_QUANTILES),
+        })).collect::<Vec<_>>(),
+        "noise_sigmas": noise_sigmas,
+        "noise_note": format!("the weight-noise controls use, per layer, the median learned weight sigma of the code protocol's BNN rho_init={TABLE3_RHO}"),
+    });
+    let all_ready: Vec<&Ready> = sources
+        .iter()
+        .chain(&dets)
+        .chain(&bnns)
+        .chain([&matched])
+        .chain(&members)
+        .collect();
+    let results = json!({
+        "source": format!("bayes-robust {} reproduction under the authors' code protocol, profile {}; all accuracies in percent as {{mean, ci95, runs}}", env!("CARGO_PKG_VERSION"), p.name),
+        "protocol": "code",
+        "multipliers": { "bnn": mult.bnn, "det": mult.det },
+        "attack_sources": sets.iter().map(|s| &s.label).collect::<Vec<_>>(),
+        "table1_clean": {
+            "bnn": {
+                "rho_init": RHO_INITS,
+                "validation": bnn_sweeps.iter().map(|e| pct(&e.validation)).collect::<Vec<_>>(),
+                "test": bnn_sweeps.iter().map(|e| pct(&e.test)).collect::<Vec<_>>(),
+            },
+            "deterministic": {
+                "lambda": LAMBDAS.iter().map(|l| l.0).collect::<Vec<_>>(),
+                "validation": det_sweeps.iter().map(|e| pct(&e.validation)).collect::<Vec<_>>(),
+                "test": det_sweeps.iter().map(|e| pct(&e.test)).collect::<Vec<_>>(),
+            },
+        },
+        "table2_perturbed": {
+            "note": format!("kept validation examples of each set, evaluated at x + m r with m = {} for BNNs and m = {} for deterministic nets", mult.bnn, mult.det),
+            "bnn": { "rho_init": RHO_INITS, "rows": bnn_rows, "average": bnn_avg },
+            "deterministic": { "lambda": LAMBDAS.iter().map(|l| l.0).collect::<Vec<_>>(), "rows": det_rows, "average": det_avg },
+        },
+        "table3_ensemble": {
+            "note": format!("BNN rho_init={TABLE3_RHO} at m = {}; each cell over max(100/N, {}) runs of an N-draw ensemble", mult.bnn, p.ensemble_runs),
+            "n_samples": p.ensemble_ns,
+            "runs": p.ensemble_ns.iter().map(|n| ensemble_runs(*n)).collect::<Vec<_>>(),
+            "rows": t3_table_rows,
+            "average": t3_avg,
+        },
+        "table4_pruning": {
+            "note": format!("BNN rho_init={TABLE4_RHO}; SNR |mu|/sigma pruning {}, ensemble of {} draws at m = {}, {} runs per cell", match prune_mode { PruneMode::PerTensor => "per tensor, weights and biases (the notebook)", PruneMode::Global => "ranked over all weight matrices together (the paper's text)" }, p.prune_ensemble, mult.bnn, p.prune_runs),
+            "mode": prune_mode,
+            "rate_percent": p.prune_rates.iter().map(|r| r * 100.0).collect::<Vec<_>>(),
+            "pruned_per_tensor": t4.iter().map(|r| &r.pruned_per_tensor).collect::<Vec<_>>(),
+            "clean_validation": t4.iter().map(|r| pct(&r.validation)).collect::<Vec<_>>(),
+            "clean_test": t4.iter().map(|r| pct(&r.test)).collect::<Vec<_>>(),
+            "rows": (0..n_sets).map(|i| Value::Array(t4.iter().map(|r| pct(&r.sets[i])).collect())).collect::<Vec<_>>(),
+            "average": t4.iter().map(|r| average_over_sets(&r.sets)).collect::<Vec<_>>(),
+        },
+        "sweep": {
+            "note": "accuracy of every evaluation model on every set at x + m r, for each multiplier m; sampled models over `runs` single-draw runs",
+            "multipliers": ms,
+            "models": sweep_models,
+        },
+        "sigma": sigma,
+        "perturbation_sets": sets.iter().map(|s| json!({
+            "source": s.label, "n": s.kept(), "n_attacked": s.n_attacked,
+            "kept_fraction": s.kept() as f64 / s.n_attacked.max(1) as f64,
+            "mean_distortion": s.mean_distortion, "attack_seconds": s.seconds,
+        })).collect::<Vec<_>>(),
+        "models": all_ready.iter().zip(grid.all()).map(|(r, m)| json!({
+            "name": m.name, "model": r.meta.model.describe(), "key": r.key, "epochs_run": r.meta.epochs_run,
+            "final_validation_accuracy": r.meta.best_validation_accuracy,
+            "train_seconds": r.meta.wall_seconds, "recipe": r.meta.recipe,
+        })).collect::<Vec<_>>(),
+        "meta": {
+            "profile": p,
+            "protocol": "code",
+            "master_seed": cfg.master_seed,
+            "versions": { "bayes_robust": env!("CARGO_PKG_VERSION"), "tch": TCH_VERSION, "libtorch": LIBTORCH_VERSION },
+            "threads": cfg.threads,
+            "device": format!("{:?}", cfg.device),
+            "n_validation": pipeline.clean_validation.len(),
+            "n_test": pipeline.clean_test.len(),
+            "n_attacked": pipeline.attacked().len(),
+            "data_checksums": raw.files().iter().map(|f| f.checksum.to_string()).collect::<Vec<_>>(),
+            "stages": stages,
+            "wall_seconds": started.elapsed().as_secs_f64(),
+            "command": format!("bayes-robust --seed {} --threads {} reproduce --profile {} --protocol code{}{}",
+                cfg.master_seed, cfg.threads, p.name,
+                if mult == Multipliers::CODE { String::new() } else { format!(" --multiplier-bnn {} --multiplier-det {}", mult.bnn, mult.det) },
+                if prune_mode == PruneMode::Global { " --pruning global" } else { "" }),
+        },
+    });
+    let path = write_results(cfg, &results)?;
+    if cfg.verbose {
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(results)
+}

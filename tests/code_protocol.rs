@@ -1,0 +1,392 @@
+//! The authors' code protocol: the targeted attack, kept sets and multipliers,
+//! per-tensor pruning, the weight-noise control, and the quick profile end to end.
+
+mod common;
+
+use bayes_robust::attack::{Differentiable, TargetedAttack};
+use bayes_robust::data::{INPUT_MAX, Split};
+use bayes_robust::eval::{self, EvalChunks};
+use bayes_robust::experiment::Profile;
+use bayes_robust::experiment::code_protocol::{Evaluated, KeptSet, Multipliers, reproduce_code};
+use bayes_robust::experiment::reproduce::{ReproduceConfig, Stage};
+use bayes_robust::model::bayes::{BayesConfig, BayesMlp, PruneMode};
+use bayes_robust::model::{Arch, WeightMode};
+use proptest::prelude::*;
+use serde_json::Value;
+use tch::{Device, Kind, Tensor, nn};
+
+fn attack(steps: usize) -> TargetedAttack {
+    TargetedAttack {
+        steps,
+        ..TargetedAttack::default()
+    }
+}
+
+/// Accuracies equal up to f32 rounding (a float mean against an integer count).
+fn assert_close(a: &[f64], b: &[f64]) {
+    assert_eq!(a.len(), b.len(), "{a:?} vs {b:?}");
+    assert!(
+        a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-6),
+        "{a:?} vs {b:?}"
+    );
+}
+
+fn first(split: &Split, n: usize) -> Split {
+    split.head(n)
+}
+
+#[test]
+fn the_targeted_attack_stays_in_its_clip_range_and_its_kept_examples_fool_the_source() {
+    let (_vs, mlp, splits) = common::fixture_mlp();
+    let split = first(&splits.validation, 100);
+    let a = attack(150);
+    let out = a.run(&mlp, &split.images, &split.labels);
+    let (lo, hi) = (a.lo, a.hi);
+    // lo ≤ r ≤ 2.03 − x for every pixel of every example, kept or not (f32 slack).
+    let below = out.delta.lt(lo - 1e-9).any().int64_value(&[]);
+    let above = (&out.delta + &split.images)
+        .gt(hi + 1e-6)
+        .any()
+        .int64_value(&[]);
+    assert_eq!((below, above), (0, 0), "r left [{lo}, {hi} − x]");
+    assert!(
+        hi > INPUT_MAX,
+        "the notebook's upper bound lies just above the box"
+    );
+
+    let kept = out.success.sum(Kind::Int64).int64_value(&[]);
+    assert!(
+        kept >= 50,
+        "the attack should succeed on most examples: {kept}/100"
+    );
+    // Every kept example is classified as its (wrong) target by the source.
+    let pred = mlp.logits(&(&split.images + &out.delta)).argmax(-1, false);
+    let ok = pred
+        .eq_tensor(&out.target)
+        .logical_and(&out.target.ne_tensor(&split.labels));
+    let agree = ok.eq_tensor(&out.success).all().int64_value(&[]);
+    assert_eq!(agree, 1, "success must mean: prediction = target ≠ label");
+    // The reported norms are those of the chosen r.
+    let norms = bayes_robust::attack::row_norms(&out.delta);
+    assert!(norms.allclose(&out.norms, 1e-5, 1e-6, false));
+
+    // On the kept set the source is always wrong at m = 1, and m = 0 is clean accuracy
+    // on exactly the kept examples.
+    let set = KeptSet::keep("fixture", &split, &out.delta, &out.success);
+    assert_eq!(set.kept() as i64, kept);
+    let chunks = EvalChunks::default();
+    assert_eq!(eval::accuracy(&mlp, &set.at(1.0), chunks), 0.0);
+    let idx = out.success.nonzero().squeeze_dim(1);
+    let clean_kept = Split {
+        images: split.images.index_select(0, &idx),
+        labels: split.labels.index_select(0, &idx),
+    };
+    assert_eq!(
+        Evaluated::Det(&mlp).accuracies(&set.at(0.0), 1, chunks),
+        vec![eval::accuracy(&mlp, &clean_kept, chunks)]
+    );
+    assert!(eval::accuracy(&mlp, &clean_kept, chunks) > 0.5);
+}
+
+#[test]
+fn a_zero_multiplier_gives_clean_accuracy_for_a_sampled_model_too() {
+    let _g = common::torch_rng_lock();
+    let (_vs, mlp, splits) = common::fixture_mlp();
+    let split = first(&splits.validation, 60);
+    let out = attack(30).run(&mlp, &split.images, &split.labels);
+    let set = KeptSet::keep("fixture", &split, &out.delta, &out.success);
+    let idx = out.success.nonzero().squeeze_dim(1);
+    let clean_kept = Split {
+        images: split.images.index_select(0, &idx),
+        labels: split.labels.index_select(0, &idx),
+    };
+    let noisy = BayesMlp::from_mlp(&mlp, &[0.05, 0.05, 0.05]);
+    let chunks = EvalChunks::default();
+    tch::manual_seed(7);
+    let at_zero = Evaluated::Draws(&noisy).accuracies(&set.at(0.0), 5, chunks);
+    tch::manual_seed(7);
+    let clean = Evaluated::Draws(&noisy).accuracies(&clean_kept, 5, chunks);
+    assert_eq!(at_zero, clean);
+}
+
+#[test]
+fn a_bnn_with_zero_sigma_and_a_deterministic_nets_weights_scores_the_same() {
+    let _g = common::torch_rng_lock();
+    let (_vs, mlp, splits) = common::fixture_mlp();
+    let chunks = EvalChunks::default();
+    let det = eval::accuracy(&mlp, &splits.validation, chunks);
+    let copy = BayesMlp::from_mlp(&mlp, &[0.0, 0.0, 0.0]);
+    tch::manual_seed(3);
+    let draws = eval::single_draw_accuracies(&copy, &splits.validation, 4, chunks);
+    assert_close(&draws, &[det; 4]);
+    for mode in [WeightMode::Mean, WeightMode::Frozen(0)] {
+        assert_close(
+            &Evaluated::Mode(&copy, mode).accuracies(&splits.validation, 1, chunks),
+            &[det],
+        );
+    }
+    // The noise is really applied when σ > 0.
+    let noisy = BayesMlp::from_mlp(&mlp, &[0.5, 0.5, 0.5]);
+    let noisy_acc = eval::single_draw_accuracies(&noisy, &splits.validation, 4, chunks);
+    assert!(
+        noisy_acc.iter().all(|a| *a < det - 0.1),
+        "{noisy_acc:?} vs {det}"
+    );
+}
+
+#[test]
+fn a_deep_ensemble_of_one_net_is_that_net() {
+    let (_vs, mlp, splits) = common::fixture_mlp();
+    let chunks = EvalChunks::default();
+    assert_close(
+        &Evaluated::DeepEnsemble(vec![&mlp, &mlp]).accuracies(&splits.validation, 1, chunks),
+        &[eval::accuracy(&mlp, &splits.validation, chunks)],
+    );
+}
+
+/// A small BNN (784-7-10) with random μ and ρ so that SNRs are distinct.
+fn small_bnn(seed: i64) -> (nn::VarStore, BayesMlp) {
+    tch::manual_seed(seed);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let bnn = BayesMlp::new(
+        &vs.root(),
+        &BayesConfig {
+            arch: Arch::new(&[7]),
+            ..BayesConfig::default()
+        },
+    );
+    tch::no_grad(|| {
+        for l in &bnn.layers {
+            for rho in [&l.rho_w, &l.rho_b] {
+                rho.shallow_clone().copy_(&(rho.randn_like() - 3.0));
+            }
+        }
+    });
+    (vs, bnn)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Each tensor loses exactly ⌊p·n_t⌋ entries (at most n_t − 1), and they are its
+    /// entries of lowest SNR; the global ranking of the paper's text prunes differently.
+    #[test]
+    fn per_tensor_pruning_prunes_floor_p_n_in_every_tensor(rate in 0.0f64..0.99, seed in 0i64..1000) {
+        let _g = common::torch_rng_lock();
+        let (_vs, mut bnn) = small_bnn(seed);
+        let counts = bnn.prune_per_tensor(rate).unwrap();
+        let mut i = 0;
+        for l in &bnn.layers {
+            for (mu, sigma, mask) in [
+                (&l.mu_w, l.sigma_w(), l.mask_w.as_ref().unwrap()),
+                (&l.mu_b, l.sigma_b(), l.mask_b.as_ref().unwrap()),
+            ] {
+                let n = mu.numel();
+                let expected = ((rate * n as f64).floor() as usize).min(n - 1);
+                let zeros = (n as i64 - mask.sum(Kind::Int64).int64_value(&[])) as usize;
+                prop_assert_eq!(counts[i], expected);
+                prop_assert_eq!(zeros, expected);
+                if expected > 0 {
+                    let snr = (mu.abs() / sigma).flatten(0, -1);
+                    let m = mask.flatten(0, -1).to_kind(Kind::Bool);
+                    let worst_kept = snr.masked_select(&m).min().double_value(&[]);
+                    let best_pruned = snr.masked_select(&m.logical_not()).max().double_value(&[]);
+                    prop_assert!(best_pruned <= worst_kept);
+                }
+                i += 1;
+            }
+        }
+        // Pruned weights and biases are exactly zero in every draw: a fully pruned-but-one
+        // net still runs, and unpruning restores the unmasked net.
+        let x = Tensor::rand([3, 784], (Kind::Float, Device::Cpu));
+        let _ = bnn.forward(&x, 2, WeightMode::Sample, true);
+        bnn.unprune();
+        prop_assert!(bnn.layers.iter().all(|l| l.mask_w.is_none() && l.mask_b.is_none()));
+    }
+}
+
+#[test]
+fn a_pruned_entry_is_zero_in_every_draw() {
+    let _g = common::torch_rng_lock();
+    let (_vs, mut bnn) = small_bnn(5);
+    // All but one entry of every tensor pruned: the output bias is the only thing left
+    // in the last layer, so the logits equal it (plus its σ·ε) up to the surviving weight.
+    bnn.prune_per_tensor(1.0).unwrap();
+    let last = bnn.layers.last().unwrap();
+    let kept_b = last
+        .mask_b
+        .as_ref()
+        .unwrap()
+        .sum(Kind::Int64)
+        .int64_value(&[]);
+    assert_eq!(kept_b, 1);
+    let x = Tensor::zeros([4, 784], (Kind::Float, Device::Cpu));
+    let logits = bnn.forward(&x, 3, WeightMode::Mean, false).logits;
+    // With x = 0 and the mean weights, the hidden layer is relu(b0 masked) and the
+    // logits are hidden · W1 masked + b1 masked: count non-zero logit columns.
+    let nonzero_cols = logits
+        .abs()
+        .sum_dim_intlist([0, 1].as_slice(), false, None::<Kind>)
+        .gt(0.0)
+        .sum(Kind::Int64)
+        .int64_value(&[]);
+    assert!(
+        nonzero_cols <= 2,
+        "at most the kept bias and the kept weight's column"
+    );
+}
+
+#[test]
+fn the_quick_code_protocol_runs_end_to_end_and_resumes() {
+    let _g = common::torch_rng_lock();
+    let runs = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let cfg = ReproduceConfig {
+        profile: Profile::quick(),
+        master_seed: 20201218,
+        device: Device::Cpu,
+        threads: 2,
+        data_dir: common::real_mnist_dir(),
+        runs_dir: runs.path().to_owned(),
+        out_dir: out.path().to_owned(),
+        verbose: false,
+        stop_after: None,
+        whitebox: false,
+        prune_mode: None,
+    };
+    tch::set_num_threads(2);
+    let helper = ReproduceConfig {
+        stop_after: Some(Stage::Train),
+        ..cfg.clone()
+    };
+    let stopped = reproduce_code(&helper, Multipliers::CODE).unwrap();
+    assert_eq!(stopped["stopped_after"], "Train");
+    let first = reproduce_code(&cfg, Multipliers::CODE).expect("the code protocol runs");
+    let computed = |v: &Value| -> Vec<u64> {
+        v["meta"]["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["computed"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(computed(&first), [0, 12, 32]);
+    assert_eq!(first["protocol"], "code");
+    let sets = first["perturbation_sets"].as_array().unwrap();
+    assert_eq!(sets.len(), 12);
+    for s in sets {
+        let (n, attacked) = (s["n"].as_u64().unwrap(), s["n_attacked"].as_u64().unwrap());
+        assert!(n <= attacked && attacked == 200, "{s}");
+    }
+    let ms: Vec<f64> = serde_json::from_value(first["sweep"]["multipliers"].clone()).unwrap();
+    assert!(ms.contains(&1.5) && ms.contains(&3.0) && ms.contains(&0.0));
+    let models = first["sweep"]["models"].as_array().unwrap();
+    // 7 BNNs, 4 λ nets, 5 controls, and the posterior mean and a frozen draw of each BNN.
+    assert_eq!(models.len(), 7 + 4 + 5 + 14);
+    // Table 2 is the sweep at the group's multiplier.
+    let (i15, i3) = (
+        ms.iter().position(|m| *m == 1.5).unwrap(),
+        ms.iter().position(|m| *m == 3.0).unwrap(),
+    );
+    assert_eq!(
+        first["table2_perturbed"]["bnn"]["rows"][4][2],
+        models[2]["sets"][4][i15]
+    );
+    assert_eq!(
+        first["table2_perturbed"]["deterministic"]["rows"][7][1],
+        models[8]["sets"][7][i3]
+    );
+    // Learned σ quantiles per BNN and layer, increasing in the quantile.
+    for b in first["sigma"]["bnns"].as_array().unwrap() {
+        for layer in b["layers"].as_array().unwrap() {
+            let q: Vec<f64> = serde_json::from_value(layer.clone()).unwrap();
+            assert!(q.windows(2).all(|w| w[0] <= w[1]), "{q:?}");
+        }
+    }
+    let pruned = first["table4_pruning"]["pruned_per_tensor"]
+        .as_array()
+        .unwrap();
+    assert_eq!(pruned.len(), 6);
+    assert_eq!(
+        pruned[0].as_array().unwrap().len(),
+        6,
+        "w and b of three layers"
+    );
+
+    // Its report, and the margin section of a text report beside it (here the code
+    // results stand in for the text protocol's: the section needs only their tables).
+    let paper: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("reports/paper_tables.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let files = bayes_robust::report::render(&first, &paper, out.path()).unwrap();
+    assert!(
+        files.iter().any(|f| f.ends_with("multiplier_sweep.svg")),
+        "{files:?}"
+    );
+    let readme = std::fs::read_to_string(out.path().join("README.md")).unwrap();
+    for heading in [
+        "targeted attack, failures dropped",
+        "Controls at the BNNs' multiplier",
+        "Multiplier sweep",
+        "Learned weight σ",
+    ] {
+        assert!(readme.contains(heading), "code report lacks {heading:?}");
+    }
+    let text_dir = tempfile::tempdir().unwrap();
+    let mut as_text = first.clone();
+    as_text["protocol"] = Value::Null;
+    bayes_robust::report::render_with(&as_text, &paper, Some(&first), text_dir.path()).unwrap();
+    let readme = std::fs::read_to_string(text_dir.path().join("README.md")).unwrap();
+    for needle in [
+        "Where does the margin come from?",
+        "(b) authors' code, BNN ×1.5 vs deterministic ×3",
+        "(c) authors' code, both ×1.5",
+        "(d) BNN rho_init=-30",
+        "What the numbers say",
+    ] {
+        assert!(readme.contains(needle), "margin section lacks {needle:?}");
+    }
+
+    let second = reproduce_code(&cfg, Multipliers::CODE).unwrap();
+    assert_eq!(computed(&second), [0, 0, 0]);
+    assert_eq!(first["sweep"], second["sweep"]);
+    assert_eq!(first["table4_pruning"], second["table4_pruning"]);
+}
+
+#[test]
+fn prune_modes_differ_in_what_they_rank_together() {
+    let _g = common::torch_rng_lock();
+    let (_vs, mut bnn) = small_bnn(11);
+    let n_weights: usize = bnn.layers.iter().map(|l| l.mu_w.numel()).sum();
+    let global = bnn.prune_with(PruneMode::Global, 0.5).unwrap();
+    assert_eq!(
+        global,
+        n_weights / 2,
+        "global: ⌊p·n⌋ over all weight matrices"
+    );
+    assert!(
+        bnn.layers.iter().all(|l| l.mask_b.is_none()),
+        "global keeps biases"
+    );
+    let per_tensor = bnn.prune_with(PruneMode::PerTensor, 0.5).unwrap();
+    let expected: usize = bnn
+        .layers
+        .iter()
+        .flat_map(|l| [l.mu_w.numel() / 2, l.mu_b.numel() / 2])
+        .sum();
+    assert_eq!(per_tensor, expected);
+    // The last layer (7·10 weights) loses exactly half its weights per tensor, which
+    // the global ranking only does by chance.
+    let last = bnn.layers.last().unwrap();
+    let kept = last
+        .mask_w
+        .as_ref()
+        .unwrap()
+        .sum(Kind::Int64)
+        .int64_value(&[]);
+    assert_eq!(kept, 35);
+}
