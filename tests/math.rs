@@ -403,3 +403,31 @@ fn the_l2_penalty_is_eq_6_with_fan_out() {
         [100, 100, 10]
     );
 }
+
+/// Images taken in chunks through the same draws give the same logits as one pass over
+/// all of them, for the same seed (sampled) or the same id (frozen).
+#[test]
+fn chunked_and_whole_batch_sampling_agree_for_the_same_seed() {
+    let _g = common::torch_rng_lock();
+    let (_vs, bnn) = tiny_bnn(4, -2.0);
+    let x = Tensor::rand([23, 784], (Kind::Float, Device::Cpu)) * 2.0;
+    for chunk in [1, 5, 23, 100] {
+        tch::manual_seed(9);
+        let whole = bnn.forward(&x, 6, WeightMode::Sample, false).logits;
+        tch::manual_seed(9);
+        let chunked = bnn.forward_chunked(&x, 6, WeightMode::Sample, chunk);
+        assert_eq!(chunked.size(), [6, 23, 10]);
+        assert!(whole.allclose(&chunked, 1e-5, 1e-5, false), "chunk {chunk}");
+        let frozen = bnn.forward(&x, 3, WeightMode::Frozen(2), false).logits;
+        let frozen_chunked = bnn.forward_chunked(&x, 3, WeightMode::Frozen(2), chunk);
+        assert!(
+            frozen.allclose(&frozen_chunked, 1e-5, 1e-5, false),
+            "chunk {chunk}"
+        );
+    }
+    // And the draws really differ between calls without reseeding.
+    let again = bnn.forward_chunked(&x, 6, WeightMode::Sample, 5);
+    tch::manual_seed(9);
+    let first = bnn.forward_chunked(&x, 6, WeightMode::Sample, 5);
+    assert!(!again.allclose(&first, 1e-5, 1e-5, false));
+}

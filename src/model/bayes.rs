@@ -294,6 +294,10 @@ pub enum PruneMode {
     PerTensor,
 }
 
+/// Images per product at test time ([`BayesMlp::forward_chunked`]): 1,000 keeps an
+/// FC-100 layer's activations for 10 draws in cache (PyTorch's fastest anchor variant).
+pub const IMAGE_CHUNK: usize = 1000;
+
 /// Logits of `n` weight draws and their Monte Carlo KL terms.
 pub struct BayesOutput {
     /// `[n, B, 10]`
@@ -332,15 +336,37 @@ impl BayesMlp {
         self.layers[0].mu_w.device()
     }
 
-    /// `n` forward passes of `x` (`[B, 784]`), each with its own weight draw, all as one
-    /// batched matrix product per layer. Returns logits `[n, B, 10]` and, if asked, the
-    /// per-draw KL.
-    pub fn forward(&self, x: &Tensor, n: usize, mode: WeightMode, with_kl: bool) -> BayesOutput {
-        let last = self.layers.len() - 1;
-        let mut h = x.shallow_clone();
+    /// `n` weight draws of every layer at once, and (if asked) their summed per-draw KL.
+    fn draw_all(
+        &self,
+        n: usize,
+        mode: WeightMode,
+        with_kl: bool,
+    ) -> (Vec<LayerDraw>, Option<Tensor>) {
         let mut kl: Option<Tensor> = None;
-        for (i, layer) in self.layers.iter().enumerate() {
-            let draw = layer.draw(n, mode, &self.config.prior, with_kl, i as u64);
+        let draws = self
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, layer)| {
+                let mut draw = layer.draw(n, mode, &self.config.prior, with_kl, i as u64);
+                kl = match (kl.take(), draw.kl.take()) {
+                    (Some(a), Some(b)) => Some(a + b),
+                    (None, b) => b,
+                    (a, None) => a,
+                };
+                draw
+            })
+            .collect();
+        (draws, kl)
+    }
+
+    /// Logits `[n, B, 10]` of `x` (`[B, 784]`) under `n` drawn weight sets, one batched
+    /// matrix product per layer.
+    fn apply(draws: &[LayerDraw], x: &Tensor, n: usize) -> Tensor {
+        let last = draws.len() - 1;
+        let mut h = x.shallow_clone();
+        for (i, draw) in draws.iter().enumerate() {
             let z = if i == 0 && h.dim() == 2 {
                 // The input is shared by all n draws: one [B, in] × [in, n·out] product
                 // instead of n broadcast copies of the input, viewed back as [n, B, out].
@@ -357,13 +383,42 @@ impl BayesMlp {
                 h.matmul(&draw.w) + &draw.b
             };
             h = if i < last { z.relu() } else { z };
-            kl = match (kl, draw.kl) {
-                (Some(a), Some(b)) => Some(a + b),
-                (None, b) => b,
-                (a, None) => a,
-            };
         }
-        BayesOutput { logits: h, kl }
+        h
+    }
+
+    /// `n` forward passes of `x` (`[B, 784]`), each with its own weight draw, all as one
+    /// batched matrix product per layer. Returns logits `[n, B, 10]` and, if asked, the
+    /// per-draw KL.
+    pub fn forward(&self, x: &Tensor, n: usize, mode: WeightMode, with_kl: bool) -> BayesOutput {
+        let (draws, kl) = self.draw_all(n, mode, with_kl);
+        BayesOutput {
+            logits: Self::apply(&draws, x, n),
+            kl,
+        }
+    }
+
+    /// [`Self::forward`] without KL, the images taken `image_chunk` at a time through
+    /// the same `n` draws (the same generator calls as one pass over all of them, so the
+    /// same numbers for the same seed); smaller products keep the activations in cache.
+    pub fn forward_chunked(
+        &self,
+        x: &Tensor,
+        n: usize,
+        mode: WeightMode,
+        image_chunk: usize,
+    ) -> Tensor {
+        let (draws, _) = self.draw_all(n, mode, false);
+        let b = x.size()[0];
+        let chunk = image_chunk.max(1) as i64;
+        if b <= chunk {
+            return Self::apply(&draws, x, n);
+        }
+        let parts: Vec<Tensor> = (0..b)
+            .step_by(chunk as usize)
+            .map(|start| Self::apply(&draws, &x.narrow(0, start, chunk.min(b - start)), n))
+            .collect();
+        Tensor::cat(&parts, 1)
     }
 
     /// Logits `[B, 10]` of a single pass with weights chosen by `mode`.
@@ -380,8 +435,7 @@ impl BayesMlp {
         while done < n {
             let k = chunk.min(n - done);
             let p = self
-                .forward(x, k, WeightMode::Sample, false)
-                .logits
+                .forward_chunked(x, k, WeightMode::Sample, IMAGE_CHUNK)
                 .softmax(-1, None::<Kind>)
                 .sum_dim_intlist([0].as_slice(), false, None::<Kind>);
             acc = Some(match acc {
@@ -551,6 +605,6 @@ impl BayesMlp {
 
 impl Classifier for BayesMlp {
     fn sample_logits(&self, x: &Tensor, n: usize) -> Tensor {
-        self.forward(x, n, WeightMode::Sample, false).logits
+        self.forward_chunked(x, n, WeightMode::Sample, IMAGE_CHUNK)
     }
 }
