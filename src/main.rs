@@ -308,7 +308,17 @@ fn run(cli: Cli) -> Result<()> {
             if cfg.stop_after.is_some() {
                 return Ok(());
             }
-            render_report(&cfg.out_dir, Path::new("reports/paper_tables.json"))
+            let tables = Path::new("reports/paper_tables.json");
+            render_report(&cfg.out_dir, tables)?;
+            // The text report of the same profile gains the margin section from these
+            // results: re-render it when it is there.
+            let text_dir = PathBuf::from("reports").join(&cfg.profile.name);
+            let default_code_dir =
+                PathBuf::from("reports").join(format!("{}-code", cfg.profile.name));
+            if code && cfg.out_dir == default_code_dir && text_dir.join("results.json").exists() {
+                render_report(&text_dir, tables)?;
+            }
+            Ok(())
         }
         Command::Report {
             profile,
