@@ -12,5 +12,5 @@ cargo build --release --quiet
 profile="${PROFILE:-paper}"
 ./target/release/bayes-robust data check
 ./target/release/bayes-robust reproduce --profile "$profile" --whitebox "$@"
+# Also re-renders reports/<profile>/README.md, whose margin section reads these results.
 ./target/release/bayes-robust reproduce --profile "$profile" --protocol code "$@"
-./target/release/bayes-robust report --profile "$profile"

@@ -25,7 +25,7 @@ use tch::{Device, Kind, Tensor};
 use super::cache::{self, ArtifactDir};
 use super::reproduce::{
     LIBTORCH_VERSION, Ready, ReproduceConfig, ReproduceError, Stage, TCH_VERSION, Timed,
-    average_over_sets, bar, bnn_of, pct, write_results,
+    average_over_sets, bar, bnn_of, cached_eval, pct, write_results,
 };
 use super::{LAMBDAS, RHO_INITS, SOURCE_ARCHS, TABLE3_RHO, TABLE4_RHO, source_label};
 use crate::attack::TargetedAttack;
@@ -511,24 +511,6 @@ impl CodePipeline<'_> {
         Ok((set, reused))
     }
 
-    fn cached<T: serde::Serialize + serde::de::DeserializeOwned>(
-        &self,
-        key: &str,
-        compute: impl FnOnce() -> T,
-    ) -> Result<(Timed<T>, bool), ReproduceError> {
-        if let Some(e) = self.evals_dir.read_json(key)? {
-            return Ok((e, true));
-        }
-        let t0 = Instant::now();
-        let value = compute();
-        let e = Timed {
-            seconds: t0.elapsed().as_secs_f64(),
-            value,
-        };
-        self.evals_dir.write_json(key, &e)?;
-        Ok((e, false))
-    }
-
     /// The sweep of one evaluation model over clean data and every set × multiplier.
     fn sweep(
         &self,
@@ -549,7 +531,7 @@ impl CodePipeline<'_> {
             ),
         );
         let runs = self.cp.runs;
-        self.cached(&key, || {
+        cached_eval(&self.evals_dir, &key, || {
             let on = |tag: &str, split: &Split| {
                 self.seeds.seed_torch(&format!("sweep/{name}/{tag}"));
                 model.accuracies(split, runs, self.chunks)
@@ -564,11 +546,11 @@ impl CodePipeline<'_> {
                         .collect()
                 })
                 .collect();
-            SweepEval {
+            Ok(SweepEval {
                 validation,
                 test,
                 sets,
-            }
+            })
         })
     }
 }
@@ -692,10 +674,8 @@ pub fn reproduce_code(cfg: &ReproduceConfig, mult: Multipliers) -> Result<Value,
     let mut ready: Vec<Ready> = ready.into_iter().flatten().collect();
     let n_src = grid.sources.len();
     let members = ready.split_off(n_src + grid.dets.len() + grid.bnns.len() + 1);
-    let matched = ready.pop().ok_or(ReproduceError::MissingTensor {
-        key: "matched-init control".into(),
-        name: "model",
-    })?;
+    let matched_one = ready.split_off(n_src + grid.dets.len() + grid.bnns.len());
+    let matched = &matched_one[0];
     let bnns = ready.split_off(n_src + grid.dets.len());
     let dets = ready.split_off(n_src);
     let sources = ready;
@@ -834,7 +814,7 @@ pub fn reproduce_code(cfg: &ReproduceConfig, mult: Multipliers) -> Result<Value,
                 "ns": p.ensemble_ns, "runs": p.ensemble_runs, "master_seed": cfg.master_seed}),
     );
     let ensemble_runs = |n: usize| (100 / n.max(1)).max(p.ensemble_runs).max(1);
-    let (t3_eval, c) = pipeline.cached(&t3_key, || {
+    let (t3_eval, c) = cached_eval(&pipeline.evals_dir, &t3_key, || {
         let bnn = bnn_of(&t3.model);
         let rows = sets
             .iter()
@@ -851,7 +831,7 @@ pub fn reproduce_code(cfg: &ReproduceConfig, mult: Multipliers) -> Result<Value,
                     .collect::<Vec<_>>()
             })
             .collect::<Vec<_>>();
-        EnsembleRows { rows }
+        Ok(EnsembleRows { rows })
     })?;
     reused += c as usize;
     eval_seconds += t3_eval.seconds;
@@ -883,12 +863,12 @@ pub fn reproduce_code(cfg: &ReproduceConfig, mult: Multipliers) -> Result<Value,
         let TrainedModel::Bnn { bnn, .. } = &mut t4_model else {
             unreachable!("a BNN")
         };
-        pipeline.cached(&t4_key, || {
+        cached_eval(&pipeline.evals_dir, &t4_key, || {
             let mut out = Vec::new();
             for &rate in &p.prune_rates {
                 let pruned = match prune_mode {
-                    PruneMode::PerTensor => bnn.prune_per_tensor(rate).unwrap_or_default(),
-                    PruneMode::Global => vec![bnn.prune(rate).unwrap_or_default()],
+                    PruneMode::PerTensor => bnn.prune_per_tensor(rate)?,
+                    PruneMode::Global => vec![bnn.prune(rate)?],
                 };
                 let acc = |tag: &str, split: &Split| {
                     pipeline
@@ -913,7 +893,7 @@ pub fn reproduce_code(cfg: &ReproduceConfig, mult: Multipliers) -> Result<Value,
                 });
             }
             bnn.unprune();
-            PruneRates { rates: out }
+            Ok(PruneRates { rates: out })
         })?
     };
     reused += c as usize;
@@ -970,7 +950,7 @@ pub fn reproduce_code(cfg: &ReproduceConfig, mult: Multipliers) -> Result<Value,
         .iter()
         .chain(&dets)
         .chain(&bnns)
-        .chain([&matched])
+        .chain(&matched_one)
         .chain(&members)
         .collect();
     let results = json!({

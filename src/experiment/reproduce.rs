@@ -477,17 +477,7 @@ impl Pipeline<'_> {
         key: &str,
         compute: impl FnOnce() -> Result<T, ReproduceError>,
     ) -> Result<(Timed<T>, bool), ReproduceError> {
-        if let Some(e) = self.evals_dir.read_json(key)? {
-            return Ok((e, true));
-        }
-        let t0 = Instant::now();
-        let value = compute()?;
-        let e = Timed {
-            seconds: t0.elapsed().as_secs_f64(),
-            value,
-        };
-        self.evals_dir.write_json(key, &e)?;
-        Ok((e, false))
+        cached_eval(&self.evals_dir, key, compute)
     }
 
     fn eval_deterministic(
@@ -767,6 +757,26 @@ fn table_rows(columns: &[ModelEval]) -> (Value, Value) {
         .collect();
     let average: Vec<Value> = columns.iter().map(|c| average_over_sets(&c.sets)).collect();
     (Value::Array(rows), Value::Array(average))
+}
+
+/// The evaluation cached under `key` in `dir`, or else computed, timed and cached; and
+/// whether it was reused.
+pub(super) fn cached_eval<T: serde::Serialize + serde::de::DeserializeOwned>(
+    dir: &ArtifactDir,
+    key: &str,
+    compute: impl FnOnce() -> Result<T, ReproduceError>,
+) -> Result<(Timed<T>, bool), ReproduceError> {
+    if let Some(e) = dir.read_json(key)? {
+        return Ok((e, true));
+    }
+    let t0 = Instant::now();
+    let value = compute()?;
+    let e = Timed {
+        seconds: t0.elapsed().as_secs_f64(),
+        value,
+    };
+    dir.write_json(key, &e)?;
+    Ok((e, false))
 }
 
 /// Writes `results` to `<out_dir>/results.json` atomically; returns the path.
