@@ -13,7 +13,7 @@ for w in w0_sgemm w1_train w2_infer w3_attack; do
     echo "== $w" | tee "target/perf/$w.log"
     .venv/bin/python "$anchors/$w.py" 2>&1 | tee -a "target/perf/$w.log"
 done
-for b in inference train_step attack_step prune; do
+for b in inference train_step attack_step prune grid; do
     echo "== bench $b" | tee "target/perf/bench_$b.log"
     cargo bench --bench "$b" 2>&1 | grep -v '^$' | tee -a "target/perf/bench_$b.log"
 done

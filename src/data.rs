@@ -593,9 +593,22 @@ impl ShuffledBatches {
 
     /// The next epoch: a list of index tensors covering 0..n once (the last may be short).
     pub fn next_epoch(&mut self) -> Vec<Tensor> {
+        self.next_order()
+            .chunks(self.batch)
+            .map(Tensor::from_slice)
+            .collect()
+    }
+
+    /// The next epoch's order as one permutation of 0..n (what [`Self::next_epoch`]
+    /// cuts into batches; the same generator draws, so either may follow the other).
+    pub fn next_order(&mut self) -> Vec<i64> {
         let mut order: Vec<i64> = (0..self.n as i64).collect();
         order.shuffle(&mut self.rng);
-        order.chunks(self.batch).map(Tensor::from_slice).collect()
+        order
+    }
+
+    pub fn batch_size(&self) -> usize {
+        self.batch
     }
 }
 

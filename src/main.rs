@@ -111,6 +111,11 @@ struct ReproduceArgs {
     /// per-tensor (the notebooks; the code protocol's default).
     #[arg(long, value_enum)]
     pruning: Option<PruningArg>,
+    /// Retrain every evaluation model with K training seeds (seed 0 is the main run;
+    /// the rest train as stacked grids) and report CIs across seeds and the paired
+    /// margin test. Default: the profile's (paper 5, quick 2); 1 skips the stage.
+    #[arg(long, value_name = "K")]
+    train_seeds: Option<usize>,
     /// Evaluation multiplier for the deterministic λ grid (code protocol; default 3).
     #[arg(long, allow_negative_numbers = true)]
     multiplier_det: Option<f64>,
@@ -270,6 +275,14 @@ fn run(cli: Cli) -> Result<()> {
                     "--multiplier-bnn/--multiplier-det apply to --protocol code; the text protocol evaluates x + r (the code protocol's report sweeps m for every model)"
                 );
             }
+            if args.train_seeds == Some(0) {
+                bail!("--train-seeds 0: K counts the training seeds and must be at least 1");
+            }
+            if code && args.train_seeds.is_some() {
+                bail!(
+                    "--train-seeds belongs to the text protocol (it retrains the models of reports/<profile>/)"
+                );
+            }
             if code && args.whitebox {
                 bail!(
                     "--whitebox belongs to the text protocol (it attacks the models of reports/<profile>/)"
@@ -299,6 +312,7 @@ fn run(cli: Cli) -> Result<()> {
                     PruningArg::Global => PruneMode::Global,
                     PruningArg::PerTensor => PruneMode::PerTensor,
                 }),
+                train_seeds: args.train_seeds,
             };
             if code {
                 code_protocol::reproduce_code(&cfg, mult)?;

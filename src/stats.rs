@@ -53,3 +53,28 @@ impl MeanCi {
         }
     }
 }
+
+/// The mean of `diffs` (paired per-example differences) with a 95% percentile
+/// bootstrap interval over `resamples` resamples of the examples, drawn from `rng`
+/// (Efron & Tibshirani 1993, §13.3). `runs` is the number of examples.
+pub fn paired_bootstrap(
+    diffs: &[f64],
+    resamples: usize,
+    rng: &mut impl rand::RngExt,
+) -> Option<MeanCi> {
+    let n = diffs.len();
+    if n == 0 || diffs.iter().any(|d| !d.is_finite()) {
+        return None;
+    }
+    let mean = diffs.iter().sum::<f64>() / n as f64;
+    let mut means: Vec<f64> = (0..resamples.max(1))
+        .map(|_| (0..n).map(|_| diffs[rng.random_range(0..n)]).sum::<f64>() / n as f64)
+        .collect();
+    means.sort_by(f64::total_cmp);
+    let at = |q: f64| means[((q * means.len() as f64) as usize).min(means.len() - 1)];
+    Some(MeanCi {
+        mean,
+        ci95: [at(0.025), at(0.975)],
+        runs: n,
+    })
+}

@@ -341,3 +341,55 @@ fn pgd_budgets_start_at_clean_accuracy_and_fall_with_the_budget() {
         }
     }
 }
+
+#[test]
+fn spsa_stays_in_its_ball_lowers_accuracy_without_gradients_and_is_not_stronger_than_pgd() {
+    use bayes_robust::attack::Spsa;
+    let _g = common::torch_rng_lock();
+    let (vs, mlp, splits) = common::fixture_mlp();
+    let (x, y) = (
+        &splits.test.images.narrow(0, 0, 200),
+        &splits.test.labels.narrow(0, 0, 200),
+    );
+    // Training left zeroed gradients behind; SPSA must not add to them.
+    for (_, mut v) in vs.variables() {
+        v.zero_grad();
+    }
+    tch::manual_seed(0);
+    let eps = 0.1 * INPUT_MAX;
+    let spsa = Spsa {
+        eps,
+        steps: 40,
+        samples: 16,
+        delta: 0.01 * INPUT_MAX,
+        lr: 0.01 * INPUT_MAX,
+    }
+    .run(&mlp, x, y);
+    assert!((&spsa.perturbed - x).abs().max().double_value(&[]) <= eps + 1e-5);
+    assert!(in_box(&spsa.perturbed));
+    // It never differentiates the model: no parameter gains a gradient.
+    for (name, v) in vs.variables() {
+        let g = v.grad();
+        assert!(
+            !g.defined() || g.abs().max().double_value(&[]) == 0.0,
+            "{name} has a gradient"
+        );
+    }
+    let pgd = Pgd {
+        norm: Norm::Linf,
+        eps,
+        step: eps / 4.0,
+        steps: 20,
+        random_start: true,
+        loss: AttackLoss::CrossEntropy,
+    }
+    .run(&mlp, x, y);
+    let (clean, a_spsa, a_pgd) = (
+        accuracy(&mlp, x, y),
+        accuracy(&mlp, &spsa.perturbed, y),
+        accuracy(&mlp, &pgd.perturbed, y),
+    );
+    // Finite differences find the same weakness, less sharply than the true gradient.
+    assert!(a_spsa < clean - 0.2, "clean {clean}, spsa {a_spsa}");
+    assert!(a_spsa + 0.05 >= a_pgd, "spsa {a_spsa} beats pgd {a_pgd}");
+}

@@ -169,6 +169,26 @@ fn protocol_flags_are_checked() {
     ]);
     assert!(!o.status.success());
     assert!(text(&o).1.contains("--multiplier-det -1"), "{}", text(&o).1);
+    let o = bayes_robust(&["reproduce", "--profile", "quick", "--train-seeds", "0"]);
+    assert!(!o.status.success());
+    assert!(text(&o).1.contains("--train-seeds 0"), "{}", text(&o).1);
+    let o = bayes_robust(&[
+        "reproduce",
+        "--profile",
+        "quick",
+        "--protocol",
+        "code",
+        "--train-seeds",
+        "3",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o)
+            .1
+            .contains("--train-seeds belongs to the text protocol"),
+        "{}",
+        text(&o).1
+    );
     let o = bayes_robust(&["reproduce", "--protocol", "notebook"]);
     assert!(!o.status.success());
     assert!(text(&o).1.contains("notebook"), "{}", text(&o).1);

@@ -95,6 +95,7 @@ fn the_quick_profile_reproduces_every_cell_and_resumes_without_recomputing() {
         stop_after: None,
         whitebox: true,
         prune_mode: None,
+        train_seeds: None,
     };
     tch::set_num_threads(2);
     // A helper told to stop after the attacks computes models and sets and writes no
@@ -114,7 +115,7 @@ fn the_quick_profile_reproduces_every_cell_and_resumes_without_recomputing() {
             .map(|s| s["computed"].as_u64().unwrap())
             .collect()
     };
-    assert_eq!(computed(&stopped), [23, 9, 12]);
+    assert_eq!(computed(&stopped), [23, 12, 12]);
     let first = reproduce(&cfg).expect("the quick profile runs");
     let written: Value = serde_json::from_str(
         &std::fs::read_to_string(root.join("reports/quick/results.json")).unwrap(),
@@ -138,9 +139,64 @@ fn the_quick_profile_reproduces_every_cell_and_resumes_without_recomputing() {
         assert!(d < 0.10, "{}: distortion {d}", s["source"]);
         assert_eq!(s["n"], 500);
     }
-    assert_eq!(computed(&first), [0, 0, 0, 14]);
+    assert_eq!(computed(&first), [0, 0, 0, 14, 22]);
+    for stage in first["meta"]["stages"].as_array().unwrap() {
+        assert!(stage["flops"].as_f64().unwrap() > 0.0, "{stage}");
+    }
+    assert!(first["meta"]["sgemm_gflops"].as_f64().unwrap() > 0.0);
+    // Training seeds: seed 0 is the main run's model, so a deterministic net's seed-0
+    // set average is Table 2's cell; seed 1 is a model of its own.
+    let seeds = &first["seeds"];
+    assert_eq!(seeds["train_seeds"], 2);
+    let rows = seeds["models"].as_array().unwrap();
+    assert_eq!(rows.len(), 11, "four deterministic nets and seven BNNs");
+    for (i, row) in rows.iter().take(4).enumerate() {
+        let table2 = first["table2_perturbed"]["deterministic"]["average"][i]["mean"]
+            .as_f64()
+            .unwrap();
+        let seed0 = row["per_seed"][0]["sets_average"]["mean"].as_f64().unwrap();
+        assert!((table2 - seed0).abs() < 1e-9, "{table2} vs {seed0}");
+        assert_ne!(
+            row["per_seed"][0]["model_key"],
+            row["per_seed"][1]["model_key"]
+        );
+        assert_ne!(
+            row["per_seed"][0]["sets_average"],
+            row["per_seed"][1]["sets_average"]
+        );
+    }
+    let margins = seeds["margin"]["per_seed"].as_array().unwrap();
+    assert_eq!(margins.len(), 2);
+    for m in margins {
+        let boot = &m["paired_bootstrap"];
+        let (lo, hi) = (
+            boot["ci95"][0].as_f64().unwrap(),
+            boot["ci95"][1].as_f64().unwrap(),
+        );
+        let margin = m["margin"].as_f64().unwrap();
+        assert!(lo <= margin && margin <= hi, "{m}");
+    }
     let wb = &first["whitebox"];
-    assert_eq!(wb["curves"].as_array().unwrap().len(), 9);
+    // Nine targets and the BNN's single draw again with twice the steps; SPSA against
+    // the λ = 0 net and the ensemble.
+    assert_eq!(wb["curves"].as_array().unwrap().len(), 10);
+    assert_eq!(wb["spsa"].as_array().unwrap().len(), 2);
+    let check_names: Vec<&str> = wb["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["check"].as_str().unwrap())
+        .collect();
+    for wanted in [
+        "twice the steps and restarts",
+        "gradient-free SPSA",
+        "more EOT samples",
+    ] {
+        assert!(
+            check_names.iter().any(|c| c.contains(wanted)),
+            "no {wanted:?} check"
+        );
+    }
     assert!(!wb["checks"].as_array().unwrap().is_empty());
     let calibration = first["calibration"]["rows"].as_array().unwrap();
     assert_eq!(calibration.len(), 5, "four deterministic nets and the BNN");
@@ -157,8 +213,8 @@ fn the_quick_profile_reproduces_every_cell_and_resumes_without_recomputing() {
         .expect("the report renders");
     assert_eq!(
         files.len(),
-        9,
-        "six figures, two white-box figures and README.md: {files:?}"
+        10,
+        "six figures, two white-box figures, the seeds figure and README.md: {files:?}"
     );
     let readme = std::fs::read_to_string(root.join("reports/quick/README.md")).unwrap();
     for heading in [
@@ -166,13 +222,18 @@ fn the_quick_profile_reproduces_every_cell_and_resumes_without_recomputing() {
         "white-box attacks on each model itself",
         "Gradient-masking checks",
         "White-box against transfer",
+        "several training seeds",
+        "The margin per seed, paired on the same test images",
+        "counted GFLOP",
+        "A gradient-free attack (SPSA)",
     ] {
         assert!(readme.contains(heading), "README lacks {heading:?}");
     }
 
     // The same flags again: everything is reused and the numbers are identical.
     let second = reproduce(&cfg).expect("the rerun runs");
-    assert_eq!(computed(&second), [0, 0, 0, 0]);
+    assert_eq!(computed(&second), [0, 0, 0, 0, 0]);
+    assert_eq!(first["seeds"], second["seeds"]);
     assert_eq!(first["whitebox"], second["whitebox"]);
     assert_eq!(first["table2_perturbed"], second["table2_perturbed"]);
     assert_eq!(first["table4_pruning"], second["table4_pruning"]);

@@ -39,3 +39,28 @@ proptest! {
         prop_assert!((s.mean - 100.0 * m.mean).abs() <= 1e-9 * s.mean.abs().max(1.0));
     }
 }
+
+#[test]
+fn the_paired_bootstrap_matches_the_normal_interval_of_a_mean() {
+    use bayes_robust::stats::paired_bootstrap;
+    use rand_chacha::ChaCha20Rng;
+    use rand_chacha::rand_core::SeedableRng;
+    // 0/1 differences with p = 0.3 over 2,000 examples: the mean's standard error is
+    // √(0.3·0.7/2000) = 0.01025, so the 95% interval is about ±0.0201.
+    let diffs: Vec<f64> = (0..2000)
+        .map(|i| if i % 10 < 3 { 1.0 } else { 0.0 })
+        .collect();
+    let mut rng = ChaCha20Rng::seed_from_u64(3);
+    let b = paired_bootstrap(&diffs, 2000, &mut rng).unwrap();
+    assert!((b.mean - 0.3).abs() < 1e-12);
+    assert!((b.half_width() - 0.0201).abs() < 0.002, "{b:?}");
+    assert!(b.ci95[0] > 0.25 && b.ci95[1] < 0.35);
+    // Seeded: the same generator state gives the same interval.
+    let again = paired_bootstrap(&diffs, 2000, &mut ChaCha20Rng::seed_from_u64(3)).unwrap();
+    assert_eq!(b, again);
+    // Differences centred on 0 give an interval that covers 0.
+    let centred: Vec<f64> = diffs.iter().map(|d| d - 0.3).collect();
+    let c = paired_bootstrap(&centred, 2000, &mut rng).unwrap();
+    assert!(c.ci95[0] < 0.0 && 0.0 < c.ci95[1], "{c:?}");
+    assert!(paired_bootstrap(&[], 10, &mut rng).is_none());
+}

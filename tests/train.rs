@@ -4,34 +4,15 @@ mod common;
 
 use std::path::Path;
 
-use bayes_robust::model::Arch;
-use bayes_robust::model::bayes::BayesConfig;
 use bayes_robust::model::checkpoint::{self, CheckpointError, ModelSpec};
-use bayes_robust::model::mlp::{MlpConfig, MlpInit};
 use bayes_robust::seed::SeedTree;
 use bayes_robust::train::{self, PenalisedMlp, Recipe, TrainOptions, TrainedModel, Trainee};
-use tch::{Device, Tensor};
+use tch::Device;
 
 fn recipe(epochs: usize) -> Recipe {
     Recipe {
         max_epochs: epochs,
         ..Recipe::paper(epochs)
-    }
-}
-
-fn mlp_spec(lambda: f64) -> ModelSpec {
-    ModelSpec::Mlp {
-        config: MlpConfig {
-            arch: Arch::new(&[100, 100]),
-            init: MlpInit::GlorotUniform,
-        },
-        lambda,
-    }
-}
-
-fn bnn_spec(rho_init: f64) -> ModelSpec {
-    ModelSpec::Bnn {
-        config: BayesConfig::with_rho_init(rho_init),
     }
 }
 
@@ -56,23 +37,17 @@ fn train_on_fixture(
     .expect("training succeeds")
 }
 
-fn weights(model: &TrainedModel) -> Vec<(String, Tensor)> {
-    let mut v: Vec<_> = model.vs().variables().into_iter().collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
-}
-
 fn same_weights(a: &TrainedModel, b: &TrainedModel) -> bool {
-    weights(a)
+    common::sorted_variables(a)
         .iter()
-        .zip(weights(b))
+        .zip(common::sorted_variables(b))
         .all(|((n1, t1), (n2, t2))| *n1 == n2 && t1.equal(&t2))
 }
 
 #[test]
 fn the_same_seed_trains_bitwise_identical_weights_and_another_does_not() {
     let _g = common::torch_rng_lock();
-    for spec in [bnn_spec(-3.0), mlp_spec(1e-2)] {
+    for spec in [common::bnn_spec(-3.0), common::mlp_spec(1e-2)] {
         let d = tempfile::tempdir().unwrap();
         let (a, _) = train_on_fixture(&spec, &recipe(2), 1, &d.path().join("a"));
         let (b, _) = train_on_fixture(&spec, &recipe(2), 1, &d.path().join("b"));
@@ -94,14 +69,19 @@ fn the_same_seed_trains_bitwise_identical_weights_and_another_does_not() {
 fn training_learns_the_fixture() {
     let _g = common::torch_rng_lock();
     let d = tempfile::tempdir().unwrap();
-    let (_, mlp) = train_on_fixture(&mlp_spec(0.0), &recipe(8), 3, &d.path().join("mlp"));
+    let (_, mlp) = train_on_fixture(&common::mlp_spec(0.0), &recipe(8), 3, &d.path().join("mlp"));
     // Chance is 10%; the paper's slow recipe reaches about 80% in 8 short epochs.
     assert!(
         mlp.best_validation_accuracy > 0.75,
         "mlp validation {}",
         mlp.best_validation_accuracy
     );
-    let (_, bnn) = train_on_fixture(&bnn_spec(-4.0), &recipe(8), 3, &d.path().join("bnn"));
+    let (_, bnn) = train_on_fixture(
+        &common::bnn_spec(-4.0),
+        &recipe(8),
+        3,
+        &d.path().join("bnn"),
+    );
     assert!(
         bnn.best_validation_accuracy > 0.5,
         "bnn validation {}",
@@ -125,7 +105,7 @@ fn early_stopping_keeps_the_best_weights() {
         patience: Some(2),
         ..recipe(40)
     };
-    let (model, meta) = train_on_fixture(&mlp_spec(0.0), &r, 4, d.path());
+    let (model, meta) = train_on_fixture(&common::mlp_spec(0.0), &r, 4, d.path());
     assert!(meta.epochs_run < 40, "never stopped");
     assert_eq!(meta.epochs_run, meta.best_epoch + 2);
     let TrainedModel::Mlp { mlp, .. } = &model else {
@@ -149,7 +129,7 @@ fn a_larger_penalty_gives_smaller_weights() {
             patience: None,
             ..recipe(10)
         };
-        let (m, _) = train_on_fixture(&mlp_spec(lambda), &r, 5, &d.path().join(dir));
+        let (m, _) = train_on_fixture(&common::mlp_spec(lambda), &r, 5, &d.path().join(dir));
         let TrainedModel::Mlp { mlp, .. } = m else {
             panic!()
         };
@@ -162,7 +142,7 @@ fn a_larger_penalty_gives_smaller_weights() {
 fn checkpoints_round_trip_and_fail_clearly() {
     let _g = common::torch_rng_lock();
     let d = tempfile::tempdir().unwrap();
-    let spec = bnn_spec(-3.0);
+    let spec = common::bnn_spec(-3.0);
     let (model, meta) = train_on_fixture(&spec, &recipe(1), 6, d.path());
     let stem = d.path().join("model");
     let (loaded, meta2) = TrainedModel::load(&spec, Device::Cpu, &stem).expect("loads");
@@ -172,7 +152,7 @@ fn checkpoints_round_trip_and_fail_clearly() {
     assert_eq!(meta.master_seed, 6);
 
     // Mismatched: another rho_init, or another kind.
-    for other in [bnn_spec(-2.0), mlp_spec(0.0)] {
+    for other in [common::bnn_spec(-2.0), common::mlp_spec(0.0)] {
         match TrainedModel::load(&other, Device::Cpu, &stem) {
             Err(CheckpointError::Mismatch { .. }) => {}
             Err(e) => panic!("expected a mismatch, got {e}"),

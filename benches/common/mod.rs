@@ -1,24 +1,11 @@
 //! What every bench prints beside its own figures: the sgemm rate of this process.
+#![allow(dead_code)]
 
 use std::time::Instant;
 
-use tch::{Device, Kind, Tensor};
-
-/// float32 GFLOP/s of a [10000 x 784] @ [784 x 1200] product, best of 5: the
-/// machine's matrix-product rate, measured in the same process as the bench.
-pub fn sgemm_gflops() -> f64 {
-    let (m, k, n) = (10_000i64, 784i64, 1200i64);
-    let a = Tensor::rand([m, k], (Kind::Float, Device::Cpu));
-    let b = Tensor::rand([k, n], (Kind::Float, Device::Cpu));
-    let _ = a.matmul(&b);
-    (0..5)
-        .map(|_| {
-            let t = Instant::now();
-            let _ = a.matmul(&b);
-            2.0 * (m * k * n) as f64 / t.elapsed().as_secs_f64() / 1e9
-        })
-        .fold(0.0, f64::max)
-}
+/// The machine's matrix-product rate, measured in this process (the same measure
+/// `reproduce` records).
+pub use bayes_robust::experiment::flops::sgemm_gflops;
 
 /// Runs `f` `reps` times and prints its achieved GFLOP/s against `sgemm`.
 pub fn report_rate(name: &str, flops: f64, reps: usize, sgemm: f64, mut f: impl FnMut()) {

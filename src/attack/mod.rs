@@ -9,6 +9,7 @@
 pub mod eot;
 pub mod min_norm;
 pub mod pgd;
+pub mod spsa;
 pub mod targeted;
 
 use tch::{Kind, Tensor};
@@ -21,6 +22,7 @@ use crate::model::mlp::Mlp;
 pub use eot::Eot;
 pub use min_norm::MinNormAttack;
 pub use pgd::{AttackLoss, Norm, Pgd, PgdBudgets};
+pub use spsa::Spsa;
 pub use targeted::{TargetedAttack, TargetedOutcome};
 
 /// A model whose logits `[B, 10]` can be differentiated with respect to its input.

@@ -3,7 +3,9 @@
 
 pub mod cache;
 pub mod code_protocol;
+pub mod flops;
 pub mod reproduce;
+pub mod seeds;
 pub mod whitebox;
 
 use crate::attack::MinNormAttack;
@@ -48,6 +50,16 @@ pub struct Profile {
     pub max_rms_distortion: Option<f64>,
     /// The white-box stage's budget (`reproduce --whitebox`).
     pub whitebox: whitebox::WhiteboxProfile,
+    /// Gradient-masking checks run beside the white-box stage (`None`: none).
+    #[serde(default)]
+    pub whitebox_checks: Option<whitebox::WhiteboxChecks>,
+    /// Training seeds of every evaluation model (`reproduce --train-seeds`); 1 is the
+    /// main run alone.
+    #[serde(default = "one")]
+    pub train_seeds: usize,
+    /// Single weight draws per BNN evaluation in the seeds stage.
+    #[serde(default = "one")]
+    pub seed_draws: usize,
     /// The budget of `reproduce --protocol code`.
     #[serde(default = "code_protocol::CodeProfile::paper")]
     pub code: code_protocol::CodeProfile,
@@ -84,6 +96,9 @@ impl Profile {
             draw_chunk: 10,
             max_rms_distortion: Some(0.10),
             whitebox: whitebox::WhiteboxProfile::paper(),
+            whitebox_checks: Some(whitebox::WhiteboxChecks::paper()),
+            train_seeds: 3,
+            seed_draws: 20,
             code: code_protocol::CodeProfile::paper(),
         }
     }
@@ -110,6 +125,9 @@ impl Profile {
             draw_chunk: 10,
             max_rms_distortion: Some(0.10),
             whitebox: whitebox::WhiteboxProfile::quick(),
+            whitebox_checks: Some(whitebox::WhiteboxChecks::quick()),
+            train_seeds: 2,
+            seed_draws: 4,
             code: code_protocol::CodeProfile::quick(),
         }
     }
@@ -127,4 +145,8 @@ impl Profile {
 /// `FC-200-200-10 (lambda=1e-4)`.
 pub fn source_label(arch: &Arch, lambda_label: &str) -> String {
     format!("{arch} (lambda={lambda_label})")
+}
+
+fn one() -> usize {
+    1
 }

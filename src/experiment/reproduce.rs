@@ -66,9 +66,17 @@ pub struct ReproduceConfig {
     /// Table 4's pruning; `None` is the protocol's own (global for the text, per tensor
     /// for the code protocol).
     pub prune_mode: Option<PruneMode>,
+    /// Training seeds of every evaluation model; `None` is the profile's
+    /// (`train_seeds`). More than 1 adds the seeds stage.
+    pub train_seeds: Option<usize>,
 }
 
 impl ReproduceConfig {
+    /// How many training seeds of the evaluation models this run makes.
+    pub fn train_seeds(&self) -> usize {
+        self.train_seeds.unwrap_or(self.profile.train_seeds).max(1)
+    }
+
     /// The pruning of Table 4 under a protocol whose own mode is `default`.
     pub fn prune_mode_or(&self, default: PruneMode) -> PruneMode {
         self.prune_mode.unwrap_or(default)
@@ -93,6 +101,9 @@ pub struct StageReport {
     pub artifact_seconds: f64,
     pub computed: usize,
     pub reused: usize,
+    /// Counted matrix-product FLOPs of the stage's work (made or reused).
+    #[serde(default)]
+    pub flops: f64,
 }
 
 /// A model of the grid: a stable name (seeds and cache keys derive from it), its
@@ -248,6 +259,21 @@ struct Pipeline<'a> {
 }
 
 impl Pipeline<'_> {
+    /// Counted FLOPs of training `ready` (its recorded epochs) under this recipe.
+    fn training_flops(&self, ready: &Ready) -> f64 {
+        let draws = match ready.model {
+            TrainedModel::Bnn { .. } => self.recipe.val_draws,
+            TrainedModel::Mlp { .. } => 1,
+        };
+        super::flops::training(
+            ready.meta.model.arch(),
+            ready.meta.epochs_run,
+            self.splits.train.len(),
+            self.splits.validation.len(),
+            draws,
+        )
+    }
+
     fn model_seeds(&self, gm: &GridModel) -> SeedTree {
         self.seeds.child(&format!("train/{}", gm.name))
     }
@@ -817,6 +843,9 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
         },
     };
     let mut stages = Vec::new();
+    // The machine's matrix-product rate now, against which each stage's counted FLOPs
+    // are set (CPU runs only).
+    let sgemm = (cfg.device == Device::Cpu).then(super::flops::sgemm_gflops);
 
     // Stage 1: train (or load) every model.
     let t0 = Instant::now();
@@ -842,6 +871,11 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
         artifact_seconds: ready.iter().flatten().map(|r| r.meta.wall_seconds).sum(),
         computed: computed_here,
         reused,
+        flops: ready
+            .iter()
+            .flatten()
+            .map(|r| pipeline.training_flops(r))
+            .sum(),
     });
     if cfg.stop_after == Some(Stage::Train) {
         return Ok(stopped(Stage::Train, &stages, cfg));
@@ -909,21 +943,87 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
             curves.push(c.value.curve);
             progress.inc(1);
         }
+        let arch = Arch::new(&[100, 100]);
+        let mut flops: f64 = targets
+            .iter()
+            .map(|(_, _, t)| whitebox::flops(t, wp, split.len(), &arch))
+            .sum();
+        let mut n_artifacts = targets.len();
+        // The gradient-masking checks that need runs of their own: twice the steps for
+        // the BNN's single draw, and SPSA against the λ = 0 net and the BNN's ensemble.
+        let mut spsa = Vec::new();
+        if let Some(wc) = &p.whitebox_checks {
+            let doubled = wp.doubled();
+            let pick = |prefix: &str| targets.iter().find(|(n, _, _)| n.starts_with(prefix));
+            let det0 = pick("deterministic lambda=0");
+            let one_draw = pick(&format!("{b}, one draw"));
+            let ensemble = targets
+                .iter()
+                .find(|(_, _, t)| matches!(t, Target::Ensemble { .. }));
+            if wc.doubled
+                && let Some((name, model_key, target)) = one_draw
+            {
+                let check_name = format!("{name} (2x steps)");
+                progress.set_message(check_name.clone());
+                let key = cache::key(
+                    &format!("whitebox-{check_name}"),
+                    &json!({"model": model_key, "target": name, "profile": doubled, "master_seed": cfg.master_seed}),
+                );
+                let (c, was_cached) = pipeline.cached(&key, || {
+                    let mut curve =
+                        whitebox::curves(&check_name, target, &split, &doubled, &pipeline.seeds);
+                    curve["doubles"] = json!(name);
+                    Ok(WhiteboxCurve { curve })
+                })?;
+                reused += was_cached as usize;
+                seconds += c.seconds;
+                n_artifacts += 1;
+                flops += whitebox::flops(target, &doubled, split.len(), &arch);
+                curves.push(c.value.curve);
+            }
+            for (name, model_key, target) in det0.into_iter().chain(ensemble) {
+                progress.set_message(format!("{name}: SPSA"));
+                let key = cache::key(
+                    &format!("whitebox-spsa-{name}"),
+                    &json!({"model": model_key, "target": name, "profile": wp, "checks": wc, "master_seed": cfg.master_seed}),
+                );
+                let (c, was_cached) = pipeline.cached(&key, || {
+                    Ok(WhiteboxCurve {
+                        curve: whitebox::spsa_accuracy(
+                            name,
+                            target,
+                            &split,
+                            wp,
+                            wc,
+                            &pipeline.seeds,
+                        ),
+                    })
+                })?;
+                reused += was_cached as usize;
+                seconds += c.seconds;
+                n_artifacts += 1;
+                flops += whitebox::spsa_flops(target, wp, wc, split.len(), &arch);
+                spsa.push(c.value.curve);
+            }
+        }
         progress.finish_and_clear();
         stages.push(StageReport {
             stage: "whitebox".into(),
             seconds: t0.elapsed().as_secs_f64(),
             artifact_seconds: seconds,
-            computed: targets.len() - reused,
+            computed: n_artifacts - reused,
             reused,
+            flops,
         });
-        let checks = whitebox::sanity_checks(&curves);
+        let mut checks = whitebox::sanity_checks(&curves);
+        checks.extend(whitebox::spsa_checks(&curves, &spsa));
         if cfg.stop_after == Some(Stage::Whitebox) {
             return Ok(stopped(Stage::Whitebox, &stages, cfg));
         }
         json!({
             "note": format!("PGD against each model itself on the first {} test images; accuracy in percent, CI over examples (each averaged over `repeats` fresh passes for a sampled model); the BNN is the Table 3 model", split.len()),
             "profile": wp, "examples": split.len(), "curves": curves, "checks": checks,
+            "spsa": spsa, "check_runs": p.whitebox_checks,
         })
     } else {
         Value::Null
@@ -954,6 +1054,16 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
         artifact_seconds: sets.iter().flatten().map(|s| s.seconds).sum(),
         computed: sets.iter().flatten().count() - reused,
         reused,
+        // Every step of every source's attack, and the passes that judge the set.
+        flops: sources
+            .iter()
+            .map(|gm| {
+                let arch = gm.spec.arch();
+                let n = pipeline.test.len() as f64;
+                super::flops::input_gradient_steps(arch, p.attack.steps as f64, n)
+                    + super::flops::forward(arch, 3.0 * n)
+            })
+            .sum(),
     });
     if cfg.stop_after == Some(Stage::Attack) {
         return Ok(stopped(Stage::Attack, &stages, cfg));
@@ -1045,13 +1155,83 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
     progress.inc(1);
     progress.finish_and_clear();
     let n_evals = dets.len() + bnns.len() + 3;
+    let eval_flops = {
+        // Passes over validation, test and the sets (calibration: test and the sets).
+        let arch = Arch::new(&[100, 100]);
+        let n = pipeline.test.len() as f64;
+        let splits = (2 + sets.len()) as f64;
+        let table3: usize = p
+            .ensemble_ns
+            .iter()
+            .map(|&k| k * pipeline.ensemble_runs_for(k))
+            .sum();
+        let passes = splits * (dets.len() + bnns.len() * p.single_draw_runs) as f64
+            + (sets.len() * table3) as f64
+            + splits * (p.prune_rates.len() * p.prune_runs * p.prune_ensemble) as f64
+            + (1 + sets.len()) as f64 * (dets.len() + p.prune_ensemble) as f64;
+        super::flops::forward(&arch, passes * n)
+    };
     stages.push(StageReport {
         stage: "eval".into(),
         seconds: t0.elapsed().as_secs_f64(),
         artifact_seconds: eval_seconds,
         computed: n_evals - reused,
         reused,
+        flops: eval_flops,
     });
+
+    // Stage 5 (with more than one training seed): the evaluation models retrained with
+    // seeds 1..K as stacked grids, and evaluated on the same sets.
+    let k = cfg.train_seeds();
+    let seeds_section = if k > 1 {
+        let t0 = Instant::now();
+        let family = |models: &[GridModel], bayesian: bool| -> Vec<super::seeds::SeedGridModel> {
+            models
+                .iter()
+                .map(|gm| super::seeds::SeedGridModel {
+                    name: gm.name.clone(),
+                    label: gm.label.clone(),
+                    spec: gm.spec.clone(),
+                    bayesian,
+                })
+                .collect()
+        };
+        let stage = super::seeds::SeedsStage {
+            seeds: &pipeline.seeds,
+            recipe: &pipeline.recipe,
+            splits: &pipeline.splits,
+            eval_splits: pipeline.splits_of(&sets).into_iter().collect(),
+            sets_key: sets
+                .iter()
+                .map(|s| s.key.as_str())
+                .collect::<Vec<_>>()
+                .join("+"),
+            models_dir: &pipeline.models_dir,
+            evals_dir: &pipeline.evals_dir,
+            device: cfg.device,
+            verbose: cfg.verbose,
+            train_seeds: k,
+            draws: p.seed_draws,
+        };
+        let (section, seconds, reused, computed, flops) = super::seeds::run(
+            &stage,
+            &family(&dets, false),
+            &family(&bnns, true),
+            &det_ready,
+            &bnn_ready,
+        )?;
+        stages.push(StageReport {
+            stage: "seeds".into(),
+            seconds: t0.elapsed().as_secs_f64(),
+            artifact_seconds: seconds,
+            computed,
+            reused,
+            flops,
+        });
+        section
+    } else {
+        Value::Null
+    };
 
     // Assemble results.json in the shape of paper_tables.json.
     let (bnn_rows, bnn_avg) = table_rows(&bnn_evals);
@@ -1140,6 +1320,7 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
             "rows": calibration.rows,
         },
         "whitebox": whitebox,
+        "seeds": seeds_section,
         "sigma": {
             "quantiles": super::code_protocol::SIGMA_QUANTILES,
             "bnns": bnns.iter().zip(&bnn_ready).map(|(gm, r)| json!({
@@ -1168,16 +1349,24 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
             "n_test": pipeline.test.len(),
             "data_checksums": raw.files().iter().map(|f| f.checksum.to_string()).collect::<Vec<_>>(),
             "stages": stages,
+            "sgemm_gflops": sgemm,
             "wall_seconds": started.elapsed().as_secs_f64(),
-            "command": format!("bayes-robust --seed {} --threads {} reproduce --profile {}{}{}", cfg.master_seed, cfg.threads, p.name, if cfg.whitebox { " --whitebox" } else { "" }, if cfg.prune_mode_or(PruneMode::Global) == PruneMode::PerTensor { " --pruning per-tensor" } else { "" }),
+            "command": format!("bayes-robust --seed {} --threads {} reproduce --profile {}{}{}{}", cfg.master_seed, cfg.threads, p.name, if cfg.whitebox { " --whitebox" } else { "" }, if cfg.prune_mode_or(PruneMode::Global) == PruneMode::PerTensor { " --pruning per-tensor" } else { "" }, if k != p.train_seeds { format!(" --train-seeds {k}") } else { String::new() }),
         },
     });
     let path = write_results(cfg, &results)?;
     if cfg.verbose {
         for s in &stages {
             eprintln!(
-                "{:>8}: {:>8.1}s now, {:>8.1}s when made; {} computed, {} reused",
-                s.stage, s.seconds, s.artifact_seconds, s.computed, s.reused
+                "{:>8}: {:>8.1}s now, {:>8.1}s when made; {} computed, {} reused; {:.0} GFLOP counted, {:.1} GFLOP/s when made{}",
+                s.stage,
+                s.seconds,
+                s.artifact_seconds,
+                s.computed,
+                s.reused,
+                s.flops / 1e9,
+                s.flops / 1e9 / s.artifact_seconds.max(1e-9),
+                sgemm.map_or(String::new(), |g| format!(" (sgemm now {g:.1})")),
             );
         }
         eprintln!("wrote {}", path.display());

@@ -18,6 +18,13 @@ pub enum ModelSpec {
 }
 
 impl ModelSpec {
+    pub fn arch(&self) -> &super::Arch {
+        match self {
+            ModelSpec::Mlp { config, .. } => &config.arch,
+            ModelSpec::Bnn { config } => &config.arch,
+        }
+    }
+
     /// A short name such as `mlp FC-100-100-10 lambda=0.01` or `bnn FC-100-100-10 rho_init=-3`.
     pub fn describe(&self) -> String {
         match self {

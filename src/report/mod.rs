@@ -4,6 +4,7 @@
 
 pub mod margin;
 pub mod plots;
+pub mod seeds;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -705,6 +706,14 @@ pub fn render_with(
     if results["whitebox"].is_object() {
         written.extend(whitebox_section(results, &mut md, out_dir)?);
     }
+    if results["seeds"].is_object() {
+        written.extend(seeds::seeds_section(
+            results,
+            paper_tables,
+            &mut md,
+            out_dir,
+        )?);
+    }
     if is_code {
         written.extend(margin::code_sections(results, &mut md, out_dir)?);
     } else if let Some(code) = code {
@@ -738,20 +747,7 @@ pub fn render_with(
         meta["wall_seconds"].as_f64().unwrap_or(f64::NAN)
     );
     if let Some(stages) = meta["stages"].as_array() {
-        let _ = writeln!(
-            md,
-            "\n| stage | wall time when made (s) | computed | reused |\n|---|---|---|---|"
-        );
-        for s in stages {
-            let _ = writeln!(
-                md,
-                "| {} | {:.1} | {} | {} |",
-                s["stage"].as_str().unwrap_or("?"),
-                s["artifact_seconds"].as_f64().unwrap_or(f64::NAN),
-                s["computed"],
-                s["reused"]
-            );
-        }
+        stage_table(stages, meta["sgemm_gflops"].as_f64(), &mut md);
     }
     let _ = writeln!(
         md,
@@ -764,6 +760,49 @@ pub fn render_with(
     })?;
     written.push(readme);
     Ok(written)
+}
+
+/// Per stage: wall time when made, counted matrix-product FLOPs, the rate they were
+/// done at, and the wall time over the time the FLOPs take at the sgemm rate measured
+/// at the start of the run (1 would be bound by matrix products).
+fn stage_table(stages: &[Value], sgemm: Option<f64>, md: &mut String) {
+    let _ = writeln!(
+        md,
+        "\n| stage | wall time when made (s) | computed | reused | counted GFLOP | GFLOP/s | wall ÷ sgemm-bound time |\n|---|---|---|---|---|---|---|"
+    );
+    let (mut wall, mut flops) = (0.0, 0.0);
+    for s in stages {
+        let t = s["artifact_seconds"].as_f64().unwrap_or(f64::NAN);
+        let f = s["flops"].as_f64().unwrap_or(0.0);
+        let ratio = match sgemm {
+            Some(g) if f > 0.0 => format!("{:.1}", t / (f / 1e9 / g)),
+            _ => "–".into(),
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {t:.1} | {} | {} | {:.0} | {:.1} | {ratio} |",
+            s["stage"].as_str().unwrap_or("?"),
+            s["computed"],
+            s["reused"],
+            f / 1e9,
+            f / 1e9 / t.max(1e-9),
+        );
+        wall += t;
+        flops += f;
+    }
+    if let Some(g) = sgemm
+        && flops > 0.0
+    {
+        let bound = flops / 1e9 / g;
+        let _ = writeln!(
+            md,
+            "| **all** | {wall:.1} | | | {:.0} | {:.1} | {:.1} |\n\nCounted FLOPs are the matrix products only (2 per multiply-add; docs/PERFORMANCE.md). At the sgemm rate measured when this report's run started ({g:.1} GFLOP/s) they would take {bound:.0} s; the stages took {wall:.0} s when their artifacts were made, {:.1} times that.",
+            flops / 1e9,
+            flops / 1e9 / wall.max(1e-9),
+            wall / bound,
+            wall / bound
+        );
+    }
 }
 
 /// The kept-set sizes (of 10,000 validation images) and RMS distortions the authors'
@@ -1022,9 +1061,40 @@ fn whitebox_section(r: &Value, md: &mut String, out_dir: &Path) -> Result<Vec<Pa
             }
         );
     }
+    if let Some(spsa) = wb["spsa"].as_array().filter(|a| !a.is_empty()) {
+        let c = &wb["check_runs"];
+        let _ = writeln!(
+            md,
+            "### A gradient-free attack (SPSA)\n\nSPSA (Uesato et al. 2018) never differentiates the model: {} steps of Adam on a finite-difference estimate of the margin loss's gradient from {} random ±1 directions (δ = {} pixel units), from a random start; the BNN's ensemble is queried through EOT over {} draws and judged like the PGD curves. Stronger than PGD would mean PGD's gradients are masked.\n\n| model | L∞ ε | SPSA | PGD |\n|---|---|---|---|",
+            c["spsa_steps"], c["spsa_samples"], c["spsa_delta_pixels"], c["spsa_eot_k"]
+        );
+        for s in spsa {
+            let model = s["model"].as_str().unwrap_or("?");
+            let gf: Option<MeanCi> = serde_json::from_value(s["accuracy"].clone()).ok();
+            let eps = s["eps_pixels"].as_f64().unwrap_or(f64::NAN);
+            let pgd = curves.iter().find(|c| c["model"] == model).and_then(|c| {
+                let e: Vec<f64> = serde_json::from_value(c["linf"]["eps_pixels"].clone()).ok()?;
+                let i = e.iter().position(|x| (x - eps).abs() < 1e-12)?;
+                serde_json::from_value::<MeanCi>(c["linf"]["accuracy"][i].clone()).ok()
+            });
+            let f = |m: Option<MeanCi>| {
+                m.map_or("–".into(), |m| {
+                    format!("{:.1} ± {:.1}", m.mean, m.half_width())
+                })
+            };
+            let _ = writeln!(
+                md,
+                "| {model} | {} | {} | {} |",
+                fmt_param(eps),
+                f(gf),
+                f(pgd)
+            );
+        }
+        let _ = writeln!(md);
+    }
     let _ = writeln!(
         md,
-        "\n### Gradient-masking checks\n\n| model | check | passed | detail |\n|---|---|---|---|"
+        "### Gradient-masking checks\n\n| model | check | passed | detail |\n|---|---|---|---|"
     );
     for c in wb["checks"].as_array().into_iter().flatten() {
         let _ = writeln!(

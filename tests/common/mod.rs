@@ -71,3 +71,28 @@ pub fn fixture_mlp() -> (tch::nn::VarStore, Mlp, Splits) {
     .unwrap();
     (vs, mlp, splits)
 }
+
+/// A model's variables sorted by name (a stable order for comparing two models).
+pub fn sorted_variables(model: &train::TrainedModel) -> Vec<(String, tch::Tensor)> {
+    let mut v: Vec<_> = model.vs().variables().into_iter().collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// The paper's deterministic FC-100-100-10 with penalty λ (Glorot initialisation).
+pub fn mlp_spec(lambda: f64) -> bayes_robust::model::checkpoint::ModelSpec {
+    bayes_robust::model::checkpoint::ModelSpec::Mlp {
+        config: MlpConfig {
+            arch: bayes_robust::model::Arch::new(&[100, 100]),
+            init: bayes_robust::model::mlp::MlpInit::GlorotUniform,
+        },
+        lambda,
+    }
+}
+
+/// The paper's FC-100-100-10 BNN with ρ_init.
+pub fn bnn_spec(rho_init: f64) -> bayes_robust::model::checkpoint::ModelSpec {
+    bayes_robust::model::checkpoint::ModelSpec::Bnn {
+        config: bayes_robust::model::bayes::BayesConfig::with_rho_init(rho_init),
+    }
+}

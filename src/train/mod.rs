@@ -1,5 +1,8 @@
 //! The training loop: minibatch SGD with momentum, seeded shuffling, early stopping on
-//! validation accuracy keeping the best weights, and checkpoints.
+//! validation accuracy keeping the best weights, and checkpoints; [`grid`] trains a
+//! whole grid of same-shaped models at once.
+
+pub mod grid;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -331,6 +334,8 @@ pub enum TrainError {
     Checkpoint(#[from] CheckpointError),
     #[error("cannot record the training run: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("cannot train these models as one grid: {0}")]
+    Grid(String),
 }
 
 /// A trained model of either kind, with its variables.
@@ -414,7 +419,19 @@ pub fn train_and_save(
         )?,
         TrainedModel::Bnn { vs, bnn } => fit(vs, bnn, splits, recipe, seeds, options)?,
     };
-    let meta = CheckpointMeta {
+    let meta = checkpoint_meta(spec, recipe, seeds, &outcome)?;
+    checkpoint::save(model.vs(), &meta, stem)?;
+    Ok((model, meta))
+}
+
+/// The sidecar of a model of `spec` trained with `recipe` from `seeds`.
+pub fn checkpoint_meta(
+    spec: &ModelSpec,
+    recipe: &Recipe,
+    seeds: &SeedTree,
+    outcome: &TrainOutcome,
+) -> Result<CheckpointMeta, TrainError> {
+    Ok(CheckpointMeta {
         format: CHECKPOINT_FORMAT,
         crate_version: env!("CARGO_PKG_VERSION").to_owned(),
         model: spec.clone(),
@@ -426,7 +443,5 @@ pub fn train_and_save(
         wall_seconds: outcome.wall_seconds,
         recipe: serde_json::to_value(recipe)?,
         history: serde_json::to_value(&outcome.history)?,
-    };
-    checkpoint::save(model.vs(), &meta, stem)?;
-    Ok((model, meta))
+    })
 }

@@ -1,0 +1,173 @@
+//! The report's training-seeds section: each model's Table 2 set average per seed (CI
+//! over weight draws) and across seeds (CI over seeds), the margin per seed with its
+//! paired bootstrap, and whether the paper's margin survives.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use super::plots::{self, Series};
+use super::{ReportError, Result, figure, paper};
+use crate::stats::MeanCi;
+
+fn ci(v: &Value) -> Option<MeanCi> {
+    serde_json::from_value(v.clone()).ok()
+}
+
+fn fmt_ci(c: &Option<MeanCi>, signed: bool) -> String {
+    match c {
+        Some(c) if signed => format!("{:+.2} [{:+.2}, {:+.2}]", c.mean, c.ci95[0], c.ci95[1]),
+        Some(c) => format!("{:.2} [{:.2}, {:.2}]", c.mean, c.ci95[0], c.ci95[1]),
+        None => "–".into(),
+    }
+}
+
+/// Renders the section into `md` and its figure into `out_dir`.
+pub fn seeds_section(
+    r: &Value,
+    paper_tables: &Value,
+    md: &mut String,
+    out_dir: &Path,
+) -> Result<Vec<PathBuf>> {
+    let s = &r["seeds"];
+    let models = s["models"]
+        .as_array()
+        .ok_or_else(|| ReportError::MissingCell("/seeds/models".into()))?;
+    let k = s["train_seeds"].as_u64().unwrap_or(0);
+    let command = r["meta"]["command"].as_str().unwrap_or("?");
+    let _ = writeln!(
+        md,
+        "## Beyond the paper: several training seeds\n\n{}\n\nMade by `{command}`: {k} training seeds (the profile's default is {}; `--train-seeds K` sets it).\n",
+        s["note"].as_str().unwrap_or(""),
+        r["meta"]["profile"]["train_seeds"]
+    );
+    let _ = writeln!(
+        md,
+        "### Table 2 set average per seed\n\n| model | {} | across seeds (95% CI over seeds) | sd over seeds | CI half-width over draws, seed 0 |\n|---|{}---|---|---|",
+        (0..k)
+            .map(|i| format!("seed {i}"))
+            .collect::<Vec<_>>()
+            .join(" | "),
+        "---|".repeat(k as usize)
+    );
+    let mut per_seed_series = Vec::new();
+    let mut mean_points = Vec::new();
+    for (i, m) in models.iter().enumerate() {
+        let seeds: Vec<Option<MeanCi>> = m["per_seed"]
+            .as_array()
+            .map(|a| a.iter().map(|x| ci(&x["sets_average"])).collect())
+            .unwrap_or_default();
+        let across = ci(&m["across_seeds"]);
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {:.2} | {} |",
+            m["model"].as_str().unwrap_or("?"),
+            seeds
+                .iter()
+                .map(|c| c.map_or("–".into(), |c| format!("{:.2}", c.mean)))
+                .collect::<Vec<_>>()
+                .join(" | "),
+            fmt_ci(&across, false),
+            m["seed_sd"].as_f64().unwrap_or(f64::NAN),
+            seeds
+                .first()
+                .copied()
+                .flatten()
+                .map_or("–".into(), |c| format!("{:.2}", c.half_width())),
+        );
+        for (j, c) in seeds.iter().enumerate() {
+            if let Some(c) = c {
+                if per_seed_series.len() <= j {
+                    per_seed_series.push(Series {
+                        name: format!("seed {j}"),
+                        points: Vec::new(),
+                        line: false,
+                    });
+                }
+                per_seed_series[j].points.push((
+                    i as f64 + 0.06 * j as f64 - 0.12,
+                    c.mean,
+                    c.ci95[0],
+                    c.ci95[1],
+                ));
+            }
+        }
+        if let Some(a) = across {
+            mean_points.push((i as f64, a.mean, a.ci95[0], a.ci95[1]));
+        }
+    }
+    let mut series = vec![Series {
+        name: "mean over seeds, 95% CI over seeds".into(),
+        points: mean_points,
+        line: false,
+    }];
+    series.extend(per_seed_series);
+    let mut f = figure(
+        "Table 2 set average across training seeds",
+        "model (index in the table above)",
+        "accuracy on the 12 sets (%)",
+        series,
+    );
+    f.legend = plots::SeriesLabelPosition::LowerLeft;
+    let path = out_dir.join("seeds.svg");
+    f.render(&path).map_err(|reason| ReportError::Write {
+        path: path.clone(),
+        reason,
+    })?;
+    let caption = "Each model's Table 2 set average per training seed (CI over weight draws) and over seeds (CI over seeds); models in the order of the table";
+    let _ = writeln!(md, "\n![{caption}](seeds.svg)\n\n*{caption}*\n");
+
+    let paper_margin = paper(
+        paper_tables,
+        "/claims/bnn_over_deterministic_average_margin_points",
+    )?;
+    let _ = writeln!(
+        md,
+        "### The margin per seed, paired on the same test images\n\n| seed | best BNN | best deterministic | margin (points) | paired bootstrap 95% CI |\n|---|---|---|---|---|"
+    );
+    let per_seed = s["margin"]["per_seed"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut positive = 0;
+    let mut negative = 0;
+    for m in &per_seed {
+        let boot = ci(&m["paired_bootstrap"]);
+        if let Some(b) = boot {
+            positive += (b.ci95[0] > 0.0) as usize;
+            negative += (b.ci95[1] < 0.0) as usize;
+        }
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {:+.2} | {} |",
+            m["seed"],
+            m["best_bnn"].as_str().unwrap_or("?"),
+            m["best_deterministic"].as_str().unwrap_or("?"),
+            m["margin"].as_f64().unwrap_or(f64::NAN),
+            boot.map_or("–".into(), |b| format!(
+                "[{:+.2}, {:+.2}]",
+                b.ci95[0], b.ci95[1]
+            ))
+        );
+    }
+    let across = ci(&s["margin"]["across_seeds"]);
+    let verdict = match across {
+        Some(a) if a.ci95[0] > 0.0 && a.ci95[0] <= paper_margin && paper_margin <= a.ci95[1] => {
+            "survives: positive across seeds, and the paper's size is inside our CI"
+        }
+        Some(a) if a.ci95[0] > 0.0 => {
+            "survives in sign only: positive across seeds, but the paper's size is outside our CI"
+        }
+        Some(a) if a.ci95[1] < 0.0 => "does not survive: the sign is reversed across seeds",
+        Some(_) => "does not survive: across seeds the margin's CI spans 0",
+        None => "cannot be judged: too few seeds",
+    };
+    let _ = writeln!(
+        md,
+        "\nAcross the {k} seeds the margin is {} points (Student t over seeds); the paper reports {paper_margin:+.1}. {positive} of {} seeds have a paired CI above 0, {negative} below 0. **The paper's margin {verdict}.**\n",
+        fmt_ci(&across, true),
+        per_seed.len(),
+    );
+    Ok(vec![path])
+}
