@@ -606,10 +606,6 @@ impl ShuffledBatches {
         order.shuffle(&mut self.rng);
         order
     }
-
-    pub fn batch_size(&self) -> usize {
-        self.batch
-    }
 }
 
 /// The data folder: `--data-dir` if given, else `$BAYES_ROBUST_DATA_DIR`, else `data/mnist`.

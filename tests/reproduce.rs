@@ -188,7 +188,7 @@ fn the_quick_profile_reproduces_every_cell_and_resumes_without_recomputing() {
         .map(|c| c["check"].as_str().unwrap())
         .collect();
     for wanted in [
-        "twice the steps and restarts",
+        "twice the steps change accuracy",
         "gradient-free SPSA",
         "more EOT samples",
     ] {

@@ -108,10 +108,10 @@ pub struct StageReport {
 
 /// A model of the grid: a stable name (seeds and cache keys derive from it), its
 /// table label and its spec.
-struct GridModel {
-    name: String,
-    label: String,
-    spec: ModelSpec,
+pub(super) struct GridModel {
+    pub(super) name: String,
+    pub(super) label: String,
+    pub(super) spec: ModelSpec,
 }
 
 fn mlp_model(name: String, label: String, arch: Arch, lambda: f64) -> GridModel {
@@ -259,21 +259,6 @@ struct Pipeline<'a> {
 }
 
 impl Pipeline<'_> {
-    /// Counted FLOPs of training `ready` (its recorded epochs) under this recipe.
-    fn training_flops(&self, ready: &Ready) -> f64 {
-        let draws = match ready.model {
-            TrainedModel::Bnn { .. } => self.recipe.val_draws,
-            TrainedModel::Mlp { .. } => 1,
-        };
-        super::flops::training(
-            ready.meta.model.arch(),
-            ready.meta.epochs_run,
-            self.splits.train.len(),
-            self.splits.validation.len(),
-            draws,
-        )
-    }
-
     fn model_seeds(&self, gm: &GridModel) -> SeedTree {
         self.seeds.child(&format!("train/{}", gm.name))
     }
@@ -768,11 +753,30 @@ pub(super) fn pct(values: &[f64]) -> Value {
 
 /// Per-run average over the perturbation sets (runs aligned by index), as a percent CI.
 pub(super) fn average_over_sets(sets: &[Vec<f64>]) -> Value {
+    pct(&per_run_set_average(sets))
+}
+
+/// Each run's average over the perturbation sets (runs aligned by index).
+pub(super) fn per_run_set_average(sets: &[Vec<f64>]) -> Vec<f64> {
     let runs = sets.iter().map(Vec::len).min().unwrap_or(0);
-    let per_run: Vec<f64> = (0..runs)
+    (0..runs)
         .map(|r| sets.iter().map(|s| s[r]).sum::<f64>() / sets.len() as f64)
-        .collect();
-    pct(&per_run)
+        .collect()
+}
+
+/// Counted FLOPs of training `ready` (the epochs it recorded) with `recipe` on `splits`.
+pub(super) fn training_flops(ready: &Ready, recipe: &Recipe, splits: &Splits) -> f64 {
+    let draws = match ready.model {
+        TrainedModel::Bnn { .. } => recipe.val_draws,
+        TrainedModel::Mlp { .. } => 1,
+    };
+    super::flops::training(
+        ready.meta.model.arch(),
+        ready.meta.epochs_run,
+        splits.train.len(),
+        splits.validation.len(),
+        draws,
+    )
 }
 
 /// Rows (one per set) of columns (one per model) of percent CIs, and the average row.
@@ -874,7 +878,7 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
         flops: ready
             .iter()
             .flatten()
-            .map(|r| pipeline.training_flops(r))
+            .map(|r| training_flops(r, &pipeline.recipe, &pipeline.splits))
             .sum(),
     });
     if cfg.stop_after == Some(Stage::Train) {
@@ -926,29 +930,35 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
         ));
         targets.push((format!("{b}, frozen sample"), k3, Target::FrozenSample(bnn)));
         let progress = bar(targets.len(), "white-box", cfg.verbose);
-        let (mut curves, mut reused, mut seconds) = (Vec::new(), 0, 0.0);
-        for (name, model_key, target) in &targets {
-            progress.set_message(name.clone());
-            let key = cache::key(
-                &format!("whitebox-{name}"),
-                &json!({"model": model_key, "target": name, "profile": wp, "master_seed": cfg.master_seed}),
-            );
-            let (c, was_cached) = pipeline.cached(&key, || {
-                Ok(WhiteboxCurve {
-                    curve: whitebox::curves(name, target, &split, wp, &pipeline.seeds),
-                })
-            })?;
+        let arch = Arch::new(&[100, 100]);
+        let (mut reused, mut seconds, mut flops, mut n_artifacts) = (0, 0.0, 0.0, 0);
+        // One white-box artifact: cached under `whitebox-<artifact>` and `config`,
+        // counted towards the stage.
+        let mut cached_curve = |artifact: &str,
+                                config: Value,
+                                work: f64,
+                                compute: &dyn Fn() -> Value|
+         -> Result<Value, ReproduceError> {
+            progress.set_message(artifact.to_owned());
+            let key = cache::key(&format!("whitebox-{artifact}"), &config);
+            let (c, was_cached) =
+                pipeline.cached(&key, || Ok(WhiteboxCurve { curve: compute() }))?;
             reused += was_cached as usize;
             seconds += c.seconds;
-            curves.push(c.value.curve);
+            flops += work;
+            n_artifacts += 1;
+            Ok(c.value.curve)
+        };
+        let mut curves = Vec::new();
+        for (name, model_key, target) in &targets {
+            curves.push(cached_curve(
+                name,
+                json!({"model": model_key, "target": name, "profile": wp, "master_seed": cfg.master_seed}),
+                whitebox::flops(target, wp, split.len(), &arch),
+                &|| whitebox::curves(name, target, &split, wp, &pipeline.seeds),
+            )?);
             progress.inc(1);
         }
-        let arch = Arch::new(&[100, 100]);
-        let mut flops: f64 = targets
-            .iter()
-            .map(|(_, _, t)| whitebox::flops(t, wp, split.len(), &arch))
-            .sum();
-        let mut n_artifacts = targets.len();
         // The gradient-masking checks that need runs of their own: twice the steps for
         // the BNN's single draw, and SPSA against the λ = 0 net and the BNN's ensemble.
         let mut spsa = Vec::new();
@@ -964,46 +974,30 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
                 && let Some((name, model_key, target)) = one_draw
             {
                 let check_name = format!("{name} (2x steps)");
-                progress.set_message(check_name.clone());
-                let key = cache::key(
-                    &format!("whitebox-{check_name}"),
-                    &json!({"model": model_key, "target": name, "profile": doubled, "master_seed": cfg.master_seed}),
-                );
-                let (c, was_cached) = pipeline.cached(&key, || {
-                    let mut curve =
-                        whitebox::curves(&check_name, target, &split, &doubled, &pipeline.seeds);
-                    curve["doubles"] = json!(name);
-                    Ok(WhiteboxCurve { curve })
-                })?;
-                reused += was_cached as usize;
-                seconds += c.seconds;
-                n_artifacts += 1;
-                flops += whitebox::flops(target, &doubled, split.len(), &arch);
-                curves.push(c.value.curve);
-            }
-            for (name, model_key, target) in det0.into_iter().chain(ensemble) {
-                progress.set_message(format!("{name}: SPSA"));
-                let key = cache::key(
-                    &format!("whitebox-spsa-{name}"),
-                    &json!({"model": model_key, "target": name, "profile": wp, "checks": wc, "master_seed": cfg.master_seed}),
-                );
-                let (c, was_cached) = pipeline.cached(&key, || {
-                    Ok(WhiteboxCurve {
-                        curve: whitebox::spsa_accuracy(
-                            name,
+                curves.push(cached_curve(
+                    &check_name,
+                    json!({"model": model_key, "target": name, "profile": doubled, "master_seed": cfg.master_seed}),
+                    whitebox::flops(target, &doubled, split.len(), &arch),
+                    &|| {
+                        let mut curve = whitebox::curves(
+                            &check_name,
                             target,
                             &split,
-                            wp,
-                            wc,
+                            &doubled,
                             &pipeline.seeds,
-                        ),
-                    })
-                })?;
-                reused += was_cached as usize;
-                seconds += c.seconds;
-                n_artifacts += 1;
-                flops += whitebox::spsa_flops(target, wp, wc, split.len(), &arch);
-                spsa.push(c.value.curve);
+                        );
+                        curve["doubles"] = json!(name);
+                        curve
+                    },
+                )?);
+            }
+            for (name, model_key, target) in det0.into_iter().chain(ensemble) {
+                spsa.push(cached_curve(
+                    &format!("spsa-{name}"),
+                    json!({"model": model_key, "target": name, "profile": wp, "checks": wc, "master_seed": cfg.master_seed}),
+                    whitebox::spsa_flops(target, wp, wc, split.len(), &arch),
+                    &|| whitebox::spsa_accuracy(name, target, &split, wp, wc, &pipeline.seeds),
+                )?);
             }
         }
         progress.finish_and_clear();
@@ -1016,7 +1010,7 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
             flops,
         });
         let mut checks = whitebox::sanity_checks(&curves);
-        checks.extend(whitebox::spsa_checks(&curves, &spsa));
+        checks.extend(whitebox::spsa_checks(&curves, &mut spsa));
         if cfg.stop_after == Some(Stage::Whitebox) {
             return Ok(stopped(Stage::Whitebox, &stages, cfg));
         }
@@ -1184,18 +1178,6 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
     // seeds 1..K as stacked grids, and evaluated on the same sets.
     let k = cfg.train_seeds();
     let seeds_section = if k > 1 {
-        let t0 = Instant::now();
-        let family = |models: &[GridModel], bayesian: bool| -> Vec<super::seeds::SeedGridModel> {
-            models
-                .iter()
-                .map(|gm| super::seeds::SeedGridModel {
-                    name: gm.name.clone(),
-                    label: gm.label.clone(),
-                    spec: gm.spec.clone(),
-                    bayesian,
-                })
-                .collect()
-        };
         let stage = super::seeds::SeedsStage {
             seeds: &pipeline.seeds,
             recipe: &pipeline.recipe,
@@ -1213,21 +1195,8 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
             train_seeds: k,
             draws: p.seed_draws,
         };
-        let (section, seconds, reused, computed, flops) = super::seeds::run(
-            &stage,
-            &family(&dets, false),
-            &family(&bnns, true),
-            &det_ready,
-            &bnn_ready,
-        )?;
-        stages.push(StageReport {
-            stage: "seeds".into(),
-            seconds: t0.elapsed().as_secs_f64(),
-            artifact_seconds: seconds,
-            computed,
-            reused,
-            flops,
-        });
+        let (section, report) = super::seeds::run(&stage, &dets, &bnns, &det_ready, &bnn_ready)?;
+        stages.push(report);
         section
     } else {
         Value::Null

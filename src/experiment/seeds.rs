@@ -9,8 +9,11 @@ use serde_json::{Value, json};
 use tch::{Device, Kind, Tensor};
 
 use super::cache::{self, ArtifactDir};
-use super::reproduce::{Ready, ReproduceError, Timed, bar};
+use super::reproduce::{
+    GridModel, Ready, ReproduceError, StageReport, Timed, bar, per_run_set_average, training_flops,
+};
 use crate::data::{Split, SplitSpec, Splits};
+use crate::eval::summarize_percent;
 use crate::model::Classifier;
 use crate::model::checkpoint::{CheckpointPaths, ModelSpec};
 use crate::seed::SeedTree;
@@ -20,14 +23,6 @@ use crate::train::{self, Recipe, TrainOptions, TrainedModel};
 
 /// Bootstrap resamples of the paired margin test.
 pub const BOOTSTRAP_RESAMPLES: usize = 2000;
-
-/// A model of the grid as the seeds stage sees it: stable name, table label, spec.
-pub struct SeedGridModel {
-    pub name: String,
-    pub label: String,
-    pub spec: ModelSpec,
-    pub bayesian: bool,
-}
 
 /// What the seeds stage works with.
 pub(super) struct SeedsStage<'a> {
@@ -56,11 +51,11 @@ struct SeedEval {
 }
 
 impl SeedsStage<'_> {
-    fn member_seeds(&self, gm: &SeedGridModel, seed: usize) -> SeedTree {
+    fn member_seeds(&self, gm: &GridModel, seed: usize) -> SeedTree {
         self.seeds.child(&format!("train/{}/seed={seed}", gm.name))
     }
 
-    fn member_key(&self, gm: &SeedGridModel, seed: usize, grid: &[String]) -> String {
+    fn member_key(&self, gm: &GridModel, seed: usize, grid: &[String]) -> String {
         cache::key(
             &format!("{}-seed={seed}", gm.name.replace('/', "_")),
             &json!({
@@ -73,12 +68,8 @@ impl SeedsStage<'_> {
 
     /// Seeds 1..K of every model of `family`, trained as one stacked grid unless all are
     /// cached; in the order seed-major, model-minor.
-    fn ensure_family(
-        &self,
-        family: &[SeedGridModel],
-        tag: &str,
-    ) -> Result<Vec<Ready>, ReproduceError> {
-        let grid: Vec<(usize, &SeedGridModel)> = (1..self.train_seeds)
+    fn ensure_family(&self, family: &[GridModel], tag: &str) -> Result<Vec<Ready>, ReproduceError> {
+        let grid: Vec<(usize, &GridModel)> = (1..self.train_seeds)
             .flat_map(|s| family.iter().map(move |gm| (s, gm)))
             .collect();
         let names: Vec<String> = grid
@@ -230,29 +221,17 @@ fn arrange<'a>(seed0: &'a [Ready], extra: &'a [Ready]) -> Vec<Vec<&'a Ready>> {
     by_model
 }
 
-fn pct_ci(values: &[f64]) -> Option<MeanCi> {
-    MeanCi::from_values(values).map(|m| m.scaled(100.0))
-}
-
-/// Per-run average over the perturbation sets (entries 2.. of `runs`).
-fn set_average_runs(runs: &[Vec<f64>]) -> Vec<f64> {
-    let sets = &runs[2..];
-    let n = sets.iter().map(Vec::len).min().unwrap_or(0);
-    (0..n)
-        .map(|r| sets.iter().map(|s| s[r]).sum::<f64>() / sets.len() as f64)
-        .collect()
-}
-
 /// Runs the seeds stage over `family_dets` and `family_bnns`, whose seed-0 models are
 /// `seed0_dets` and `seed0_bnns` (the main pipeline's). Returns the `seeds` section of
 /// results.json and the seconds spent training and evaluating when artifacts were made.
 pub(super) fn run(
     stage: &SeedsStage,
-    dets: &[SeedGridModel],
-    bnns: &[SeedGridModel],
+    dets: &[GridModel],
+    bnns: &[GridModel],
     seed0_dets: &[Ready],
     seed0_bnns: &[Ready],
-) -> Result<(Value, f64, usize, usize, f64), ReproduceError> {
+) -> Result<(Value, StageReport), ReproduceError> {
+    let started = std::time::Instant::now();
     let k = stage.train_seeds;
     let extra_dets = stage.ensure_family(dets, "det")?;
     let extra_bnns = stage.ensure_family(bnns, "bnn")?;
@@ -260,19 +239,7 @@ pub(super) fn run(
     let mut flops: f64 = extra_dets
         .iter()
         .chain(&extra_bnns)
-        .map(|r| {
-            let draws = match r.model {
-                TrainedModel::Bnn { .. } => stage.recipe.val_draws,
-                TrainedModel::Mlp { .. } => 1,
-            };
-            super::flops::training(
-                r.meta.model.arch(),
-                r.meta.epochs_run,
-                stage.splits.train.len(),
-                stage.splits.validation.len(),
-                draws,
-            )
-        })
+        .map(|r| training_flops(r, stage.recipe, stage.splits))
         .sum();
     let train_seconds: f64 = extra_dets
         .iter()
@@ -294,7 +261,10 @@ pub(super) fn run(
                 progress.set_message(format!("{} seed {s}", gm.label));
                 let name = format!("{}/seed={s}", gm.name);
                 let (e, per_example, was_cached) = stage.evaluate(&name, ready)?;
-                let draws = if gm.bayesian { stage.draws } else { 1 };
+                let draws = match gm.spec {
+                    ModelSpec::Bnn { .. } => stage.draws,
+                    ModelSpec::Mlp { .. } => 1,
+                };
                 flops += super::flops::forward(gm.spec.arch(), n_eval * draws as f64);
                 eval_seconds += e.seconds;
                 if was_cached {
@@ -302,13 +272,13 @@ pub(super) fn run(
                 } else {
                     computed += 1;
                 }
-                let avg = set_average_runs(&e.value.runs);
+                let avg = per_run_set_average(&e.value.runs[2..]);
                 seed_rows.push(json!({
                     "seed": s,
                     "model_key": ready.key,
                     "best_epoch": ready.meta.best_epoch,
-                    "clean": pct_ci(&e.value.runs[1]),
-                    "sets_average": pct_ci(&avg),
+                    "clean": summarize_percent(&e.value.runs[1]),
+                    "sets_average": summarize_percent(&avg),
                 }));
                 per_seed.push((avg, per_example));
                 progress.inc(1);
@@ -319,9 +289,9 @@ pub(super) fn run(
                 .collect();
             rows.push(json!({
                 "model": gm.label,
-                "bayesian": gm.bayesian,
+                "bayesian": matches!(gm.spec, ModelSpec::Bnn { .. }),
                 "per_seed": seed_rows,
-                "across_seeds": pct_ci(&means),
+                "across_seeds": summarize_percent(&means),
                 "seed_sd": 100.0 * sd(&means),
             }));
             fam.push(per_seed);
@@ -374,13 +344,15 @@ pub(super) fn run(
         "models": rows,
         "margin": { "per_seed": margins, "across_seeds": across },
     });
-    Ok((
-        section,
-        train_seconds + eval_seconds,
-        reused,
+    let report = StageReport {
+        stage: "seeds".into(),
+        seconds: started.elapsed().as_secs_f64(),
+        artifact_seconds: train_seconds + eval_seconds,
         computed,
+        reused,
         flops,
-    ))
+    };
+    Ok((section, report))
 }
 
 fn sd(values: &[f64]) -> f64 {

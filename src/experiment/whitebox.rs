@@ -168,13 +168,13 @@ pub fn spsa_accuracy(
     checks: &WhiteboxChecks,
     seeds: &SeedTree,
 ) -> Value {
-    let (_, deployed) = target.models(profile);
+    let (attacked, deployed) = target.models(profile);
     let queried = match *target {
         Target::Ensemble { bnn, .. } => Model::Eot(Eot {
             bnn,
             k: checks.spsa_eot_k,
         }),
-        _ => target.models(profile).0,
+        _ => attacked,
     };
     let repeats = if target.stochastic() {
         profile.eval_repeats
@@ -212,30 +212,33 @@ pub fn spsa_flops(
     super::flops::forward(arch, queries * examples as f64)
 }
 
-/// The gradient-free check: SPSA must not beat PGD at the same budget by more than
-/// their CIs (if it does, PGD's gradients are masked).
-pub fn spsa_checks(curves: &[Value], spsa: &[Value]) -> Vec<Check> {
-    spsa.iter()
+/// PGD's L∞ accuracy for `model` at `eps_pixels`, from its curve.
+fn pgd_at(curves: &[Value], model: &str, eps_pixels: f64) -> Option<MeanCi> {
+    let curve = curves.iter().find(|c| c["model"] == model)?;
+    let eps: Vec<f64> = serde_json::from_value(curve["linf"]["eps_pixels"].clone()).ok()?;
+    let i = eps.iter().position(|e| (e - eps_pixels).abs() < 1e-12)?;
+    serde_json::from_value(curve["linf"]["accuracy"][i].clone()).ok()
+}
+
+/// Each SPSA result with PGD's accuracy at its budget beside it (`pgd_accuracy`),
+/// and the gradient-free check: SPSA must not beat PGD by more than their CIs (if it
+/// does, PGD's gradients are masked).
+pub fn spsa_checks(curves: &[Value], spsa: &mut [Value]) -> Vec<Check> {
+    spsa.iter_mut()
         .filter_map(|s| {
-            let model = s["model"].as_str()?;
-            let curve = curves.iter().find(|c| c["model"] == model)?;
-            let eps: Vec<f64> = serde_json::from_value(curve["linf"]["eps_pixels"].clone()).ok()?;
-            let i = eps
-                .iter()
-                .position(|e| (e - s["eps_pixels"].as_f64().unwrap_or(f64::NAN)).abs() < 1e-12)?;
-            let pgd: MeanCi = serde_json::from_value(curve["linf"]["accuracy"][i].clone()).ok()?;
+            let model = s["model"].as_str()?.to_owned();
+            let eps = s["eps_pixels"].as_f64()?;
+            let pgd = pgd_at(curves, &model, eps)?;
+            s["pgd_accuracy"] = json!(pgd);
             let gf: MeanCi = serde_json::from_value(s["accuracy"].clone()).ok()?;
             let slack = pgd.half_width().max(gf.half_width());
             Some(Check {
-                model: model.to_owned(),
-                check: format!(
-                    "linf: gradient-free SPSA not stronger than PGD at ε={}",
-                    eps[i]
-                ),
+                model,
+                check: format!("linf: gradient-free SPSA not stronger than PGD at ε={eps}"),
                 passed: gf.mean >= pgd.mean - slack,
                 detail: format!(
-                    "SPSA {:.1}% vs PGD {:.1}% (CI half-width {:.1})",
-                    gf.mean, pgd.mean, slack
+                    "SPSA {:.1}% vs PGD {:.1}% (CI half-width {slack:.1})",
+                    gf.mean, pgd.mean
                 ),
             })
         })

@@ -1072,11 +1072,7 @@ fn whitebox_section(r: &Value, md: &mut String, out_dir: &Path) -> Result<Vec<Pa
             let model = s["model"].as_str().unwrap_or("?");
             let gf: Option<MeanCi> = serde_json::from_value(s["accuracy"].clone()).ok();
             let eps = s["eps_pixels"].as_f64().unwrap_or(f64::NAN);
-            let pgd = curves.iter().find(|c| c["model"] == model).and_then(|c| {
-                let e: Vec<f64> = serde_json::from_value(c["linf"]["eps_pixels"].clone()).ok()?;
-                let i = e.iter().position(|x| (x - eps).abs() < 1e-12)?;
-                serde_json::from_value::<MeanCi>(c["linf"]["accuracy"][i].clone()).ok()
-            });
+            let pgd: Option<MeanCi> = serde_json::from_value(s["pgd_accuracy"].clone()).ok();
             let f = |m: Option<MeanCi>| {
                 m.map_or("–".into(), |m| {
                     format!("{:.1} ± {:.1}", m.mean, m.half_width())
