@@ -2,15 +2,18 @@
 # The main output, setup included: verifies the data, reproduces Tables 1–4 under the
 # paper's text (with the white-box stage) and under the authors' code protocol, and
 # renders reports/<profile>/README.md (with the section comparing the two) and
-# reports/<profile>-code/README.md. PROFILE=quick for a short run; the paper profile
-# resumes from runs/<profile>{,-code}/ if interrupted. Extra arguments go to both
-# `reproduce` calls.
+# reports/<profile>-code/README.md; then the same text protocol on Fashion-MNIST
+# (FASHION_PROFILE, default short) into reports/fashion-mnist-<profile>/.
+# PROFILE=quick for a short run; every run resumes from runs/<its folder>/ if
+# interrupted. Extra arguments go to the two MNIST `reproduce` calls.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
 cargo build --release --quiet
 profile="${PROFILE:-paper}"
 ./target/release/bayes-robust data check
+./target/release/bayes-robust --dataset fashion-mnist data check
 ./target/release/bayes-robust reproduce --profile "$profile" --whitebox "$@"
 # Also re-renders reports/<profile>/README.md, whose margin section reads these results.
 ./target/release/bayes-robust reproduce --profile "$profile" --protocol code "$@"
+./target/release/bayes-robust --dataset fashion-mnist reproduce --profile "${FASHION_PROFILE:-short}"

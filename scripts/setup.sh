@@ -4,7 +4,9 @@
 #   1. a project venv (.venv/) with torch==2.13.0, whose libtorch tch 0.26 builds against;
 #   2. a generated .cargo/config.toml that points tch at that libtorch (and never at a
 #      system-wide one), so plain `cargo build|test|bench|run` work with nothing exported;
-#   3. real MNIST in data/mnist/, verified against known SHA-256 sums.
+#   3. real MNIST in data/mnist/, verified against known SHA-256 sums;
+#   4. Fashion-MNIST in /usr/share/datasets/fashion-mnist/ (the Debian package
+#      dataset-fashion-mnist, installed with apt-get), verified the same way.
 #
 # Fast (seconds) when everything is already there. Every step says what it does; any
 # failure stops with a message that names what failed.
@@ -80,13 +82,21 @@ declare -A MNIST_SHA=(
     [t10k-images.idx3-ubyte]=0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7
     [t10k-labels.idx1-ubyte]=ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2
 )
-mnist_ok() {
-    local f
-    for f in "${MNIST_FILES[@]}"; do
-        [ -f "$MNIST_DIR/$f" ] || return 1
-        [ "$(sha256sum "$MNIST_DIR/$f" | cut -d' ' -f1)" = "${MNIST_SHA[$f]}" ] || return 1
+# sums_ok DIR SUMS: every file named in the associative array SUMS is in DIR and its
+# SHA-256 matches (of the decompressed contents, for a .gz file).
+sums_ok() {
+    local dir=$1 f got
+    local -n sums=$2
+    for f in "${!sums[@]}"; do
+        [ -f "$dir/$f" ] || return 1
+        case $f in
+        *.gz) got=$(gzip -dc "$dir/$f" | sha256sum) ;;
+        *) got=$(sha256sum <"$dir/$f") ;;
+        esac
+        [ "${got%% *}" = "${sums[$f]}" ] || return 1
     done
 }
+mnist_ok() { sums_ok "$MNIST_DIR" MNIST_SHA; }
 
 if mnist_ok; then
     step "MNIST in data/mnist/ verified (SHA-256)"
@@ -110,6 +120,39 @@ else
     done
     mnist_ok || die "MNIST in $MNIST_DIR does not verify after the copy"
     step "MNIST fetched and verified into data/mnist/"
+fi
+
+# --- 4. Fashion-MNIST ---------------------------------------------------------------
+FASHION_DIR=/usr/share/datasets/fashion-mnist
+declare -A FASHION_SHA=(
+    [train-images-idx3-ubyte.gz]=c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888
+    [train-labels-idx1-ubyte.gz]=bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9
+    [t10k-images-idx3-ubyte.gz]=5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b
+    [t10k-labels-idx1-ubyte.gz]=0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34
+)
+# The sums are of the decompressed files (as for MNIST), so a re-compressed copy verifies.
+fashion_ok() { sums_ok "$FASHION_DIR" FASHION_SHA; }
+
+if fashion_ok; then
+    step "Fashion-MNIST in $FASHION_DIR verified (SHA-256)"
+else
+    command -v apt-get >/dev/null ||
+        die "Fashion-MNIST is missing from $FASHION_DIR and there is no apt-get: install the Debian package dataset-fashion-mnist, or copy its four IDX .gz files there"
+    SUDO=""
+    if [ "$(id -u)" != 0 ]; then
+        command -v sudo >/dev/null || die "installing dataset-fashion-mnist needs root (or sudo)"
+        SUDO=sudo
+    fi
+    step "installing the Debian package dataset-fashion-mnist (apt-get; about 30 MB)"
+    LOG=$(mktemp)
+    if ! $SUDO apt-get install -y -q dataset-fashion-mnist >"$LOG" 2>&1; then
+        step "apt-get install failed; running apt-get update and trying again"
+        { $SUDO apt-get update -q && $SUDO apt-get install -y -q dataset-fashion-mnist; } >>"$LOG" 2>&1 ||
+            die "apt-get could not install dataset-fashion-mnist; it said: $(tail -n 3 "$LOG")"
+    fi
+    rm -f "$LOG"
+    fashion_ok || die "dataset-fashion-mnist is installed but $FASHION_DIR does not verify (SHA-256)"
+    step "Fashion-MNIST installed and verified in $FASHION_DIR"
 fi
 
 step "done"

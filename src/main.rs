@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use bayes_robust::data::{self, ChecksumPolicy, RawDataset, SplitSpec, Splits};
+use bayes_robust::data::{self, ChecksumPolicy, Dataset, RawDataset, SplitSpec, Splits};
 use bayes_robust::eval::{self, EvalChunks};
 use bayes_robust::experiment::Profile;
 use bayes_robust::experiment::code_protocol::{self, Multipliers};
@@ -37,8 +37,13 @@ struct Global {
     /// Master seed; every random choice derives its own seed from it by name.
     #[arg(long, global = true, default_value_t = DEFAULT_MASTER_SEED)]
     seed: u64,
-    /// Folder with the four MNIST IDX files (raw or .gz, either common naming);
-    /// default $BAYES_ROBUST_DATA_DIR, else data/mnist.
+    /// mnist (the paper's) or fashion-mnist (same shapes; its own runs/ and reports/
+    /// folders, named fashion-mnist-<profile>).
+    #[arg(long, global = true, default_value = "mnist")]
+    dataset: Dataset,
+    /// Folder with the dataset's four IDX files (raw or .gz, either common naming);
+    /// default for mnist $BAYES_ROBUST_DATA_DIR, else data/mnist; for fashion-mnist
+    /// /usr/share/datasets/fashion-mnist (the Debian package dataset-fashion-mnist).
     #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
     /// libtorch intra-op threads (default: all cores).
@@ -77,7 +82,8 @@ enum Command {
 
 #[derive(Args)]
 struct ReproduceArgs {
-    /// paper (the paper's protocol) or quick (every cell, far less work).
+    /// paper (the paper's protocol), short (the same on a half-hour budget) or quick
+    /// (every cell, far less work).
     #[arg(long, default_value = "paper")]
     profile: String,
     /// Artifact cache (default runs/<profile>).
@@ -113,7 +119,7 @@ struct ReproduceArgs {
     pruning: Option<PruningArg>,
     /// Retrain every evaluation model with K training seeds (seed 0 is the main run;
     /// the rest train as stacked grids) and report CIs across seeds and the paired
-    /// margin test. Default: the profile's (paper 5, quick 2); 1 skips the stage.
+    /// margin test. Default: the profile's (paper 3, short 1, quick 2); 1 skips the stage.
     #[arg(long, value_name = "K")]
     train_seeds: Option<usize>,
     /// Evaluation multiplier for the deterministic λ grid (code protocol; default 3).
@@ -232,13 +238,19 @@ fn run(cli: Cli) -> Result<()> {
     let threads = cli.global.threads.unwrap_or_else(runtime::default_threads);
     runtime::set_threads(threads)?;
     let device = runtime::device_from_flag(&cli.global.device)?;
-    let data_dir = data::resolve_data_dir(cli.global.data_dir.as_deref());
+    let dataset = cli.global.dataset;
+    let data_dir = data::resolve_data_dir(cli.global.data_dir.as_deref(), dataset);
+    // Every default folder of a non-MNIST dataset carries its name.
+    let folder = |profile: &str| match dataset {
+        Dataset::Mnist => profile.to_owned(),
+        d => format!("{d}-{profile}"),
+    };
     match cli.command {
         Command::Data(DataCommand::Check { split, no_checksum }) => {
-            data_check(&data_dir, split.spec(), policy(no_checksum))
+            data_check(&data_dir, split.spec(), policy(no_checksum, dataset))
         }
         Command::Data(DataCommand::MakeFixture { out, train, test }) => {
-            let raw = RawDataset::load(&data_dir, ChecksumPolicy::RequireMnist)?;
+            let raw = RawDataset::load(&data_dir, ChecksumPolicy::Require(dataset))?;
             data::write_subset(&raw, &out, train, test)?;
             println!(
                 "wrote the first {train} training and {test} test images of {} to {}",
@@ -247,10 +259,16 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Train(args) => train_command(&args, &data_dir, device, cli.global.seed, threads),
+        Command::Train(args) => {
+            train_command(&args, &data_dir, dataset, device, cli.global.seed, threads)
+        }
         Command::Reproduce(args) => {
             let Some(profile) = Profile::by_name(&args.profile) else {
-                bail!("--profile {:?} is not one of paper, quick", args.profile);
+                bail!(
+                    "--profile {:?} is not one of {}",
+                    args.profile,
+                    Profile::NAMES.join(", ")
+                );
             };
             let code = args.protocol == ProtocolArg::Code;
             let default_mult = if code {
@@ -283,6 +301,11 @@ fn run(cli: Cli) -> Result<()> {
                     "--train-seeds belongs to the text protocol (it retrains the models of reports/<profile>/)"
                 );
             }
+            if code && dataset != Dataset::Mnist {
+                bail!(
+                    "--protocol code reruns the authors' MNIST notebooks; use the text protocol with --dataset {dataset}"
+                );
+            }
             if code && args.whitebox {
                 bail!(
                     "--whitebox belongs to the text protocol (it attacks the models of reports/<profile>/)"
@@ -291,12 +314,13 @@ fn run(cli: Cli) -> Result<()> {
             let suffix = if code { "-code" } else { "" };
             let cfg = ReproduceConfig {
                 runs_dir: args.runs_dir.unwrap_or_else(|| {
-                    PathBuf::from("runs").join(format!("{}{suffix}", profile.name))
+                    PathBuf::from("runs").join(format!("{}{suffix}", folder(&profile.name)))
                 }),
                 out_dir: args.out_dir.unwrap_or_else(|| {
-                    PathBuf::from("reports").join(format!("{}{suffix}", profile.name))
+                    PathBuf::from("reports").join(format!("{}{suffix}", folder(&profile.name)))
                 }),
                 profile,
+                dataset,
                 master_seed: cli.global.seed,
                 device,
                 threads,
@@ -326,7 +350,7 @@ fn run(cli: Cli) -> Result<()> {
             render_report(&cfg.out_dir, tables)?;
             // The text report of the same profile gains the margin section from these
             // results: re-render it when it is there.
-            let text_dir = PathBuf::from("reports").join(&cfg.profile.name);
+            let text_dir = PathBuf::from("reports").join(folder(&cfg.profile.name));
             let default_code_dir =
                 PathBuf::from("reports").join(format!("{}-code", cfg.profile.name));
             if code && cfg.out_dir == default_code_dir && text_dir.join("results.json").exists() {
@@ -346,7 +370,9 @@ fn run(cli: Cli) -> Result<()> {
                 ""
             };
             render_report(
-                &dir.unwrap_or_else(|| PathBuf::from("reports").join(format!("{profile}{suffix}"))),
+                &dir.unwrap_or_else(|| {
+                    PathBuf::from("reports").join(format!("{}{suffix}", folder(&profile)))
+                }),
                 &paper_tables,
             )
         }
@@ -378,11 +404,11 @@ fn render_report(dir: &Path, paper_tables: &Path) -> Result<()> {
     Ok(())
 }
 
-fn policy(no_checksum: bool) -> ChecksumPolicy {
+fn policy(no_checksum: bool, dataset: Dataset) -> ChecksumPolicy {
     if no_checksum {
         ChecksumPolicy::Skip
     } else {
-        ChecksumPolicy::RequireMnist
+        ChecksumPolicy::Require(dataset)
     }
 }
 
@@ -448,6 +474,7 @@ fn data_check(dir: &Path, spec: SplitSpec, policy: ChecksumPolicy) -> Result<()>
 fn train_command(
     args: &TrainArgs,
     data_dir: &Path,
+    dataset: Dataset,
     device: tch::Device,
     master: u64,
     threads: usize,
@@ -487,7 +514,7 @@ fn train_command(
             )
         }
     };
-    let raw = RawDataset::load(data_dir, policy(args.no_checksum))?;
+    let raw = RawDataset::load(data_dir, policy(args.no_checksum, dataset))?;
     let splits = Splits::from_raw(&raw, args.split.spec())?.to_device(device);
     let (recipe, name) = match (args.protocol, args.model) {
         (ProtocolArg::Text, _) => (Recipe::paper(args.max_epochs), name),
@@ -502,6 +529,10 @@ fn train_command(
             },
             format!("{name}_code"),
         ),
+    };
+    let name = match dataset {
+        Dataset::Mnist => name,
+        d => format!("{d}_{name}"),
     };
     let seeds = SeedTree::new(master).child(&format!("train/{name}"));
     let stem = args.out.join(&name);

@@ -54,9 +54,39 @@ impl MeanCi {
     }
 }
 
+/// The 95% percentile bootstrap interval of a statistic of n examples: `stat` is
+/// evaluated on `resamples` resamples of the example indices `0..n` (with
+/// replacement), drawn from `rng` (Efron & Tibshirani 1993, §13.3). `None` when n = 0
+/// or a resampled statistic is not finite.
+pub fn bootstrap_ci(
+    n: usize,
+    resamples: usize,
+    rng: &mut impl rand::RngExt,
+    mut stat: impl FnMut(&[usize]) -> f64,
+) -> Option<[f64; 2]> {
+    if n == 0 {
+        return None;
+    }
+    let mut index = vec![0usize; n];
+    let mut values = Vec::with_capacity(resamples.max(1));
+    for _ in 0..resamples.max(1) {
+        for i in index.iter_mut() {
+            *i = rng.random_range(0..n);
+        }
+        let v = stat(&index);
+        if !v.is_finite() {
+            return None;
+        }
+        values.push(v);
+    }
+    values.sort_by(f64::total_cmp);
+    let at = |q: f64| values[((q * values.len() as f64) as usize).min(values.len() - 1)];
+    Some([at(0.025), at(0.975)])
+}
+
 /// The mean of `diffs` (paired per-example differences) with a 95% percentile
-/// bootstrap interval over `resamples` resamples of the examples, drawn from `rng`
-/// (Efron & Tibshirani 1993, §13.3). `runs` is the number of examples.
+/// bootstrap interval over `resamples` resamples of the examples ([`bootstrap_ci`]).
+/// `runs` is the number of examples.
 pub fn paired_bootstrap(
     diffs: &[f64],
     resamples: usize,
@@ -67,14 +97,12 @@ pub fn paired_bootstrap(
         return None;
     }
     let mean = diffs.iter().sum::<f64>() / n as f64;
-    let mut means: Vec<f64> = (0..resamples.max(1))
-        .map(|_| (0..n).map(|_| diffs[rng.random_range(0..n)]).sum::<f64>() / n as f64)
-        .collect();
-    means.sort_by(f64::total_cmp);
-    let at = |q: f64| means[((q * means.len() as f64) as usize).min(means.len() - 1)];
+    let ci95 = bootstrap_ci(n, resamples, rng, |index| {
+        index.iter().map(|&i| diffs[i]).sum::<f64>() / n as f64
+    })?;
     Some(MeanCi {
         mean,
-        ci95: [at(0.025), at(0.975)],
+        ci95,
         runs: n,
     })
 }

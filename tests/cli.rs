@@ -95,7 +95,9 @@ fn bad_flags_are_clear_errors() {
     let o = bayes_robust(&["reproduce", "--profile", "huge"]);
     assert!(!o.status.success());
     assert!(
-        text(&o).1.contains("\"huge\" is not one of paper, quick"),
+        text(&o)
+            .1
+            .contains("\"huge\" is not one of paper, short, quick"),
         "{}",
         text(&o).1
     );
@@ -147,6 +149,67 @@ fn train_writes_a_checkpoint_and_reports_accuracy() {
     assert_eq!(meta["epochs_run"], 2);
     assert_eq!(meta["model"]["kind"], "bnn");
     assert_eq!(meta["recipe"]["lr"], 1e-3);
+}
+
+#[test]
+fn fashion_mnist_is_behind_the_dataset_flag() {
+    let o = bayes_robust(&["--dataset", "fashion-mnist", "data", "check"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(out.contains("fashion-mnist"), "{out}");
+    assert_eq!(out.matches("SHA-256 ok").count(), 4, "{out}");
+    assert!(
+        out.contains("test         10000   1000 1000 1000 1000 1000 1000 1000 1000 1000 1000"),
+        "{out}"
+    );
+    let o = bayes_robust(&["--dataset", "fashion", "data", "check"]);
+    assert!(!o.status.success());
+    assert!(text(&o).1.contains("fashion-mnist"), "{}", text(&o).1);
+    let o = bayes_robust(&[
+        "--dataset",
+        "fashion-mnist",
+        "reproduce",
+        "--protocol",
+        "code",
+    ]);
+    assert!(!o.status.success());
+    assert!(text(&o).1.contains("MNIST notebooks"), "{}", text(&o).1);
+    // A model trained on it is named after it, and learns it: one epoch of FC-10.
+    let d = tempfile::tempdir().unwrap();
+    let o = bayes_robust(&[
+        "--threads",
+        "1",
+        "--dataset",
+        "fashion-mnist",
+        "train",
+        "--model",
+        "mlp",
+        "--hidden",
+        "",
+        "--max-epochs",
+        "1",
+        "--quiet",
+        "--out",
+        d.path().to_str().unwrap(),
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    let name = "fashion-mnist_mlp_FC-10_lambda=0";
+    assert!(
+        d.path().join(format!("{name}.safetensors")).is_file(),
+        "{out}"
+    );
+    let accuracy: f64 = out
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("test accuracy: ")?
+                .strip_suffix('%')?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no test accuracy in {out}"));
+    // Chance is 10%; a linear model reaches about 80% within an epoch.
+    assert!(accuracy > 60.0, "{out}");
 }
 
 #[test]

@@ -4,7 +4,7 @@
 mod common;
 
 use bayes_robust::attack::{Differentiable, TargetedAttack};
-use bayes_robust::data::{INPUT_MAX, Split};
+use bayes_robust::data::{Dataset, INPUT_MAX, Split};
 use bayes_robust::eval::{self, EvalChunks};
 use bayes_robust::experiment::Profile;
 use bayes_robust::experiment::code_protocol::{Evaluated, KeptSet, Multipliers, reproduce_code};
@@ -246,6 +246,7 @@ fn the_quick_code_protocol_runs_end_to_end_and_resumes() {
         master_seed: 20201218,
         device: Device::Cpu,
         threads: 2,
+        dataset: Dataset::Mnist,
         data_dir: common::real_mnist_dir(),
         runs_dir: runs.path().to_owned(),
         out_dir: out.path().to_owned(),

@@ -6,8 +6,8 @@ use std::io::Write;
 use std::path::Path;
 
 use bayes_robust::data::{
-    self, ChecksumPolicy, DataError, IdxArray, IdxFile, RawDataset, ShuffledBatches, SplitSpec,
-    Splits,
+    self, ChecksumPolicy, DataError, Dataset, IdxArray, IdxFile, RawDataset, ShuffledBatches,
+    SplitSpec, Splits,
 };
 use bayes_robust::seed::SeedTree;
 use proptest::prelude::*;
@@ -17,8 +17,11 @@ use common::strategies;
 
 #[test]
 fn real_mnist_has_the_known_counts_and_range() {
-    let raw = RawDataset::load(&common::real_mnist_dir(), ChecksumPolicy::RequireMnist)
-        .expect("real MNIST verifies");
+    let raw = RawDataset::load(
+        &common::real_mnist_dir(),
+        ChecksumPolicy::Require(Dataset::Mnist),
+    )
+    .expect("real MNIST verifies");
     let splits = Splits::from_raw(&raw, SplitSpec::PAPER).unwrap();
     assert_eq!(
         (
@@ -104,6 +107,57 @@ fn every_corrupted_file_gives_a_clear_error_naming_it() {
 }
 
 #[test]
+fn fashion_mnist_verifies_against_its_own_checksums_and_not_mnists() {
+    let dir = common::fashion_mnist_dir();
+    let raw = RawDataset::load(&dir, ChecksumPolicy::Require(Dataset::FashionMnist))
+        .expect("Fashion-MNIST verifies");
+    let splits = Splits::from_raw(&raw, SplitSpec::PAPER).unwrap();
+    assert_eq!(
+        (
+            splits.train.len(),
+            splits.validation.len(),
+            splits.test.len()
+        ),
+        (50_000, 10_000, 10_000)
+    );
+    // Fashion-MNIST's test set has exactly 1,000 images of each class (MNIST's does not).
+    assert_eq!(splits.test.label_counts(), [1000; 10]);
+    let (lo, hi) = splits.train.pixel_range();
+    assert!(lo == 0.0 && (hi - data::INPUT_MAX).abs() < 1e-6);
+    // Each dataset's files fail the other's checksums, and the error says which.
+    let err = RawDataset::load(&dir, ChecksumPolicy::Require(Dataset::Mnist)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DataError::Checksum {
+                dataset: Dataset::Mnist,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = RawDataset::load(
+        &common::real_mnist_dir(),
+        ChecksumPolicy::Require(Dataset::FashionMnist),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("reference fashion-mnist file"),
+        "{err}"
+    );
+    assert_eq!(
+        "fashion-mnist".parse::<Dataset>(),
+        Ok(Dataset::FashionMnist)
+    );
+    assert!(
+        "fashion"
+            .parse::<Dataset>()
+            .unwrap_err()
+            .contains("fashion-mnist")
+    );
+}
+
+#[test]
 fn a_flipped_byte_in_real_mnist_is_a_checksum_error() {
     let real = common::real_mnist_dir();
     let dir = tempfile::tempdir().unwrap();
@@ -119,8 +173,8 @@ fn a_flipped_byte_in_real_mnist_is_a_checksum_error() {
         let last = flipped.len() - 1;
         flipped[last] ^= 0x01;
         std::fs::write(&path, &flipped).unwrap();
-        let err =
-            RawDataset::load(dir.path(), ChecksumPolicy::RequireMnist).expect_err("flipped byte");
+        let err = RawDataset::load(dir.path(), ChecksumPolicy::Require(Dataset::Mnist))
+            .expect_err("flipped byte");
         match &err {
             DataError::Checksum { path: p, .. } => assert_eq!(p, &path),
             other => panic!("expected a checksum error, got {other}"),
@@ -131,7 +185,8 @@ fn a_flipped_byte_in_real_mnist_is_a_checksum_error() {
         );
         std::fs::write(&path, &original).unwrap();
     }
-    RawDataset::load(dir.path(), ChecksumPolicy::RequireMnist).expect("restored copy verifies");
+    RawDataset::load(dir.path(), ChecksumPolicy::Require(Dataset::Mnist))
+        .expect("restored copy verifies");
 }
 
 #[test]
@@ -306,7 +361,11 @@ fn scaling_divides_pixels_by_126() {
 
 #[test]
 fn make_fixture_reproduces_the_committed_fixture() {
-    let raw = RawDataset::load(&common::real_mnist_dir(), ChecksumPolicy::RequireMnist).unwrap();
+    let raw = RawDataset::load(
+        &common::real_mnist_dir(),
+        ChecksumPolicy::Require(Dataset::Mnist),
+    )
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     data::write_subset(&raw, dir.path(), 2000, 500).unwrap();
     for file in IdxFile::ALL {

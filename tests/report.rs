@@ -128,6 +128,39 @@ fn the_report_has_every_table_figure_and_formatted_cell() {
 }
 
 #[test]
+fn a_second_datasets_report_has_no_paper_values() {
+    let mut r = hand_made_results();
+    r["meta"]["dataset"] = json!("fashion-mnist");
+    let dir = tempfile::tempdir().unwrap();
+    let files = report::render(&r, &paper_tables(), dir.path()).expect("renders");
+    let md = std::fs::read_to_string(dir.path().join("README.md")).unwrap();
+    assert!(
+        md.starts_with("# Zhang & Chen (2020)'s protocol on Fashion-MNIST"),
+        "{md}"
+    );
+    // Ours alone in each cell; the same cell as the MNIST test above, without the paper.
+    assert!(md.contains("| validation | 96.51 ± 0.50 |"), "{md}");
+    assert!(!md.contains("97.51"), "a paper value leaked: {md}");
+    assert!(!md.contains("the paper's value lies inside"), "{md}");
+    // Claims keep their direction check, with no paper size beside them.
+    assert!(
+        md.contains("| – (MNIST only) | +15.44 [+14.73, +16.15] | yes | – |"),
+        "{md}"
+    );
+    assert!(md.contains("`bayes-robust --dataset fashion-mnist report --profile hand`"));
+    // No paper series in any figure, and no ours-vs-paper figure.
+    assert!(files.iter().all(|f| !f.ends_with("ours_vs_paper.svg")));
+    assert_eq!(files.len(), 6, "five figures and README.md: {files:?}");
+    for f in files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "svg"))
+    {
+        let text = std::fs::read_to_string(f).unwrap();
+        assert!(!text.contains("paper"), "{} names the paper", f.display());
+    }
+}
+
+#[test]
 fn a_missing_cell_is_an_error_naming_it() {
     let mut r = hand_made_results();
     r["table2_perturbed"]["bnn"]["rows"][3]

@@ -5,6 +5,7 @@ mod common;
 
 use std::path::PathBuf;
 
+use bayes_robust::data::Dataset;
 use bayes_robust::experiment::Profile;
 use bayes_robust::experiment::cache;
 use bayes_robust::experiment::reproduce::{ReproduceConfig, Stage, reproduce};
@@ -88,6 +89,7 @@ fn the_quick_profile_reproduces_every_cell_and_resumes_without_recomputing() {
         master_seed: 20201218,
         device: tch::Device::Cpu,
         threads: 2,
+        dataset: Dataset::Mnist,
         data_dir: common::real_mnist_dir(),
         runs_dir: runs.path().to_owned(),
         out_dir: root.join("reports/quick"),
@@ -115,7 +117,7 @@ fn the_quick_profile_reproduces_every_cell_and_resumes_without_recomputing() {
             .map(|s| s["computed"].as_u64().unwrap())
             .collect()
     };
-    assert_eq!(computed(&stopped), [23, 12, 12]);
+    assert_eq!(computed(&stopped), [23, 27, 12]);
     let first = reproduce(&cfg).expect("the quick profile runs");
     let written: Value = serde_json::from_str(
         &std::fs::read_to_string(root.join("reports/quick/results.json")).unwrap(),
@@ -177,10 +179,29 @@ fn the_quick_profile_reproduces_every_cell_and_resumes_without_recomputing() {
         assert!(lo <= margin && margin <= hi, "{m}");
     }
     let wb = &first["whitebox"];
-    // Nine targets and the BNN's single draw again with twice the steps; SPSA against
-    // the λ = 0 net and the ensemble.
-    assert_eq!(wb["curves"].as_array().unwrap().len(), 10);
-    assert_eq!(wb["spsa"].as_array().unwrap().len(), 2);
+    // Nine targets, the six other BNNs' one draw and ensemble, the BNN's single draw
+    // again with twice the steps and with twice the restarts (the quick profile's EOT
+    // already has the single draw's one restart), and the Table 4 BNN's ensemble with
+    // twice the steps; SPSA against the λ = 0 net and both ensembles.
+    let curves = wb["curves"].as_array().unwrap();
+    assert_eq!(curves.len(), 24);
+    assert!(
+        curves
+            .iter()
+            .any(|c| c["model"] == "BNN rho_init=-2, ensemble of 20, EOT k=5 (2x steps)")
+    );
+    for rho in ["-30", "-10", "-4", "-2.5", "-2", "-1.5"] {
+        for kind in ["one draw", "ensemble of 20, EOT k=5"] {
+            let name = format!("BNN rho_init={rho}, {kind}");
+            let c = curves
+                .iter()
+                .find(|c| c["model"] == name.as_str())
+                .unwrap_or_else(|| panic!("no curve {name}"));
+            assert_eq!(c["every_bnn"], true, "{name}");
+        }
+    }
+    assert!(curves.iter().filter(|c| c["every_bnn"] == true).count() == 12);
+    assert_eq!(wb["spsa"].as_array().unwrap().len(), 3);
     let check_names: Vec<&str> = wb["checks"]
         .as_array()
         .unwrap()
@@ -189,6 +210,7 @@ fn the_quick_profile_reproduces_every_cell_and_resumes_without_recomputing() {
         .collect();
     for wanted in [
         "twice the steps change accuracy",
+        "twice the restarts (2 instead of 1) change accuracy",
         "gradient-free SPSA",
         "more EOT samples",
     ] {
@@ -204,17 +226,40 @@ fn the_quick_profile_reproduces_every_cell_and_resumes_without_recomputing() {
         assert_eq!(row["sets_ece"].as_array().unwrap().len(), 12);
         let ece = row["clean_ece"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&ece), "{row}");
+        // Bootstrap intervals over the test images: ordered, and a mean's (the NLL's)
+        // holds its own point estimate.
+        let ci = |field: &str| -> [f64; 2] {
+            let a = row[field]
+                .as_array()
+                .unwrap_or_else(|| panic!("{field}: {row}"));
+            [a[0].as_f64().unwrap(), a[1].as_f64().unwrap()]
+        };
+        for field in [
+            "clean_ece_ci",
+            "clean_nll_ci",
+            "sets_ece_mean_ci",
+            "sets_nll_mean_ci",
+            "sets_auroc_entropy_mean_ci",
+        ] {
+            let [lo, hi] = ci(field);
+            assert!(lo <= hi && lo.is_finite(), "{field}: {row}");
+        }
+        let [lo, hi] = ci("clean_nll_ci");
+        let nll = row["clean_nll"].as_f64().unwrap();
+        assert!(lo <= nll && nll <= hi && lo < hi, "{row}");
     }
     assert!(calibration[4]["sets_auroc_mi"].is_array());
+    assert!(calibration[4]["sets_auroc_mi_mean_ci"].is_array());
     assert!(calibration[0]["sets_auroc_mi"].is_null());
+    assert!(calibration[0]["sets_auroc_mi_mean_ci"].is_null());
 
     // The report renders from it (what `bayes-robust reproduce` does at the end).
     let files = bayes_robust::report::render(&written, &paper, &root.join("reports/quick"))
         .expect("the report renders");
     assert_eq!(
         files.len(),
-        10,
-        "six figures, two white-box figures, the seeds figure and README.md: {files:?}"
+        11,
+        "six figures, three white-box figures, the seeds figure and README.md: {files:?}"
     );
     let readme = std::fs::read_to_string(root.join("reports/quick/README.md")).unwrap();
     for heading in [
@@ -226,9 +271,32 @@ fn the_quick_profile_reproduces_every_cell_and_resumes_without_recomputing() {
         "The margin per seed, paired on the same test images",
         "counted GFLOP",
         "A gradient-free attack (SPSA)",
+        "Every BNN of the ρ_init grid",
     ] {
         assert!(readme.contains(heading), "README lacks {heading:?}");
     }
+    // Only the Table 3 BNN's ensemble has a transfer value (Table 3) to compare with.
+    let transfer = readme
+        .split("### White-box against transfer")
+        .nth(1)
+        .unwrap()
+        .split("###")
+        .next()
+        .unwrap();
+    assert!(
+        transfer.contains("| BNN rho_init=-2, one draw |"),
+        "{transfer}"
+    );
+    assert!(
+        !transfer.contains("| BNN rho_init=-2, ensemble"),
+        "{transfer}"
+    );
+    assert!(
+        transfer.contains("| BNN rho_init=-3, ensemble of 20, EOT k=5 |"),
+        "{transfer}"
+    );
+    // Calibration rows carry bootstrap intervals.
+    assert!(readme.contains("Clean columns: value [95% CI]"));
 
     // The same flags again: everything is reused and the numbers are identical.
     let second = reproduce(&cfg).expect("the rerun runs");

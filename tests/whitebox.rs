@@ -73,3 +73,43 @@ fn the_checks_flag_rising_curves_and_attacks_that_never_reach_zero() {
     assert_eq!(eot.len(), 1, "{failed:?}");
     assert!(eot[0].1.starts_with("linf"));
 }
+
+#[test]
+fn more_eot_samples_are_compared_within_each_bnn_only() {
+    // The Table 3 BNN has k = 10 and 50; two other BNNs have k = 10 only, with curves
+    // far from each other and from it. Comparing across BNNs would fail.
+    let curves = [
+        curve(
+            "BNN rho_init=-3, ensemble of 100, EOT k=10",
+            &[90.0, 30.0, 2.0],
+            &[90.0, 50.0, 3.0],
+        ),
+        curve(
+            "BNN rho_init=-3, ensemble of 100, EOT k=50",
+            &[90.0, 30.5, 2.0],
+            &[90.0, 50.5, 3.0],
+        ),
+        curve(
+            "BNN rho_init=-2, ensemble of 100, EOT k=10",
+            &[80.0, 10.0, 0.0],
+            &[80.0, 20.0, 0.0],
+        ),
+        curve(
+            "BNN rho_init=-1.5, ensemble of 100, EOT k=10",
+            &[60.0, 40.0, 4.0],
+            &[60.0, 45.0, 4.0],
+        ),
+    ];
+    let eot: Vec<_> = sanity_checks(&curves)
+        .into_iter()
+        .filter(|c| c.check.contains("more EOT samples"))
+        .collect();
+    assert_eq!(eot.len(), 2, "one per norm, for the ρ_init = −3 BNN alone");
+    for c in &eot {
+        assert_eq!(
+            c.model,
+            "BNN rho_init=-3, ensemble of 100, EOT k=10 vs BNN rho_init=-3, ensemble of 100, EOT k=50"
+        );
+        assert!(c.passed, "{}", c.detail);
+    }
+}

@@ -407,7 +407,7 @@ impl CodePipeline<'_> {
             &json!({
                 "spec": m.spec, "recipe": m.recipe, "master_seed": self.seeds.master(),
                 "seed_name": self.model_seeds(m).prefix(), "split": SplitSpec::PAPER,
-                "data": "mnist", "protocol": "code",
+                "data": self.cfg.dataset.name(), "protocol": "code",
             }),
         )
     }
@@ -626,7 +626,7 @@ pub fn reproduce_code(cfg: &ReproduceConfig, mult: Multipliers) -> Result<Value,
     let started = Instant::now();
     let p = &cfg.profile;
     let cp = p.code.clone();
-    let raw = RawDataset::load(&cfg.data_dir, ChecksumPolicy::RequireMnist)?;
+    let raw = RawDataset::load(&cfg.data_dir, ChecksumPolicy::Require(cfg.dataset))?;
     let splits = Splits::from_raw(&raw, SplitSpec::PAPER)?.to_device(cfg.device);
     let n_eval = p.eval_examples.unwrap_or(usize::MAX);
     let pipeline = CodePipeline {

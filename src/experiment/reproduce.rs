@@ -12,7 +12,7 @@ use super::cache::{self, ArtifactDir, CacheError};
 use super::whitebox::{self, Target};
 use super::{LAMBDAS, Profile, RHO_INITS, SOURCE_ARCHS, TABLE3_RHO, TABLE4_RHO, source_label};
 use crate::attack::clip_to_box;
-use crate::data::{self, ChecksumPolicy, RawDataset, Split, SplitSpec, Splits};
+use crate::data::{self, ChecksumPolicy, Dataset, RawDataset, Split, SplitSpec, Splits};
 use crate::eval::{self, EvalChunks};
 use crate::model::bayes::{BayesConfig, BayesMlp, PruneMode};
 use crate::model::checkpoint::{CheckpointError, CheckpointPaths, ModelSpec, write_atomic};
@@ -51,6 +51,8 @@ pub struct ReproduceConfig {
     pub master_seed: u64,
     pub device: Device,
     pub threads: usize,
+    /// Which dataset the models learn and are judged on (the paper: MNIST).
+    pub dataset: Dataset,
     pub data_dir: PathBuf,
     /// Artifacts: `<runs_dir>/{models,attacks,evals}/`.
     pub runs_dir: PathBuf,
@@ -268,7 +270,7 @@ impl Pipeline<'_> {
             &gm.name,
             &json!({
                 "spec": gm.spec, "recipe": self.recipe, "master_seed": self.seeds.master(),
-                "seed_name": self.model_seeds(gm).prefix(), "split": SplitSpec::PAPER, "data": "mnist",
+                "seed_name": self.model_seeds(gm).prefix(), "split": SplitSpec::PAPER, "data": self.cfg.dataset.name(),
             }),
         )
     }
@@ -610,7 +612,10 @@ impl Pipeline<'_> {
 
 /// Calibration and detection of one model: ECE (15 bins) and NLL on the clean test set
 /// and on every perturbation set, and the AUROC of uncertainty scores separating each
-/// set's perturbed images (positives) from the clean test images (negatives).
+/// set's perturbed images (positives) from the clean test images (negatives). Each
+/// `*_ci` is a 95% percentile bootstrap interval over the test images
+/// ([`CALIBRATION_RESAMPLES`] resamples; a perturbed image is resampled with its clean
+/// original, so the set averages are paired); `None` in artifacts made before them.
 #[derive(Clone, serde::Serialize, serde::Deserialize)]
 struct CalibrationRow {
     model: String,
@@ -622,7 +627,23 @@ struct CalibrationRow {
     sets_auroc_entropy: Vec<f64>,
     /// Mutual information as the score (sampled models only).
     sets_auroc_mi: Option<Vec<f64>>,
+    #[serde(default)]
+    clean_ece_ci: Option<[f64; 2]>,
+    #[serde(default)]
+    clean_nll_ci: Option<[f64; 2]>,
+    /// Intervals of the averages over the sets.
+    #[serde(default)]
+    sets_ece_mean_ci: Option<[f64; 2]>,
+    #[serde(default)]
+    sets_nll_mean_ci: Option<[f64; 2]>,
+    #[serde(default)]
+    sets_auroc_entropy_mean_ci: Option<[f64; 2]>,
+    #[serde(default)]
+    sets_auroc_mi_mean_ci: Option<[f64; 2]>,
 }
+
+/// Bootstrap resamples of the test images behind every calibration interval.
+pub const CALIBRATION_RESAMPLES: usize = 300;
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct CalibrationEval {
@@ -647,6 +668,73 @@ fn draw_probs(model: &TrainedModel, x: &Tensor, draws: usize, chunk: usize) -> T
     })
 }
 
+/// What calibration needs of one model on one image set: the predictive
+/// probabilities `[B, 10]` (the ensemble's mean for a BNN), the labels, and the
+/// detection scores per image.
+struct Predictive {
+    probs: Tensor,
+    labels: Tensor,
+    entropy: Vec<f64>,
+    /// Mutual information (sampled models only).
+    mi: Option<Vec<f64>>,
+}
+
+impl Predictive {
+    fn of(draws: &Tensor, labels: &Tensor, sampled: bool) -> Predictive {
+        use crate::calibration::{mutual_information, predictive_entropy};
+        let probs = draws.mean_dim([0].as_slice(), false, None::<Kind>);
+        let entropy = Vec::<f64>::try_from(predictive_entropy(&probs)).unwrap_or_default();
+        let mi = sampled.then(|| {
+            Vec::<f64>::try_from(mutual_information(draws).to_kind(Kind::Double))
+                .unwrap_or_default()
+        });
+        Predictive {
+            probs,
+            labels: labels.shallow_clone(),
+            entropy,
+            mi,
+        }
+    }
+
+    /// The images at `index` (`None`: all of them).
+    fn ece(&self, index: Option<&Tensor>) -> f64 {
+        use crate::calibration::expected_calibration_error;
+        match index {
+            None => expected_calibration_error(&self.probs, &self.labels, 15),
+            Some(i) => expected_calibration_error(
+                &self.probs.index_select(0, i),
+                &self.labels.index_select(0, i),
+                15,
+            ),
+        }
+    }
+
+    fn nll(&self, index: Option<&Tensor>) -> f64 {
+        use crate::calibration::negative_log_likelihood;
+        match index {
+            None => negative_log_likelihood(&self.probs, &self.labels),
+            Some(i) => negative_log_likelihood(
+                &self.probs.index_select(0, i),
+                &self.labels.index_select(0, i),
+            ),
+        }
+    }
+}
+
+/// AUROC of `score` separating `perturbed` from `clean`, on the images at `index`
+/// (`None`: all).
+fn detection_auroc(clean: &[f64], perturbed: &[f64], index: Option<&[usize]>) -> f64 {
+    use crate::calibration::auroc;
+    match index {
+        None => auroc(clean, perturbed),
+        Some(i) => {
+            let pick = |v: &[f64]| i.iter().map(|&k| v[k]).collect::<Vec<f64>>();
+            auroc(&pick(clean), &pick(perturbed))
+        }
+    }
+    .unwrap_or(f64::NAN)
+}
+
 /// One model's calibration row; a BNN is judged as its `draws`-draw ensemble.
 fn calibration_row(
     name: &str,
@@ -657,45 +745,93 @@ fn calibration_row(
     chunk: usize,
     seeds: &SeedTree,
 ) -> CalibrationRow {
-    use crate::calibration::{
-        auroc, expected_calibration_error, mutual_information, negative_log_likelihood,
-        predictive_entropy,
-    };
+    use crate::stats::bootstrap_ci;
     let sampled = matches!(model, TrainedModel::Bnn { .. });
-    let scores = |draws: &Tensor| {
-        let mean = draws.mean_dim([0].as_slice(), false, None::<Kind>);
-        let entropy = Vec::<f64>::try_from(predictive_entropy(&mean)).unwrap_or_default();
-        let mi = sampled.then(|| {
-            Vec::<f64>::try_from(mutual_information(draws).to_kind(Kind::Double))
-                .unwrap_or_default()
-        });
-        (mean, entropy, mi)
-    };
     seeds.seed_torch(&format!("calibration/{name}/test"));
-    let (clean, clean_entropy, clean_mi) = scores(&draw_probs(model, &test.images, draws, chunk));
-    let mut row = CalibrationRow {
-        model: name.to_owned(),
-        clean_ece: expected_calibration_error(&clean, &test.labels, 15),
-        clean_nll: negative_log_likelihood(&clean, &test.labels),
-        sets_ece: Vec::new(),
-        sets_nll: Vec::new(),
-        sets_auroc_entropy: Vec::new(),
-        sets_auroc_mi: sampled.then(Vec::new),
+    let clean = Predictive::of(
+        &draw_probs(model, &test.images, draws, chunk),
+        &test.labels,
+        sampled,
+    );
+    let perturbed: Vec<Predictive> = sets
+        .iter()
+        .map(|set| {
+            seeds.seed_torch(&format!("calibration/{name}/{}", set.label));
+            Predictive::of(
+                &draw_probs(model, &set.images, draws, chunk),
+                &set.labels,
+                sampled,
+            )
+        })
+        .collect();
+    let mean = |f: &dyn Fn(&Predictive) -> f64| {
+        perturbed.iter().map(f).sum::<f64>() / perturbed.len().max(1) as f64
     };
-    for set in sets {
-        seeds.seed_torch(&format!("calibration/{name}/{}", set.label));
-        let (probs, entropy, mi) = scores(&draw_probs(model, &set.images, draws, chunk));
-        row.sets_ece
-            .push(expected_calibration_error(&probs, &set.labels, 15));
-        row.sets_nll
-            .push(negative_log_likelihood(&probs, &set.labels));
-        row.sets_auroc_entropy
-            .push(auroc(&clean_entropy, &entropy).unwrap_or(f64::NAN));
-        if let (Some(out), Some(clean_mi), Some(mi)) = (row.sets_auroc_mi.as_mut(), &clean_mi, mi) {
-            out.push(auroc(clean_mi, &mi).unwrap_or(f64::NAN));
-        }
+    let auroc_mean = |mi: bool, index: Option<&[usize]>| {
+        perturbed
+            .iter()
+            .map(|p| match (mi, &clean.mi, &p.mi) {
+                (false, _, _) => detection_auroc(&clean.entropy, &p.entropy, index),
+                (true, Some(c), Some(m)) => detection_auroc(c, m, index),
+                (true, _, _) => f64::NAN,
+            })
+            .sum::<f64>()
+            / perturbed.len().max(1) as f64
+    };
+    let n = test.len();
+    let tensor_index = |index: &[usize]| {
+        let i: Vec<i64> = index.iter().map(|&i| i as i64).collect();
+        Tensor::from_slice(&i).to_device(clean.probs.device())
+    };
+    let ci = |what: &str, stat: &mut dyn FnMut(&[usize]) -> f64| {
+        let mut rng = seeds.rng(&format!("calibration/{name}/bootstrap/{what}"));
+        bootstrap_ci(n, CALIBRATION_RESAMPLES, &mut rng, stat)
+    };
+    let has_sets = !perturbed.is_empty();
+    CalibrationRow {
+        model: name.to_owned(),
+        clean_ece: clean.ece(None),
+        clean_nll: clean.nll(None),
+        sets_ece: perturbed.iter().map(|p| p.ece(None)).collect(),
+        sets_nll: perturbed.iter().map(|p| p.nll(None)).collect(),
+        sets_auroc_entropy: perturbed
+            .iter()
+            .map(|p| detection_auroc(&clean.entropy, &p.entropy, None))
+            .collect(),
+        sets_auroc_mi: sampled.then(|| {
+            perturbed
+                .iter()
+                .map(|p| match (&clean.mi, &p.mi) {
+                    (Some(c), Some(m)) => detection_auroc(c, m, None),
+                    _ => f64::NAN,
+                })
+                .collect()
+        }),
+        clean_ece_ci: ci("clean_ece", &mut |i| clean.ece(Some(&tensor_index(i)))),
+        clean_nll_ci: ci("clean_nll", &mut |i| clean.nll(Some(&tensor_index(i)))),
+        sets_ece_mean_ci: has_sets
+            .then(|| {
+                ci("sets_ece", &mut |i| {
+                    let t = tensor_index(i);
+                    mean(&|p| p.ece(Some(&t)))
+                })
+            })
+            .flatten(),
+        sets_nll_mean_ci: has_sets
+            .then(|| {
+                ci("sets_nll", &mut |i| {
+                    let t = tensor_index(i);
+                    mean(&|p| p.nll(Some(&t)))
+                })
+            })
+            .flatten(),
+        sets_auroc_entropy_mean_ci: has_sets
+            .then(|| ci("auroc_entropy", &mut |i| auroc_mean(false, Some(i))))
+            .flatten(),
+        sets_auroc_mi_mean_ci: (has_sets && sampled)
+            .then(|| ci("auroc_mi", &mut |i| auroc_mean(true, Some(i))))
+            .flatten(),
     }
-    row
 }
 
 /// The result of a run told to stop after `stage`: what it did, no tables.
@@ -828,7 +964,7 @@ pub(super) fn write_results(
 pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
     let started = Instant::now();
     let p = &cfg.profile;
-    let raw = RawDataset::load(&cfg.data_dir, ChecksumPolicy::RequireMnist)?;
+    let raw = RawDataset::load(&cfg.data_dir, ChecksumPolicy::Require(cfg.dataset))?;
     let splits = Splits::from_raw(&raw, SplitSpec::PAPER)?.to_device(cfg.device);
     let n_eval = p.eval_examples.unwrap_or(usize::MAX);
     let pipeline = Pipeline {
@@ -929,6 +1065,27 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
             Target::PosteriorMean(bnn),
         ));
         targets.push((format!("{b}, frozen sample"), k3, Target::FrozenSample(bnn)));
+        // The other BNNs of the ρ_init grid: one draw, and the deployed ensemble.
+        let n_main = targets.len();
+        if let Some(k) = p.whitebox_every_bnn_eot_k {
+            for (&rho, r) in RHO_INITS.iter().zip(&bnn_ready) {
+                if rho == TABLE3_RHO {
+                    continue;
+                }
+                let bnn = bnn_of(&r.model);
+                let b = format!("BNN rho_init={rho}");
+                targets.push((
+                    format!("{b}, one draw"),
+                    r.key.as_str(),
+                    Target::SingleDraw(bnn),
+                ));
+                targets.push((
+                    format!("{b}, ensemble of {}, EOT k={k}", wp.deployed_draws),
+                    r.key.as_str(),
+                    Target::Ensemble { bnn, k },
+                ));
+            }
+        }
         let progress = bar(targets.len(), "white-box", cfg.verbose);
         let arch = Arch::new(&[100, 100]);
         let (mut reused, mut seconds, mut flops, mut n_artifacts) = (0, 0.0, 0.0, 0);
@@ -950,17 +1107,23 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
             Ok(c.value.curve)
         };
         let mut curves = Vec::new();
-        for (name, model_key, target) in &targets {
-            curves.push(cached_curve(
+        for (i, (name, model_key, target)) in targets.iter().enumerate() {
+            let mut curve = cached_curve(
                 name,
                 json!({"model": model_key, "target": name, "profile": wp, "master_seed": cfg.master_seed}),
                 whitebox::flops(target, wp, split.len(), &arch),
                 &|| whitebox::curves(name, target, &split, wp, &pipeline.seeds),
-            )?);
+            )?;
+            if i >= n_main {
+                curve["every_bnn"] = json!(true);
+            }
+            curves.push(curve);
             progress.inc(1);
         }
         // The gradient-masking checks that need runs of their own: twice the steps for
-        // the BNN's single draw, and SPSA against the λ = 0 net and the BNN's ensemble.
+        // the BNN's single draw, and SPSA against the λ = 0 net and the BNN's ensemble;
+        // both also for the Table 4 BNN's ensemble (ρ_init = −2, among the most robust
+        // white-box) when every BNN is attacked.
         let mut spsa = Vec::new();
         if let Some(wc) = &p.whitebox_checks {
             let doubled = wp.doubled();
@@ -970,9 +1133,14 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
             let ensemble = targets
                 .iter()
                 .find(|(_, _, t)| matches!(t, Target::Ensemble { .. }));
-            if wc.doubled
-                && let Some((name, model_key, target)) = one_draw
-            {
+            let table4_ensemble = targets[n_main..].iter().find(|(n, _, t)| {
+                n.starts_with(&format!("BNN rho_init={TABLE4_RHO}, "))
+                    && matches!(t, Target::Ensemble { .. })
+            });
+            for (name, model_key, target) in one_draw.into_iter().chain(table4_ensemble) {
+                if !wc.doubled {
+                    break;
+                }
                 let check_name = format!("{name} (2x steps)");
                 curves.push(cached_curve(
                     &check_name,
@@ -991,12 +1159,73 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
                     },
                 )?);
             }
-            for (name, model_key, target) in det0.into_iter().chain(ensemble) {
+            for (name, model_key, target) in det0.into_iter().chain(ensemble).chain(table4_ensemble)
+            {
                 spsa.push(cached_curve(
                     &format!("spsa-{name}"),
                     json!({"model": model_key, "target": name, "profile": wp, "checks": wc, "master_seed": cfg.master_seed}),
                     whitebox::spsa_flops(target, wp, wc, split.len(), &arch),
                     &|| whitebox::spsa_accuracy(name, target, &split, wp, wc, &pipeline.seeds),
+                )?);
+            }
+        }
+        // Restart checks: the Table 3 BNN's single draw with twice the restarts, and its
+        // first EOT ensemble with k > 1 with the single draw's restarts.
+        if p.whitebox_restart_checks {
+            let one_draw = targets
+                .iter()
+                .find(|(n, _, _)| *n == format!("{b}, one draw"));
+            let eot = targets.iter().find(|(n, _, t)| {
+                n.starts_with(&format!("{b}, "))
+                    && matches!(t, Target::Ensemble { k, .. } if *k > 1)
+            });
+            let reruns = [
+                one_draw.map(|t| {
+                    (
+                        t,
+                        whitebox::WhiteboxProfile {
+                            restarts: 2 * wp.restarts,
+                            ..wp.clone()
+                        },
+                        "2x restarts".to_owned(),
+                        format!(
+                            "twice the restarts ({} instead of {})",
+                            2 * wp.restarts,
+                            wp.restarts
+                        ),
+                    )
+                }),
+                // (Nothing to vary when EOT already runs the single draw's restarts.)
+                eot.filter(|_| wp.eot_restarts != wp.restarts).map(|t| {
+                    (
+                        t,
+                        whitebox::WhiteboxProfile {
+                            eot_restarts: wp.restarts,
+                            ..wp.clone()
+                        },
+                        format!("{} restarts", wp.restarts),
+                        format!("{} restarts instead of {}", wp.restarts, wp.eot_restarts),
+                    )
+                }),
+            ];
+            for ((name, model_key, target), rerun, label, varies) in reruns.into_iter().flatten() {
+                let check_name = format!("{name} ({label})");
+                curves.push(cached_curve(
+                    &check_name,
+                    json!({"model": model_key, "target": name, "profile": rerun, "master_seed": cfg.master_seed}),
+                    whitebox::flops(target, &rerun, split.len(), &arch),
+                    &|| {
+                        let mut curve = whitebox::curves(
+                            &check_name,
+                            target,
+                            &split,
+                            &rerun,
+                            &pipeline.seeds,
+                        );
+                        curve["doubles"] = json!(name);
+                        curve["varies"] = json!(varies);
+                        curve
+                    },
                 )?);
             }
         }
@@ -1015,7 +1244,7 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
             return Ok(stopped(Stage::Whitebox, &stages, cfg));
         }
         json!({
-            "note": format!("PGD against each model itself on the first {} test images; accuracy in percent, CI over examples (each averaged over `repeats` fresh passes for a sampled model); the BNN is the Table 3 model", split.len()),
+            "note": format!("PGD against each model itself on the first {} test images; accuracy in percent, CI over examples (each averaged over `repeats` fresh passes for a sampled model); the BNN is the Table 3 model{}", split.len(), p.whitebox_every_bnn_eot_k.map_or(String::new(), |k| format!(", and every other BNN of the rho_init grid is attacked as one draw and as its ensemble through EOT k={k}"))),
             "profile": wp, "examples": split.len(), "curves": curves, "checks": checks,
             "spsa": spsa, "check_runs": p.whitebox_checks,
         })
@@ -1100,7 +1329,7 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
     progress.inc(1);
     progress.set_message("calibration");
     let calibration_key = pipeline.eval_key(
-        "calibration",
+        &format!("calibration+bootstrap{CALIBRATION_RESAMPLES}"),
         &format!(
             "{}+{}",
             bnn_ready[index_of(TABLE3_RHO)].key,
@@ -1190,6 +1419,7 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
                 .join("+"),
             models_dir: &pipeline.models_dir,
             evals_dir: &pipeline.evals_dir,
+            dataset: cfg.dataset,
             device: cfg.device,
             verbose: cfg.verbose,
             train_seeds: k,
@@ -1285,7 +1515,7 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
             "average": prune.per_rate.iter().map(|e| average_over_sets(&e.sets)).collect::<Vec<_>>(),
         },
         "calibration": {
-            "note": format!("ECE (15 bins) and NLL of the clean test set and of each perturbation set; AUROC of predictive entropy (and, for the BNN, mutual information) separating each perturbation set from the clean test images. The BNN (rho_init={TABLE3_RHO}) is its {}-draw ensemble.", p.prune_ensemble),
+            "note": format!("ECE (15 bins) and NLL of the clean test set and of each perturbation set; AUROC of predictive entropy (and, for the BNN, mutual information) separating each perturbation set from the clean test images. The BNN (rho_init={TABLE3_RHO}) is its {}-draw ensemble. Intervals: 95% percentile bootstrap over the {} test images ({CALIBRATION_RESAMPLES} resamples; each perturbed image is resampled with its clean original).", p.prune_ensemble, pipeline.test.len()),
             "rows": calibration.rows,
         },
         "whitebox": whitebox,
@@ -1311,6 +1541,7 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
         "meta": {
             "profile": p,
             "master_seed": cfg.master_seed,
+            "dataset": cfg.dataset.name(),
             "versions": { "bayes_robust": env!("CARGO_PKG_VERSION"), "tch": TCH_VERSION, "libtorch": LIBTORCH_VERSION },
             "threads": cfg.threads,
             "device": format!("{:?}", cfg.device),
@@ -1320,7 +1551,7 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
             "stages": stages,
             "sgemm_gflops": sgemm,
             "wall_seconds": started.elapsed().as_secs_f64(),
-            "command": format!("bayes-robust --seed {} --threads {} reproduce --profile {}{}{}{}", cfg.master_seed, cfg.threads, p.name, if cfg.whitebox { " --whitebox" } else { "" }, if cfg.prune_mode_or(PruneMode::Global) == PruneMode::PerTensor { " --pruning per-tensor" } else { "" }, if k != p.train_seeds { format!(" --train-seeds {k}") } else { String::new() }),
+            "command": format!("bayes-robust --seed {} --threads {}{} reproduce --profile {}{}{}{}", cfg.master_seed, cfg.threads, if cfg.dataset == Dataset::Mnist { String::new() } else { format!(" --dataset {}", cfg.dataset) }, p.name, if cfg.whitebox { " --whitebox" } else { "" }, if cfg.prune_mode_or(PruneMode::Global) == PruneMode::PerTensor { " --pruning per-tensor" } else { "" }, if k != p.train_seeds { format!(" --train-seeds {k}") } else { String::new() }),
         },
     });
     let path = write_results(cfg, &results)?;

@@ -35,6 +35,7 @@ pub(super) struct SeedsStage<'a> {
     pub sets_key: String,
     pub models_dir: &'a ArtifactDir,
     pub evals_dir: &'a ArtifactDir,
+    pub dataset: crate::data::Dataset,
     pub device: Device,
     pub verbose: bool,
     pub train_seeds: usize,
@@ -61,7 +62,7 @@ impl SeedsStage<'_> {
             &json!({
                 "spec": gm.spec, "recipe": self.recipe, "master_seed": self.seeds.master(),
                 "seed_name": self.member_seeds(gm, seed).prefix(), "split": SplitSpec::PAPER,
-                "data": "mnist", "trained": { "stacked_grid": grid },
+                "data": self.dataset.name(), "trained": { "stacked_grid": grid },
             }),
         )
     }

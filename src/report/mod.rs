@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use crate::data::Dataset;
 use crate::model::checkpoint::write_atomic;
 use crate::stats::MeanCi;
 use plots::{Figure, Series};
@@ -53,32 +54,43 @@ fn len(v: &Value, path: &str) -> Result<usize> {
         .ok_or_else(|| ReportError::MissingCell(path.to_owned()))
 }
 
-/// One compared cell.
+/// One cell: ours, and the paper's value when the paper has one (MNIST only).
 #[derive(Debug, Clone)]
 struct Cell {
     name: String,
     ours: MeanCi,
-    paper: f64,
+    paper: Option<f64>,
 }
 
 impl Cell {
     fn diff(&self) -> f64 {
-        self.ours.mean - self.paper
+        self.ours.mean - self.paper.unwrap_or(f64::NAN)
     }
 
     fn paper_inside_ci(&self) -> bool {
-        self.ours.ci95[0] - 0.005 <= self.paper && self.paper <= self.ours.ci95[1] + 0.005
+        self.paper
+            .is_some_and(|p| self.ours.ci95[0] - 0.005 <= p && p <= self.ours.ci95[1] + 0.005)
     }
 
     fn markdown(&self) -> String {
-        format!(
-            "{:.2} ± {:.2} / {:.2} ({:+.2})",
-            self.ours.mean,
-            self.ours.half_width(),
-            self.paper,
-            self.diff()
-        )
+        match self.paper {
+            Some(p) => format!(
+                "{:.2} ± {:.2} / {:.2} ({:+.2})",
+                self.ours.mean,
+                self.ours.half_width(),
+                p,
+                self.diff()
+            ),
+            None => format!("{:.2} ± {:.2}", self.ours.mean, self.ours.half_width()),
+        }
     }
+}
+
+/// Whether the paper's numbers apply to these results: it reports MNIST only.
+fn compares_with_paper(results: &Value) -> bool {
+    results["meta"]["dataset"]
+        .as_str()
+        .is_none_or(|d| d == Dataset::Mnist.name())
 }
 
 /// A table: a header row and rows of (label, cells).
@@ -113,14 +125,19 @@ impl Table {
                     .join(" | ")
             );
         }
-        let _ = writeln!(s, "\n{}\n", summary(&self.cells().collect::<Vec<_>>()));
+        let summary = summary(&self.cells().collect::<Vec<_>>());
+        if summary.is_empty() {
+            s.push('\n');
+        } else {
+            let _ = writeln!(s, "\n{summary}\n");
+        }
         s
     }
 }
 
 /// A line computed from the numbers: mean gap, direction, CI coverage, largest gap.
 fn summary(cells: &[&Cell]) -> String {
-    if cells.is_empty() {
+    if cells.is_empty() || cells.iter().any(|c| c.paper.is_none()) {
         return String::new();
     }
     let n = cells.len();
@@ -162,8 +179,8 @@ fn params(v: &Value, path: &str) -> Result<Vec<f64>> {
         .ok_or_else(|| ReportError::MissingCell(path.to_owned()))
 }
 
-/// Builds the tables from results and the paper's numbers.
-fn tables(r: &Value, p: &Value) -> Result<Vec<Table>> {
+/// Builds the tables from results and the paper's numbers (`compare`: beside each cell).
+fn tables(r: &Value, p: &Value, compare: bool) -> Result<Vec<Table>> {
     let sources: Vec<String> = at(p, "/attack_sources")
         .and_then(Value::as_array)
         .map(|a| {
@@ -193,7 +210,11 @@ fn tables(r: &Value, p: &Value) -> Result<Vec<Table>> {
                         Ok(Cell {
                             name: format!("{label} × {}", columns[j]),
                             ours: ours(r, &path)?,
-                            paper: paper(p, &path)?,
+                            paper: if compare {
+                                Some(paper(p, &path)?)
+                            } else {
+                                None
+                            },
                         })
                     })
                     .collect::<Result<Vec<_>>>()?;
@@ -288,10 +309,10 @@ fn tables(r: &Value, p: &Value) -> Result<Vec<Table>> {
     Ok(out)
 }
 
-/// A claim of the paper, recomputed.
+/// A claim of the paper, recomputed (`paper`: its size, on MNIST only).
 struct Claim {
     text: &'static str,
-    paper: f64,
+    paper: Option<f64>,
     ours: MeanCi,
 }
 
@@ -316,7 +337,7 @@ fn difference(a: MeanCi, b: MeanCi) -> MeanCi {
     }
 }
 
-fn claims(r: &Value, p: &Value) -> Result<Vec<Claim>> {
+fn claims(r: &Value, p: &Value, compare: bool) -> Result<Vec<Claim>> {
     let best_det = best(r, "/table2_perturbed/deterministic/average")?;
     let best_bnn = best(r, "/table2_perturbed/bnn/average")?;
     let n_last = len(r, "/table3_ensemble/average")? - 1;
@@ -328,7 +349,13 @@ fn claims(r: &Value, p: &Value) -> Result<Vec<Claim>> {
         .position(|x| (*x - 75.0).abs() < 1e-9)
         .ok_or_else(|| ReportError::MissingCell("/table4_pruning/rate_percent (75)".into()))?;
     let pruned = ours(r, &format!("/table4_pruning/average/{i75}"))?;
-    let c = |k: &str| paper(p, &format!("/claims/{k}"));
+    let c = |k: &str| -> Result<Option<f64>> {
+        if compare {
+            paper(p, &format!("/claims/{k}")).map(Some)
+        } else {
+            Ok(None)
+        }
+    };
     Ok(vec![
         Claim {
             text: "best BNN beats the best deterministic net on the 12 sets (Table 2 averages)",
@@ -366,17 +393,21 @@ fn series_from(r: &Value, name: &str, xs: &[f64], path: &str) -> Result<Series> 
     })
 }
 
-fn paper_series(p: &Value, name: &str, xs: &[f64], path: &str) -> Result<Series> {
+/// The paper's values at `path` as a series; `None` when not comparing.
+fn paper_series(p: Option<&Value>, name: &str, xs: &[f64], path: &str) -> Result<Option<Series>> {
+    let Some(p) = p else {
+        return Ok(None);
+    };
     let points = xs
         .iter()
         .enumerate()
         .map(|(j, x)| paper(p, &format!("{path}/{j}")).map(|v| (*x, v, v, v)))
         .collect::<Result<Vec<_>>>()?;
-    Ok(Series {
+    Ok(Some(Series {
         name: name.to_owned(),
         points,
         line: true,
-    })
+    }))
 }
 
 fn figure(title: &str, x: &str, y: &str, series: Vec<Series>) -> Figure {
@@ -395,7 +426,7 @@ fn figure(title: &str, x: &str, y: &str, series: Vec<Series>) -> Figure {
 
 fn figures(
     r: &Value,
-    p: &Value,
+    p: Option<&Value>,
     tables: &[Table],
 ) -> Result<Vec<(&'static str, &'static str, Figure)>> {
     let rhos = params(r, "/table1_clean/bnn/rho_init")?;
@@ -408,14 +439,19 @@ fn figures(
         "Accuracy vs rho_init (BNN, one weight draw)",
         "rho_init",
         "accuracy (%)",
-        vec![
-            series_from(r, "BNN clean test", &rhos, "/table1_clean/bnn/test")?,
-            series_from(
+        [
+            Some(series_from(
+                r,
+                "BNN clean test",
+                &rhos,
+                "/table1_clean/bnn/test",
+            )?),
+            Some(series_from(
                 r,
                 "BNN perturbed, average of 12 sets",
                 &rhos,
                 "/table2_perturbed/bnn/average",
-            )?,
+            )?),
             paper_series(p, "paper: clean test", &rhos, "/table1_clean/bnn/test")?,
             paper_series(
                 p,
@@ -423,7 +459,10 @@ fn figures(
                 &rhos,
                 "/table2_perturbed/bnn/average",
             )?,
-        ],
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
     );
     for (j, l) in lambdas.iter().enumerate() {
         let m = ours(r, &format!("/table2_perturbed/deterministic/average/{j}"))?;
@@ -472,10 +511,13 @@ fn figures(
         "Ensembles: accuracy vs number of weight draws N",
         "N (log scale)",
         "perturbed accuracy, average of 12 sets (%)",
-        vec![
-            series_from(r, "ours", &ns, "/table3_ensemble/average")?,
+        [
+            Some(series_from(r, "ours", &ns, "/table3_ensemble/average")?),
             paper_series(p, "paper", &ns, "/table3_ensemble/average")?,
-        ],
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
     );
     f.log_x = true;
     f.legend = plots::SeriesLabelPosition::LowerRight;
@@ -489,14 +531,19 @@ fn figures(
         "SNR pruning",
         "pruning rate (%)",
         "accuracy (%)",
-        vec![
-            series_from(r, "clean test", &rates, "/table4_pruning/clean_test")?,
-            series_from(
+        [
+            Some(series_from(
+                r,
+                "clean test",
+                &rates,
+                "/table4_pruning/clean_test",
+            )?),
+            Some(series_from(
                 r,
                 "perturbed, average of 12 sets",
                 &rates,
                 "/table4_pruning/average",
-            )?,
+            )?),
             paper_series(p, "paper: clean test", &rates, "/table4_pruning/clean_test")?,
             paper_series(
                 p,
@@ -504,7 +551,10 @@ fn figures(
                 &rates,
                 "/table4_pruning/average",
             )?,
-        ],
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
     );
     pruning.legend = plots::SeriesLabelPosition::UpperRight;
     out.push((
@@ -546,10 +596,13 @@ fn figures(
         out.push(("snr_histogram.svg", "Histogram of log10 SNR of the pruned BNN's weights, with each pruning rate's threshold.", f));
     }
 
+    if p.is_none() {
+        return Ok(out);
+    }
     let points: Vec<(f64, f64, f64, f64)> = tables
         .iter()
         .flat_map(|t| t.cells())
-        .map(|c| (c.paper, c.ours.mean, c.ours.ci95[0], c.ours.ci95[1]))
+        .filter_map(|c| Some((c.paper?, c.ours.mean, c.ours.ci95[0], c.ours.ci95[1])))
         .collect();
     let mut f = figure(
         "Ours vs paper, every table cell",
@@ -585,22 +638,32 @@ pub fn render_with(
     out_dir: &Path,
 ) -> Result<Vec<PathBuf>> {
     let is_code = results["protocol"] == "code";
-    let tables = tables(results, paper_tables)?;
-    let claims = claims(results, paper_tables)?;
-    let figures = figures(results, paper_tables, &tables)?;
+    let compare = compares_with_paper(results);
+    let tables = tables(results, paper_tables, compare)?;
+    let claims = claims(results, paper_tables, compare)?;
+    let figures = figures(results, compare.then_some(paper_tables), &tables)?;
     let mut md = String::new();
     let profile = at(results, "/meta/profile/name")
         .and_then(Value::as_str)
         .unwrap_or("?");
-    let _ = writeln!(
-        md,
-        "# Reproduction of Zhang & Chen (2020), profile `{profile}`{}\n",
-        if is_code {
-            ", the authors' code protocol"
-        } else {
-            ""
-        }
-    );
+    let dataset = results["meta"]["dataset"].as_str().unwrap_or("mnist");
+    if compare {
+        let _ = writeln!(
+            md,
+            "# Reproduction of Zhang & Chen (2020), profile `{profile}`{}\n",
+            if is_code {
+                ", the authors' code protocol"
+            } else {
+                ""
+            }
+        );
+    } else {
+        let title = dataset.parse::<Dataset>().map_or(dataset, |d| d.title());
+        let _ = writeln!(
+            md,
+            "# Zhang & Chen (2020)'s protocol on {title}, profile `{profile}`\n\nThe paper's experiment (its text's protocol: the same models, perturbation sets, Tables 1–4, calibration and detection) run on {title} instead of MNIST. The paper reports MNIST only, so no cell has a paper value beside it; the claims are checked for their direction.\n"
+        );
+    }
     if is_code {
         let _ = writeln!(
             md,
@@ -610,7 +673,12 @@ pub fn render_with(
     }
     let _ = writeln!(
         md,
-        "Each cell: **ours ± 95% CI half-width / paper (ours − paper)**, accuracies in percent. Generated by `bayes-robust report`; do not edit.\n"
+        "Each cell: **ours ± 95% CI half-width{}**, accuracies in percent. Generated by `bayes-robust report`; do not edit.\n",
+        if compare {
+            " / paper (ours − paper)"
+        } else {
+            ""
+        }
     );
     let _ = writeln!(
         md,
@@ -624,15 +692,21 @@ pub fn render_with(
         } else {
             "not resolved (CI spans 0)"
         };
-        let inside = if c.ours.ci95[0] <= c.paper && c.paper <= c.ours.ci95[1] {
-            "yes"
-        } else {
-            "no"
+        let (paper, inside) = match c.paper {
+            Some(p) => (
+                format!("{p:+.1}"),
+                if c.ours.ci95[0] <= p && p <= c.ours.ci95[1] {
+                    "yes"
+                } else {
+                    "no"
+                },
+            ),
+            None => ("– (MNIST only)".to_owned(), "–"),
         };
         let _ = writeln!(
             md,
-            "| {} | {:+.1} | {:+.2} [{:+.2}, {:+.2}] | {holds} | {inside} |",
-            c.text, c.paper, c.ours.mean, c.ours.ci95[0], c.ours.ci95[1]
+            "| {} | {paper} | {:+.2} [{:+.2}, {:+.2}] | {holds} | {inside} |",
+            c.text, c.ours.mean, c.ours.ci95[0], c.ours.ci95[1]
         );
     }
     let sets = at(results, "/perturbation_sets")
@@ -751,7 +825,12 @@ pub fn render_with(
     }
     let _ = writeln!(
         md,
-        "\nThe report itself: `bayes-robust report --profile {profile}`."
+        "\nThe report itself: `bayes-robust{} report --profile {profile}`.",
+        if compare {
+            String::new()
+        } else {
+            format!(" --dataset {dataset}")
+        }
     );
     let readme = out_dir.join("README.md");
     write_atomic(&readme, md.as_bytes()).map_err(|e| ReportError::Write {
@@ -868,46 +947,246 @@ fn code_sets_table(results: &Value, sets: &[Value], md: &mut String) {
     }
 }
 
-/// Mean, min and max of a JSON list of numbers, as "mean [min, max]".
-fn spread(v: &Value, digits: usize) -> String {
-    let xs: Vec<f64> = v
-        .as_array()
-        .map(|a| a.iter().filter_map(Value::as_f64).collect())
-        .unwrap_or_default();
-    if xs.is_empty() {
-        return "–".into();
-    }
-    let mean = xs.iter().sum::<f64>() / xs.len() as f64;
-    let (lo, hi) = xs
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
-            (a.min(*x), b.max(*x))
-        });
-    format!("{mean:.digits$} [{lo:.digits$}, {hi:.digits$}]")
-}
-
 /// Calibration (ECE, NLL) and detection (AUROC) of the evaluation models.
 fn calibration_section(r: &Value, md: &mut String) {
     let c = &r["calibration"];
     let _ = writeln!(
         md,
-        "## Beyond the paper: calibration and detection\n\n{}\nPerturbed columns: mean [min, max] over the 12 sets.\n\n| model | ECE clean | ECE perturbed | NLL clean | NLL perturbed | AUROC entropy | AUROC mutual information |\n|---|---|---|---|---|---|---|",
+        "## Beyond the paper: calibration and detection\n\n{}\n\nClean columns: value [95% CI]. Perturbed columns: the mean over the 12 sets [its 95% CI], then (min–max) over the sets. ECE is biased upward on a finite sample and its bootstrap distribution more so, so an ECE interval can sit just above its point estimate (docs/FIDELITY.md).\n\n| model | ECE clean | ECE perturbed | NLL clean | NLL perturbed | AUROC entropy | AUROC mutual information |\n|---|---|---|---|---|---|---|",
         c["note"].as_str().unwrap_or("")
     );
     for row in c["rows"].as_array().into_iter().flatten() {
         let _ = writeln!(
             md,
-            "| {} | {:.4} | {} | {:.3} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} |",
             row["model"].as_str().unwrap_or("?"),
-            row["clean_ece"].as_f64().unwrap_or(f64::NAN),
-            spread(&row["sets_ece"], 4),
-            row["clean_nll"].as_f64().unwrap_or(f64::NAN),
-            spread(&row["sets_nll"], 3),
-            spread(&row["sets_auroc_entropy"], 3),
-            spread(&row["sets_auroc_mi"], 3),
+            with_ci(&row["clean_ece"], &row["clean_ece_ci"], 4),
+            spread_ci(&row["sets_ece"], &row["sets_ece_mean_ci"], 4),
+            with_ci(&row["clean_nll"], &row["clean_nll_ci"], 3),
+            spread_ci(&row["sets_nll"], &row["sets_nll_mean_ci"], 3),
+            spread_ci(
+                &row["sets_auroc_entropy"],
+                &row["sets_auroc_entropy_mean_ci"],
+                3
+            ),
+            spread_ci(&row["sets_auroc_mi"], &row["sets_auroc_mi_mean_ci"], 3),
         );
     }
     let _ = writeln!(md);
+}
+
+/// `value [lo, hi]`, or the value alone when there is no interval.
+fn with_ci(value: &Value, ci: &Value, digits: usize) -> String {
+    let v = value.as_f64().unwrap_or(f64::NAN);
+    match ci
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_f64).collect::<Vec<_>>())
+    {
+        Some(b) if b.len() == 2 => format!("{v:.digits$} [{:.digits$}, {:.digits$}]", b[0], b[1]),
+        _ => format!("{v:.digits$}"),
+    }
+}
+
+/// The mean of `values` [its interval] (min–max); "–" when there are none.
+fn spread_ci(values: &Value, ci: &Value, digits: usize) -> String {
+    let v: Vec<f64> = values
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_f64).collect())
+        .unwrap_or_default();
+    if v.is_empty() {
+        return "–".into();
+    }
+    let mean = v.iter().sum::<f64>() / v.len() as f64;
+    let (lo, hi) = v
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), x| {
+            (l.min(*x), h.max(*x))
+        });
+    format!(
+        "{} ({lo:.digits$}–{hi:.digits$})",
+        with_ci(&Value::from(mean), ci, digits)
+    )
+}
+
+/// ρ_init of a white-box curve's BNN and whether it is the deployed ensemble, from its
+/// name (`BNN rho_init=<ρ>, one draw` or `…, ensemble of N, EOT k=<k>`); `None` for
+/// other curves.
+fn bnn_curve_kind(model: &str) -> Option<(f64, bool)> {
+    let (rho, rest) = model.strip_prefix("BNN rho_init=")?.split_once(", ")?;
+    let rho: f64 = rho.parse().ok()?;
+    match rest {
+        "one draw" => Some((rho, false)),
+        r if r.starts_with("ensemble of") => Some((rho, true)),
+        _ => None,
+    }
+}
+
+/// The index of the L2 budget where the most robust deterministic net is nearest 50%
+/// accuracy: the budget that separates models best.
+fn separating_l2_budget(curves: &[Value]) -> Option<usize> {
+    let dets: Vec<Vec<MeanCi>> = curves
+        .iter()
+        .filter(|c| {
+            c["model"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("deterministic "))
+        })
+        .filter_map(|c| serde_json::from_value(c["l2"]["accuracy"].clone()).ok())
+        .collect();
+    let n = dets.iter().map(Vec::len).min()?;
+    (0..n).min_by(|&a, &b| {
+        let best = |j: usize| dets.iter().map(|d| d[j].mean).fold(f64::MIN, f64::max);
+        (best(a) - 50.0).abs().total_cmp(&(best(b) - 50.0).abs())
+    })
+}
+
+/// "Every BNN of the ρ_init grid": each BNN's one draw and deployed ensemble under
+/// white-box PGD (the ensemble through the every-BNN EOT k), per norm, and a figure of
+/// the L2 accuracy against ρ_init at the budget where the most robust deterministic
+/// net is nearest 50%.
+fn every_bnn_section(
+    r: &Value,
+    curves: &[Value],
+    md: &mut String,
+    out_dir: &Path,
+) -> Result<Vec<PathBuf>> {
+    let k = at(r, "/meta/profile/whitebox_every_bnn_eot_k").and_then(Value::as_u64);
+    let ensemble_suffix = k.map(|k| format!("EOT k={k}"));
+    // Per ρ_init: the one-draw curve and the ensemble curve with the every-BNN k.
+    let mut rows: Vec<(f64, Option<&Value>, Option<&Value>)> = Vec::new();
+    for c in curves {
+        let model = c["model"].as_str().unwrap_or("");
+        let Some((rho, ensemble)) = bnn_curve_kind(model) else {
+            continue;
+        };
+        if c["doubles"].is_string()
+            || (ensemble
+                && !ensemble_suffix
+                    .as_ref()
+                    .is_some_and(|s| model.ends_with(s.as_str())))
+        {
+            continue;
+        }
+        let i = match rows.iter().position(|(x, _, _)| *x == rho) {
+            Some(i) => i,
+            None => {
+                rows.push((rho, None, None));
+                rows.len() - 1
+            }
+        };
+        if ensemble {
+            rows[i].2 = Some(c);
+        } else {
+            rows[i].1 = Some(c);
+        }
+    }
+    rows.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let _ = writeln!(
+        md,
+        "### Every BNN of the ρ_init grid\n\nEach BNN attacked as one weight draw (PGD, {} restarts) and as its deployed {}-draw ensemble (PGD through EOT, {}). Each cell: one draw / ensemble, robust accuracy (%) ± 95% CI.\n",
+        r["whitebox"]["profile"]["restarts"],
+        r["whitebox"]["profile"]["deployed_draws"],
+        ensemble_suffix.as_deref().unwrap_or("?"),
+    );
+    let acc = |c: Option<&Value>, norm: &str| -> Vec<MeanCi> {
+        c.and_then(|c| serde_json::from_value(c[norm]["accuracy"].clone()).ok())
+            .unwrap_or_default()
+    };
+    let cell = |v: &[MeanCi], j: usize| {
+        v.get(j).map_or("–".to_owned(), |m| {
+            format!("{:.1} ± {:.1}", m.mean, m.half_width())
+        })
+    };
+    let mut figure_points = (Vec::new(), Vec::new(), f64::NAN);
+    for (norm, title, key) in [
+        ("linf", "L∞ (ε in [0, 1] pixel units)", "eps_pixels"),
+        ("l2", "L2", "eps"),
+    ] {
+        let eps: Vec<f64> = curves
+            .first()
+            .and_then(|c| serde_json::from_value(c[norm][key].clone()).ok())
+            .unwrap_or_default();
+        let _ = writeln!(
+            md,
+            "{title}:\n\n| ρ_init | {} |\n|---|{}",
+            eps.iter()
+                .map(|e| format!("ε={}", fmt_param(*e)))
+                .collect::<Vec<_>>()
+                .join(" | "),
+            "---|".repeat(eps.len())
+        );
+        let at_figure = separating_l2_budget(curves);
+        for (rho, one, ens) in &rows {
+            let (one, ens) = (acc(*one, norm), acc(*ens, norm));
+            let _ = writeln!(
+                md,
+                "| {rho} | {} |",
+                (0..eps.len())
+                    .map(|j| format!("{} / {}", cell(&one, j), cell(&ens, j)))
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            );
+            if norm == "l2"
+                && let Some(j) = at_figure
+            {
+                figure_points.2 = eps[j];
+                for (v, out) in [(&one, &mut figure_points.0), (&ens, &mut figure_points.1)] {
+                    if let Some(m) = v.get(j) {
+                        out.push((*rho, m.mean, m.ci95[0], m.ci95[1]));
+                    }
+                }
+            }
+        }
+        let _ = writeln!(md);
+    }
+    let (one, ens, eps) = figure_points;
+    if one.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut f = figure(
+        &format!(
+            "White-box L2 accuracy at eps = {} vs rho_init",
+            fmt_param(eps)
+        ),
+        "rho_init",
+        "robust accuracy (%)",
+        vec![
+            Series {
+                name: "one draw".into(),
+                points: one,
+                line: true,
+            },
+            Series {
+                name: format!("ensemble, {}", ensemble_suffix.as_deref().unwrap_or("EOT")),
+                points: ens,
+                line: true,
+            },
+        ],
+    );
+    for c in curves {
+        let model = c["model"].as_str().unwrap_or("");
+        if model.starts_with("deterministic ")
+            && let Ok(v) = serde_json::from_value::<Vec<MeanCi>>(c["l2"]["accuracy"].clone())
+            && let Some(j) = serde_json::from_value::<Vec<f64>>(c["l2"]["eps"].clone())
+                .ok()
+                .and_then(|e| e.iter().position(|x| *x == eps))
+        {
+            f.references.push((model.to_owned(), v[j].mean));
+        }
+    }
+    f.legend = plots::SeriesLabelPosition::UpperRight;
+    let file = "whitebox_every_bnn.svg";
+    let path = out_dir.join(file);
+    f.render(&path).map_err(|reason| ReportError::Write {
+        path: path.clone(),
+        reason,
+    })?;
+    let caption = format!(
+        "White-box L2 robust accuracy at ε = {} (the budget where the most robust deterministic net is nearest 50%) against ρ_init, one draw and the deployed ensemble, 95% CI over examples; dashed: the deterministic nets",
+        fmt_param(eps)
+    );
+    let _ = writeln!(md, "![{caption}]({file})\n\n*{caption}*\n");
+    Ok(vec![path])
 }
 
 /// The transfer accuracy (Table 2 or 3 average) a white-box curve is compared with:
@@ -930,7 +1209,8 @@ fn transfer_reference(r: &Value, model: &str) -> Option<MeanCi> {
         let j = rhos.iter().position(|x| *x == rho)?;
         return ours(r, &format!("/table2_perturbed/bnn/average/{j}")).ok();
     }
-    if model.contains("ensemble of") {
+    // Table 3 has the ensemble of its one BNN only.
+    if model.contains("ensemble of") && rho == crate::experiment::TABLE3_RHO {
         let ns = params(r, "/table3_ensemble/n_samples").ok()?;
         let j = ns.len().checked_sub(1)?;
         return ours(r, &format!("/table3_ensemble/average/{j}")).ok();
@@ -990,6 +1270,17 @@ fn whitebox_section(r: &Value, md: &mut String, out_dir: &Path) -> Result<Vec<Pa
         let mut series = Vec::new();
         for (i, c) in curves.iter().enumerate() {
             let model = c["model"].as_str().unwrap_or("?");
+            if c["every_bnn"] == true {
+                if norm == "l2"
+                    && let Some(j) = eps.iter().position(|e| *e >= max_transfer_norm)
+                    && let Ok(acc) =
+                        serde_json::from_value::<Vec<MeanCi>>(c[norm]["accuracy"].clone())
+                    && let Some(t) = transfer_reference(r, model)
+                {
+                    l2_transfer_rows.push((model.to_owned(), eps[j], acc[j], t));
+                }
+                continue;
+            }
             let acc: Vec<MeanCi> =
                 serde_json::from_value(c[norm]["accuracy"].clone()).map_err(|_| {
                     ReportError::MissingCell(format!("/whitebox/curves/{i}/{norm}/accuracy"))
@@ -1040,6 +1331,9 @@ fn whitebox_section(r: &Value, md: &mut String, out_dir: &Path) -> Result<Vec<Pa
         let caption = format!("White-box robust accuracy vs {unit}, 95% CI over examples");
         let _ = writeln!(md, "\n![{caption}]({file})\n\n*{caption}*\n");
         written.push(path);
+    }
+    if curves.iter().any(|c| c["every_bnn"] == true) {
+        written.extend(every_bnn_section(r, curves, md, out_dir)?);
     }
     let _ = writeln!(
         md,

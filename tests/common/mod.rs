@@ -36,6 +36,18 @@ pub fn real_mnist_dir() -> PathBuf {
     dir
 }
 
+/// Fashion-MNIST, as installed by scripts/setup.sh (the Debian package
+/// dataset-fashion-mnist). Tests that need it fail (never skip) without it.
+pub fn fashion_mnist_dir() -> PathBuf {
+    let dir = bayes_robust::data::Dataset::FashionMnist.default_dir();
+    assert!(
+        dir.join("train-images-idx3-ubyte.gz").exists(),
+        "Fashion-MNIST not found in {}: run scripts/setup.sh (or scripts/test.sh) first",
+        dir.display()
+    );
+    dir
+}
+
 static TORCH_RNG: Mutex<()> = Mutex::new(());
 
 /// libtorch's generator is global to the process: tests that seed it and depend on
