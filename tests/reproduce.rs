@@ -117,7 +117,7 @@ fn the_quick_profile_reproduces_every_cell_and_resumes_without_recomputing() {
             .map(|s| s["computed"].as_u64().unwrap())
             .collect()
     };
-    assert_eq!(computed(&stopped), [23, 27, 12]);
+    assert_eq!(computed(&stopped), [23, 45, 12]);
     let first = reproduce(&cfg).expect("the quick profile runs");
     let written: Value = serde_json::from_str(
         &std::fs::read_to_string(root.join("reports/quick/results.json")).unwrap(),
@@ -179,19 +179,26 @@ fn the_quick_profile_reproduces_every_cell_and_resumes_without_recomputing() {
         assert!(lo <= margin && margin <= hi, "{m}");
     }
     let wb = &first["whitebox"];
-    // Nine targets, the six other BNNs' one draw and ensemble, the BNN's single draw
+    // Nine targets, the same five for each of the six other BNNs (one draw, ensemble
+    // through EOT k = 1 and 5, posterior mean, frozen sample), the BNN's single draw
     // again with twice the steps and with twice the restarts (the quick profile's EOT
     // already has the single draw's one restart), and the Table 4 BNN's ensemble with
     // twice the steps; SPSA against the λ = 0 net and both ensembles.
     let curves = wb["curves"].as_array().unwrap();
-    assert_eq!(curves.len(), 24);
+    assert_eq!(curves.len(), 42);
     assert!(
         curves
             .iter()
             .any(|c| c["model"] == "BNN rho_init=-2, ensemble of 20, EOT k=5 (2x steps)")
     );
     for rho in ["-30", "-10", "-4", "-2.5", "-2", "-1.5"] {
-        for kind in ["one draw", "ensemble of 20, EOT k=5"] {
+        for kind in [
+            "one draw",
+            "ensemble of 20, EOT k=1",
+            "ensemble of 20, EOT k=5",
+            "posterior mean",
+            "frozen sample",
+        ] {
             let name = format!("BNN rho_init={rho}, {kind}");
             let c = curves
                 .iter()
@@ -200,7 +207,19 @@ fn the_quick_profile_reproduces_every_cell_and_resumes_without_recomputing() {
             assert_eq!(c["every_bnn"], true, "{name}");
         }
     }
-    assert!(curves.iter().filter(|c| c["every_bnn"] == true).count() == 12);
+    assert!(curves.iter().filter(|c| c["every_bnn"] == true).count() == 30);
+    // The EOT check compares k = 1 with k = 5 within each of the seven BNNs, per norm.
+    let eot_checks: Vec<&Value> = wb["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["check"].as_str().unwrap().contains("more EOT samples"))
+        .collect();
+    assert_eq!(eot_checks.len(), 14);
+    for c in eot_checks {
+        let (a, b) = c["model"].as_str().unwrap().split_once(" vs ").unwrap();
+        assert_eq!(a.split(", ").next(), b.split(", ").next(), "{c}");
+    }
     assert_eq!(wb["spsa"].as_array().unwrap().len(), 3);
     let check_names: Vec<&str> = wb["checks"]
         .as_array()
@@ -272,6 +291,7 @@ fn the_quick_profile_reproduces_every_cell_and_resumes_without_recomputing() {
         "counted GFLOP",
         "A gradient-free attack (SPSA)",
         "Every BNN of the ρ_init grid",
+        "Every target of each BNN at L2",
     ] {
         assert!(readme.contains(heading), "README lacks {heading:?}");
     }

@@ -1065,7 +1065,9 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
             Target::PosteriorMean(bnn),
         ));
         targets.push((format!("{b}, frozen sample"), k3, Target::FrozenSample(bnn)));
-        // The other BNNs of the ρ_init grid: one draw, and the deployed ensemble.
+        // The other BNNs of the ρ_init grid: one draw, the deployed ensemble through EOT
+        // with k = 1 and k (fewest first: the EOT check compares the last two), the
+        // posterior mean and a frozen sample.
         let n_main = targets.len();
         if let Some(k) = p.whitebox_every_bnn_eot_k {
             for (&rho, r) in RHO_INITS.iter().zip(&bnn_ready) {
@@ -1079,10 +1081,31 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
                     r.key.as_str(),
                     Target::SingleDraw(bnn),
                 ));
+                // The Table 4 BNN also with the main profile's largest k, which checks
+                // that k has converged for a wider posterior than the Table 3 BNN's.
+                let mut ks = if k > 1 { vec![1, k] } else { vec![k] };
+                if let Some(&most) = wp.eot_ks.iter().max()
+                    && rho == TABLE4_RHO
+                    && most > k
+                {
+                    ks.push(most);
+                }
+                for k in ks {
+                    targets.push((
+                        format!("{b}, ensemble of {}, EOT k={k}", wp.deployed_draws),
+                        r.key.as_str(),
+                        Target::Ensemble { bnn, k },
+                    ));
+                }
                 targets.push((
-                    format!("{b}, ensemble of {}, EOT k={k}", wp.deployed_draws),
+                    format!("{b}, posterior mean"),
                     r.key.as_str(),
-                    Target::Ensemble { bnn, k },
+                    Target::PosteriorMean(bnn),
+                ));
+                targets.push((
+                    format!("{b}, frozen sample"),
+                    r.key.as_str(),
+                    Target::FrozenSample(bnn),
                 ));
             }
         }
@@ -1133,9 +1156,13 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
             let ensemble = targets
                 .iter()
                 .find(|(_, _, t)| matches!(t, Target::Ensemble { .. }));
-            let table4_ensemble = targets[n_main..].iter().find(|(n, _, t)| {
-                n.starts_with(&format!("BNN rho_init={TABLE4_RHO}, "))
-                    && matches!(t, Target::Ensemble { .. })
+            // (Its ensemble attacked through EOT with the every-BNN k.)
+            let table4_ensemble = p.whitebox_every_bnn_eot_k.and_then(|k| {
+                let name = format!(
+                    "BNN rho_init={TABLE4_RHO}, ensemble of {}, EOT k={k}",
+                    wp.deployed_draws
+                );
+                targets[n_main..].iter().find(|(n, _, _)| *n == name)
             });
             for (name, model_key, target) in one_draw.into_iter().chain(table4_ensemble) {
                 if !wc.doubled {

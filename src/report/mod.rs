@@ -1143,6 +1143,58 @@ fn every_bnn_section(
     if one.is_empty() {
         return Ok(Vec::new());
     }
+    // Every target of each BNN at that budget.
+    let mut ks: Vec<u64> = curves
+        .iter()
+        .filter(|c| c["doubles"].is_null())
+        .filter_map(|c| c["model"].as_str()?.rsplit_once(", EOT k=")?.1.parse().ok())
+        .collect();
+    ks.sort_unstable();
+    ks.dedup();
+    let mut kinds = vec!["one draw".to_owned()];
+    kinds.extend(ks.iter().map(|k| format!("EOT k={k}")));
+    kinds.extend(["posterior mean".to_owned(), "frozen sample".to_owned()]);
+    let _ = writeln!(
+        md,
+        "Every target of each BNN at L2 ε = {} (ensembles: the deployed {}-draw rule, attacked through EOT over k draws):\n\n| ρ_init | {} |\n|---|{}",
+        fmt_param(eps),
+        r["whitebox"]["profile"]["deployed_draws"],
+        kinds.join(" | "),
+        "---|".repeat(kinds.len())
+    );
+    for (rho, _, _) in &rows {
+        let prefix = format!("BNN rho_init={rho}, ");
+        let cells: Vec<String> = kinds
+            .iter()
+            .map(|kind| {
+                curves
+                    .iter()
+                    .find(|c| {
+                        c["doubles"].is_null()
+                            && c["model"].as_str().is_some_and(|m| {
+                                m.strip_prefix(&prefix).is_some_and(|rest| {
+                                    rest == kind
+                                        || (rest.starts_with("ensemble of")
+                                            && rest.ends_with(&format!(", {kind}")))
+                                })
+                            })
+                    })
+                    .and_then(|c| {
+                        let v: Vec<MeanCi> =
+                            serde_json::from_value(c["l2"]["accuracy"].clone()).ok()?;
+                        let j = serde_json::from_value::<Vec<f64>>(c["l2"]["eps"].clone())
+                            .ok()?
+                            .iter()
+                            .position(|x| *x == eps)?;
+                        v.get(j)
+                            .map(|m| format!("{:.1} ± {:.1}", m.mean, m.half_width()))
+                    })
+                    .unwrap_or_else(|| "–".into())
+            })
+            .collect();
+        let _ = writeln!(md, "| {rho} | {} |", cells.join(" | "));
+    }
+    let _ = writeln!(md);
     let mut f = figure(
         &format!(
             "White-box L2 accuracy at eps = {} vs rho_init",
