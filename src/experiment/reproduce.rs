@@ -1143,49 +1143,79 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
             curves.push(curve);
             progress.inc(1);
         }
-        // The gradient-masking checks that need runs of their own: twice the steps for
-        // the BNN's single draw, and SPSA against the λ = 0 net and the BNN's ensemble;
-        // both also for the Table 4 BNN's ensemble (ρ_init = −2, among the most robust
-        // white-box) when every BNN is attacked.
+        // The gradient-masking checks that need runs of their own. Reruns of a main
+        // curve with one thing varied: twice the steps for the Table 3 BNN's single draw
+        // and for the Table 4 BNN's ensemble (ρ_init = −2, among the most robust
+        // white-box, when every BNN is attacked); twice the restarts for the single
+        // draw, and the single draw's restarts for the Table 3 BNN's first EOT ensemble
+        // with k > 1. And SPSA against the λ = 0 net and both ensembles.
+        let pick = |name: &str| targets.iter().find(|(n, _, _)| n == name);
+        let one_draw = pick(&format!("{b}, one draw"));
+        let table4_ensemble = p.whitebox_every_bnn_eot_k.and_then(|k| {
+            pick(&format!(
+                "BNN rho_init={TABLE4_RHO}, ensemble of {}, EOT k={k}",
+                wp.deployed_draws
+            ))
+        });
+        let mut reruns = Vec::new();
+        if p.whitebox_checks.as_ref().is_some_and(|wc| wc.doubled) {
+            for t in one_draw.into_iter().chain(table4_ensemble) {
+                reruns.push((
+                    t,
+                    wp.doubled(),
+                    "2x steps".to_owned(),
+                    "twice the steps".to_owned(),
+                ));
+            }
+        }
+        if p.whitebox_restart_checks {
+            let restarts = whitebox::WhiteboxProfile {
+                restarts: 2 * wp.restarts,
+                ..wp.clone()
+            };
+            let varies = format!(
+                "twice the restarts ({} instead of {})",
+                2 * wp.restarts,
+                wp.restarts
+            );
+            if let Some(t) = one_draw {
+                reruns.push((t, restarts, "2x restarts".to_owned(), varies));
+            }
+            let eot = targets.iter().find(|(n, _, t)| {
+                n.starts_with(&format!("{b}, "))
+                    && matches!(t, Target::Ensemble { k, .. } if *k > 1)
+            });
+            // (Nothing to vary when EOT already runs the single draw's restarts.)
+            if let Some(t) = eot.filter(|_| wp.eot_restarts != wp.restarts) {
+                let more = whitebox::WhiteboxProfile {
+                    eot_restarts: wp.restarts,
+                    ..wp.clone()
+                };
+                let varies = format!("{} restarts instead of {}", wp.restarts, wp.eot_restarts);
+                reruns.push((t, more, format!("{} restarts", wp.restarts), varies));
+            }
+        }
+        for ((name, model_key, target), rerun, label, varies) in &reruns {
+            let check_name = format!("{name} ({label})");
+            curves.push(cached_curve(
+                &check_name,
+                json!({"model": model_key, "target": name, "profile": rerun, "master_seed": cfg.master_seed}),
+                whitebox::flops(target, rerun, split.len(), &arch),
+                &|| {
+                    let mut curve =
+                        whitebox::curves(&check_name, target, &split, rerun, &pipeline.seeds);
+                    curve["doubles"] = json!(name);
+                    curve["varies"] = json!(varies);
+                    curve
+                },
+            )?);
+        }
         let mut spsa = Vec::new();
         if let Some(wc) = &p.whitebox_checks {
-            let doubled = wp.doubled();
-            let pick = |prefix: &str| targets.iter().find(|(n, _, _)| n.starts_with(prefix));
             let det0 = pick("deterministic lambda=0");
-            let one_draw = pick(&format!("{b}, one draw"));
             let ensemble = targets
                 .iter()
                 .find(|(_, _, t)| matches!(t, Target::Ensemble { .. }));
-            // (Its ensemble attacked through EOT with the every-BNN k.)
-            let table4_ensemble = p.whitebox_every_bnn_eot_k.and_then(|k| {
-                let name = format!(
-                    "BNN rho_init={TABLE4_RHO}, ensemble of {}, EOT k={k}",
-                    wp.deployed_draws
-                );
-                targets[n_main..].iter().find(|(n, _, _)| *n == name)
-            });
-            for (name, model_key, target) in one_draw.into_iter().chain(table4_ensemble) {
-                if !wc.doubled {
-                    break;
-                }
-                let check_name = format!("{name} (2x steps)");
-                curves.push(cached_curve(
-                    &check_name,
-                    json!({"model": model_key, "target": name, "profile": doubled, "master_seed": cfg.master_seed}),
-                    whitebox::flops(target, &doubled, split.len(), &arch),
-                    &|| {
-                        let mut curve = whitebox::curves(
-                            &check_name,
-                            target,
-                            &split,
-                            &doubled,
-                            &pipeline.seeds,
-                        );
-                        curve["doubles"] = json!(name);
-                        curve
-                    },
-                )?);
-            }
             for (name, model_key, target) in det0.into_iter().chain(ensemble).chain(table4_ensemble)
             {
                 spsa.push(cached_curve(
@@ -1193,66 +1223,6 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
                     json!({"model": model_key, "target": name, "profile": wp, "checks": wc, "master_seed": cfg.master_seed}),
                     whitebox::spsa_flops(target, wp, wc, split.len(), &arch),
                     &|| whitebox::spsa_accuracy(name, target, &split, wp, wc, &pipeline.seeds),
-                )?);
-            }
-        }
-        // Restart checks: the Table 3 BNN's single draw with twice the restarts, and its
-        // first EOT ensemble with k > 1 with the single draw's restarts.
-        if p.whitebox_restart_checks {
-            let one_draw = targets
-                .iter()
-                .find(|(n, _, _)| *n == format!("{b}, one draw"));
-            let eot = targets.iter().find(|(n, _, t)| {
-                n.starts_with(&format!("{b}, "))
-                    && matches!(t, Target::Ensemble { k, .. } if *k > 1)
-            });
-            let reruns = [
-                one_draw.map(|t| {
-                    (
-                        t,
-                        whitebox::WhiteboxProfile {
-                            restarts: 2 * wp.restarts,
-                            ..wp.clone()
-                        },
-                        "2x restarts".to_owned(),
-                        format!(
-                            "twice the restarts ({} instead of {})",
-                            2 * wp.restarts,
-                            wp.restarts
-                        ),
-                    )
-                }),
-                // (Nothing to vary when EOT already runs the single draw's restarts.)
-                eot.filter(|_| wp.eot_restarts != wp.restarts).map(|t| {
-                    (
-                        t,
-                        whitebox::WhiteboxProfile {
-                            eot_restarts: wp.restarts,
-                            ..wp.clone()
-                        },
-                        format!("{} restarts", wp.restarts),
-                        format!("{} restarts instead of {}", wp.restarts, wp.eot_restarts),
-                    )
-                }),
-            ];
-            for ((name, model_key, target), rerun, label, varies) in reruns.into_iter().flatten() {
-                let check_name = format!("{name} ({label})");
-                curves.push(cached_curve(
-                    &check_name,
-                    json!({"model": model_key, "target": name, "profile": rerun, "master_seed": cfg.master_seed}),
-                    whitebox::flops(target, &rerun, split.len(), &arch),
-                    &|| {
-                        let mut curve = whitebox::curves(
-                            &check_name,
-                            target,
-                            &split,
-                            &rerun,
-                            &pipeline.seeds,
-                        );
-                        curve["doubles"] = json!(name);
-                        curve["varies"] = json!(varies);
-                        curve
-                    },
                 )?);
             }
         }
