@@ -1241,7 +1241,7 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
             return Ok(stopped(Stage::Whitebox, &stages, cfg));
         }
         json!({
-            "note": format!("PGD against each model itself on the first {} test images; accuracy in percent, CI over examples (each averaged over `repeats` fresh passes for a sampled model); the BNN is the Table 3 model{}", split.len(), p.whitebox_every_bnn_eot_k.map_or(String::new(), |k| format!(", and every other BNN of the rho_init grid is attacked as one draw and as its ensemble through EOT k={k}"))),
+            "note": format!("PGD against each model itself on the first {} test images; accuracy in percent, CI over examples (each averaged over `repeats` fresh passes for a sampled model); the BNN is the Table 3 model{}", split.len(), p.whitebox_every_bnn_eot_k.map_or(String::new(), |k| format!(", and every other BNN of the rho_init grid is attacked as one draw, as its ensemble through EOT k=1 and k={k}{}, as its posterior mean and as a frozen sample", wp.eot_ks.iter().max().filter(|m| **m > k).map_or(String::new(), |m| format!(" (the Table 4 BNN also k={m})"))))),
             "profile": wp, "examples": split.len(), "curves": curves, "checks": checks,
             "spsa": spsa, "check_runs": p.whitebox_checks,
         })
