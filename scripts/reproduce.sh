@@ -3,7 +3,8 @@
 # paper's text (with the white-box stage) and under the authors' code protocol, and
 # renders reports/<profile>/README.md (with the section comparing the two) and
 # reports/<profile>-code/README.md; then the same text protocol on Fashion-MNIST
-# (FASHION_PROFILE, default short) into reports/fashion-mnist-<profile>/.
+# (FASHION_PROFILE; default short beside the paper profile, else PROFILE) into
+# reports/fashion-mnist-<profile>/.
 # PROFILE=quick for a short run; every run resumes from runs/<its folder>/ if
 # interrupted. Extra arguments go to the two MNIST `reproduce` calls.
 set -euo pipefail
@@ -16,4 +17,6 @@ profile="${PROFILE:-paper}"
 ./target/release/bayes-robust reproduce --profile "$profile" --whitebox "$@"
 # Also re-renders reports/<profile>/README.md, whose margin section reads these results.
 ./target/release/bayes-robust reproduce --profile "$profile" --protocol code "$@"
-./target/release/bayes-robust --dataset fashion-mnist reproduce --profile "${FASHION_PROFILE:-short}"
+# Fashion-MNIST's default: the short profile beside the paper one, else the same profile.
+if [ "$profile" = paper ]; then fashion_default=short; else fashion_default=$profile; fi
+./target/release/bayes-robust --dataset fashion-mnist reproduce --profile "${FASHION_PROFILE:-$fashion_default}"
