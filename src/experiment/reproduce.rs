@@ -696,44 +696,47 @@ impl Predictive {
         }
     }
 
-    /// The images at `index` (`None`: all of them).
-    fn ece(&self, index: Option<&Tensor>) -> f64 {
-        use crate::calibration::expected_calibration_error;
+    /// Probabilities and labels of the images at `index` (`None`: all of them).
+    fn rows(&self, index: Option<&Tensor>) -> (Tensor, Tensor) {
         match index {
-            None => expected_calibration_error(&self.probs, &self.labels, 15),
-            Some(i) => expected_calibration_error(
-                &self.probs.index_select(0, i),
-                &self.labels.index_select(0, i),
-                15,
+            None => (self.probs.shallow_clone(), self.labels.shallow_clone()),
+            Some(i) => (
+                self.probs.index_select(0, i),
+                self.labels.index_select(0, i),
             ),
         }
+    }
+
+    fn ece(&self, index: Option<&Tensor>) -> f64 {
+        let (p, y) = self.rows(index);
+        crate::calibration::expected_calibration_error(&p, &y, ECE_BINS)
     }
 
     fn nll(&self, index: Option<&Tensor>) -> f64 {
-        use crate::calibration::negative_log_likelihood;
-        match index {
-            None => negative_log_likelihood(&self.probs, &self.labels),
-            Some(i) => negative_log_likelihood(
-                &self.probs.index_select(0, i),
-                &self.labels.index_select(0, i),
-            ),
+        let (p, y) = self.rows(index);
+        crate::calibration::negative_log_likelihood(&p, &y)
+    }
+
+    /// AUROC of this perturbed set's score against the `clean` images' on the images
+    /// at `index` (`None`: all): the predictive entropy, or (`mi`) the mutual
+    /// information, NaN for a model without it.
+    fn detection_auroc(&self, clean: &Predictive, mi: bool, index: Option<&[usize]>) -> f64 {
+        let score = |p: &Predictive| -> Option<Vec<f64>> {
+            let all = if mi { p.mi.as_deref()? } else { &p.entropy[..] };
+            Some(match index {
+                None => all.to_vec(),
+                Some(i) => i.iter().map(|&k| all[k]).collect(),
+            })
+        };
+        match (score(clean), score(self)) {
+            (Some(c), Some(s)) => crate::calibration::auroc(&c, &s).unwrap_or(f64::NAN),
+            _ => f64::NAN,
         }
     }
 }
 
-/// AUROC of `score` separating `perturbed` from `clean`, on the images at `index`
-/// (`None`: all).
-fn detection_auroc(clean: &[f64], perturbed: &[f64], index: Option<&[usize]>) -> f64 {
-    use crate::calibration::auroc;
-    match index {
-        None => auroc(clean, perturbed),
-        Some(i) => {
-            let pick = |v: &[f64]| i.iter().map(|&k| v[k]).collect::<Vec<f64>>();
-            auroc(&pick(clean), &pick(perturbed))
-        }
-    }
-    .unwrap_or(f64::NAN)
-}
+/// Bins of the expected calibration error.
+const ECE_BINS: usize = 15;
 
 /// One model's calibration row; a BNN is judged as its `draws`-draw ensemble.
 fn calibration_row(
@@ -767,69 +770,51 @@ fn calibration_row(
     let mean = |f: &dyn Fn(&Predictive) -> f64| {
         perturbed.iter().map(f).sum::<f64>() / perturbed.len().max(1) as f64
     };
-    let auroc_mean = |mi: bool, index: Option<&[usize]>| {
-        perturbed
-            .iter()
-            .map(|p| match (mi, &clean.mi, &p.mi) {
-                (false, _, _) => detection_auroc(&clean.entropy, &p.entropy, index),
-                (true, Some(c), Some(m)) => detection_auroc(c, m, index),
-                (true, _, _) => f64::NAN,
-            })
-            .sum::<f64>()
-            / perturbed.len().max(1) as f64
-    };
-    let n = test.len();
     let tensor_index = |index: &[usize]| {
         let i: Vec<i64> = index.iter().map(|&i| i as i64).collect();
         Tensor::from_slice(&i).to_device(clean.probs.device())
     };
     let ci = |what: &str, stat: &mut dyn FnMut(&[usize]) -> f64| {
         let mut rng = seeds.rng(&format!("calibration/{name}/bootstrap/{what}"));
-        bootstrap_ci(n, CALIBRATION_RESAMPLES, &mut rng, stat)
+        bootstrap_ci(test.len(), CALIBRATION_RESAMPLES, &mut rng, stat)
     };
-    let has_sets = !perturbed.is_empty();
+    // Intervals of averages over the sets: none without sets.
+    let sets_ci = |what: &str, stat: &mut dyn FnMut(&[usize]) -> f64| {
+        (!perturbed.is_empty()).then(|| ci(what, stat)).flatten()
+    };
+    let aurocs = |mi: bool| -> Vec<f64> {
+        perturbed
+            .iter()
+            .map(|p| p.detection_auroc(&clean, mi, None))
+            .collect()
+    };
     CalibrationRow {
         model: name.to_owned(),
         clean_ece: clean.ece(None),
         clean_nll: clean.nll(None),
         sets_ece: perturbed.iter().map(|p| p.ece(None)).collect(),
         sets_nll: perturbed.iter().map(|p| p.nll(None)).collect(),
-        sets_auroc_entropy: perturbed
-            .iter()
-            .map(|p| detection_auroc(&clean.entropy, &p.entropy, None))
-            .collect(),
-        sets_auroc_mi: sampled.then(|| {
-            perturbed
-                .iter()
-                .map(|p| match (&clean.mi, &p.mi) {
-                    (Some(c), Some(m)) => detection_auroc(c, m, None),
-                    _ => f64::NAN,
-                })
-                .collect()
-        }),
+        sets_auroc_entropy: aurocs(false),
+        sets_auroc_mi: sampled.then(|| aurocs(true)),
         clean_ece_ci: ci("clean_ece", &mut |i| clean.ece(Some(&tensor_index(i)))),
         clean_nll_ci: ci("clean_nll", &mut |i| clean.nll(Some(&tensor_index(i)))),
-        sets_ece_mean_ci: has_sets
+        sets_ece_mean_ci: sets_ci("sets_ece", &mut |i| {
+            let t = tensor_index(i);
+            mean(&|p| p.ece(Some(&t)))
+        }),
+        sets_nll_mean_ci: sets_ci("sets_nll", &mut |i| {
+            let t = tensor_index(i);
+            mean(&|p| p.nll(Some(&t)))
+        }),
+        sets_auroc_entropy_mean_ci: sets_ci("auroc_entropy", &mut |i| {
+            mean(&|p| p.detection_auroc(&clean, false, Some(i)))
+        }),
+        sets_auroc_mi_mean_ci: sampled
             .then(|| {
-                ci("sets_ece", &mut |i| {
-                    let t = tensor_index(i);
-                    mean(&|p| p.ece(Some(&t)))
+                sets_ci("auroc_mi", &mut |i| {
+                    mean(&|p| p.detection_auroc(&clean, true, Some(i)))
                 })
             })
-            .flatten(),
-        sets_nll_mean_ci: has_sets
-            .then(|| {
-                ci("sets_nll", &mut |i| {
-                    let t = tensor_index(i);
-                    mean(&|p| p.nll(Some(&t)))
-                })
-            })
-            .flatten(),
-        sets_auroc_entropy_mean_ci: has_sets
-            .then(|| ci("auroc_entropy", &mut |i| auroc_mean(false, Some(i))))
-            .flatten(),
-        sets_auroc_mi_mean_ci: (has_sets && sampled)
-            .then(|| ci("auroc_mi", &mut |i| auroc_mean(true, Some(i))))
             .flatten(),
     }
 }
@@ -1512,7 +1497,7 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
             "average": prune.per_rate.iter().map(|e| average_over_sets(&e.sets)).collect::<Vec<_>>(),
         },
         "calibration": {
-            "note": format!("ECE (15 bins) and NLL of the clean test set and of each perturbation set; AUROC of predictive entropy (and, for the BNN, mutual information) separating each perturbation set from the clean test images. The BNN (rho_init={TABLE3_RHO}) is its {}-draw ensemble. Intervals: 95% percentile bootstrap over the {} test images ({CALIBRATION_RESAMPLES} resamples; each perturbed image is resampled with its clean original).", p.prune_ensemble, pipeline.test.len()),
+            "note": format!("ECE ({ECE_BINS} bins) and NLL of the clean test set and of each perturbation set; AUROC of predictive entropy (and, for the BNN, mutual information) separating each perturbation set from the clean test images. The BNN (rho_init={TABLE3_RHO}) is its {}-draw ensemble. Intervals: 95% percentile bootstrap over the {} test images ({CALIBRATION_RESAMPLES} resamples; each perturbed image is resampled with its clean original).", p.prune_ensemble, pipeline.test.len()),
             "rows": calibration.rows,
         },
         "whitebox": whitebox,

@@ -178,11 +178,7 @@ pub fn code_sections(code: &Value, md: &mut String, out_dir: &Path) -> Result<Ve
         legend: SeriesLabelPosition::LowerLeft,
     };
     let file = "multiplier_sweep.svg";
-    let path = out_dir.join(file);
-    fig.render(&path).map_err(|reason| ReportError::Write {
-        path: path.clone(),
-        reason,
-    })?;
+    let path = super::write_figure(&fig, out_dir, file)?;
     let _ = writeln!(
         md,
         "\n![Average perturbed accuracy vs multiplier]({file})\n\n*Average perturbed accuracy vs the multiplier m, with 95% CIs; the dashed lines are the notebooks' ×{mb} (BNNs) and ×{md_det} (non-Bayesian nets).*\n"

@@ -766,13 +766,7 @@ pub fn render_with(
         reason: e.to_string(),
     })?;
     for (file, caption, fig) in &figures {
-        let path = out_dir.join(file);
-        fig.render(&path).map_err(|reason| ReportError::Write {
-            path: path.clone(),
-            reason,
-        })?;
-        let _ = writeln!(md, "![{caption}]({file})\n\n*{caption}*\n");
-        written.push(path);
+        written.push(embed_figure(fig, out_dir, file, caption, &mut md)?);
     }
     if results["calibration"].is_object() {
         calibration_section(results, &mut md);
@@ -839,6 +833,29 @@ pub fn render_with(
     })?;
     written.push(readme);
     Ok(written)
+}
+
+/// Renders `fig` to `<out_dir>/<file>`; the path written.
+pub(super) fn write_figure(fig: &Figure, out_dir: &Path, file: &str) -> Result<PathBuf> {
+    let path = out_dir.join(file);
+    fig.render(&path).map_err(|reason| ReportError::Write {
+        path: path.clone(),
+        reason,
+    })?;
+    Ok(path)
+}
+
+/// [`write_figure`], shown in `md` with `caption` below it.
+pub(super) fn embed_figure(
+    fig: &Figure,
+    out_dir: &Path,
+    file: &str,
+    caption: &str,
+    md: &mut String,
+) -> Result<PathBuf> {
+    let path = write_figure(fig, out_dir, file)?;
+    let _ = writeln!(md, "\n![{caption}]({file})\n\n*{caption}*\n");
+    Ok(path)
 }
 
 /// Per stage: wall time when made, counted matrix-product FLOPs, the rate they were
@@ -1227,18 +1244,17 @@ fn every_bnn_section(
         }
     }
     f.legend = plots::SeriesLabelPosition::UpperRight;
-    let file = "whitebox_every_bnn.svg";
-    let path = out_dir.join(file);
-    f.render(&path).map_err(|reason| ReportError::Write {
-        path: path.clone(),
-        reason,
-    })?;
     let caption = format!(
         "White-box L2 robust accuracy at ε = {} (the budget where the most robust deterministic net is nearest 50%) against ρ_init, one draw and the deployed ensemble, 95% CI over examples; dashed: the deterministic nets",
         fmt_param(eps)
     );
-    let _ = writeln!(md, "![{caption}]({file})\n\n*{caption}*\n");
-    Ok(vec![path])
+    Ok(vec![embed_figure(
+        &f,
+        out_dir,
+        "whitebox_every_bnn.svg",
+        &caption,
+        md,
+    )?])
 }
 
 /// The transfer accuracy (Table 2 or 3 average) a white-box curve is compared with:
@@ -1375,13 +1391,8 @@ fn whitebox_section(r: &Value, md: &mut String, out_dir: &Path) -> Result<Vec<Pa
             series,
         );
         f.legend = plots::SeriesLabelPosition::UpperRight;
-        let path = out_dir.join(file);
-        f.render(&path).map_err(|reason| ReportError::Write {
-            path: path.clone(),
-            reason,
-        })?;
         let caption = format!("White-box robust accuracy vs {unit}, 95% CI over examples");
-        let _ = writeln!(md, "\n![{caption}]({file})\n\n*{caption}*\n");
+        let path = embed_figure(&f, out_dir, file, &caption, md)?;
         written.push(path);
     }
     if curves.iter().any(|c| c["every_bnn"] == true) {

@@ -110,13 +110,8 @@ pub fn seeds_section(
         series,
     );
     f.legend = plots::SeriesLabelPosition::LowerLeft;
-    let path = out_dir.join("seeds.svg");
-    f.render(&path).map_err(|reason| ReportError::Write {
-        path: path.clone(),
-        reason,
-    })?;
     let caption = "Each model's Table 2 set average per training seed (CI over weight draws) and over seeds (CI over seeds); models in the order of the table";
-    let _ = writeln!(md, "\n![{caption}](seeds.svg)\n\n*{caption}*\n");
+    let path = super::embed_figure(&f, out_dir, "seeds.svg", caption, md)?;
 
     let paper_margin = paper(
         paper_tables,
