@@ -258,35 +258,29 @@ impl Dataset {
 
     /// SHA-256 of the raw (decompressed) reference file.
     pub fn sha256(self, file: IdxFile) -> &'static str {
-        use IdxFile::*;
-        match (self, file) {
-            (Dataset::Mnist, TrainImages) => {
-                "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"
-            }
-            (Dataset::Mnist, TrainLabels) => {
-                "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"
-            }
-            (Dataset::Mnist, TestImages) => {
-                "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"
-            }
-            (Dataset::Mnist, TestLabels) => {
-                "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"
-            }
-            (Dataset::FashionMnist, TrainImages) => {
-                "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"
-            }
-            (Dataset::FashionMnist, TrainLabels) => {
-                "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"
-            }
-            (Dataset::FashionMnist, TestImages) => {
-                "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"
-            }
-            (Dataset::FashionMnist, TestLabels) => {
-                "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"
-            }
-        }
+        let sums = match self {
+            Dataset::Mnist => &MNIST_SHA256,
+            Dataset::FashionMnist => &FASHION_MNIST_SHA256,
+        };
+        sums[file as usize]
     }
 }
+
+/// SHA-256 of MNIST's four raw IDX files, in the order of [`IdxFile::ALL`].
+const MNIST_SHA256: [&str; 4] = [
+    "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+];
+
+/// SHA-256 of Fashion-MNIST's four raw IDX files, in the order of [`IdxFile::ALL`].
+const FASHION_MNIST_SHA256: [&str; 4] = [
+    "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+];
 
 impl fmt::Display for Dataset {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -82,11 +82,12 @@ enum Command {
 
 #[derive(Args)]
 struct ReproduceArgs {
-    /// paper (the paper's protocol), short (the same on a half-hour budget) or quick
-    /// (every cell, far less work).
+    /// paper (the paper's protocol), seeds (the same with 5 training seeds; shares
+    /// runs/paper), short (the same on a half-hour budget) or quick (every cell, far less
+    /// work).
     #[arg(long, default_value = "paper")]
     profile: String,
-    /// Artifact cache (default runs/<profile>).
+    /// Artifact cache (default runs/<profile>; the seeds profile's is runs/paper).
     #[arg(long)]
     runs_dir: Option<PathBuf>,
     /// Where results.json goes (default reports/<profile>).
@@ -314,7 +315,7 @@ fn run(cli: Cli) -> Result<()> {
             let suffix = if code { "-code" } else { "" };
             let cfg = ReproduceConfig {
                 runs_dir: args.runs_dir.unwrap_or_else(|| {
-                    PathBuf::from("runs").join(format!("{}{suffix}", folder(&profile.name)))
+                    PathBuf::from("runs").join(format!("{}{suffix}", folder(profile.runs_folder())))
                 }),
                 out_dir: args.out_dir.unwrap_or_else(|| {
                     PathBuf::from("reports").join(format!("{}{suffix}", folder(&profile.name)))

@@ -97,7 +97,7 @@ fn bad_flags_are_clear_errors() {
     assert!(
         text(&o)
             .1
-            .contains("\"huge\" is not one of paper, short, quick"),
+            .contains("\"huge\" is not one of paper, seeds, short, quick"),
         "{}",
         text(&o).1
     );

@@ -117,7 +117,7 @@ fn the_quick_profile_reproduces_every_cell_and_resumes_without_recomputing() {
             .map(|s| s["computed"].as_u64().unwrap())
             .collect()
     };
-    assert_eq!(computed(&stopped), [23, 45, 12]);
+    assert_eq!(computed(&stopped), [23, 50, 12]);
     let first = reproduce(&cfg).expect("the quick profile runs");
     let written: Value = serde_json::from_str(
         &std::fs::read_to_string(root.join("reports/quick/results.json")).unwrap(),
@@ -183,7 +183,8 @@ fn the_quick_profile_reproduces_every_cell_and_resumes_without_recomputing() {
     // through EOT k = 1 and 5, posterior mean, frozen sample), the BNN's single draw
     // again with twice the steps and with twice the restarts (the quick profile's EOT
     // already has the single draw's one restart), and the Table 4 BNN's ensemble with
-    // twice the steps; SPSA against the λ = 0 net and both ensembles.
+    // twice the steps; SPSA against the λ = 0 net, the Table 3 BNN's first ensemble
+    // and the EOT k = 5 ensemble of each other BNN.
     let curves = wb["curves"].as_array().unwrap();
     assert_eq!(curves.len(), 42);
     assert!(
@@ -220,7 +221,15 @@ fn the_quick_profile_reproduces_every_cell_and_resumes_without_recomputing() {
         let (a, b) = c["model"].as_str().unwrap().split_once(" vs ").unwrap();
         assert_eq!(a.split(", ").next(), b.split(", ").next(), "{c}");
     }
-    assert_eq!(wb["spsa"].as_array().unwrap().len(), 3);
+    let spsa = wb["spsa"].as_array().unwrap();
+    assert_eq!(spsa.len(), 8);
+    for rho in ["-30", "-10", "-4", "-2.5", "-2", "-1.5"] {
+        let name = format!("BNN rho_init={rho}, ensemble of 20, EOT k=5");
+        assert!(
+            spsa.iter().any(|s| s["model"] == name.as_str()),
+            "no SPSA on {name}"
+        );
+    }
     let check_names: Vec<&str> = wb["checks"]
         .as_array()
         .unwrap()
@@ -414,4 +423,42 @@ fn keys_with_dots_keep_their_whole_name() {
         "another config must not find a's artifact"
     );
     assert_eq!(dir.read_json::<Value>(&a).unwrap().unwrap()["v"], "a");
+}
+
+#[test]
+fn more_training_seeds_extend_the_seed_blocks_of_fewer() {
+    use bayes_robust::experiment::seeds::seed_blocks;
+    assert_eq!(seed_blocks(1), Vec::<std::ops::Range<usize>>::new());
+    assert_eq!(seed_blocks(2), vec![1..2]);
+    assert_eq!(seed_blocks(3), vec![1..3]);
+    assert_eq!(seed_blocks(4), vec![1..3, 3..4]);
+    assert_eq!(seed_blocks(5), vec![1..3, 3..5]);
+    // Every seed 1..K once, in order.
+    for k in 1..12 {
+        let seeds: Vec<usize> = seed_blocks(k).into_iter().flatten().collect();
+        assert_eq!(seeds, (1..k).collect::<Vec<_>>(), "K = {k}");
+    }
+}
+
+#[test]
+fn the_seeds_profile_is_the_paper_profile_with_five_seeds_and_its_cache() {
+    let seeds = Profile::seeds();
+    assert_eq!(seeds.train_seeds, 5);
+    assert_eq!(seeds.runs_folder(), "paper");
+    assert_eq!(
+        Profile {
+            name: "paper".into(),
+            train_seeds: 3,
+            ..seeds.clone()
+        },
+        Profile::paper()
+    );
+    assert_eq!(Profile::paper().runs_folder(), "paper");
+    assert_eq!(Profile::short().runs_folder(), "short");
+    // A seeds profile with another number changed is not the paper's protocol any more.
+    let changed = Profile {
+        max_epochs: 10,
+        ..seeds
+    };
+    assert_eq!(changed.runs_folder(), "seeds");
 }

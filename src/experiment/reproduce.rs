@@ -1066,11 +1066,12 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
                     r.key.as_str(),
                     Target::SingleDraw(bnn),
                 ));
-                // The Table 4 BNN also with the main profile's largest k, which checks
-                // that k has converged for a wider posterior than the Table 3 BNN's.
+                // The Table 4 BNN (every BNN, with `whitebox_every_bnn_checks`) also
+                // with the main profile's largest k, which checks that k has converged
+                // for a wider posterior than the Table 3 BNN's.
                 let mut ks = if k > 1 { vec![1, k] } else { vec![k] };
                 if let Some(&most) = wp.eot_ks.iter().max()
-                    && rho == TABLE4_RHO
+                    && (rho == TABLE4_RHO || p.whitebox_every_bnn_checks)
                     && most > k
                 {
                     ks.push(most);
@@ -1130,20 +1131,37 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
         }
         // The gradient-masking checks that need runs of their own. Reruns of a main
         // curve with one thing varied: twice the steps for the Table 3 BNN's single draw
-        // and for the Table 4 BNN's ensemble (ρ_init = −2, among the most robust
-        // white-box, when every BNN is attacked); twice the restarts for the single
-        // draw, and the single draw's restarts for the Table 3 BNN's first EOT ensemble
-        // with k > 1. And SPSA against the λ = 0 net and both ensembles.
+        // and for the Table 4 BNN's EOT k ensemble (ρ_init = −2, among the most robust
+        // white-box); twice the restarts for the single draw, and the single draw's
+        // restarts for the Table 3 BNN's first EOT ensemble with k > 1. And SPSA against
+        // the λ = 0 net, the Table 3 BNN's ensemble and the EOT k ensemble of the Table
+        // 4 BNN or of every other BNN (`whitebox_every_bnn_checks`).
         let pick = |name: &str| targets.iter().find(|(n, _, _)| n == name);
         let one_draw = pick(&format!("{b}, one draw"));
-        let table4_ensemble = p.whitebox_every_bnn_eot_k.and_then(|k| {
-            pick(&format!(
-                "BNN rho_init={TABLE4_RHO}, ensemble of {}, EOT k={k}",
-                wp.deployed_draws
-            ))
-        });
+        let checked_ensembles: Vec<_> = p
+            .whitebox_every_bnn_eot_k
+            .map(|k| {
+                RHO_INITS
+                    .iter()
+                    .filter(|&&rho| {
+                        rho != TABLE3_RHO && (rho == TABLE4_RHO || p.whitebox_every_bnn_checks)
+                    })
+                    .filter_map(|rho| {
+                        pick(&format!(
+                            "BNN rho_init={rho}, ensemble of {}, EOT k={k}",
+                            wp.deployed_draws
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         let mut reruns = Vec::new();
         if p.whitebox_checks.as_ref().is_some_and(|wc| wc.doubled) {
+            let table4 = format!("BNN rho_init={TABLE4_RHO}, ");
+            let table4_ensemble = checked_ensembles
+                .iter()
+                .copied()
+                .find(|(n, _, _)| n.starts_with(&table4));
             for t in one_draw.into_iter().chain(table4_ensemble) {
                 reruns.push((
                     t,
@@ -1201,7 +1219,10 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
             let ensemble = targets
                 .iter()
                 .find(|(_, _, t)| matches!(t, Target::Ensemble { .. }));
-            for (name, model_key, target) in det0.into_iter().chain(ensemble).chain(table4_ensemble)
+            for (name, model_key, target) in det0
+                .into_iter()
+                .chain(ensemble)
+                .chain(checked_ensembles.iter().copied())
             {
                 spsa.push(cached_curve(
                     &format!("spsa-{name}"),
@@ -1226,7 +1247,7 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
             return Ok(stopped(Stage::Whitebox, &stages, cfg));
         }
         json!({
-            "note": format!("PGD against each model itself on the first {} test images; accuracy in percent, CI over examples (each averaged over `repeats` fresh passes for a sampled model); the BNN is the Table 3 model{}", split.len(), p.whitebox_every_bnn_eot_k.map_or(String::new(), |k| format!(", and every other BNN of the rho_init grid is attacked as one draw, as its ensemble through EOT k=1 and k={k}{}, as its posterior mean and as a frozen sample", wp.eot_ks.iter().max().filter(|m| **m > k).map_or(String::new(), |m| format!(" (the Table 4 BNN also k={m})"))))),
+            "note": format!("PGD against each model itself on the first {} test images; accuracy in percent, CI over examples (each averaged over `repeats` fresh passes for a sampled model); the BNN is the Table 3 model{}", split.len(), p.whitebox_every_bnn_eot_k.map_or(String::new(), |k| format!(", and every other BNN of the rho_init grid is attacked as one draw, as its ensemble through EOT k=1{}, as its posterior mean and as a frozen sample", wp.eot_ks.iter().max().filter(|m| **m > k).map_or(format!(" and k={k}"), |m| if p.whitebox_every_bnn_checks { format!(", k={k} and k={m}") } else { format!(" and k={k} (the Table 4 BNN also k={m})") })))),
             "profile": wp, "examples": split.len(), "curves": curves, "checks": checks,
             "spsa": spsa, "check_runs": p.whitebox_checks,
         })

@@ -1,5 +1,5 @@
 //! Several training seeds (beyond the paper): the evaluation models retrained with
-//! K − 1 more seeds, each family as one stacked grid ([`crate::train::grid`]), and
+//! K − 1 more seeds, each family in stacked grids of two seeds ([`crate::train::grid`]), and
 //! evaluated on the same perturbation sets. Gives each model's Table 2 set average with
 //! a CI across training seeds next to the CI across weight draws, and the paper's
 //! margin (best BNN − best deterministic net) per seed with a paired bootstrap over the
@@ -67,10 +67,27 @@ impl SeedsStage<'_> {
         )
     }
 
-    /// Seeds 1..K of every model of `family`, trained as one stacked grid unless all are
-    /// cached; in the order seed-major, model-minor.
+    /// Seeds 1..K of every model of `family`, in the order seed-major, model-minor:
+    /// each block of [`seed_blocks`] one stacked grid, trained unless all its members
+    /// are cached.
     fn ensure_family(&self, family: &[GridModel], tag: &str) -> Result<Vec<Ready>, ReproduceError> {
-        let grid: Vec<(usize, &GridModel)> = (1..self.train_seeds)
+        let mut ready = Vec::new();
+        for block in seed_blocks(self.train_seeds) {
+            ready.extend(self.ensure_block(family, tag, block)?);
+        }
+        Ok(ready)
+    }
+
+    /// The seeds `block` of every model of `family` as one stacked grid (its member
+    /// names are part of every member's cache key).
+    fn ensure_block(
+        &self,
+        family: &[GridModel],
+        tag: &str,
+        block: std::ops::Range<usize>,
+    ) -> Result<Vec<Ready>, ReproduceError> {
+        let grid_name = format!("train/grid/{tag}/seeds={}..{}", block.start, block.end);
+        let grid: Vec<(usize, &GridModel)> = block
             .flat_map(|s| family.iter().map(move |gm| (s, gm)))
             .collect();
         let names: Vec<String> = grid
@@ -100,9 +117,7 @@ impl SeedsStage<'_> {
                 seeds: self.member_seeds(gm, *s),
             })
             .collect();
-        let grid_seeds = self
-            .seeds
-            .child(&format!("train/grid/{tag}/seeds=1..{}", self.train_seeds));
+        let grid_seeds = self.seeds.child(&grid_name);
         let options = TrainOptions {
             verbose: self.verbose,
             label: format!("{tag} grid of {}", members.len()),
@@ -185,6 +200,21 @@ impl SeedsStage<'_> {
         self.evals_dir.write_json(&key, &e)?;
         Ok((e, per_example, false))
     }
+}
+
+/// Training seeds per stacked grid of the seeds stage.
+pub const SEED_BLOCK: usize = 2;
+
+/// The seeds 1..K, in blocks of [`SEED_BLOCK`] (1–2, 3–4, …; the last one cut at K − 1).
+/// A block's grid depends only on the block, so a run with more seeds reuses every
+/// complete block of a run with fewer (K = 5 trains seeds 3–4 beside K = 3's 1–2). The
+/// BNN members of different grids draw their weight noise from different streams;
+/// every member is a training run of its own either way.
+pub fn seed_blocks(train_seeds: usize) -> Vec<std::ops::Range<usize>> {
+    (1..train_seeds)
+        .step_by(SEED_BLOCK)
+        .map(|a| a..(a + SEED_BLOCK).min(train_seeds))
+        .collect()
 }
 
 /// `[draws, n]` 0/1: whether each of `draws` single-draw passes (one weight draw per
@@ -341,7 +371,7 @@ pub(super) fn run(
         "train_seeds": k,
         "draws": stage.draws,
         "bootstrap_resamples": BOOTSTRAP_RESAMPLES,
-        "note": format!("Seed 0 is the main run's models; seeds 1..{} retrain every evaluation model from new initialisations and data orders (each family as one stacked grid). Accuracies in percent: per seed with a CI over {} single weight draws (BNNs), across seeds with a Student-t CI over the {k} seeds. The margin is best BNN − best deterministic net by Table 2's average over the 12 sets, per seed with a paired bootstrap CI over the identical test images ({BOOTSTRAP_RESAMPLES} resamples).", k - 1, stage.draws),
+        "note": format!("Seed 0 is the main run's models; seeds 1..{} retrain every evaluation model from new initialisations and data orders (each family in stacked grids of {SEED_BLOCK} seeds). Accuracies in percent: per seed with a CI over {} single weight draws (BNNs), across seeds with a Student-t CI over the {k} seeds. The margin is best BNN − best deterministic net by Table 2's average over the 12 sets, per seed with a paired bootstrap CI over the identical test images ({BOOTSTRAP_RESAMPLES} resamples).", k - 1, stage.draws),
         "models": rows,
         "margin": { "per_seed": margins, "across_seeds": across },
     });
