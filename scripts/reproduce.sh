@@ -25,4 +25,4 @@ fi
 ./target/release/bayes-robust reproduce --profile "$profile" --protocol code "$@"
 # Fashion-MNIST's default: the short profile beside the paper one, else the same profile.
 if [ "$profile" = paper ]; then fashion_default=short; else fashion_default=$profile; fi
-./target/release/bayes-robust --dataset fashion-mnist reproduce --profile "${FASHION_PROFILE:-$fashion_default}"
+./target/release/bayes-robust --dataset fashion-mnist reproduce --profile "${FASHION_PROFILE:-$fashion_default}" --whitebox

@@ -158,7 +158,9 @@ impl Profile {
     /// The paper's protocol on a budget: every model trained on the full training set
     /// for at most 15 epochs, the 12 perturbation sets made on the first 2,000 test
     /// images with 100 attack steps × 3 search rounds, 20 single-draw runs, 5 runs per
-    /// ensemble size and 2 per pruning rate; white-box at the quick budget.
+    /// ensemble size and 2 per pruning rate; white-box with the paper's attack on 500
+    /// test images against the nets and every BNN (EOT k ≤ 10), with the doubled-steps
+    /// and SPSA checks but no restart checks.
     pub fn short() -> Self {
         Self {
             name: "short".into(),
@@ -175,8 +177,9 @@ impl Profile {
             single_draw_runs: 20,
             ensemble_runs: 5,
             prune_runs: 2,
-            whitebox_checks: None,
-            whitebox_every_bnn_eot_k: None,
+            whitebox: whitebox::WhiteboxProfile::short(),
+            whitebox_checks: Some(whitebox::WhiteboxChecks::paper()),
+            whitebox_every_bnn_eot_k: Some(10),
             whitebox_restart_checks: false,
             whitebox_every_bnn_checks: false,
             train_seeds: 1,

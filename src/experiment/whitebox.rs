@@ -60,6 +60,16 @@ impl WhiteboxProfile {
         }
     }
 
+    /// The paper budget's attack (100 steps, 5 restarts, the same budgets) on 500 test
+    /// images, with EOT k ∈ {1, 10}: the short profile's.
+    pub fn short() -> Self {
+        Self {
+            examples: 500,
+            eot_ks: vec![1, 10],
+            ..Self::paper()
+        }
+    }
+
     pub fn quick() -> Self {
         Self {
             examples: 200,
