@@ -1054,6 +1054,22 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
         // with k = 1 and k (fewest first: the EOT check compares the last two), the
         // posterior mean and a frozen sample.
         let n_main = targets.len();
+        // The BNNs (other than the Table 3 one) with the Table 4 BNN's extra runs: the
+        // largest k of the main profile, doubled steps and SPSA (see below).
+        let checked = |rho: f64| rho == TABLE4_RHO || p.whitebox_every_bnn_checks;
+        // The EOT sample counts of another BNN's ensemble, fewest first (the EOT check
+        // compares the last two). The largest k checks that k has converged for a wider
+        // posterior than the Table 3 BNN's.
+        let every_bnn_ks = |rho: f64, k: usize| {
+            let mut ks = if k > 1 { vec![1, k] } else { vec![k] };
+            if let Some(&most) = wp.eot_ks.iter().max()
+                && checked(rho)
+                && most > k
+            {
+                ks.push(most);
+            }
+            ks
+        };
         if let Some(k) = p.whitebox_every_bnn_eot_k {
             for (&rho, r) in RHO_INITS.iter().zip(&bnn_ready) {
                 if rho == TABLE3_RHO {
@@ -1066,17 +1082,7 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
                     r.key.as_str(),
                     Target::SingleDraw(bnn),
                 ));
-                // The Table 4 BNN (every BNN, with `whitebox_every_bnn_checks`) also
-                // with the main profile's largest k, which checks that k has converged
-                // for a wider posterior than the Table 3 BNN's.
-                let mut ks = if k > 1 { vec![1, k] } else { vec![k] };
-                if let Some(&most) = wp.eot_ks.iter().max()
-                    && (rho == TABLE4_RHO || p.whitebox_every_bnn_checks)
-                    && most > k
-                {
-                    ks.push(most);
-                }
-                for k in ks {
+                for k in every_bnn_ks(rho, k) {
                     targets.push((
                         format!("{b}, ensemble of {}, EOT k={k}", wp.deployed_draws),
                         r.key.as_str(),
@@ -1143,9 +1149,7 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
             .map(|k| {
                 RHO_INITS
                     .iter()
-                    .filter(|&&rho| {
-                        rho != TABLE3_RHO && (rho == TABLE4_RHO || p.whitebox_every_bnn_checks)
-                    })
+                    .filter(|&&rho| rho != TABLE3_RHO && checked(rho))
                     .filter_map(|rho| {
                         pick(&format!(
                             "BNN rho_init={rho}, ensemble of {}, EOT k={k}",
@@ -1247,7 +1251,16 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
             return Ok(stopped(Stage::Whitebox, &stages, cfg));
         }
         json!({
-            "note": format!("PGD against each model itself on the first {} test images; accuracy in percent, CI over examples (each averaged over `repeats` fresh passes for a sampled model); the BNN is the Table 3 model{}", split.len(), p.whitebox_every_bnn_eot_k.map_or(String::new(), |k| format!(", and every other BNN of the rho_init grid is attacked as one draw, as its ensemble through EOT k=1{}, as its posterior mean and as a frozen sample", wp.eot_ks.iter().max().filter(|m| **m > k).map_or(format!(" and k={k}"), |m| if p.whitebox_every_bnn_checks { format!(", k={k} and k={m}") } else { format!(" and k={k} (the Table 4 BNN also k={m})") })))),
+            "note": format!("PGD against each model itself on the first {} test images; accuracy in percent, CI over examples (each averaged over `repeats` fresh passes for a sampled model); the BNN is the Table 3 model{}", split.len(), p.whitebox_every_bnn_eot_k.map_or(String::new(), |k| {
+                let ks = |rho| every_bnn_ks(rho, k).iter().map(|k| format!("k={k}")).collect::<Vec<_>>();
+                let (other, table4) = (ks(RHO_INITS[0]), ks(TABLE4_RHO));
+                let listed = match other.split_last() {
+                    Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+                    _ => other.join(""),
+                };
+                let table4_extra = table4.get(other.len()).map_or(String::new(), |m| format!(" (the Table 4 BNN also {m})"));
+                format!(", and every other BNN of the rho_init grid is attacked as one draw, as its ensemble through EOT {listed}{table4_extra}, as its posterior mean and as a frozen sample")
+            })),
             "profile": wp, "examples": split.len(), "curves": curves, "checks": checks,
             "spsa": spsa, "check_runs": p.whitebox_checks,
         })
