@@ -17,7 +17,6 @@ const BATCH: i64 = 1000;
 
 fn attack_step(c: &mut Criterion) {
     tch::manual_seed(1);
-    let sgemm = common::sgemm_gflops();
     let x = Tensor::rand([BATCH, 784], (Kind::Float, Device::Cpu)) * 2.0;
     let y = Tensor::randint(10, [BATCH], (Kind::Int64, Device::Cpu));
     let vs = nn::VarStore::new(Device::Cpu);
@@ -44,20 +43,13 @@ fn attack_step(c: &mut Criterion) {
     // Forward + input-gradient backward ≈ 2 × the forward's 2·MACs per example; the
     // judging pass adds one forward.
     let forward = 2.0 * BATCH as f64 * arch.macs_per_example() as f64;
-    common::report_rate(
-        "min-norm step, FC-1200-1200-10",
-        3.0 * forward,
-        10,
-        sgemm,
-        || {
-            let _ = min_norm.run(&mlp, &x, &y);
-        },
-    );
+    common::report_rate("min-norm step, FC-1200-1200-10", 3.0 * forward, 10, || {
+        let _ = min_norm.run(&mlp, &x, &y);
+    });
     common::report_rate(
         "PGD-40 run (x10 = the anchor's 10k images), FC-1200-1200-10",
         (40.0 * 2.0 + 1.0) * forward,
         2,
-        sgemm,
         || {
             let _ = pgd40.run(&mlp, &x, &y);
         },

@@ -1,10 +1,9 @@
 //! Inference throughput: a BNN FC-100-100-10 ensemble over 10,000 images with
 //! N ∈ {1, 10, 100} weight draws (eq. 7), and the deterministic forward, on seeded
-//! random inputs. Prints achieved GFLOP/s beside the sgemm rate of the same process.
+//! random inputs. Prints achieved GFLOP/s against the sgemm rate measured just before
+//! (`common::report_rate`).
 
 mod common;
-
-use std::time::Instant;
 
 use bayes_robust::model::bayes::{BayesConfig, BayesMlp};
 use bayes_robust::model::mlp::{Mlp, MlpConfig};
@@ -20,8 +19,6 @@ fn inference(c: &mut Criterion) {
     let bnn = BayesMlp::new(&vs.root(), &BayesConfig::default());
     let mlp = Mlp::new(&vs.root().sub("det"), &MlpConfig::default());
     let flops_per_pass = 2.0 * IMAGES as f64 * bnn.config.arch.macs_per_example() as f64;
-    let sgemm = common::sgemm_gflops();
-    println!("sgemm [10000x784]@[784x1200]: {sgemm:.1} GFLOP/s");
 
     let mut group = c.benchmark_group("inference");
     group.sample_size(10);
@@ -30,19 +27,19 @@ fn inference(c: &mut Criterion) {
         group.bench_function(format!("bnn_ensemble_n{n}"), |b| {
             b.iter(|| tch::no_grad(|| bnn.ensemble_probs(&x, n, 10)))
         });
-        let t = Instant::now();
-        let _ = tch::no_grad(|| bnn.ensemble_probs(&x, n, 10));
-        let gflops = n as f64 * flops_per_pass / t.elapsed().as_secs_f64() / 1e9;
-        println!(
-            "bnn ensemble N={n}: {gflops:.1} GFLOP/s = {:.0}% of sgemm",
-            100.0 * gflops / sgemm
+        common::report_rate(
+            &format!("bnn ensemble N={n} over 10,000 images"),
+            n as f64 * flops_per_pass,
+            1,
+            || {
+                let _ = tch::no_grad(|| bnn.ensemble_probs(&x, n, 10));
+            },
         );
     }
     common::report_rate(
         "deterministic forward FC-100-100-10",
         2.0 * IMAGES as f64 * mlp.config.arch.macs_per_example() as f64,
         10,
-        sgemm,
         || {
             let _ = tch::no_grad(|| mlp.forward(&x));
         },

@@ -1,33 +1,22 @@
-//! One training step (forward, backward, SGD update) at batch 128: a BNN
-//! FC-100-100-10 with the paper's scale-mixture prior, a deterministic FC-100-100-10
-//! with the eq. 6 penalty, and a deterministic FC-1200-1200-10.
+//! One training step (forward, backward, SGD update) at batch 128, as `train::fit`
+//! takes it (`Trainee::stepper`): a BNN FC-100-100-10 with the paper's scale-mixture
+//! prior (the hand-differentiated step of `train::bnn_step`, and autograd through the
+//! same loss for comparison), a deterministic FC-100-100-10 with the eq. 6 penalty, and
+//! a deterministic FC-1200-1200-10.
 
 mod common;
 
 use bayes_robust::model::Arch;
 use bayes_robust::model::bayes::{BayesConfig, BayesMlp};
 use bayes_robust::model::mlp::{Mlp, MlpConfig};
-use bayes_robust::train::{LossScale, PenalisedMlp, Reduction, Trainee};
+use bayes_robust::train::{AutogradSgd, LossScale, PenalisedMlp, Recipe, Reduction, Trainee};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use tch::nn::OptimizerConfig;
 use tch::{Device, Kind, Tensor, nn};
 
 const BATCH: i64 = 128;
 
-fn sgd(vs: &nn::VarStore) -> nn::Optimizer {
-    nn::Sgd {
-        momentum: 0.95,
-        dampening: 0.0,
-        wd: 0.0,
-        nesterov: false,
-    }
-    .build(vs, 1e-3)
-    .expect("an SGD optimiser")
-}
-
 fn train_step(c: &mut Criterion) {
     tch::manual_seed(1);
-    let sgemm = common::sgemm_gflops();
     let x = Tensor::rand([BATCH, 784], (Kind::Float, Device::Cpu)) * 2.0;
     let y = Tensor::randint(10, [BATCH], (Kind::Int64, Device::Cpu));
     let scale = LossScale {
@@ -39,23 +28,33 @@ fn train_step(c: &mut Criterion) {
     group.sample_size(30);
     group.throughput(Throughput::Elements(BATCH as u64));
 
-    let bvs = nn::VarStore::new(Device::Cpu);
-    let bnn = BayesMlp::new(&bvs.root(), &BayesConfig::default());
-    let mut opt = sgd(&bvs);
-    let mut bnn_step = || {
-        let (loss, _) = bnn.batch_loss(&x, &y, &scale);
-        opt.backward_step(&loss);
-    };
+    let recipe = Recipe::paper(1);
     // Forward + backward ≈ 3 × the forward's 2·MACs per example.
     let flops = |arch: &Arch| 3.0 * 2.0 * (BATCH as f64) * arch.macs_per_example() as f64;
+    let bvs = nn::VarStore::new(Device::Cpu);
+    let bnn = BayesMlp::new(&bvs.root(), &BayesConfig::default());
+    let mut hand = bnn.stepper(&bvs, &recipe).expect("the BNN step");
+    let mut bnn_step = || {
+        let _ = hand.step(&x, &y, &scale);
+    };
     common::report_rate(
-        "bnn FC-100-100-10 step",
+        "bnn FC-100-100-10 step (hand-differentiated)",
         flops(&bnn.config.arch),
-        50,
-        sgemm,
+        200,
         &mut bnn_step,
     );
     group.bench_function("bnn_fc100", |b| b.iter(&mut bnn_step));
+    let mut autograd = AutogradSgd::boxed(&bnn, &bvs, &recipe).expect("an SGD optimiser");
+    let mut autograd_step = || {
+        let _ = autograd.step(&x, &y, &scale);
+    };
+    common::report_rate(
+        "bnn FC-100-100-10 step (autograd)",
+        flops(&bnn.config.arch),
+        100,
+        &mut autograd_step,
+    );
+    group.bench_function("bnn_fc100_autograd", |b| b.iter(&mut autograd_step));
 
     for (name, hidden) in [
         ("det_fc100", vec![100, 100]),
@@ -74,12 +73,11 @@ fn train_step(c: &mut Criterion) {
             mlp: &mlp,
             lambda: 1e-4,
         };
-        let mut opt = sgd(&vs);
+        let mut stepper = trainee.stepper(&vs, &recipe).expect("an SGD optimiser");
         let mut step = || {
-            let (loss, _) = trainee.batch_loss(&x, &y, &scale);
-            opt.backward_step(&loss);
+            let _ = stepper.step(&x, &y, &scale);
         };
-        common::report_rate(&format!("{name} step"), flops(&arch), 50, sgemm, &mut step);
+        common::report_rate(&format!("{name} step"), flops(&arch), 50, &mut step);
         group.bench_function(name, |b| b.iter(&mut step));
     }
     group.finish();

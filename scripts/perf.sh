@@ -9,11 +9,23 @@ anchors="${ANCHORS:-../shared/perf-anchors}"
 .venv/bin/pip install --quiet --no-deps bayesian-torch torchattacks numpy scipy tqdm requests
 mkdir -p target/perf
 export MNIST_DIR=data/mnist THREADS=2 CKPT_DIR=target/perf/ckpt
-for w in w0_sgemm w1_train w2_infer w3_attack; do
-    echo "== $w" | tee "target/perf/$w.log"
-    .venv/bin/python "$anchors/$w.py" 2>&1 | tee -a "target/perf/$w.log"
-done
-for b in inference train_step attack_step prune grid; do
-    echo "== bench $b" | tee "target/perf/bench_$b.log"
-    cargo bench --bench "$b" 2>&1 | grep -v '^$' | tee -a "target/perf/bench_$b.log"
-done
+# Each anchor runs right before the benches it is compared with, so that every ratio
+# is taken a few minutes apart at most.
+anchor() {
+    echo "== $1" | tee "target/perf/$1.log"
+    .venv/bin/python "$anchors/$1.py" 2>&1 | tee -a "target/perf/$1.log"
+}
+bench() {
+    echo "== bench $1" | tee "target/perf/bench_$1.log"
+    cargo bench --bench "$1" 2>&1 | grep -v '^$' | tee -a "target/perf/bench_$1.log"
+}
+cargo bench --no-run --quiet
+anchor w0_sgemm
+anchor w1_train
+bench train_step
+bench grid
+anchor w2_infer
+bench inference
+anchor w3_attack
+bench attack_step
+bench prune

@@ -1,4 +1,5 @@
-//! What every bench prints beside its own figures: the sgemm rate of this process.
+//! What every bench prints beside its own figures: its rate against the sgemm rate of
+//! this process, measured right before it.
 #![allow(dead_code)]
 
 use std::time::Instant;
@@ -7,18 +8,44 @@ use std::time::Instant;
 /// `reproduce` records).
 pub use bayes_robust::experiment::flops::sgemm_gflops;
 
-/// Runs `f` `reps` times and prints its achieved GFLOP/s against `sgemm`.
-pub fn report_rate(name: &str, flops: f64, reps: usize, sgemm: f64, mut f: impl FnMut()) {
+/// Rounds of an sgemm measurement followed by the workload: the machine is shared and
+/// its speed changes from minute to minute, so a ratio is only taken between a workload
+/// and the sgemm measured just before it.
+pub const ROUNDS: usize = 5;
+
+/// Runs `f` in [`ROUNDS`] rounds of `reps` calls, each round right after an sgemm
+/// measurement, and prints its time, GFLOP/s and share of sgemm: the median over rounds
+/// of the per-round share, and its best round against the best sgemm. Returns the
+/// median seconds per call.
+pub fn report_rate(name: &str, flops: f64, reps: usize, mut f: impl FnMut()) -> f64 {
     f();
-    let t = Instant::now();
-    for _ in 0..reps {
-        f();
-    }
-    let per = t.elapsed().as_secs_f64() / reps as f64;
-    let gflops = flops / per / 1e9;
+    let mut rounds: Vec<(f64, f64)> = (0..ROUNDS)
+        .map(|_| {
+            let sgemm = sgemm_gflops();
+            let t = Instant::now();
+            for _ in 0..reps {
+                f();
+            }
+            (t.elapsed().as_secs_f64() / reps as f64, sgemm)
+        })
+        .collect();
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let gflops = |s: f64| flops / s / 1e9;
+    let share = median(rounds.iter().map(|(s, g)| gflops(*s) / g).collect());
+    let seconds = median(rounds.iter().map(|r| r.0).collect());
+    rounds.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let best = gflops(rounds[0].0);
+    let best_sgemm = rounds.iter().map(|r| r.1).fold(0.0, f64::max);
     println!(
-        "{name}: {:.3} ms, {gflops:.1} GFLOP/s = {:.0}% of sgemm ({sgemm:.1} GFLOP/s)",
-        per * 1e3,
-        100.0 * gflops / sgemm
+        "{name}: {:.3} ms, {:.1} GFLOP/s = {:.0}% of the sgemm measured just before \
+         (median of {ROUNDS} rounds; best round {best:.1} GFLOP/s = {:.0}% of the best sgemm, {best_sgemm:.1} GFLOP/s)",
+        seconds * 1e3,
+        gflops(seconds),
+        100.0 * share,
+        100.0 * best / best_sgemm
     );
+    seconds
 }

@@ -145,6 +145,34 @@ struct LayerDraw {
     kl: Option<Tensor>,
 }
 
+/// `n` drawn weight sets of a whole net, laid out for products: every layer
+/// `[n, in, out]` with biases `[n, 1, out]`, and the first layer also as one
+/// `[in, n·out]` matrix with biases `[n·out]`, made once for every image chunk, so that
+/// an input shared by all draws takes one product.
+struct DrawnNet {
+    n: i64,
+    layers: Vec<(Tensor, Tensor)>,
+    first_flat: Option<(Tensor, Tensor)>,
+}
+
+impl DrawnNet {
+    fn new(draws: Vec<LayerDraw>, n: usize) -> Self {
+        let n = n as i64;
+        let first_flat = draws.first().map(|d| {
+            let (fan_in, fan_out) = (d.w.size()[1], d.w.size()[2]);
+            (
+                d.w.permute([1, 0, 2]).reshape([fan_in, n * fan_out]),
+                d.b.reshape([n * fan_out]),
+            )
+        });
+        Self {
+            n,
+            layers: draws.into_iter().map(|d| (d.w, d.b)).collect(),
+            first_flat,
+        }
+    }
+}
+
 impl BayesLinear {
     /// Registers μ and ρ of a `fan_in × fan_out` layer under `path`: μ from a normal
     /// truncated at ±2·`mu_std`, ρ the constant `rho_init`.
@@ -364,28 +392,28 @@ impl BayesMlp {
         (draws, kl)
     }
 
-    /// Logits `[n, B, 10]` of `x` (`[B, 784]`) under `n` drawn weight sets, one batched
-    /// matrix product per layer.
-    fn apply(draws: &[LayerDraw], x: &Tensor, n: usize) -> Tensor {
-        let last = draws.len() - 1;
+    /// Logits `[n, B, 10]` of `x` (`[B, 784]`, or `[n, B, 784]` one input per draw)
+    /// under `n` drawn weight sets laid out by [`DrawnNet::new`].
+    fn apply(net: &DrawnNet, x: &Tensor) -> Tensor {
+        let last = net.layers.len() - 1;
         let mut h = x.shallow_clone();
-        for (i, draw) in draws.iter().enumerate() {
-            let z = if i == 0 && h.dim() == 2 {
+        for (i, (w, b)) in net.layers.iter().enumerate() {
+            let mut z = match (i, h.dim(), &net.first_flat) {
                 // The input is shared by all n draws: one [B, in] × [in, n·out] product
-                // instead of n broadcast copies of the input, viewed back as [n, B, out].
-                let (fan_in, fan_out) = (draw.w.size()[1], draw.w.size()[2]);
-                let w = draw
-                    .w
-                    .permute([1, 0, 2])
-                    .reshape([fan_in, n as i64 * fan_out]);
-                h.matmul(&w)
-                    .view([-1, n as i64, fan_out])
-                    .permute([1, 0, 2])
-                    + &draw.b
-            } else {
-                h.matmul(&draw.w) + &draw.b
+                // with the biases added by the same call, viewed as [n, B, out].
+                (0, 2, Some((w_flat, b_flat))) => {
+                    let fan_out = w.size()[2];
+                    b_flat
+                        .addmm(&h, w_flat)
+                        .view([-1, net.n, fan_out])
+                        .transpose(0, 1)
+                }
+                _ => b.baddbmm(&h.expand([net.n, -1, -1], false), w, 1.0, 1.0),
             };
-            h = if i < last { z.relu() } else { z };
+            if i < last {
+                let _ = z.relu_();
+            }
+            h = z;
         }
         h
     }
@@ -396,7 +424,7 @@ impl BayesMlp {
     pub fn forward(&self, x: &Tensor, n: usize, mode: WeightMode, with_kl: bool) -> BayesOutput {
         let (draws, kl) = self.draw_all(n, mode, with_kl);
         BayesOutput {
-            logits: Self::apply(&draws, x, n),
+            logits: Self::apply(&DrawnNet::new(draws, n), x),
             kl,
         }
     }
@@ -412,14 +440,15 @@ impl BayesMlp {
         image_chunk: usize,
     ) -> Tensor {
         let (draws, _) = self.draw_all(n, mode, false);
+        let net = DrawnNet::new(draws, n);
         let b = x.size()[0];
         let chunk = image_chunk.max(1) as i64;
         if b <= chunk {
-            return Self::apply(&draws, x, n);
+            return Self::apply(&net, x);
         }
         let parts: Vec<Tensor> = (0..b)
             .step_by(chunk as usize)
-            .map(|start| Self::apply(&draws, &x.narrow(0, start, chunk.min(b - start)), n))
+            .map(|start| Self::apply(&net, &x.narrow(0, start, chunk.min(b - start))))
             .collect();
         Tensor::cat(&parts, 1)
     }

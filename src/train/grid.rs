@@ -15,9 +15,10 @@ use std::time::Instant;
 
 use tch::{Device, Kind, Tensor};
 
+use super::bnn_step::{BnnElbo, BnnSgd, sgd_momentum_update};
 use super::{EpochRecord, LossScale, Recipe, TrainError, TrainOptions, TrainOutcome, TrainedModel};
 use crate::data::{IMAGE_DIM, ShuffledBatches, Splits};
-use crate::model::bayes::{MixturePrior, frozen_normal, log_q_at};
+use crate::model::bayes::{MixturePrior, frozen_normal};
 use crate::model::checkpoint::ModelSpec;
 use crate::seed::SeedTree;
 
@@ -123,41 +124,20 @@ impl Stack {
         self.params.len() / self.per_layer
     }
 
-    /// The weights and biases of one training draw per member, and (BNN) each member's
-    /// Monte Carlo KL `[G]`: w = μ + softplus(ρ)·ε (eq. 1), KL = Σ log q − log P (eq. 3).
-    fn training_weights(&self) -> (Vec<(Tensor, Tensor)>, Option<Tensor>) {
-        match &self.regulariser {
-            Regulariser::Penalty(_) => (
-                self.params
-                    .chunks(2)
-                    .map(|p| (p[0].shallow_clone(), p[1].shallow_clone()))
-                    .collect(),
-                None,
-            ),
-            Regulariser::Kl(prior) => {
-                let mut kl: Option<Tensor> = None;
-                let weights = self
-                    .params
-                    .chunks(4)
-                    .map(|p| {
-                        let (w, kl_w) = draw_with_kl(&p[0], &p[1], prior);
-                        let (b, kl_b) = draw_with_kl(&p[2], &p[3], prior);
-                        let layer_kl = kl_w + kl_b;
-                        kl = Some(match kl.take() {
-                            Some(k) => k + layer_kl,
-                            None => layer_kl,
-                        });
-                        (w, b)
-                    })
-                    .collect();
-                (weights, kl)
-            }
-        }
-    }
-
-    /// Each member's minibatch loss `[G]` (and its KL part) on `x` `[G, B, 784]`.
-    fn losses(&self, x: &Tensor, y: &Tensor, scale: &LossScale) -> (Tensor, Option<Tensor>) {
-        let (weights, kl) = self.training_weights();
+    /// Each MLP member's minibatch loss `[G]` on `x` `[G, B, 784]`: cross-entropy plus
+    /// its λ times the eq. 6 penalty.
+    fn penalised_losses(
+        &self,
+        lambdas: &Tensor,
+        x: &Tensor,
+        y: &Tensor,
+        scale: &LossScale,
+    ) -> Tensor {
+        let weights: Vec<(Tensor, Tensor)> = self
+            .params
+            .chunks(2)
+            .map(|p| (p[0].shallow_clone(), p[1].shallow_clone()))
+            .collect();
         let logits = stacked_forward(&weights, x);
         let nll = -logits
             .log_softmax(-1, Kind::Float)
@@ -167,52 +147,57 @@ impl Stack {
             super::Reduction::Mean => nll / y.size()[1] as f64,
             super::Reduction::Sum => nll,
         };
-        match (&self.regulariser, kl) {
-            (Regulariser::Penalty(lambdas), _) => {
-                let penalty = weights
-                    .iter()
-                    .map(|(w, _)| {
-                        w.square()
-                            .sum_dim_intlist([1, 2].as_slice(), false, Kind::Float)
-                            / w.size()[2] as f64
-                    })
-                    .reduce(|a, b| a + b)
-                    .unwrap_or_else(|| ce.zeros_like());
-                (ce + penalty * lambdas, None)
-            }
-            (Regulariser::Kl(_), Some(kl)) => {
-                let kl_part = kl * scale.kl_weight();
-                (ce + &kl_part, Some(kl_part))
-            }
-            (Regulariser::Kl(_), None) => (ce, None),
-        }
+        let penalty = weights
+            .iter()
+            .map(|(w, _)| {
+                w.square()
+                    .sum_dim_intlist([1, 2].as_slice(), false, Kind::Float)
+                    / w.size()[2] as f64
+            })
+            .reduce(|a, b| a + b)
+            .unwrap_or_else(|| ce.zeros_like());
+        ce + penalty * lambdas
     }
 
-    /// SGD with momentum as torch.optim.SGD (dampening 0): buf ← m·buf + g, p ← p − lr·buf.
-    fn sgd_step(&mut self, total: &Tensor, lr: f64, momentum: f64) {
-        total.backward();
-        tch::no_grad(|| {
-            for (p, buf) in self.params.iter_mut().zip(self.momentum.iter_mut()) {
-                let mut grad = p.grad();
-                if !grad.defined() {
-                    continue;
-                }
-                let step = match buf {
-                    Some(b) => {
-                        let _ = b.g_mul_scalar_(momentum);
-                        let _ = b.g_add_(&grad);
-                        b.shallow_clone()
-                    }
-                    None => {
-                        let b = grad.copy();
-                        *buf = Some(b.shallow_clone());
-                        b
-                    }
+    /// One SGD step of every member on its minibatch (`x` `[G, B, 784]`, `y` `[G, B]`):
+    /// BNNs through the hand-differentiated [`BnnSgd`], MLPs through autograd. Returns
+    /// each member's loss `[G]` and (BNN) its KL part, detached.
+    fn step(
+        &mut self,
+        x: &Tensor,
+        y: &Tensor,
+        scale: &LossScale,
+        recipe: &Recipe,
+    ) -> (Tensor, Option<Tensor>) {
+        match &self.regulariser {
+            Regulariser::Kl(prior) => {
+                let sgd = BnnSgd {
+                    elbo: BnnElbo::new(prior),
+                    lr: recipe.lr,
+                    momentum: recipe.momentum,
                 };
-                let _ = p.g_add_(&(step * -lr));
-                let _ = grad.zero_();
+                let losses = sgd.step(&self.params, &mut self.momentum, x, y, scale);
+                (losses.loss, Some(losses.kl_part))
             }
-        });
+            Regulariser::Penalty(lambdas) => {
+                let losses = self.penalised_losses(lambdas, x, y, scale);
+                losses.sum(Kind::Float).backward();
+                for (p, buf) in self.params.iter_mut().zip(self.momentum.iter_mut()) {
+                    let mut grad = p.grad();
+                    if grad.defined() {
+                        sgd_momentum_update(
+                            p,
+                            buf,
+                            grad.detach().copy(),
+                            recipe.lr,
+                            recipe.momentum,
+                        );
+                        let _ = grad.zero_();
+                    }
+                }
+                (losses.detach(), None)
+            }
+        }
     }
 
     /// Each member's validation accuracy `[G]`: MLPs on their weights; BNNs as the mean
@@ -298,19 +283,6 @@ impl Stack {
         }
         self.members = rows.iter().map(|r| self.members[*r as usize]).collect();
     }
-}
-
-/// One draw w = μ + softplus(ρ)·ε per row and Σ (log q(w) − log P(w)) per row `[G]`.
-fn draw_with_kl(mu: &Tensor, rho: &Tensor, prior: &MixturePrior) -> (Tensor, Tensor) {
-    let sigma = rho.softplus();
-    let eps = mu.randn_like();
-    let w = mu + &sigma * &eps;
-    let kl = (log_q_at(&eps, &sigma) - prior.log_prob(&w)).sum_dim_intlist(
-        [1, 2].as_slice(),
-        false,
-        Kind::Float,
-    );
-    (w, kl)
 }
 
 /// Logits `[G, B, 10]` of a ReLU net whose layer l has weights `[G, in, out]` and
@@ -441,13 +413,12 @@ pub fn fit_grid(
                 .index_select(0, &index)
                 .view([active, len, IMAGE_DIM as i64]);
             let y = labels.index_select(0, &index).view([active, len]);
-            let (losses, kl) = stack.losses(&x, &y, &scale);
-            stack.sgd_step(&losses.sum(Kind::Float), recipe.lr, recipe.momentum);
-            loss_sum += losses.detach();
+            let (losses, kl) = stack.step(&x, &y, &scale, recipe);
+            loss_sum += losses;
             if let Some(kl) = kl {
                 kl_sum = Some(match kl_sum {
-                    Some(s) => s + kl.detach(),
-                    None => kl.detach().to_kind(Kind::Double),
+                    Some(s) => s + kl,
+                    None => kl.to_kind(Kind::Double),
                 });
             }
         }

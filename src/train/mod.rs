@@ -2,6 +2,7 @@
 //! validation accuracy keeping the best weights, and checkpoints; [`grid`] trains a
 //! whole grid of same-shaped models at once.
 
+pub mod bnn_step;
 pub mod grid;
 
 use std::collections::HashMap;
@@ -88,6 +89,73 @@ pub trait Trainee {
     fn batch_loss(&self, x: &Tensor, y: &Tensor, scale: &LossScale) -> (Tensor, Option<Tensor>);
     /// Validation accuracy in [0, 1].
     fn validation_accuracy(&self, split: &Split, recipe: &Recipe) -> f64;
+    /// What [`fit`] calls once per minibatch: by default autograd through
+    /// [`Self::batch_loss`] and tch's SGD with `recipe`'s learning rate and momentum.
+    fn stepper<'a>(
+        &'a self,
+        vs: &nn::VarStore,
+        recipe: &Recipe,
+    ) -> Result<Box<dyn Stepper + 'a>, tch::TchError>
+    where
+        Self: Sized,
+    {
+        AutogradSgd::boxed(self, vs, recipe)
+    }
+}
+
+/// One training step on a minibatch: loss, gradient, SGD update.
+pub trait Stepper {
+    /// The minibatch loss and (for BNNs) its KL part, detached scalars (no host sync).
+    fn step(&mut self, x: &Tensor, y: &Tensor, scale: &LossScale) -> (Tensor, Option<Tensor>);
+}
+
+/// Autograd through [`Trainee::batch_loss`] and tch's SGD with momentum.
+pub struct AutogradSgd<'a, T: Trainee> {
+    model: &'a T,
+    opt: nn::Optimizer,
+}
+
+impl<'a, T: Trainee> AutogradSgd<'a, T> {
+    pub fn boxed(
+        model: &'a T,
+        vs: &nn::VarStore,
+        recipe: &Recipe,
+    ) -> Result<Box<dyn Stepper + 'a>, tch::TchError> {
+        let opt = nn::Sgd {
+            momentum: recipe.momentum,
+            dampening: 0.0,
+            wd: 0.0,
+            nesterov: false,
+        }
+        .build(vs, recipe.lr)?;
+        Ok(Box::new(Self { model, opt }))
+    }
+}
+
+impl<T: Trainee> Stepper for AutogradSgd<'_, T> {
+    fn step(&mut self, x: &Tensor, y: &Tensor, scale: &LossScale) -> (Tensor, Option<Tensor>) {
+        let (loss, kl) = self.model.batch_loss(x, y, scale);
+        self.opt.backward_step(&loss);
+        (loss.detach(), kl.map(|k| k.detach()))
+    }
+}
+
+/// A BNN's own variables as a stack of one ([`bnn_step`]'s layout), updated in place
+/// by the hand-differentiated step.
+struct HandBnnSgd {
+    params: Vec<Tensor>,
+    buffers: Vec<Option<Tensor>>,
+    sgd: bnn_step::BnnSgd,
+}
+
+impl Stepper for HandBnnSgd {
+    fn step(&mut self, x: &Tensor, y: &Tensor, scale: &LossScale) -> (Tensor, Option<Tensor>) {
+        let losses = self.sgd.step(&self.params, &mut self.buffers, x, y, scale);
+        (
+            losses.loss.squeeze_dim(0),
+            Some(losses.kl_part.squeeze_dim(0)),
+        )
+    }
 }
 
 /// What the loss convention needs to know about the data.
@@ -166,6 +234,44 @@ impl Trainee for BayesMlp {
         }
     }
 
+    /// The hand-differentiated step of [`bnn_step`] (the same draws and gradients as
+    /// autograd through [`Self::batch_loss`], several times faster); autograd when
+    /// weights are pruned.
+    fn stepper<'a>(
+        &'a self,
+        vs: &nn::VarStore,
+        recipe: &Recipe,
+    ) -> Result<Box<dyn Stepper + 'a>, tch::TchError> {
+        if self
+            .layers
+            .iter()
+            .any(|l| l.mask_w.is_some() || l.mask_b.is_some())
+        {
+            return AutogradSgd::boxed(self, vs, recipe);
+        }
+        let params: Vec<Tensor> = self
+            .layers
+            .iter()
+            .flat_map(|l| {
+                [
+                    l.mu_w.detach().unsqueeze(0),
+                    l.rho_w.detach().unsqueeze(0),
+                    l.mu_b.detach().view([1, 1, -1]),
+                    l.rho_b.detach().view([1, 1, -1]),
+                ]
+            })
+            .collect();
+        Ok(Box::new(HandBnnSgd {
+            buffers: params.iter().map(|_| None).collect(),
+            params,
+            sgd: bnn_step::BnnSgd {
+                elbo: bnn_step::BnnElbo::new(&self.config.prior),
+                lr: recipe.lr,
+                momentum: recipe.momentum,
+            },
+        }))
+    }
+
     /// Mean accuracy of `val_draws` frozen weight draws (ids 0..val_draws): the same ε in
     /// every epoch, so epochs are compared on common random numbers.
     fn validation_accuracy(&self, split: &Split, recipe: &Recipe) -> f64 {
@@ -230,13 +336,7 @@ pub fn fit(
         n_train,
         n_batches: n_train.div_ceil(recipe.batch_size.max(1)),
     };
-    let mut opt = nn::Sgd {
-        momentum: recipe.momentum,
-        dampening: 0.0,
-        wd: 0.0,
-        nesterov: false,
-    }
-    .build(vs, recipe.lr)?;
+    let mut stepper = model.stepper(vs, recipe)?;
 
     let bar = crate::progress::bar(recipe.max_epochs, &options.label, "epoch", options.verbose);
 
@@ -255,13 +355,12 @@ pub fn fit(
             let index = index.to_device(device);
             let x = splits.train.images.index_select(0, &index);
             let y = splits.train.labels.index_select(0, &index);
-            let (loss, kl) = model.batch_loss(&x, &y, &scale);
-            opt.backward_step(&loss);
-            loss_sum += loss.detach();
+            let (loss, kl) = stepper.step(&x, &y, &scale);
+            loss_sum += loss;
             if let Some(kl) = kl {
                 kl_sum = Some(match kl_sum {
-                    Some(s) => s + kl.detach(),
-                    None => kl.detach(),
+                    Some(s) => s + kl,
+                    None => kl,
                 });
             }
         }
