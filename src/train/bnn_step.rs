@@ -19,7 +19,7 @@
 //!   own gradient, below 1e-34, is dropped);
 //! - ∂L/∂μ = g − s·∂ log P/∂w, and ∂L/∂ρ = (∂L/∂μ·ε − s/σ)·sigmoid(ρ).
 
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use super::{LossScale, Reduction};
 use crate::model::bayes::MixturePrior;
@@ -72,16 +72,38 @@ pub struct StepLosses {
     pub kl_part: Tensor,
 }
 
-/// The hand-differentiated ELBO of G stacked BNN members (eq. 3 with one draw).
-#[derive(Debug, Clone, Copy)]
+/// The hand-differentiated ELBO of G stacked BNN members (eq. 3 with one draw), for one
+/// loss convention; its constants are made once, not at every step.
+#[derive(Debug)]
 pub struct BnnElbo {
     terms: PriorTerms,
+    reduction: Reduction,
+    /// The KL weight s.
+    kl_weight: f64,
+    /// 0-dimensional: dc, dk, −2s·k1, −2s·dk, −s, −1.
+    dc: Tensor,
+    dk: Tensor,
+    slope_at_0: Tensor,
+    slope_per_sigmoid: Tensor,
+    minus_kl_weight: Tensor,
+    minus_one: Tensor,
 }
 
 impl BnnElbo {
-    pub fn new(prior: &MixturePrior) -> Self {
+    pub fn new(prior: &MixturePrior, scale: &LossScale, device: Device) -> Self {
+        let terms = PriorTerms::new(prior);
+        let s = scale.kl_weight();
+        let constant = |v: f64| Tensor::from(v as f32).to_device(device);
         Self {
-            terms: PriorTerms::new(prior),
+            reduction: scale.reduction,
+            kl_weight: s,
+            dc: constant(terms.dc),
+            dk: constant(terms.dk),
+            slope_at_0: constant(-2.0 * s * terms.k1),
+            slope_per_sigmoid: constant(-2.0 * s * terms.dk),
+            minus_kl_weight: constant(-s),
+            minus_one: constant(-1.0),
+            terms,
         }
     }
 
@@ -94,7 +116,6 @@ impl BnnElbo {
         params: &[Tensor],
         x: &Tensor,
         y: &Tensor,
-        scale: &LossScale,
     ) -> (StepLosses, Vec<Tensor>) {
         tch::no_grad(|| {
             let g = params[0].size()[0];
@@ -122,7 +143,7 @@ impl BnnElbo {
                 .pop()
                 .unwrap_or_else(|| unreachable!("at least one layer"));
             let log_p = logits.log_softmax(-1, Kind::Float);
-            let ce_weight = match scale.reduction {
+            let ce_weight = match self.reduction {
                 Reduction::Mean => 1.0 / batch as f64,
                 Reduction::Sum => 1.0,
             };
@@ -133,14 +154,9 @@ impl BnnElbo {
                     * -ce_weight;
             // ∂CE/∂logits = (softmax − one-hot(y)) · ce_weight
             let mut dz = log_p.exp();
-            let _ = dz.scatter_add_(
-                2,
-                &y,
-                &Tensor::full([g, batch, 1], -1.0, (Kind::Float, dz.device())),
-            );
+            let _ = dz.scatter_add_(2, &y, &self.minus_one.expand([g, batch, 1], false));
             let _ = dz.g_mul_scalar_(ce_weight);
-            let s = scale.kl_weight();
-            let mut kl = Tensor::zeros([g], (Kind::Float, dz.device()));
+            let mut kl: Option<Tensor> = None;
             let mut grads: Vec<Option<Tensor>> = params.iter().map(|_| None).collect();
             for l in (0..draws.len()).rev() {
                 let (w, b) = &draws[l];
@@ -153,13 +169,16 @@ impl BnnElbo {
                 }
                 for (k, (draw, grad_ce)) in [(w, grad_w), (b, grad_b)].into_iter().enumerate() {
                     let rho = &params[4 * l + 2 * k + 1];
-                    let (kl_part, grad_mu, grad_rho) = self.kl_terms(draw, rho, grad_ce, s);
-                    kl += kl_part;
+                    let (kl_part, grad_mu, grad_rho) = self.kl_terms(draw, rho, grad_ce);
+                    kl = Some(match kl {
+                        Some(sum) => sum + kl_part,
+                        None => kl_part,
+                    });
                     grads[4 * l + 2 * k] = Some(grad_mu);
                     grads[4 * l + 2 * k + 1] = Some(grad_rho);
                 }
             }
-            let kl_part = kl * s;
+            let kl_part = kl.unwrap_or_else(|| unreachable!("at least one layer")) * self.kl_weight;
             let losses = StepLosses {
                 loss: ce + &kl_part,
                 kl_part,
@@ -174,72 +193,70 @@ impl BnnElbo {
 
     /// One tensor's Σ (log q − log P) per member `[G]`, and the gradients of
     /// CE + s·KL with respect to its μ and ρ, given the cross-entropy's gradient in w.
-    fn kl_terms(
-        &self,
-        draw: &Draw,
-        rho: &Tensor,
-        grad_ce: Tensor,
-        s: f64,
-    ) -> (Tensor, Tensor, Tensor) {
-        let PriorTerms { k1, dk, c1, dc } = self.terms;
+    /// Written as few passes over the weights as libtorch's kernels allow (fused
+    /// multiply-adds with 0-dimensional constants, in place where a tensor is done
+    /// with): the element-wise work, not the products, bounds this step.
+    fn kl_terms(&self, draw: &Draw, rho: &Tensor, grad_ce: Tensor) -> (Tensor, Tensor, Tensor) {
+        let PriorTerms { k1, c1, .. } = self.terms;
         let Draw { eps, sigma, w } = draw;
         let dims = [1i64, 2].as_slice();
         let n = (w.numel() as i64 / w.size()[0]) as f64;
-        let sq = w.square();
-        let mut d = (&sq * dk).g_add_scalar_(dc).clamp_min_(-80.0);
         let sum = |t: &Tensor| t.sum_dim_intlist(dims, false, Kind::Float);
+        let sq = w.square();
+        let mut d = self.dc.addcmul(&sq, &self.dk).clamp_min_(-80.0);
         // Σ log q − Σ log P
         let kl = -sum(&sigma.log())
             - sum(&eps.square()) * 0.5
             - sum(&sq) * k1
             - sum(&d.softplus())
             - n * (0.5 * LN_2PI + c1);
-        // ∂L/∂μ = g − s·2w·(k1 + dk·sigmoid(d))
-        let mut grad_mu = d.sigmoid_();
-        let _ = grad_mu
-            .g_mul_scalar_(-2.0 * s * dk)
-            .g_add_scalar_(-2.0 * s * k1)
-            .g_mul_(w)
-            .g_add_(&grad_ce);
+        // ∂L/∂μ = g + w·(−2s·k1 − 2s·dk·sigmoid(d))
+        let slope = self
+            .slope_at_0
+            .addcmul(&d.sigmoid_(), &self.slope_per_sigmoid);
+        let mut grad_mu = grad_ce;
+        let _ = grad_mu.addcmul_(w, &slope);
         // ∂L/∂ρ = (∂L/∂μ·ε − s/σ)·sigmoid(ρ)
-        let mut grad_rho = &grad_mu * eps;
-        let _ = grad_rho
-            .g_sub_(&(sigma.reciprocal() * s))
-            .g_mul_(&rho.sigmoid());
+        let mut grad_rho = self.minus_kl_weight.g_div(sigma);
+        let _ = grad_rho.addcmul_(&grad_mu, eps).g_mul_(&rho.sigmoid());
         (kl, grad_mu, grad_rho)
     }
 }
 
 /// SGD with momentum as torch.optim.SGD (dampening 0, no Nesterov):
-/// buf ← m·buf + g (buf = g at the first step), p ← p − lr·buf. In place on `param`.
-pub fn sgd_momentum_update(
-    param: &Tensor,
-    buf: &mut Option<Tensor>,
-    grad: Tensor,
-    lr: f64,
-    momentum: f64,
-) {
-    tch::no_grad(|| {
-        let step = match buf {
-            Some(b) => {
-                let _ = b.g_mul_scalar_(momentum).g_add_(&grad);
-                b.shallow_clone()
+/// buf ← m·buf + g (buf = g at the first step), p ← p − lr·buf, with its two constants
+/// made once.
+#[derive(Debug)]
+pub struct MomentumSgd {
+    momentum: Tensor,
+    minus_lr: Tensor,
+}
+
+impl MomentumSgd {
+    pub fn new(lr: f64, momentum: f64, device: Device) -> Self {
+        Self {
+            momentum: Tensor::from(momentum as f32).to_device(device),
+            minus_lr: Tensor::from(-lr as f32).to_device(device),
+        }
+    }
+
+    /// Updates `param` in place; `grad` becomes its new buffer.
+    pub fn update(&self, param: &Tensor, buf: &mut Option<Tensor>, mut grad: Tensor) {
+        tch::no_grad(|| {
+            if let Some(b) = buf.take() {
+                let _ = grad.addcmul_(&b, &self.momentum);
             }
-            None => {
-                *buf = Some(grad.shallow_clone());
-                grad
-            }
-        };
-        let _ = param.shallow_clone().g_add_(&(step * -lr));
-    });
+            let _ = param.shallow_clone().addcmul_(&grad, &self.minus_lr);
+            *buf = Some(grad);
+        });
+    }
 }
 
 /// SGD with momentum on G stacked BNN members, each step differentiated by [`BnnElbo`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub struct BnnSgd {
     pub elbo: BnnElbo,
-    pub lr: f64,
-    pub momentum: f64,
+    pub sgd: MomentumSgd,
 }
 
 impl BnnSgd {
@@ -251,11 +268,10 @@ impl BnnSgd {
         buffers: &mut [Option<Tensor>],
         x: &Tensor,
         y: &Tensor,
-        scale: &LossScale,
     ) -> StepLosses {
-        let (losses, grads) = self.elbo.loss_and_gradients(params, x, y, scale);
+        let (losses, grads) = self.elbo.loss_and_gradients(params, x, y);
         for ((p, buf), grad) in params.iter().zip(buffers.iter_mut()).zip(grads) {
-            sgd_momentum_update(p, buf, grad, self.lr, self.momentum);
+            self.sgd.update(p, buf, grad);
         }
         losses
     }

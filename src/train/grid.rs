@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use tch::{Device, Kind, Tensor};
 
-use super::bnn_step::{BnnElbo, BnnSgd, sgd_momentum_update};
+use super::bnn_step::{BnnElbo, BnnSgd, MomentumSgd};
 use super::{EpochRecord, LossScale, Recipe, TrainError, TrainOptions, TrainOutcome, TrainedModel};
 use crate::data::{IMAGE_DIM, ShuffledBatches, Splits};
 use crate::model::bayes::{MixturePrior, frozen_normal};
@@ -51,6 +51,12 @@ enum Regulariser {
     Penalty(Tensor),
     /// The Monte Carlo KL of each member's draw (Bayes by Backprop).
     Kl(MixturePrior),
+}
+
+/// How a stack is stepped, made once per grid.
+enum StackSgd {
+    Bnn(BnnSgd),
+    Mlp(MomentumSgd),
 }
 
 /// The stacked variables of the members still training, with their SGD momentum.
@@ -167,35 +173,27 @@ impl Stack {
         x: &Tensor,
         y: &Tensor,
         scale: &LossScale,
-        recipe: &Recipe,
+        optimiser: &StackSgd,
     ) -> (Tensor, Option<Tensor>) {
-        match &self.regulariser {
-            Regulariser::Kl(prior) => {
-                let sgd = BnnSgd {
-                    elbo: BnnElbo::new(prior),
-                    lr: recipe.lr,
-                    momentum: recipe.momentum,
-                };
-                let losses = sgd.step(&self.params, &mut self.momentum, x, y, scale);
+        match (optimiser, &self.regulariser) {
+            (StackSgd::Bnn(sgd), _) => {
+                let losses = sgd.step(&self.params, &mut self.momentum, x, y);
                 (losses.loss, Some(losses.kl_part))
             }
-            Regulariser::Penalty(lambdas) => {
+            (StackSgd::Mlp(sgd), Regulariser::Penalty(lambdas)) => {
                 let losses = self.penalised_losses(lambdas, x, y, scale);
                 losses.sum(Kind::Float).backward();
                 for (p, buf) in self.params.iter_mut().zip(self.momentum.iter_mut()) {
                     let mut grad = p.grad();
                     if grad.defined() {
-                        sgd_momentum_update(
-                            p,
-                            buf,
-                            grad.detach().copy(),
-                            recipe.lr,
-                            recipe.momentum,
-                        );
+                        sgd.update(p, buf, grad.detach().copy());
                         let _ = grad.zero_();
                     }
                 }
                 (losses.detach(), None)
+            }
+            (StackSgd::Mlp(_), Regulariser::Kl(_)) => {
+                unreachable!("a BNN stack is stepped by its BnnSgd")
             }
         }
     }
@@ -361,6 +359,14 @@ pub fn fit_grid(
         n_train,
         n_batches: n_train.div_ceil(batch),
     };
+    let sgd = MomentumSgd::new(recipe.lr, recipe.momentum, device);
+    let optimiser = match &stack.regulariser {
+        Regulariser::Kl(prior) => StackSgd::Bnn(BnnSgd {
+            elbo: BnnElbo::new(prior, &scale, device),
+            sgd,
+        }),
+        Regulariser::Penalty(_) => StackSgd::Mlp(sgd),
+    };
     // The frozen validation draws' ε, made once: per layer [n, in, out] and [n, out].
     let frozen: Vec<Tensor> = match &stack.regulariser {
         Regulariser::Penalty(_) => Vec::new(),
@@ -413,7 +419,7 @@ pub fn fit_grid(
                 .index_select(0, &index)
                 .view([active, len, IMAGE_DIM as i64]);
             let y = labels.index_select(0, &index).view([active, len]);
-            let (losses, kl) = stack.step(&x, &y, &scale, recipe);
+            let (losses, kl) = stack.step(&x, &y, &scale, &optimiser);
             loss_sum += losses;
             if let Some(kl) = kl {
                 kl_sum = Some(match kl_sum {

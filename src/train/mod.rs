@@ -95,24 +95,26 @@ pub trait Trainee {
         &'a self,
         vs: &nn::VarStore,
         recipe: &Recipe,
+        scale: &LossScale,
     ) -> Result<Box<dyn Stepper + 'a>, tch::TchError>
     where
         Self: Sized,
     {
-        AutogradSgd::boxed(self, vs, recipe)
+        AutogradSgd::boxed(self, vs, recipe, scale)
     }
 }
 
 /// One training step on a minibatch: loss, gradient, SGD update.
 pub trait Stepper {
     /// The minibatch loss and (for BNNs) its KL part, detached scalars (no host sync).
-    fn step(&mut self, x: &Tensor, y: &Tensor, scale: &LossScale) -> (Tensor, Option<Tensor>);
+    fn step(&mut self, x: &Tensor, y: &Tensor) -> (Tensor, Option<Tensor>);
 }
 
 /// Autograd through [`Trainee::batch_loss`] and tch's SGD with momentum.
 pub struct AutogradSgd<'a, T: Trainee> {
     model: &'a T,
     opt: nn::Optimizer,
+    scale: LossScale,
 }
 
 impl<'a, T: Trainee> AutogradSgd<'a, T> {
@@ -120,6 +122,7 @@ impl<'a, T: Trainee> AutogradSgd<'a, T> {
         model: &'a T,
         vs: &nn::VarStore,
         recipe: &Recipe,
+        scale: &LossScale,
     ) -> Result<Box<dyn Stepper + 'a>, tch::TchError> {
         let opt = nn::Sgd {
             momentum: recipe.momentum,
@@ -128,13 +131,17 @@ impl<'a, T: Trainee> AutogradSgd<'a, T> {
             nesterov: false,
         }
         .build(vs, recipe.lr)?;
-        Ok(Box::new(Self { model, opt }))
+        Ok(Box::new(Self {
+            model,
+            opt,
+            scale: *scale,
+        }))
     }
 }
 
 impl<T: Trainee> Stepper for AutogradSgd<'_, T> {
-    fn step(&mut self, x: &Tensor, y: &Tensor, scale: &LossScale) -> (Tensor, Option<Tensor>) {
-        let (loss, kl) = self.model.batch_loss(x, y, scale);
+    fn step(&mut self, x: &Tensor, y: &Tensor) -> (Tensor, Option<Tensor>) {
+        let (loss, kl) = self.model.batch_loss(x, y, &self.scale);
         self.opt.backward_step(&loss);
         (loss.detach(), kl.map(|k| k.detach()))
     }
@@ -149,8 +156,8 @@ struct HandBnnSgd {
 }
 
 impl Stepper for HandBnnSgd {
-    fn step(&mut self, x: &Tensor, y: &Tensor, scale: &LossScale) -> (Tensor, Option<Tensor>) {
-        let losses = self.sgd.step(&self.params, &mut self.buffers, x, y, scale);
+    fn step(&mut self, x: &Tensor, y: &Tensor) -> (Tensor, Option<Tensor>) {
+        let losses = self.sgd.step(&self.params, &mut self.buffers, x, y);
         (
             losses.loss.squeeze_dim(0),
             Some(losses.kl_part.squeeze_dim(0)),
@@ -241,13 +248,14 @@ impl Trainee for BayesMlp {
         &'a self,
         vs: &nn::VarStore,
         recipe: &Recipe,
+        scale: &LossScale,
     ) -> Result<Box<dyn Stepper + 'a>, tch::TchError> {
         if self
             .layers
             .iter()
             .any(|l| l.mask_w.is_some() || l.mask_b.is_some())
         {
-            return AutogradSgd::boxed(self, vs, recipe);
+            return AutogradSgd::boxed(self, vs, recipe, scale);
         }
         let params: Vec<Tensor> = self
             .layers
@@ -265,9 +273,8 @@ impl Trainee for BayesMlp {
             buffers: params.iter().map(|_| None).collect(),
             params,
             sgd: bnn_step::BnnSgd {
-                elbo: bnn_step::BnnElbo::new(&self.config.prior),
-                lr: recipe.lr,
-                momentum: recipe.momentum,
+                elbo: bnn_step::BnnElbo::new(&self.config.prior, scale, vs.device()),
+                sgd: bnn_step::MomentumSgd::new(recipe.lr, recipe.momentum, vs.device()),
             },
         }))
     }
@@ -336,7 +343,7 @@ pub fn fit(
         n_train,
         n_batches: n_train.div_ceil(recipe.batch_size.max(1)),
     };
-    let mut stepper = model.stepper(vs, recipe)?;
+    let mut stepper = model.stepper(vs, recipe, &scale)?;
 
     let bar = crate::progress::bar(recipe.max_epochs, &options.label, "epoch", options.verbose);
 
@@ -355,7 +362,7 @@ pub fn fit(
             let index = index.to_device(device);
             let x = splits.train.images.index_select(0, &index);
             let y = splits.train.labels.index_select(0, &index);
-            let (loss, kl) = stepper.step(&x, &y, &scale);
+            let (loss, kl) = stepper.step(&x, &y);
             loss_sum += loss;
             if let Some(kl) = kl {
                 kl_sum = Some(match kl_sum {
