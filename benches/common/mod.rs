@@ -13,13 +13,20 @@ pub use bayes_robust::experiment::flops::sgemm_gflops;
 /// and the sgemm measured just before it.
 pub const ROUNDS: usize = 5;
 
+/// Whether criterion measures (`cargo bench` passes `--bench`); `cargo test` runs the
+/// benches once as a check, where a single short round suffices.
+fn measuring() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
+
 /// Runs `f` in [`ROUNDS`] rounds of `reps` calls, each round right after an sgemm
 /// measurement, and prints its time, GFLOP/s and share of sgemm: the median over rounds
 /// of the per-round share, and its best round against the best sgemm. Returns the
-/// median seconds per call.
+/// median seconds per call. Under `cargo test`, one round of one call.
 pub fn report_rate(name: &str, flops: f64, reps: usize, mut f: impl FnMut()) -> f64 {
+    let (n_rounds, reps) = if measuring() { (ROUNDS, reps) } else { (1, 1) };
     f();
-    let mut rounds: Vec<(f64, f64)> = (0..ROUNDS)
+    let mut rounds: Vec<(f64, f64)> = (0..n_rounds)
         .map(|_| {
             let sgemm = sgemm_gflops();
             let t = Instant::now();
@@ -41,7 +48,7 @@ pub fn report_rate(name: &str, flops: f64, reps: usize, mut f: impl FnMut()) -> 
     let best_sgemm = rounds.iter().map(|r| r.1).fold(0.0, f64::max);
     println!(
         "{name}: {:.3} ms, {:.1} GFLOP/s = {:.0}% of the sgemm measured just before \
-         (median of {ROUNDS} rounds; best round {best:.1} GFLOP/s = {:.0}% of the best sgemm, {best_sgemm:.1} GFLOP/s)",
+         (median of {n_rounds} rounds; best round {best:.1} GFLOP/s = {:.0}% of the best sgemm, {best_sgemm:.1} GFLOP/s)",
         seconds * 1e3,
         gflops(seconds),
         100.0 * share,
