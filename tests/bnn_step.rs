@@ -14,7 +14,7 @@ mod common;
 use bayes_robust::data::Split;
 use bayes_robust::model::bayes::{BayesConfig, BayesMlp};
 use bayes_robust::seed::SeedTree;
-use bayes_robust::train::bnn_step::{BnnElbo, BnnSgd, MomentumSgd};
+use bayes_robust::train::bnn_step::{BnnElbo, BnnSgd, MomentumSgd, draw_noise};
 use bayes_robust::train::{self, LossScale, Recipe, Reduction, TrainOptions, Trainee};
 use proptest::prelude::*;
 use tch::{Device, Kind, Tensor, nn};
@@ -72,11 +72,10 @@ fn check_against_autograd(rho_init: f64, reduction: Reduction, seed: i64) {
     let (loss, kl) = bnn.batch_loss(&x, &y, &scale);
     loss.backward();
     tch::manual_seed(seed + 1);
-    let (hand, grads) = BnnElbo::new(&bnn.config.prior, &scale, Device::Cpu).loss_and_gradients(
-        &stacked(&bnn),
-        &x,
-        &y,
-    );
+    let params = stacked(&bnn);
+    let noise = draw_noise(&params);
+    let (hand, grads) = BnnElbo::new(&bnn.config.prior, &scale, Device::Cpu)
+        .loss_and_gradients(&params, &noise, &x, &y);
 
     let loss_gap = relative_gap(&hand.loss, &loss.unsqueeze(0));
     assert!(loss_gap < 1e-5, "ρ_init {rho_init}: loss gap {loss_gap:e}");
@@ -140,13 +139,14 @@ fn stacked_members_get_their_own_gradients() {
             let _ = rho.shallow_clone().fill_(-30.0);
         }
     });
-    let (together, grads) = elbo.loss_and_gradients(&params, &x, &y);
+    let (together, grads) = elbo.loss_and_gradients(&params, &draw_noise(&params), &x, &y);
     for (m, bnn) in bnns.iter().enumerate() {
         let own: Vec<Tensor> = params
             .iter()
             .map(|p| p.get(m as i64).unsqueeze(0))
             .collect();
-        let (alone, own_grads) = elbo.loss_and_gradients(&own, &x.get(m as i64), &y.get(m as i64));
+        let (alone, own_grads) =
+            elbo.loss_and_gradients(&own, &draw_noise(&own), &x.get(m as i64), &y.get(m as i64));
         let ce = |l: &bayes_robust::train::bnn_step::StepLosses, row: i64| {
             (&l.loss - &l.kl_part).get(row)
         };
@@ -263,7 +263,7 @@ fn bnn_sgd_step_updates_every_variable() {
         elbo: BnnElbo::new(&bnn.config.prior, &scale(Reduction::Mean), Device::Cpu),
         sgd: MomentumSgd::new(0.1, 0.9, Device::Cpu),
     };
-    let losses = sgd.step(&params, &mut buffers, &x, &y);
+    let losses = sgd.step(&params, &mut buffers, &draw_noise(&params), &x, &y);
     assert!(losses.loss.double_value(&[0]).is_finite());
     for (i, (b, v)) in before.iter().zip(variables(&bnn)).enumerate() {
         let change = (v - b).abs().max().double_value(&[]);

@@ -58,12 +58,22 @@ struct Draw {
 }
 
 impl Draw {
-    fn new(mu: &Tensor, rho: &Tensor) -> Self {
-        let eps = mu.randn_like();
+    fn new(mu: &Tensor, rho: &Tensor, eps: &Tensor) -> Self {
         let sigma = rho.softplus();
-        let w = mu.addcmul(&sigma, &eps);
-        Self { eps, sigma, w }
+        let w = mu.addcmul(&sigma, eps);
+        Self {
+            eps: eps.shallow_clone(),
+            sigma,
+            w,
+        }
     }
+}
+
+/// The ε of one training draw for every tensor of `params`, in their order (per layer
+/// μ_w's then μ_b's shape), from libtorch's generator: the same calls, in the same
+/// order, as [`BayesMlp::forward`](crate::model::bayes::BayesMlp::forward) makes.
+pub fn draw_noise(params: &[Tensor]) -> Vec<Tensor> {
+    tch::no_grad(|| params.iter().step_by(2).map(|mu| mu.randn_like()).collect())
 }
 
 /// Each member's minibatch loss and its KL part, `[G]` each, detached.
@@ -109,11 +119,12 @@ impl BnnElbo {
 
     /// The losses of one draw per member and the gradient of their sum with respect to
     /// every tensor of `params` (per layer μ_w, ρ_w, μ_b, ρ_b; weights `[G, in, out]`,
-    /// biases `[G, 1, out]`), in the same order. `x` is `[G, B, in]` or `[B, in]`
-    /// (shared), `y` `[G, B]` or `[B]`.
+    /// biases `[G, 1, out]`), in the same order; `noise` is the draw's ε from
+    /// [`draw_noise`]. `x` is `[G, B, in]` or `[B, in]` (shared), `y` `[G, B]` or `[B]`.
     pub fn loss_and_gradients(
         &self,
         params: &[Tensor],
+        noise: &[Tensor],
         x: &Tensor,
         y: &Tensor,
     ) -> (StepLosses, Vec<Tensor>) {
@@ -121,7 +132,13 @@ impl BnnElbo {
             let g = params[0].size()[0];
             let draws: Vec<(Draw, Draw)> = params
                 .chunks(4)
-                .map(|p| (Draw::new(&p[0], &p[1]), Draw::new(&p[2], &p[3])))
+                .zip(noise.chunks(2))
+                .map(|(p, e)| {
+                    (
+                        Draw::new(&p[0], &p[1], &e[0]),
+                        Draw::new(&p[2], &p[3], &e[1]),
+                    )
+                })
                 .collect();
             let x = match x.dim() {
                 2 => x.unsqueeze(0).expand([g, -1, -1], false),
@@ -260,16 +277,18 @@ pub struct BnnSgd {
 }
 
 impl BnnSgd {
-    /// One step on a minibatch: every tensor of `params` is updated in place, with its
-    /// momentum buffer in `buffers` (same order).
+    /// One step on a minibatch with the draw's ε `noise` ([`draw_noise`]): every tensor
+    /// of `params` is updated in place, with its momentum buffer in `buffers` (same
+    /// order).
     pub fn step(
         &self,
         params: &[Tensor],
         buffers: &mut [Option<Tensor>],
+        noise: &[Tensor],
         x: &Tensor,
         y: &Tensor,
     ) -> StepLosses {
-        let (losses, grads) = self.elbo.loss_and_gradients(params, x, y);
+        let (losses, grads) = self.elbo.loss_and_gradients(params, noise, x, y);
         for ((p, buf), grad) in params.iter().zip(buffers.iter_mut()).zip(grads) {
             self.sgd.update(p, buf, grad);
         }

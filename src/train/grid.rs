@@ -177,7 +177,8 @@ impl Stack {
     ) -> (Tensor, Option<Tensor>) {
         match (optimiser, &self.regulariser) {
             (StackSgd::Bnn(sgd), _) => {
-                let losses = sgd.step(&self.params, &mut self.momentum, x, y);
+                let noise = super::bnn_step::draw_noise(&self.params);
+                let losses = sgd.step(&self.params, &mut self.momentum, &noise, x, y);
                 (losses.loss, Some(losses.kl_part))
             }
             (StackSgd::Mlp(sgd), Regulariser::Penalty(lambdas)) => {

@@ -157,7 +157,8 @@ struct HandBnnSgd {
 
 impl Stepper for HandBnnSgd {
     fn step(&mut self, x: &Tensor, y: &Tensor) -> (Tensor, Option<Tensor>) {
-        let losses = self.sgd.step(&self.params, &mut self.buffers, x, y);
+        let noise = bnn_step::draw_noise(&self.params);
+        let losses = self.sgd.step(&self.params, &mut self.buffers, &noise, x, y);
         (
             losses.loss.squeeze_dim(0),
             Some(losses.kl_part.squeeze_dim(0)),
