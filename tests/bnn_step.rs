@@ -14,26 +14,10 @@ mod common;
 use bayes_robust::data::Split;
 use bayes_robust::model::bayes::{BayesConfig, BayesMlp};
 use bayes_robust::seed::SeedTree;
-use bayes_robust::train::bnn_step::{BnnElbo, BnnSgd, MomentumSgd, draw_noise};
+use bayes_robust::train::bnn_step::{BnnElbo, BnnSgd, MomentumSgd, draw_noise, stack_of_one};
 use bayes_robust::train::{self, LossScale, Recipe, Reduction, TrainOptions, Trainee};
 use proptest::prelude::*;
 use tch::{Device, Kind, Tensor, nn};
-
-/// The BNN's variables in the hand step's stacked layout (G = 1), per layer μ_w, ρ_w,
-/// μ_b, ρ_b.
-fn stacked(bnn: &BayesMlp) -> Vec<Tensor> {
-    bnn.layers
-        .iter()
-        .flat_map(|l| {
-            [
-                l.mu_w.detach().unsqueeze(0),
-                l.rho_w.detach().unsqueeze(0),
-                l.mu_b.detach().view([1, 1, -1]),
-                l.rho_b.detach().view([1, 1, -1]),
-            ]
-        })
-        .collect()
-}
 
 fn variables(bnn: &BayesMlp) -> Vec<&Tensor> {
     bnn.layers
@@ -72,7 +56,7 @@ fn check_against_autograd(rho_init: f64, reduction: Reduction, seed: i64) {
     let (loss, kl) = bnn.batch_loss(&x, &y, &scale);
     loss.backward();
     tch::manual_seed(seed + 1);
-    let params = stacked(&bnn);
+    let params = stack_of_one(&bnn);
     let noise = draw_noise(&params);
     let (hand, grads) = BnnElbo::new(&bnn.config.prior, &scale, Device::Cpu)
         .loss_and_gradients(&params, &noise, &x, &y);
@@ -126,9 +110,9 @@ fn stacked_members_get_their_own_gradients() {
     let y = Tensor::randint(10, [2, 32], (Kind::Int64, Device::Cpu));
     let scale = scale(Reduction::Mean);
     let elbo = BnnElbo::new(&bnns[0].config.prior, &scale, Device::Cpu);
-    let params: Vec<Tensor> = stacked(&bnns[0])
+    let params: Vec<Tensor> = stack_of_one(&bnns[0])
         .iter()
-        .zip(stacked(&bnns[1]).iter())
+        .zip(stack_of_one(&bnns[1]).iter())
         .map(|(a, b)| Tensor::cat(&[a, b], 0))
         .collect();
     // The stack draws its ε in another order than two members alone, so the draws are
@@ -257,7 +241,7 @@ fn bnn_sgd_step_updates_every_variable() {
     let before: Vec<Tensor> = variables(&bnn).iter().map(|v| v.detach().copy()).collect();
     let x = Tensor::rand([32, 784], (Kind::Float, Device::Cpu)) * 2.0;
     let y = Tensor::randint(10, [32], (Kind::Int64, Device::Cpu));
-    let params = stacked(&bnn);
+    let params = stack_of_one(&bnn);
     let mut buffers: Vec<Option<Tensor>> = params.iter().map(|_| None).collect();
     let sgd = BnnSgd {
         elbo: BnnElbo::new(&bnn.config.prior, &scale(Reduction::Mean), Device::Cpu),

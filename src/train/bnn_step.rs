@@ -22,7 +22,7 @@
 use tch::{Device, Kind, Tensor};
 
 use super::{LossScale, Reduction};
-use crate::model::bayes::MixturePrior;
+use crate::model::bayes::{BayesMlp, MixturePrior};
 
 const LN_2PI: f64 = 1.837_877_066_409_345_5;
 
@@ -67,6 +67,22 @@ impl Draw {
             w,
         }
     }
+}
+
+/// A BNN's own variables in the stacked layout (G = 1; per layer μ_w, ρ_w, μ_b, ρ_b),
+/// sharing their storage: the hand step updates the model in place.
+pub fn stack_of_one(bnn: &BayesMlp) -> Vec<Tensor> {
+    bnn.layers
+        .iter()
+        .flat_map(|l| {
+            [
+                l.mu_w.detach().unsqueeze(0),
+                l.rho_w.detach().unsqueeze(0),
+                l.mu_b.detach().view([1, 1, -1]),
+                l.rho_b.detach().view([1, 1, -1]),
+            ]
+        })
+        .collect()
 }
 
 /// The ε of one training draw for every tensor of `params`, in their order (per layer

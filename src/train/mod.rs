@@ -258,18 +258,7 @@ impl Trainee for BayesMlp {
         {
             return AutogradSgd::boxed(self, vs, recipe, scale);
         }
-        let params: Vec<Tensor> = self
-            .layers
-            .iter()
-            .flat_map(|l| {
-                [
-                    l.mu_w.detach().unsqueeze(0),
-                    l.rho_w.detach().unsqueeze(0),
-                    l.mu_b.detach().view([1, 1, -1]),
-                    l.rho_b.detach().view([1, 1, -1]),
-                ]
-            })
-            .collect();
+        let params = bnn_step::stack_of_one(self);
         Ok(Box::new(HandBnnSgd {
             buffers: params.iter().map(|_| None).collect(),
             params,
