@@ -11,7 +11,8 @@ use tch::{Device, Kind, Tensor, nn};
 use super::mlp::truncated_normal;
 use super::{Arch, Classifier, ModelError, WeightMode};
 
-const LN_2PI: f64 = 1.837_877_066_409_345_5;
+/// ln 2π.
+pub(crate) const LN_2PI: f64 = 1.837_877_066_409_345_5;
 
 /// softplus(ρ) = ln(1 + e^ρ), the posterior scale of eq. 1, computed without overflow.
 pub fn softplus(rho: f64) -> f64 {
@@ -39,6 +40,16 @@ pub struct MixturePrior {
     pub sigma2: f64,
 }
 
+/// log P(w) = a + softplus(max(b − a, −80)) with a = k1·w² + c1 and
+/// b − a = dk·w² + dc (eq. 2 as a log-sum-exp of its two weighted components).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MixtureTerms {
+    pub k1: f64,
+    pub dk: f64,
+    pub c1: f64,
+    pub dc: f64,
+}
+
 impl Default for MixturePrior {
     /// The paper's π = 0.5, σ1 = e^-1, σ2 = e^-7.
     fn default() -> Self {
@@ -63,13 +74,24 @@ impl MixturePrior {
     /// and libtorch's exp is about 15 times slower on the far-underflow inputs that
     /// every weight beyond ~0.01 gives (b − a ≈ −6·10⁵ w²).
     pub fn log_prob(&self, w: &Tensor) -> Tensor {
+        let MixtureTerms { k1, dk, c1, dc } = self.terms();
+        let sq = w.square();
+        let a = &sq * k1 + c1;
+        let b_minus_a = &sq * dk + dc;
+        a + b_minus_a.clamp_min(-80.0).softplus()
+    }
+
+    /// The constants of [`Self::log_prob`]'s log-sum-exp.
+    pub fn terms(&self) -> MixtureTerms {
         let c1 = self.pi.ln() - self.sigma1.ln() - 0.5 * LN_2PI;
         let c2 = (1.0 - self.pi).ln() - self.sigma2.ln() - 0.5 * LN_2PI;
         let (k1, k2) = (-0.5 / self.sigma1.powi(2), -0.5 / self.sigma2.powi(2));
-        let sq = w.square();
-        let a = &sq * k1 + c1;
-        let b_minus_a = &sq * (k2 - k1) + (c2 - c1);
-        a + b_minus_a.clamp_min(-80.0).softplus()
+        MixtureTerms {
+            k1,
+            dk: k2 - k1,
+            c1,
+            dc: c2 - c1,
+        }
     }
 
     /// Scalar log P(w), for tests and checks.

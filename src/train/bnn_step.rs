@@ -22,33 +22,7 @@
 use tch::{Device, Kind, Tensor};
 
 use super::{LossScale, Reduction};
-use crate::model::bayes::{BayesMlp, MixturePrior};
-
-const LN_2PI: f64 = 1.837_877_066_409_345_5;
-
-/// log P(w) = k1·w² + c1 + softplus(max(dk·w² + dc, −80)): eq. 2 as a log-sum-exp of its
-/// two components, the constants of [`MixturePrior::log_prob`].
-#[derive(Debug, Clone, Copy)]
-struct PriorTerms {
-    k1: f64,
-    dk: f64,
-    c1: f64,
-    dc: f64,
-}
-
-impl PriorTerms {
-    fn new(prior: &MixturePrior) -> Self {
-        let c1 = prior.pi.ln() - prior.sigma1.ln() - 0.5 * LN_2PI;
-        let c2 = (1.0 - prior.pi).ln() - prior.sigma2.ln() - 0.5 * LN_2PI;
-        let (k1, k2) = (-0.5 / prior.sigma1.powi(2), -0.5 / prior.sigma2.powi(2));
-        Self {
-            k1,
-            dk: k2 - k1,
-            c1,
-            dc: c2 - c1,
-        }
-    }
-}
+use crate::model::bayes::{BayesMlp, LN_2PI, MixturePrior, MixtureTerms};
 
 /// One draw of a stacked weight (or bias) tensor.
 struct Draw {
@@ -102,7 +76,7 @@ pub struct StepLosses {
 /// loss convention; its constants are made once, not at every step.
 #[derive(Debug)]
 pub struct BnnElbo {
-    terms: PriorTerms,
+    terms: MixtureTerms,
     reduction: Reduction,
     /// The KL weight s.
     kl_weight: f64,
@@ -117,7 +91,7 @@ pub struct BnnElbo {
 
 impl BnnElbo {
     pub fn new(prior: &MixturePrior, scale: &LossScale, device: Device) -> Self {
-        let terms = PriorTerms::new(prior);
+        let terms = prior.terms();
         let s = scale.kl_weight();
         let constant = |v: f64| Tensor::from(v as f32).to_device(device);
         Self {
@@ -230,7 +204,7 @@ impl BnnElbo {
     /// multiply-adds with 0-dimensional constants, in place where a tensor is done
     /// with): the element-wise work, not the products, bounds this step.
     fn kl_terms(&self, draw: &Draw, rho: &Tensor, grad_ce: Tensor) -> (Tensor, Tensor, Tensor) {
-        let PriorTerms { k1, c1, .. } = self.terms;
+        let MixtureTerms { k1, c1, .. } = self.terms;
         let Draw { eps, sigma, w } = draw;
         let dims = [1i64, 2].as_slice();
         let n = (w.numel() as i64 / w.size()[0]) as f64;

@@ -18,7 +18,7 @@ use tch::{Device, Kind, Tensor};
 use super::bnn_step::{BnnElbo, BnnSgd, MomentumSgd};
 use super::{EpochRecord, LossScale, Recipe, TrainError, TrainOptions, TrainOutcome, TrainedModel};
 use crate::data::{IMAGE_DIM, ShuffledBatches, Splits};
-use crate::model::bayes::{MixturePrior, frozen_normal};
+use crate::model::bayes::frozen_normal;
 use crate::model::checkpoint::ModelSpec;
 use crate::seed::SeedTree;
 
@@ -45,18 +45,13 @@ pub enum GridError {
     },
 }
 
-/// What the stacked loss adds to cross-entropy.
+/// What the stacked loss adds to cross-entropy, with how its stack is stepped (made
+/// once per grid).
 enum Regulariser {
-    /// Eq. 6 with each member's λ: `[G]`.
-    Penalty(Tensor),
-    /// The Monte Carlo KL of each member's draw (Bayes by Backprop).
-    Kl(MixturePrior),
-}
-
-/// How a stack is stepped, made once per grid.
-enum StackSgd {
-    Bnn(BnnSgd),
-    Mlp(MomentumSgd),
+    /// Eq. 6 with each member's λ (`[G]`), stepped through autograd.
+    Penalty { lambdas: Tensor, sgd: MomentumSgd },
+    /// The Monte Carlo KL of each member's draw (Bayes by Backprop), stepped by hand.
+    Kl(BnnSgd),
 }
 
 /// The stacked variables of the members still training, with their SGD momentum.
@@ -114,7 +109,7 @@ impl Stack {
             })
             .collect();
         let per_layer = match regulariser {
-            Regulariser::Penalty(_) => 2,
+            Regulariser::Penalty { .. } => 2,
             Regulariser::Kl(_) => 4,
         };
         Self {
@@ -168,20 +163,14 @@ impl Stack {
     /// One SGD step of every member on its minibatch (`x` `[G, B, 784]`, `y` `[G, B]`):
     /// BNNs through the hand-differentiated [`BnnSgd`], MLPs through autograd. Returns
     /// each member's loss `[G]` and (BNN) its KL part, detached.
-    fn step(
-        &mut self,
-        x: &Tensor,
-        y: &Tensor,
-        scale: &LossScale,
-        optimiser: &StackSgd,
-    ) -> (Tensor, Option<Tensor>) {
-        match (optimiser, &self.regulariser) {
-            (StackSgd::Bnn(sgd), _) => {
+    fn step(&mut self, x: &Tensor, y: &Tensor, scale: &LossScale) -> (Tensor, Option<Tensor>) {
+        match &self.regulariser {
+            Regulariser::Kl(sgd) => {
                 let noise = super::bnn_step::draw_noise(&self.params);
                 let losses = sgd.step(&self.params, &mut self.momentum, &noise, x, y);
                 (losses.loss, Some(losses.kl_part))
             }
-            (StackSgd::Mlp(sgd), Regulariser::Penalty(lambdas)) => {
+            Regulariser::Penalty { lambdas, sgd } => {
                 let losses = self.penalised_losses(lambdas, x, y, scale);
                 losses.sum(Kind::Float).backward();
                 for (p, buf) in self.params.iter_mut().zip(self.momentum.iter_mut()) {
@@ -193,9 +182,6 @@ impl Stack {
                 }
                 (losses.detach(), None)
             }
-            (StackSgd::Mlp(_), Regulariser::Kl(_)) => {
-                unreachable!("a BNN stack is stepped by its BnnSgd")
-            }
         }
     }
 
@@ -205,7 +191,7 @@ impl Stack {
         tch::no_grad(|| {
             let g = self.members.len() as i64;
             let (weights, draws) = match &self.regulariser {
-                Regulariser::Penalty(_) => (
+                Regulariser::Penalty { .. } => (
                     self.params
                         .chunks(2)
                         .map(|p| (p[0].shallow_clone(), p[1].shallow_clone()))
@@ -277,8 +263,8 @@ impl Stack {
             .iter()
             .map(|m| m.as_ref().map(&select))
             .collect();
-        if let Regulariser::Penalty(l) = &self.regulariser {
-            self.regulariser = Regulariser::Penalty(select(l));
+        if let Regulariser::Penalty { lambdas, .. } = &mut self.regulariser {
+            *lambdas = select(lambdas);
         }
         self.members = rows.iter().map(|r| self.members[*r as usize]).collect();
     }
@@ -297,7 +283,13 @@ fn stacked_forward(weights: &[(Tensor, Tensor)], x: &Tensor) -> Tensor {
         })
 }
 
-fn check_members(members: &[GridMember]) -> Result<Regulariser, GridError> {
+/// Checks that `members` can share one stack and makes its regulariser.
+fn check_members(
+    members: &[GridMember],
+    scale: &LossScale,
+    recipe: &Recipe,
+    device: Device,
+) -> Result<Regulariser, GridError> {
     let first = members.first().ok_or(GridError::Empty)?;
     let shape = |spec: &ModelSpec| match spec {
         ModelSpec::Mlp { config, .. } => format!("mlp {}", config.arch),
@@ -312,6 +304,7 @@ fn check_members(members: &[GridMember]) -> Result<Regulariser, GridError> {
             });
         }
     }
+    let sgd = MomentumSgd::new(recipe.lr, recipe.momentum, device);
     Ok(match &first.spec {
         ModelSpec::Mlp { .. } => {
             let lambdas: Vec<f32> = members
@@ -321,9 +314,15 @@ fn check_members(members: &[GridMember]) -> Result<Regulariser, GridError> {
                     ModelSpec::Bnn { .. } => 0.0,
                 })
                 .collect();
-            Regulariser::Penalty(Tensor::from_slice(&lambdas))
+            Regulariser::Penalty {
+                lambdas: Tensor::from_slice(&lambdas).to_device(device),
+                sgd,
+            }
         }
-        ModelSpec::Bnn { config } => Regulariser::Kl(config.prior),
+        ModelSpec::Bnn { config } => Regulariser::Kl(BnnSgd {
+            elbo: BnnElbo::new(&config.prior, scale, device),
+            sgd,
+        }),
     })
 }
 
@@ -339,38 +338,27 @@ pub fn fit_grid(
     options: &TrainOptions,
 ) -> Result<Vec<(TrainedModel, TrainOutcome)>, TrainError> {
     let start = Instant::now();
-    let regulariser = check_members(members).map_err(|e| TrainError::Grid(e.to_string()))?;
-    let regulariser = match regulariser {
-        Regulariser::Penalty(l) => Regulariser::Penalty(l.to_device(device)),
-        r => r,
-    };
-    let models: Vec<TrainedModel> = members
-        .iter()
-        .map(|m| TrainedModel::init(&m.spec, device, &m.seeds))
-        .collect();
-    let mut stack = Stack::new(&models, regulariser);
     let n_train = splits.train.len();
-    let mut orders: Vec<ShuffledBatches> = members
-        .iter()
-        .map(|m| ShuffledBatches::new(m.seeds.rng("shuffle"), n_train, recipe.batch_size))
-        .collect();
     let batch = recipe.batch_size.max(1);
     let scale = LossScale {
         reduction: recipe.reduction,
         n_train,
         n_batches: n_train.div_ceil(batch),
     };
-    let sgd = MomentumSgd::new(recipe.lr, recipe.momentum, device);
-    let optimiser = match &stack.regulariser {
-        Regulariser::Kl(prior) => StackSgd::Bnn(BnnSgd {
-            elbo: BnnElbo::new(prior, &scale, device),
-            sgd,
-        }),
-        Regulariser::Penalty(_) => StackSgd::Mlp(sgd),
-    };
+    let regulariser = check_members(members, &scale, recipe, device)
+        .map_err(|e| TrainError::Grid(e.to_string()))?;
+    let models: Vec<TrainedModel> = members
+        .iter()
+        .map(|m| TrainedModel::init(&m.spec, device, &m.seeds))
+        .collect();
+    let mut stack = Stack::new(&models, regulariser);
+    let mut orders: Vec<ShuffledBatches> = members
+        .iter()
+        .map(|m| ShuffledBatches::new(m.seeds.rng("shuffle"), n_train, recipe.batch_size))
+        .collect();
     // The frozen validation draws' ε, made once: per layer [n, in, out] and [n, out].
     let frozen: Vec<Tensor> = match &stack.regulariser {
-        Regulariser::Penalty(_) => Vec::new(),
+        Regulariser::Penalty { .. } => Vec::new(),
         Regulariser::Kl(_) => {
             let n = recipe.val_draws.max(1) as i64;
             (0..stack.layers())
@@ -420,7 +408,7 @@ pub fn fit_grid(
                 .index_select(0, &index)
                 .view([active, len, IMAGE_DIM as i64]);
             let y = labels.index_select(0, &index).view([active, len]);
-            let (losses, kl) = stack.step(&x, &y, &scale, &optimiser);
+            let (losses, kl) = stack.step(&x, &y, &scale);
             loss_sum += losses;
             if let Some(kl) = kl {
                 kl_sum = Some(match kl_sum {
