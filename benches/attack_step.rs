@@ -54,6 +54,30 @@ fn attack_step(c: &mut Criterion) {
             let _ = pgd40.run(&mlp, &x, &y);
         },
     );
+    // The paper profile's small sources, at its attack chunk of 2,000 images: here the
+    // element-wise work of a step (the clip, the norm's gradient, Adam) outweighs the
+    // products.
+    for (label, hidden) in [("FC-10", vec![]), ("FC-200-200-10", vec![200, 200])] {
+        let small_vs = nn::VarStore::new(Device::Cpu);
+        let small_arch = Arch::new(&hidden);
+        let small = Mlp::new(
+            &small_vs.root(),
+            &MlpConfig {
+                arch: small_arch.clone(),
+                ..MlpConfig::default()
+            },
+        );
+        let (x2, y2) = (x.repeat([2, 1]), y.repeat([2]));
+        let forward = 2.0 * 2.0 * BATCH as f64 * small_arch.macs_per_example() as f64;
+        common::report_rate(
+            &format!("min-norm step, {label}, batch 2,000"),
+            3.0 * forward,
+            10,
+            || {
+                let _ = min_norm.run(&small, &x2, &y2);
+            },
+        );
+    }
     for (name, v) in vs.variables() {
         assert!(!v.grad().defined(), "{name} accumulated a gradient");
     }

@@ -14,15 +14,7 @@ use tch::{Device, Kind, Tensor, nn};
 
 /// An untrained FC-20-10 net (seed libtorch first).
 fn small_mlp() -> (nn::VarStore, Mlp) {
-    let vs = nn::VarStore::new(Device::Cpu);
-    let mlp = Mlp::new(
-        &vs.root(),
-        &MlpConfig {
-            arch: Arch::new(&[20]),
-            ..MlpConfig::default()
-        },
-    );
-    (vs, mlp)
+    common::untrained_mlp(&[20])
 }
 
 /// The min-norm attack of these tests: 150 Adam steps at lr 0.01, κ = 0.
@@ -94,6 +86,97 @@ fn the_min_norm_attack_flips_the_source_and_its_distortion_falls_as_c_grows() {
         searched.success_rate(),
         fixed.success_rate()
     );
+}
+
+/// The min-norm attack as first written, everything through autograd and Adam out of
+/// place (the reference the hand-written gradient and in-place Adam must reproduce):
+///
+/// ```text
+/// adv = clamp(x + r, 0, 255/126);  δ = adv − x;  n = √(Σ δ² + 1e-12)
+/// loss = Σ_i c_i n_i + max(margin_i, −κ);  g = ∂loss/∂r (autograd)
+/// m = β1 m + (1 − β1) g;  v = β2 v + (1 − β2) g²
+/// r = r − lr · (m / (1 − β1ᵗ)) / (√(v / (1 − β2ᵗ)) + 1e-8)
+/// ```
+///
+/// with the best successful δ per example, c quartered after each round for an
+/// example never flipped. Returns the final perturbed inputs.
+fn reference_min_norm(attack: &MinNormAttack, model: &Mlp, x: &Tensor, y: &Tensor) -> Tensor {
+    let (beta1, beta2): (f64, f64) = (0.9, 0.999);
+    let rows = |t: &Tensor| {
+        t.square()
+            .sum_dim_intlist([1].as_slice(), false, None::<Kind>)
+    };
+    let mut r = x.zeros_like();
+    let (mut m, mut v) = (x.zeros_like(), x.zeros_like());
+    let mut best = x.zeros_like();
+    let mut best_norm = Tensor::full([x.size()[0]], f64::INFINITY, (Kind::Float, Device::Cpu));
+    let mut last = x.zeros_like();
+    let mut c = Tensor::full([x.size()[0]], attack.c, (Kind::Float, Device::Cpu));
+    let round = attack.steps.div_ceil(attack.search_rounds);
+    for t in 1..=attack.steps {
+        let r_var = r.detach().set_requires_grad(true);
+        let adv = (x + &r_var).clamp(0.0, INPUT_MAX);
+        let delta = &adv - x;
+        let norm = (rows(&delta) + 1e-12).sqrt();
+        let mg = margin(&model.forward(&adv), y);
+        let loss = (&norm * &c + mg.clamp_min(-attack.kappa)).sum(Kind::Float);
+        let g = Tensor::run_backward(&[loss], &[&r_var], false, false).remove(0);
+        tch::no_grad(|| {
+            let (delta, norm) = (delta.detach(), norm.detach());
+            let better = mg.detach().lt(0.0).logical_and(&norm.lt_tensor(&best_norm));
+            best = delta.where_self(&better.unsqueeze(1), &best);
+            best_norm = norm.where_self(&better, &best_norm);
+            last = delta;
+            m = &m * beta1 + &g * (1.0 - beta1);
+            v = &v * beta2 + g.square() * (1.0 - beta2);
+            let m_hat = &m / (1.0 - beta1.powi(t as i32));
+            let v_hat = &v / (1.0 - beta2.powi(t as i32));
+            r = r.detach() - m_hat / (v_hat.sqrt() + 1e-8) * attack.lr;
+            if t % round == 0 {
+                c = (&c * 0.25).where_self(&best_norm.isinf(), &c);
+            }
+        });
+    }
+    tch::no_grad(|| {
+        let adv = (x + &r).clamp(0.0, INPUT_MAX);
+        let delta = &adv - x;
+        let norm = rows(&delta).sqrt();
+        let better = margin(&model.forward(&adv), y)
+            .lt(0.0)
+            .logical_and(&norm.lt_tensor(&best_norm));
+        best = delta.where_self(&better.unsqueeze(1), &best);
+        best_norm = norm.where_self(&better, &best_norm);
+        let chosen = best.where_self(&best_norm.isfinite().unsqueeze(1), &delta);
+        (x + chosen).clamp(0.0, INPUT_MAX)
+    })
+}
+
+#[test]
+fn the_min_norm_attack_equals_its_autograd_reference() {
+    let _g = common::torch_rng_lock();
+    let (_vs, mlp, splits) = common::fixture_mlp();
+    let (x, y) = (&splits.test.images, &splits.test.labels);
+    for (c, kappa) in [(0.05, 0.0), (5.0, 0.5)] {
+        let attack = MinNormAttack {
+            c,
+            steps: 40,
+            lr: 0.01,
+            kappa,
+            search_rounds: 4,
+        };
+        let ours = attack.run(&mlp, x, y).perturbed;
+        let reference = reference_min_norm(&attack, &mlp, x, y);
+        let gap = (&ours - &reference).abs().max().double_value(&[]);
+        assert!(
+            gap < 1e-4,
+            "c = {c}: the attack is {gap} from the reference"
+        );
+        let moved = (&reference - x).abs().max().double_value(&[]);
+        assert!(
+            moved > 0.05,
+            "c = {c}: the reference barely moved ({moved})"
+        );
+    }
 }
 
 #[test]

@@ -159,8 +159,9 @@ impl Trainee for ThroughAutograd<'_> {
     }
 }
 
-/// Two seeded epochs of `fit` through the hand step and through autograd + tch's SGD
-/// end at the same weights (up to float rounding) and the same epoch records.
+/// Two seeded epochs of `fit` through the hand step and through autograd +
+/// `AutogradSgd` (which takes tch's SGD steps: `tests/train.rs`) end at the same weights
+/// (up to float rounding) and the same epoch records.
 #[test]
 fn fit_through_the_hand_step_follows_autograd() {
     let _guard = common::torch_rng_lock();

@@ -331,14 +331,7 @@ fn frozen_draws_are_reproducible_and_distinct() {
 fn a_zero_sigma_ensemble_equals_the_deterministic_net() {
     let _g = common::torch_rng_lock();
     tch::manual_seed(8);
-    let vs = nn::VarStore::new(Device::Cpu);
-    let mlp = Mlp::new(
-        &vs.root(),
-        &MlpConfig {
-            arch: Arch::new(&[7]),
-            ..MlpConfig::default()
-        },
-    );
+    let (_vs, mlp) = common::untrained_mlp(&[7]);
     let (_bvs, bnn) = tiny_bnn(8, -200.0);
     let bnn = BayesMlp {
         config: BayesConfig {

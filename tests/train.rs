@@ -183,3 +183,95 @@ fn checkpoints_round_trip_and_fail_clearly() {
         Err(CheckpointError::BadSidecar { .. })
     ));
 }
+
+/// `AutogradSgd` (gradients returned by the backward pass, momentum applied by two
+/// in-place passes) takes the steps of tch's own SGD with momentum, the reference:
+///
+/// ```text
+/// opt = nn::Sgd { momentum: 0.95, dampening: 0, wd: 0, nesterov: false }.build(vs, lr)
+/// opt.backward_step(&loss)   // v ← 0.95·v + g;  p ← p − lr·v
+/// ```
+///
+/// on a penalised FC-20-10 (λ = 0.01, so the penalty's gradient is in it) over 30
+/// minibatches of the fixture.
+#[test]
+fn autograd_sgd_takes_the_steps_of_tchs_sgd() {
+    use bayes_robust::train::{AutogradSgd, LossScale, Reduction};
+    use tch::nn::{self, OptimizerConfig};
+
+    let _guard = common::torch_rng_lock();
+    let splits = common::fixture_splits();
+    let recipe = Recipe {
+        lr: 0.05,
+        ..recipe(1)
+    };
+    let scale = LossScale {
+        reduction: Reduction::Mean,
+        n_train: splits.train.len(),
+        n_batches: 30,
+    };
+    let net = || {
+        tch::manual_seed(3);
+        common::untrained_mlp(&[20])
+    };
+    let batches: Vec<(tch::Tensor, tch::Tensor)> = (0..30)
+        .map(|i| {
+            let idx = tch::Tensor::arange_start(
+                (i * 16) % 400,
+                (i * 16) % 400 + 16,
+                (tch::Kind::Int64, Device::Cpu),
+            );
+            (
+                splits.train.images.index_select(0, &idx),
+                splits.train.labels.index_select(0, &idx),
+            )
+        })
+        .collect();
+
+    let (ours_vs, ours) = net();
+    let penalised = PenalisedMlp {
+        mlp: &ours,
+        lambda: 0.01,
+    };
+    let mut stepper = AutogradSgd::boxed(&penalised, &ours_vs, &recipe, &scale).expect("stepper");
+    for (x, y) in &batches {
+        let _ = stepper.step(x, y);
+    }
+
+    let (ref_vs, reference) = net();
+    let reference_trainee = PenalisedMlp {
+        mlp: &reference,
+        lambda: 0.01,
+    };
+    let mut opt = nn::Sgd {
+        momentum: recipe.momentum,
+        dampening: 0.0,
+        wd: 0.0,
+        nesterov: false,
+    }
+    .build(&ref_vs, recipe.lr)
+    .expect("tch SGD");
+    for (x, y) in &batches {
+        let (loss, _) = reference_trainee.batch_loss(x, y, &scale);
+        opt.backward_step(&loss);
+    }
+
+    let (ours, reference) = (ours_vs.variables(), ref_vs.variables());
+    for (name, r) in &reference {
+        let gap = (&ours[name] - r).abs().max().double_value(&[]);
+        let scale = r.abs().max().double_value(&[]);
+        assert!(
+            gap <= 1e-6 * scale,
+            "{name}: {gap:e} from tch's SGD (scale {scale})"
+        );
+    }
+    let (_init_vs, init) = net();
+    let moved = (&ours["l0.weight"] - &init.layers[0].weight)
+        .abs()
+        .max()
+        .double_value(&[]);
+    assert!(
+        moved > 1e-3,
+        "30 steps barely moved the weights ({moved:e})"
+    );
+}

@@ -41,8 +41,14 @@ impl Default for MinNormAttack {
 
 impl MinNormAttack {
     /// Attacks `x` (`[B, 784]`) with labels `y` (`[B]`) against `model`.
+    ///
+    /// Only the margin is differentiated by autograd, with respect to the clipped input
+    /// `a = clip(x + r)`; the rest of ∂loss/∂r is written out: `mask ⊙ (c·(a − x)/‖a − x‖
+    /// + ∂margin/∂a)`, where `mask` is 1 where the clip let `x + r` through (inclusive at
+    /// the box's edges, as torch's clamp backward). Adam's moments and step are updated in
+    /// place, in torch's form `r −= (lr / (1 − β1ᵗ)) · m / (√(v / (1 − β2ᵗ)) + ε)`.
     pub fn run(&self, model: &impl Differentiable, x: &Tensor, y: &Tensor) -> AttackOutcome {
-        let (beta1, beta2, adam_eps) = (0.9, 0.999, 1e-8);
+        let (beta1, beta2, adam_eps): (f64, f64, f64) = (0.9, 0.999, 1e-8);
         let mut r = x.zeros_like();
         let (mut m, mut v) = (x.zeros_like(), x.zeros_like());
         let mut best = x.zeros_like();
@@ -56,30 +62,32 @@ impl MinNormAttack {
             usize::MAX
         };
         for t in 1..=steps {
-            let r_var = r.detach().set_requires_grad(true);
-            let adv = clip_to_box(&(x + &r_var));
-            let delta = &adv - x;
-            // The smoothed norm has a gradient at r = 0.
-            let norm = (delta
-                .square()
-                .sum_dim_intlist([1].as_slice(), false, None::<Kind>)
-                + 1e-12)
-                .sqrt();
+            let shifted = x + &r;
+            let adv = clip_to_box(&shifted).set_requires_grad(true);
             let mg = margin(&model.logits(&adv), y);
-            let loss = (&norm * &c + mg.clamp_min(-self.kappa)).sum(Kind::Float);
-            let g = input_gradient(&loss, &r_var);
+            let g_margin = input_gradient(&mg.clamp_min(-self.kappa).sum(Kind::Float), &adv);
             tch::no_grad(|| {
-                let delta = delta.detach();
-                let norm = norm.detach();
-                let better = mg.detach().lt(0.0).logical_and(&norm.lt_tensor(&best_norm));
+                let adv = adv.detach();
+                let mg = mg.detach();
+                let delta = &adv - x;
+                // The smoothed norm has a gradient at r = 0.
+                let norm = (row_norms(&delta).square() + 1e-12).sqrt();
+                let mut g = g_margin.addcmul(&delta, &(&c / &norm).unsqueeze(1));
+                let _ = g.masked_fill_(&shifted.ne_tensor(&adv), 0.0);
+                let better = mg.lt(0.0).logical_and(&norm.lt_tensor(&best_norm));
                 best = delta.where_self(&better.unsqueeze(1), &best);
                 best_norm = norm.where_self(&better, &best_norm);
                 last = delta;
-                m = &m * beta1 + &g * (1.0 - beta1);
-                v = &v * beta2 + g.square() * (1.0 - beta2);
-                let m_hat = &m / (1.0 - beta1.powi(t as i32));
-                let v_hat = &v / (1.0 - beta2.powi(t as i32));
-                r = r.detach() - m_hat / (v_hat.sqrt() + adam_eps) * self.lr;
+                let (bias1, bias2) = (1.0 - beta1.powi(t as i32), 1.0 - beta2.powi(t as i32));
+                let _ = m.lerp_(&g, 1.0 - beta1);
+                let _ = v.lerp_(&g.square(), 1.0 - beta2);
+                // −(√v̂ + ε)·bias1/lr, so that one addcdiv takes the step.
+                let denom = (&v / bias2)
+                    .clamp_min_(1e-30)
+                    .sqrt_()
+                    .g_add_scalar_(adam_eps)
+                    .g_mul_scalar_(-bias1 / self.lr);
+                let _ = r.addcdiv_(&m, &denom);
                 if t % round == 0 {
                     let never = best_norm.isinf();
                     c = (&c * 0.25).where_self(&never, &c);

@@ -172,12 +172,11 @@ impl Stack {
             }
             Regulariser::Penalty { lambdas, sgd } => {
                 let losses = self.penalised_losses(lambdas, x, y, scale);
-                losses.sum(Kind::Float).backward();
-                for (p, buf) in self.params.iter_mut().zip(self.momentum.iter_mut()) {
-                    let mut grad = p.grad();
-                    if grad.defined() {
-                        sgd.update(p, buf, grad.detach().copy());
-                        let _ = grad.zero_();
+                let grads =
+                    Tensor::run_backward(&[losses.sum(Kind::Float)], &self.params, false, false);
+                for ((p, buf), g) in self.params.iter().zip(&mut self.momentum).zip(grads) {
+                    if g.defined() {
+                        sgd.update(p, buf, g);
                     }
                 }
                 (losses.detach(), None)

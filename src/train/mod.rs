@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
-use tch::{Device, Kind, Tensor, nn, nn::OptimizerConfig};
+use tch::{Device, Kind, Tensor, nn};
 
 use crate::data::{ShuffledBatches, Split, Splits};
 use crate::model::WeightMode;
@@ -110,10 +110,15 @@ pub trait Stepper {
     fn step(&mut self, x: &Tensor, y: &Tensor) -> (Tensor, Option<Tensor>);
 }
 
-/// Autograd through [`Trainee::batch_loss`] and tch's SGD with momentum.
+/// Autograd through [`Trainee::batch_loss`] and SGD with momentum as torch's
+/// (v ← m·v + g, p ← p − lr·v): the gradients of the trainable variables are returned
+/// by the backward pass (none accumulates in `.grad`, so none is zeroed) and applied by
+/// [`bnn_step::MomentumSgd`]'s two in-place passes a tensor.
 pub struct AutogradSgd<'a, T: Trainee> {
     model: &'a T,
-    opt: nn::Optimizer,
+    params: Vec<Tensor>,
+    buffers: Vec<Option<Tensor>>,
+    sgd: bnn_step::MomentumSgd,
     scale: LossScale,
 }
 
@@ -124,16 +129,12 @@ impl<'a, T: Trainee> AutogradSgd<'a, T> {
         recipe: &Recipe,
         scale: &LossScale,
     ) -> Result<Box<dyn Stepper + 'a>, tch::TchError> {
-        let opt = nn::Sgd {
-            momentum: recipe.momentum,
-            dampening: 0.0,
-            wd: 0.0,
-            nesterov: false,
-        }
-        .build(vs, recipe.lr)?;
+        let params = vs.trainable_variables();
         Ok(Box::new(Self {
             model,
-            opt,
+            buffers: params.iter().map(|_| None).collect(),
+            params,
+            sgd: bnn_step::MomentumSgd::new(recipe.lr, recipe.momentum, vs.device()),
             scale: *scale,
         }))
     }
@@ -142,7 +143,13 @@ impl<'a, T: Trainee> AutogradSgd<'a, T> {
 impl<T: Trainee> Stepper for AutogradSgd<'_, T> {
     fn step(&mut self, x: &Tensor, y: &Tensor) -> (Tensor, Option<Tensor>) {
         let (loss, kl) = self.model.batch_loss(x, y, &self.scale);
-        self.opt.backward_step(&loss);
+        let grads = Tensor::run_backward(&[&loss], &self.params, false, false);
+        for ((p, buf), g) in self.params.iter().zip(&mut self.buffers).zip(grads) {
+            // A variable the loss does not reach keeps its value, as in torch's SGD.
+            if g.defined() {
+                self.sgd.update(p, buf, g);
+            }
+        }
         (loss.detach(), kl.map(|k| k.detach()))
     }
 }

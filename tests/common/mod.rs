@@ -56,6 +56,20 @@ pub fn torch_rng_lock() -> MutexGuard<'static, ()> {
     TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// An untrained MLP with these hidden widths, initialised from libtorch's generator
+/// (seed it first).
+pub fn untrained_mlp(hidden: &[usize]) -> (tch::nn::VarStore, Mlp) {
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let mlp = Mlp::new(
+        &vs.root(),
+        &MlpConfig {
+            arch: bayes_robust::model::Arch::new(hidden),
+            ..MlpConfig::default()
+        },
+    );
+    (vs, mlp)
+}
+
 /// An FC-100-100-10 trained for 8 epochs on the fixture (about 80% accurate).
 pub fn fixture_mlp() -> (tch::nn::VarStore, Mlp, Splits) {
     tch::set_num_threads(1);
