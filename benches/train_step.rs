@@ -33,7 +33,7 @@ fn train_step(c: &mut Criterion) {
     let flops = |arch: &Arch| 3.0 * 2.0 * (BATCH as f64) * arch.macs_per_example() as f64;
     let bvs = nn::VarStore::new(Device::Cpu);
     let bnn = BayesMlp::new(&bvs.root(), &BayesConfig::default());
-    let mut hand = bnn.stepper(&bvs, &recipe, &scale).expect("the BNN step");
+    let mut hand = bnn.stepper(&bvs, &recipe, &scale);
     let mut bnn_step = || {
         let _ = hand.step(&x, &y);
     };
@@ -44,7 +44,7 @@ fn train_step(c: &mut Criterion) {
         &mut bnn_step,
     );
     group.bench_function("bnn_fc100", |b| b.iter(&mut bnn_step));
-    let mut autograd = AutogradSgd::boxed(&bnn, &bvs, &recipe, &scale).expect("an SGD optimiser");
+    let mut autograd = AutogradSgd::boxed(&bnn, &bvs, &recipe, &scale);
     let mut autograd_step = || {
         let _ = autograd.step(&x, &y);
     };
@@ -73,9 +73,7 @@ fn train_step(c: &mut Criterion) {
             mlp: &mlp,
             lambda: 1e-4,
         };
-        let mut stepper = trainee
-            .stepper(&vs, &recipe, &scale)
-            .expect("an SGD optimiser");
+        let mut stepper = trainee.stepper(&vs, &recipe, &scale);
         let mut step = || {
             let _ = stepper.step(&x, &y);
         };

@@ -71,7 +71,11 @@ impl MinNormAttack {
                 let mg = mg.detach();
                 let delta = &adv - x;
                 // The smoothed norm has a gradient at r = 0.
-                let norm = (row_norms(&delta).square() + 1e-12).sqrt();
+                let norm = (delta
+                    .square()
+                    .sum_dim_intlist([1].as_slice(), false, None::<Kind>)
+                    + 1e-12)
+                    .sqrt();
                 let mut g = g_margin.addcmul(&delta, &(&c / &norm).unsqueeze(1));
                 let _ = g.masked_fill_(&shifted.ne_tensor(&adv), 0.0);
                 let better = mg.lt(0.0).logical_and(&norm.lt_tensor(&best_norm));

@@ -257,6 +257,22 @@ impl MomentumSgd {
             *buf = Some(grad);
         });
     }
+
+    /// [`Self::update`] for every tensor of `params` with its buffer and gradient (same
+    /// order); a tensor whose gradient is undefined (the loss does not reach it) keeps
+    /// its value and buffer, as in torch's SGD.
+    pub fn update_all(
+        &self,
+        params: &[Tensor],
+        buffers: &mut [Option<Tensor>],
+        grads: impl IntoIterator<Item = Tensor>,
+    ) {
+        for ((p, buf), grad) in params.iter().zip(buffers.iter_mut()).zip(grads) {
+            if grad.defined() {
+                self.update(p, buf, grad);
+            }
+        }
+    }
 }
 
 /// SGD with momentum on G stacked BNN members, each step differentiated by [`BnnElbo`].
@@ -279,9 +295,7 @@ impl BnnSgd {
         y: &Tensor,
     ) -> StepLosses {
         let (losses, grads) = self.elbo.loss_and_gradients(params, noise, x, y);
-        for ((p, buf), grad) in params.iter().zip(buffers.iter_mut()).zip(grads) {
-            self.sgd.update(p, buf, grad);
-        }
+        self.sgd.update_all(params, buffers, grads);
         losses
     }
 }

@@ -174,11 +174,7 @@ impl Stack {
                 let losses = self.penalised_losses(lambdas, x, y, scale);
                 let grads =
                     Tensor::run_backward(&[losses.sum(Kind::Float)], &self.params, false, false);
-                for ((p, buf), g) in self.params.iter().zip(&mut self.momentum).zip(grads) {
-                    if g.defined() {
-                        sgd.update(p, buf, g);
-                    }
-                }
+                sgd.update_all(&self.params, &mut self.momentum, grads);
                 (losses.detach(), None)
             }
         }

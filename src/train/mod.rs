@@ -90,13 +90,14 @@ pub trait Trainee {
     /// Validation accuracy in [0, 1].
     fn validation_accuracy(&self, split: &Split, recipe: &Recipe) -> f64;
     /// What [`fit`] calls once per minibatch: by default autograd through
-    /// [`Self::batch_loss`] and tch's SGD with `recipe`'s learning rate and momentum.
+    /// [`Self::batch_loss`] and SGD with `recipe`'s learning rate and momentum
+    /// ([`AutogradSgd`]).
     fn stepper<'a>(
         &'a self,
         vs: &nn::VarStore,
         recipe: &Recipe,
         scale: &LossScale,
-    ) -> Result<Box<dyn Stepper + 'a>, tch::TchError>
+    ) -> Box<dyn Stepper + 'a>
     where
         Self: Sized,
     {
@@ -128,15 +129,15 @@ impl<'a, T: Trainee> AutogradSgd<'a, T> {
         vs: &nn::VarStore,
         recipe: &Recipe,
         scale: &LossScale,
-    ) -> Result<Box<dyn Stepper + 'a>, tch::TchError> {
+    ) -> Box<dyn Stepper + 'a> {
         let params = vs.trainable_variables();
-        Ok(Box::new(Self {
+        Box::new(Self {
             model,
             buffers: params.iter().map(|_| None).collect(),
             params,
             sgd: bnn_step::MomentumSgd::new(recipe.lr, recipe.momentum, vs.device()),
             scale: *scale,
-        }))
+        })
     }
 }
 
@@ -144,12 +145,7 @@ impl<T: Trainee> Stepper for AutogradSgd<'_, T> {
     fn step(&mut self, x: &Tensor, y: &Tensor) -> (Tensor, Option<Tensor>) {
         let (loss, kl) = self.model.batch_loss(x, y, &self.scale);
         let grads = Tensor::run_backward(&[&loss], &self.params, false, false);
-        for ((p, buf), g) in self.params.iter().zip(&mut self.buffers).zip(grads) {
-            // A variable the loss does not reach keeps its value, as in torch's SGD.
-            if g.defined() {
-                self.sgd.update(p, buf, g);
-            }
-        }
+        self.sgd.update_all(&self.params, &mut self.buffers, grads);
         (loss.detach(), kl.map(|k| k.detach()))
     }
 }
@@ -257,7 +253,7 @@ impl Trainee for BayesMlp {
         vs: &nn::VarStore,
         recipe: &Recipe,
         scale: &LossScale,
-    ) -> Result<Box<dyn Stepper + 'a>, tch::TchError> {
+    ) -> Box<dyn Stepper + 'a> {
         if self
             .layers
             .iter()
@@ -266,14 +262,14 @@ impl Trainee for BayesMlp {
             return AutogradSgd::boxed(self, vs, recipe, scale);
         }
         let params = bnn_step::stack_of_one(self);
-        Ok(Box::new(HandBnnSgd {
+        Box::new(HandBnnSgd {
             buffers: params.iter().map(|_| None).collect(),
             params,
             sgd: bnn_step::BnnSgd {
                 elbo: bnn_step::BnnElbo::new(&self.config.prior, scale, vs.device()),
                 sgd: bnn_step::MomentumSgd::new(recipe.lr, recipe.momentum, vs.device()),
             },
-        }))
+        })
     }
 
     /// Mean accuracy of `val_draws` frozen weight draws (ids 0..val_draws): the same ε in
@@ -340,7 +336,7 @@ pub fn fit(
         n_train,
         n_batches: n_train.div_ceil(recipe.batch_size.max(1)),
     };
-    let mut stepper = model.stepper(vs, recipe, &scale)?;
+    let mut stepper = model.stepper(vs, recipe, &scale);
 
     let bar = crate::progress::bar(recipe.max_epochs, &options.label, "epoch", options.verbose);
 
