@@ -40,6 +40,8 @@ fn bnn(rho: f64, name: &str) -> GridMember {
 }
 
 fn grid_epoch(c: &mut Criterion) {
+    // As the CLI does (`runtime::keep_freed_memory`).
+    bayes_robust::runtime::keep_freed_memory();
     tch::manual_seed(1);
     let sgemm = common::sgemm_gflops();
     let splits = Splits {

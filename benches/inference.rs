@@ -13,6 +13,8 @@ use tch::{Device, Kind, Tensor, nn};
 const IMAGES: i64 = 10_000;
 
 fn inference(c: &mut Criterion) {
+    // As the CLI does (`runtime::keep_freed_memory`).
+    bayes_robust::runtime::keep_freed_memory();
     tch::manual_seed(1);
     let x = Tensor::rand([IMAGES, 784], (Kind::Float, Device::Cpu)) * 2.0;
     let vs = nn::VarStore::new(Device::Cpu);

@@ -6,6 +6,8 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tch::{Device, nn};
 
 fn prune(c: &mut Criterion) {
+    // As the CLI does (`runtime::keep_freed_memory`).
+    bayes_robust::runtime::keep_freed_memory();
     tch::manual_seed(1);
     let vs = nn::VarStore::new(Device::Cpu);
     let mut bnn = BayesMlp::new(

@@ -16,6 +16,8 @@ use tch::{Device, Kind, Tensor, nn};
 const BATCH: i64 = 128;
 
 fn train_step(c: &mut Criterion) {
+    // As the CLI does (`runtime::keep_freed_memory`).
+    bayes_robust::runtime::keep_freed_memory();
     tch::manual_seed(1);
     let x = Tensor::rand([BATCH, 784], (Kind::Float, Device::Cpu)) * 2.0;
     let y = Tensor::randint(10, [BATCH], (Kind::Int64, Device::Cpu));

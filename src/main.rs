@@ -236,6 +236,7 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    runtime::keep_freed_memory();
     let threads = cli.global.threads.unwrap_or_else(runtime::default_threads);
     runtime::set_threads(threads)?;
     let device = runtime::device_from_flag(&cli.global.device)?;
