@@ -184,6 +184,22 @@ fn checkpoints_round_trip_and_fail_clearly() {
     ));
 }
 
+/// Every variable of `ours` within 1e-6 of its largest entry in `reference`.
+fn assert_variables_close(
+    ours: &std::collections::HashMap<String, tch::Tensor>,
+    reference: &std::collections::HashMap<String, tch::Tensor>,
+    what: &str,
+) {
+    for (name, r) in reference {
+        let gap = (&ours[name] - r).abs().max().double_value(&[]);
+        let scale = r.abs().max().double_value(&[]);
+        assert!(
+            gap <= 1e-6 * scale,
+            "{name}: {gap:e} from {what} (scale {scale})"
+        );
+    }
+}
+
 /// SGD at lr 0.05 with the mean loss over 30 minibatches of 16 fixture images.
 fn thirty_fixture_batches() -> (
     Recipe,
@@ -266,15 +282,8 @@ fn autograd_sgd_takes_the_steps_of_tchs_sgd() {
         opt.backward_step(&loss);
     }
 
-    let (ours, reference) = (ours_vs.variables(), ref_vs.variables());
-    for (name, r) in &reference {
-        let gap = (&ours[name] - r).abs().max().double_value(&[]);
-        let scale = r.abs().max().double_value(&[]);
-        assert!(
-            gap <= 1e-6 * scale,
-            "{name}: {gap:e} from tch's SGD (scale {scale})"
-        );
-    }
+    let ours = ours_vs.variables();
+    assert_variables_close(&ours, &ref_vs.variables(), "tch's SGD");
     let (_init_vs, init) = net();
     let moved = (&ours["l0.weight"] - &init.layers[0].weight)
         .abs()
@@ -329,14 +338,7 @@ fn the_penalised_step_equals_autograd_through_the_penalty() {
                 "lambda {lambda}, step {step}: loss {h} by hand, {a} through autograd"
             );
         }
-        for (name, a) in &auto {
-            let gap = (&hand[name] - a).abs().max().double_value(&[]);
-            let size = a.abs().max().double_value(&[]);
-            assert!(
-                gap <= 1e-6 * size,
-                "lambda {lambda}, {name}: {gap:e} from autograd's step (scale {size})"
-            );
-        }
+        assert_variables_close(&hand, &auto, &format!("autograd's step at lambda {lambda}"));
         match &unpenalised {
             None => unpenalised = Some(hand.into_iter().collect()),
             Some(free) => {
