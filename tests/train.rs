@@ -301,7 +301,7 @@ fn autograd_sgd_takes_the_steps_of_tchs_sgd() {
 /// loss, the reference:
 ///
 /// ```text
-/// loss = CE(mlp(x), y) + λ · Σ_l w_l.square().sum() / fan_out_l   // Mlp::l2_penalty
+/// loss = CE(mlp(x), y) + λ · Σ_l (w_l · w_l) / fan_out_l   // Mlp::l2_penalty, differentiated
 /// grads = run_backward(loss, params);  AutogradSgd's momentum update
 /// ```
 ///

@@ -53,6 +53,14 @@ pub struct Dense {
     pub bias: Tensor,
 }
 
+impl Dense {
+    /// 1/|l| of eq. 6, |l| being the number of units this layer feeds (its fan-out;
+    /// docs/FIDELITY.md).
+    pub fn penalty_scale(&self) -> f64 {
+        1.0 / self.weight.size()[1] as f64
+    }
+}
+
 /// A deterministic FC network with ReLU hidden layers and logit outputs.
 #[derive(Debug)]
 pub struct Mlp {
@@ -116,10 +124,14 @@ impl Mlp {
 
     /// The penalty of eq. 6 without λ: Σ_l (1/|l|) Σ_{w∈l} w², where |l| is the number of
     /// units layer l feeds (its fan-out) and biases are not penalised (docs/FIDELITY.md).
+    /// Each Σ w² is one dot product (a single pass over the weights).
     pub fn l2_penalty(&self) -> Tensor {
         self.layers
             .iter()
-            .map(|l| l.weight.square().sum(l.weight.kind()) / l.weight.size()[1] as f64)
+            .map(|l| {
+                let flat = l.weight.view([-1]);
+                flat.dot(&flat) * l.penalty_scale()
+            })
             .reduce(|a, b| a + b)
             .unwrap_or_else(|| Tensor::zeros([], (Kind::Float, tch::Device::Cpu)))
     }

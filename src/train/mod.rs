@@ -243,10 +243,10 @@ impl Trainee for PenalisedMlp<'_> {
 
 /// SGD on a deterministic MLP's eq. 6 loss CE + λ Σ_l (1/|l|) Σ_{w∈l} w² with only
 /// the cross-entropy differentiated by autograd: the penalty adds (2λ/|l|)·w to each
-/// weight's gradient (one fused pass, where autograd's square, sum and backward made
-/// three over every weight and kept a copy of them), and its value, for the loss
-/// record, is one dot product per weight matrix. The same steps as [`AutogradSgd`]
-/// through [`Trainee::batch_loss`] up to float rounding (tested).
+/// weight's gradient (one fused pass, where autograd's backward made two over every
+/// weight), and its value, for the loss record, is [`Mlp::l2_penalty`] without a graph.
+/// The same steps as [`AutogradSgd`] through [`Trainee::batch_loss`] up to float
+/// rounding (tested).
 pub struct PenalisedSgd<'a> {
     model: &'a PenalisedMlp<'a>,
     /// Per layer: weight, bias.
@@ -274,7 +274,7 @@ impl<'a> PenalisedSgd<'a> {
             layers
                 .iter()
                 .map(|l| {
-                    let slope = 2.0 * model.lambda / l.weight.size()[1] as f64;
+                    let slope = 2.0 * model.lambda * l.penalty_scale();
                     Tensor::from(slope as f32).to_device(device)
                 })
                 .collect()
@@ -297,16 +297,19 @@ impl Stepper for PenalisedSgd<'_> {
         let ce = self.scale.cross_entropy(&self.model.mlp.forward(x), y);
         let mut grads = Tensor::run_backward(&[&ce], &self.params, false, false);
         let loss = tch::no_grad(|| {
-            grads
+            for ((grad, w), slope) in grads
                 .iter_mut()
                 .step_by(2)
                 .zip(self.params.iter().step_by(2))
                 .zip(&self.slopes)
-                .fold(ce.detach(), |loss, ((grad, w), slope)| {
-                    let _ = grad.addcmul_(w, slope);
-                    let flat = w.view([-1]);
-                    loss + flat.dot(&flat) * (self.model.lambda / w.size()[1] as f64)
-                })
+            {
+                let _ = grad.addcmul_(w, slope);
+            }
+            if self.slopes.is_empty() {
+                ce.detach()
+            } else {
+                ce.detach() + self.model.mlp.l2_penalty() * self.model.lambda
+            }
         });
         self.sgd.update_all(&self.params, &mut self.buffers, grads);
         (loss, None)
