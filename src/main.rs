@@ -105,6 +105,11 @@ struct ReproduceArgs {
     /// the BNN's ensemble) and report the curves and gradient-masking checks.
     #[arg(long)]
     whitebox: bool,
+    /// Also evaluate every model along the attack-strength axis (budget readings,
+    /// multipliers m of x + m·r, attack confidences κ), at the paper-matched difficulty,
+    /// with the text protocol's controls.
+    #[arg(long)]
+    strength: bool,
     /// text: the paper's text (default); code: the authors' notebooks (targeted attack
     /// on validation images, evaluation multipliers, their training recipes, per-tensor
     /// pruning) plus the confound controls, written to reports/<profile>-code/.
@@ -313,6 +318,11 @@ fn run(cli: Cli) -> Result<()> {
                     "--whitebox belongs to the text protocol (it attacks the models of reports/<profile>/)"
                 );
             }
+            if code && args.strength {
+                bail!(
+                    "--strength belongs to the text protocol (the code protocol has its own multiplier sweep)"
+                );
+            }
             let suffix = if code { "-code" } else { "" };
             let cfg = ReproduceConfig {
                 runs_dir: args.runs_dir.unwrap_or_else(|| {
@@ -334,6 +344,7 @@ fn run(cli: Cli) -> Result<()> {
                     StageArg::Attack => Stage::Attack,
                 }),
                 whitebox: args.whitebox,
+                strength: args.strength,
                 prune_mode: args.pruning.map(|p| match p {
                     PruningArg::Global => PruneMode::Global,
                     PruningArg::PerTensor => PruneMode::PerTensor,

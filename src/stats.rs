@@ -44,6 +44,18 @@ impl MeanCi {
         })
     }
 
+    /// self − other for independent estimates: the means' difference with the two
+    /// half-widths combined in quadrature.
+    pub fn minus_independent(&self, other: &MeanCi) -> MeanCi {
+        let mean = self.mean - other.mean;
+        let h = (self.half_width().powi(2) + other.half_width().powi(2)).sqrt();
+        MeanCi {
+            mean,
+            ci95: [mean - h, mean + h],
+            runs: self.runs.min(other.runs),
+        }
+    }
+
     /// Every value multiplied by `k` (e.g. fractions to percent).
     pub fn scaled(&self, k: f64) -> MeanCi {
         MeanCi {

@@ -253,6 +253,7 @@ fn the_quick_code_protocol_runs_end_to_end_and_resumes() {
         verbose: false,
         stop_after: None,
         whitebox: false,
+        strength: false,
         prune_mode: None,
         train_seeds: None,
     };

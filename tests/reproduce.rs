@@ -79,6 +79,92 @@ fn assert_same_shape(paper: &Value, ours: &Value, path: &str) {
     }
 }
 
+/// The strength stage's cached evaluations in the quick profile: 27 models (4 λ nets,
+/// 7 BNNs × one draw, posterior mean and frozen sample, the matched-init control, the
+/// deep ensemble) over the sweep, and at each of three claim points (set-mean budget,
+/// paper-matched m and κ) those 27 and the two BNN ensembles.
+const STRENGTH_EVALS: u64 = 27 + 3 * 29;
+
+/// The strength axis against the tables it must agree with.
+fn assert_strength_axis(r: &Value) {
+    use bayes_robust::attack::BudgetReading;
+    use bayes_robust::experiment::strength::{Family, Strength, StrengthSection};
+    let s: StrengthSection = serde_json::from_value(r["strength"].clone()).expect("typed");
+    let point = |st: Strength| {
+        s.points
+            .iter()
+            .position(|p| p.strengths.iter().all(|x| *x == st))
+            .unwrap_or_else(|| panic!("no point {}", st.label()))
+    };
+    let cap = |kappa, m| Strength {
+        reading: BudgetReading::PerExampleCap,
+        kappa,
+        m,
+    };
+    let (zero, one) = (point(cap(0.0, 0.0)), point(Strength::TABLE2));
+    let table2 = &r["table2_perturbed"];
+    let dets: Vec<_> = s
+        .models
+        .iter()
+        .filter(|m| m.family == Family::Deterministic)
+        .collect();
+    let bnns: Vec<_> = s
+        .models
+        .iter()
+        .filter(|m| m.family == Family::BnnDraw)
+        .collect();
+    assert_eq!((dets.len(), bnns.len()), (4, 7));
+    for (i, d) in dets.iter().enumerate() {
+        let clean = r["table1_clean"]["deterministic"]["test"][i]["mean"]
+            .as_f64()
+            .unwrap();
+        for set in 0..12 {
+            // m = 0 is the clean test set; m = 1 is Table 2's set, bit for bit.
+            assert_eq!(d.cells[zero][set].mean, clean, "{} m=0 set {set}", d.label);
+            let t2 = table2["deterministic"]["rows"][set][i]["mean"]
+                .as_f64()
+                .unwrap();
+            assert_eq!(d.cells[one][set].mean, t2, "{} m=1 set {set}", d.label);
+        }
+    }
+    // A BNN's single draws at m = 1 are Table 2's runs (same seeds and run count).
+    for (j, b) in bnns.iter().enumerate() {
+        for set in 0..12 {
+            let t2: bayes_robust::stats::MeanCi =
+                serde_json::from_value(table2["bnn"]["rows"][set][j].clone()).unwrap();
+            assert_eq!(b.cells[one][set], t2, "{} m=1 set {set}", b.label);
+        }
+    }
+    // Distortion grows with m and with κ; every set-mean point is inside the bound.
+    let ms: Vec<f64> = s.profile.multipliers.clone();
+    let d: Vec<f64> = ms
+        .iter()
+        .map(|&m| s.points[point(cap(0.0, m))].mean_distortion)
+        .collect();
+    assert!(d.windows(2).all(|w| w[0] <= w[1]), "{d:?}");
+    assert_eq!(d[0], 0.0);
+    let k5 = s.points[point(cap(s.profile.kappas[0], 1.0))].mean_distortion;
+    assert!(
+        k5 > d[ms.iter().position(|&m| m == 1.0).unwrap()],
+        "kappa adds no distortion"
+    );
+    let set_mean = &s.points[point(Strength {
+        reading: BudgetReading::SetMean,
+        kappa: 0.0,
+        m: 1.0,
+    })];
+    assert!(
+        set_mean.sets.iter().all(|x| x.mean_distortion <= s.bound),
+        "{set_mean:?}"
+    );
+    assert_eq!(s.comparisons.len(), 3);
+    assert_eq!(s.claim_points.len(), 3);
+    for cp in &s.claim_points {
+        assert_eq!(cp.claims.len(), 4, "{}", cp.name);
+        assert_eq!(cp.models.len(), 29, "{}", cp.name);
+    }
+}
+
 #[test]
 fn the_quick_profile_reproduces_every_cell_and_resumes_without_recomputing() {
     let _g = common::torch_rng_lock();
@@ -96,6 +182,7 @@ fn the_quick_profile_reproduces_every_cell_and_resumes_without_recomputing() {
         verbose: false,
         stop_after: None,
         whitebox: true,
+        strength: true,
         prune_mode: None,
         train_seeds: None,
     };
@@ -141,7 +228,8 @@ fn the_quick_profile_reproduces_every_cell_and_resumes_without_recomputing() {
         assert!(d < 0.10, "{}: distortion {d}", s["source"]);
         assert_eq!(s["n"], 500);
     }
-    assert_eq!(computed(&first), [0, 0, 0, 14, 22]);
+    assert_eq!(computed(&first), [0, 0, 0, 14, STRENGTH_EVALS, 22]);
+    assert_strength_axis(&first);
     for stage in first["meta"]["stages"].as_array().unwrap() {
         assert!(stage["flops"].as_f64().unwrap() > 0.0, "{stage}");
     }
@@ -329,7 +417,7 @@ fn the_quick_profile_reproduces_every_cell_and_resumes_without_recomputing() {
 
     // The same flags again: everything is reused and the numbers are identical.
     let second = reproduce(&cfg).expect("the rerun runs");
-    assert_eq!(computed(&second), [0, 0, 0, 0, 0]);
+    assert_eq!(computed(&second), [0, 0, 0, 0, 0, 0]);
     assert_eq!(first["seeds"], second["seeds"]);
     assert_eq!(first["whitebox"], second["whitebox"]);
     assert_eq!(first["table2_perturbed"], second["table2_perturbed"]);

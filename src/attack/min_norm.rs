@@ -11,8 +11,10 @@ use super::{AttackOutcome, Differentiable, clip_to_box, input_gradient, margin, 
 /// Each example starts with trade-off `c`; with `search_rounds` = k > 0 the steps are cut
 /// into k rounds and after each round an example not yet flipped quarters its own c (a
 /// one-sided version of Carlini–Wagner's search: too large a c can make the norm term
-/// win before the boundary is crossed). Per example it keeps the smallest successful
-/// perturbation seen; an example never flipped keeps its last perturbation.
+/// win before the boundary is crossed). Per example it keeps the smallest perturbation
+/// seen whose margin z_y − max z_j is below −κ (misclassified with confidence κ, as
+/// Carlini–Wagner's high-confidence examples; κ = 0: simply misclassified); an example
+/// that never gets there keeps its last perturbation.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MinNormAttack {
     /// Weight of ‖r‖₂ against the margin loss.
@@ -78,7 +80,7 @@ impl MinNormAttack {
                     .sqrt();
                 let mut g = g_margin.addcmul(&delta, &(&c / &norm).unsqueeze(1));
                 let _ = g.masked_fill_(&shifted.ne_tensor(&adv), 0.0);
-                let better = mg.lt(0.0).logical_and(&norm.lt_tensor(&best_norm));
+                let better = mg.lt(-self.kappa).logical_and(&norm.lt_tensor(&best_norm));
                 best = delta.where_self(&better.unsqueeze(1), &best);
                 best_norm = norm.where_self(&better, &best_norm);
                 last = delta;
@@ -104,7 +106,7 @@ impl MinNormAttack {
             let delta = &adv - x;
             let norm = row_norms(&delta);
             let mg = margin(&model.logits(&adv), y);
-            let better = mg.lt(0.0).logical_and(&norm.lt_tensor(&best_norm));
+            let better = mg.lt(-self.kappa).logical_and(&norm.lt_tensor(&best_norm));
             best = delta.where_self(&better.unsqueeze(1), &best);
             best_norm = norm.where_self(&better, &best_norm);
             last = delta;

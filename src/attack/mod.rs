@@ -6,6 +6,7 @@
 //! gradients with respect to the input only: model parameters never accumulate
 //! gradients.
 
+pub mod budget;
 pub mod eot;
 pub mod min_norm;
 pub mod pgd;
@@ -19,6 +20,7 @@ use crate::model::WeightMode;
 use crate::model::bayes::BayesMlp;
 use crate::model::mlp::Mlp;
 
+pub use budget::BudgetReading;
 pub use eot::Eot;
 pub use min_norm::MinNormAttack;
 pub use pgd::{AttackLoss, Norm, Pgd, PgdBudgets};

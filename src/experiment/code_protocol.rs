@@ -25,7 +25,7 @@ use tch::{Device, Kind, Tensor};
 use super::cache::{self, ArtifactDir};
 use super::reproduce::{
     LIBTORCH_VERSION, Ready, ReproduceConfig, ReproduceError, Stage, TCH_VERSION, Timed,
-    average_over_sets, bar, bnn_of, cached_eval, pct, write_results,
+    average_over_sets, bar, bnn_of, cached_eval, mlp_of, pct, write_results,
 };
 use super::{LAMBDAS, RHO_INITS, SOURCE_ARCHS, TABLE3_RHO, TABLE4_RHO, source_label};
 use crate::attack::TargetedAttack;
@@ -319,6 +319,8 @@ pub enum Evaluated<'a> {
     Mode(&'a BayesMlp, WeightMode),
     /// The softmax averaged over the members.
     DeepEnsemble(Vec<&'a Mlp>),
+    /// Eq. 7: the softmax averaged over this many fresh draws, per run.
+    Ensemble(&'a BayesMlp, usize),
 }
 
 impl Evaluated<'_> {
@@ -327,6 +329,7 @@ impl Evaluated<'_> {
         match self {
             Evaluated::Det(mlp) => vec![eval::accuracy(mlp, split, chunks)],
             Evaluated::Draws(bnn) => eval::single_draw_accuracies(*bnn, split, runs, chunks),
+            Evaluated::Ensemble(bnn, n) => eval::ensemble_accuracies(bnn, split, *n, runs, chunks),
             Evaluated::Mode(bnn, mode) => tch::no_grad(|| {
                 vec![
                     train::per_draw_accuracy(
@@ -609,13 +612,6 @@ fn rows_at(evals: &[&SweepEval], mi: usize, n_sets: usize) -> (Value, Value) {
         })
         .collect();
     (Value::Array(rows), Value::Array(avg))
-}
-
-fn mlp_of(model: &TrainedModel) -> &Mlp {
-    match model {
-        TrainedModel::Mlp { mlp, .. } => mlp,
-        TrainedModel::Bnn { .. } => unreachable!("a deterministic net"),
-    }
 }
 
 /// The quantiles of learned σ reported per layer.

@@ -6,6 +6,7 @@ pub mod code_protocol;
 pub mod flops;
 pub mod reproduce;
 pub mod seeds;
+pub mod strength;
 pub mod whitebox;
 
 use crate::attack::MinNormAttack;
@@ -80,6 +81,9 @@ pub struct Profile {
     /// The budget of `reproduce --protocol code`.
     #[serde(default = "code_protocol::CodeProfile::paper")]
     pub code: code_protocol::CodeProfile,
+    /// The strength axis of `reproduce --strength`.
+    #[serde(default = "strength::StrengthProfile::paper")]
+    pub strength: strength::StrengthProfile,
 }
 
 /// Which protocol a reproduction follows: the paper's text, or the authors' notebooks.
@@ -120,6 +124,7 @@ impl Profile {
             train_seeds: 3,
             seed_draws: 20,
             code: code_protocol::CodeProfile::paper(),
+            strength: strength::StrengthProfile::paper(),
         }
     }
 
@@ -152,6 +157,7 @@ impl Profile {
             train_seeds: 2,
             seed_draws: 4,
             code: code_protocol::CodeProfile::quick(),
+            strength: strength::StrengthProfile::quick(),
         }
     }
 
@@ -183,6 +189,7 @@ impl Profile {
             whitebox_restart_checks: false,
             whitebox_every_bnn_checks: false,
             train_seeds: 1,
+            strength: strength::StrengthProfile::paper(),
             ..Self::quick()
         }
     }

@@ -2,6 +2,8 @@
 //! sets, runs every evaluation of Tables 1–4, and writes `results.json`, reusing every
 //! artifact that an earlier run with the same configuration finished.
 
+mod strength_stage;
+
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -11,7 +13,7 @@ use tch::{Device, Kind, Tensor};
 use super::cache::{self, ArtifactDir, CacheError};
 use super::whitebox::{self, Target};
 use super::{LAMBDAS, Profile, RHO_INITS, SOURCE_ARCHS, TABLE3_RHO, TABLE4_RHO, source_label};
-use crate::attack::clip_to_box;
+use crate::attack::{BudgetReading, MinNormAttack, clip_to_box};
 use crate::data::{self, ChecksumPolicy, Dataset, RawDataset, Split, SplitSpec, Splits};
 use crate::eval::{self, EvalChunks};
 use crate::model::bayes::{BayesConfig, BayesMlp, PruneMode};
@@ -71,6 +73,10 @@ pub struct ReproduceConfig {
     /// Training seeds of every evaluation model; `None` is the profile's
     /// (`train_seeds`). More than 1 adds the seeds stage.
     pub train_seeds: Option<usize>,
+    /// Also evaluate along the attack-strength axis (the profile's `strength` budget:
+    /// budget readings, multipliers, confidences κ, the paper-matched difficulty and the
+    /// controls).
+    pub strength: bool,
 }
 
 impl ReproduceConfig {
@@ -209,6 +215,14 @@ struct AttackRecord {
     attack: crate::attack::MinNormAttack,
 }
 
+/// A min-norm attack's perturbations of the test images before any budget.
+struct RawAttack {
+    key: String,
+    delta: Tensor,
+    record: AttackRecord,
+    reused: bool,
+}
+
 /// Accuracies (fractions) of one model: per run for BNNs, one value for deterministic
 /// nets. `sets[i]` are the runs on perturbation set i.
 #[derive(Clone, serde::Serialize, serde::Deserialize)]
@@ -300,10 +314,16 @@ impl Pipeline<'_> {
     }
 
     fn attack_key(&self, label: &str, source_key: &str) -> String {
+        self.attack_key_with(label, source_key, &self.cfg.profile.attack)
+    }
+
+    /// The key of `attack` on the source `source_key` (the profile's attack: the 12 sets'
+    /// keys since the first report).
+    fn attack_key_with(&self, label: &str, source_key: &str, attack: &MinNormAttack) -> String {
         let p = &self.cfg.profile;
         cache::key(
             label,
-            &json!({"source": source_key, "attack": p.attack, "n": self.test.len(), "chunk": p.attack_chunk}),
+            &json!({"source": source_key, "attack": attack, "n": self.test.len(), "chunk": p.attack_chunk}),
         )
     }
 
@@ -322,17 +342,7 @@ impl Pipeline<'_> {
         let delta = delta.to_device(self.cfg.device);
         let x = &self.test.images;
         let (delta, capped_fraction) = match self.cfg.profile.max_rms_distortion {
-            Some(budget) => tch::no_grad(|| {
-                let cap = budget * (data::IMAGE_DIM as f64).sqrt();
-                let norms = crate::attack::row_norms(&delta);
-                let over = norms.gt(cap);
-                let scale = (norms.clamp_min(1e-12).reciprocal() * cap).clamp_max(1.0);
-                let fraction = over
-                    .to_kind(Kind::Double)
-                    .mean(Kind::Double)
-                    .double_value(&[]);
-                (&delta * scale.unsqueeze(1), fraction)
-            }),
+            Some(budget) => BudgetReading::PerExampleCap.apply(&delta, budget),
             None => (delta, 0.0),
         };
         let outcome = crate::attack::AttackOutcome::evaluate(
@@ -363,12 +373,28 @@ impl Pipeline<'_> {
         label: &str,
         source: &Ready,
     ) -> Result<(PerturbationSet, bool), ReproduceError> {
-        let TrainedModel::Mlp { mlp, .. } = &source.model else {
-            unreachable!("perturbation sources are deterministic nets")
-        };
-        let attack = &self.cfg.profile.attack;
+        let raw = self.ensure_raw_attack(label, source, &self.cfg.profile.attack)?;
+        let set = self.capped_set(
+            label,
+            raw.key,
+            &raw.delta,
+            &raw.record,
+            mlp_of(&source.model),
+        );
+        Ok((set, raw.reused))
+    }
+
+    /// `attack`'s perturbations r = x' − x of the test images against `source`, cached
+    /// (tensor `delta`, before any distortion budget).
+    fn ensure_raw_attack(
+        &self,
+        label: &str,
+        source: &Ready,
+        attack: &MinNormAttack,
+    ) -> Result<RawAttack, ReproduceError> {
+        let mlp = mlp_of(&source.model);
         let n = self.test.len();
-        let key = self.attack_key(label, &source.key);
+        let key = self.attack_key_with(label, &source.key, attack);
         if let Some(record) = self.attacks_dir.read_json::<AttackRecord>(&key)? {
             let tensors = self.attacks_dir.read_tensors(&key)?;
             let delta = tensors
@@ -379,8 +405,12 @@ impl Pipeline<'_> {
                     key: key.clone(),
                     name: "delta",
                 })?;
-            let set = self.capped_set(label, key, &delta, &record, mlp);
-            return Ok((set, true));
+            return Ok(RawAttack {
+                key,
+                delta,
+                record,
+                reused: true,
+            });
         }
         let t0 = Instant::now();
         let mut deltas = Vec::new();
@@ -416,8 +446,12 @@ impl Pipeline<'_> {
             ],
         )?;
         self.attacks_dir.write_json(&key, &record)?;
-        let set = self.capped_set(label, key, &delta, &record, mlp);
-        Ok((set, false))
+        Ok(RawAttack {
+            key,
+            delta,
+            record,
+            reused: false,
+        })
     }
 
     fn eval_key(&self, what: &str, model_key: &str, sets: &[PerturbationSet]) -> String {
@@ -831,6 +865,13 @@ fn stopped(stage: Stage, stages: &[StageReport], cfg: &ReproduceConfig) -> Value
         eprintln!("stopped after {stage:?} as asked; no results.json written");
     }
     json!({ "stopped_after": format!("{stage:?}"), "stages": stages })
+}
+
+pub(super) fn mlp_of(model: &TrainedModel) -> &crate::model::mlp::Mlp {
+    match model {
+        TrainedModel::Mlp { mlp, .. } => mlp,
+        TrainedModel::Bnn { .. } => unreachable!("a deterministic net"),
+    }
 }
 
 pub(super) fn bnn_of(model: &TrainedModel) -> &BayesMlp {
@@ -1419,6 +1460,26 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
         flops: eval_flops,
     });
 
+    // Stage 4b (optional): the strength axis.
+    let strength = if cfg.strength {
+        let inputs = strength_stage::StrengthInputs {
+            sources: &sources,
+            source_ready: &source_ready,
+            dets: &dets,
+            det_ready: &det_ready,
+            bnns: &bnns,
+            bnn_ready: &mut bnn_ready,
+        };
+        let (section, report) = strength_stage::run(&pipeline, inputs)?;
+        stages.push(report);
+        serde_json::to_value(section).map_err(|e| ReproduceError::Write {
+            path: cfg.out_dir.join("results.json"),
+            reason: e.to_string(),
+        })?
+    } else {
+        Value::Null
+    };
+
     // Stage 5 (with more than one training seed): the evaluation models retrained with
     // seeds 1..K as stacked grids, and evaluated on the same sets.
     let k = cfg.train_seeds();
@@ -1536,6 +1597,7 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
         },
         "whitebox": whitebox,
         "seeds": seeds_section,
+        "strength": strength,
         "sigma": {
             "quantiles": super::code_protocol::SIGMA_QUANTILES,
             "bnns": bnns.iter().zip(&bnn_ready).map(|(gm, r)| json!({
@@ -1567,7 +1629,7 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
             "stages": stages,
             "sgemm_gflops": sgemm,
             "wall_seconds": started.elapsed().as_secs_f64(),
-            "command": format!("bayes-robust --seed {} --threads {}{} reproduce --profile {}{}{}{}", cfg.master_seed, cfg.threads, if cfg.dataset == Dataset::Mnist { String::new() } else { format!(" --dataset {}", cfg.dataset) }, p.name, if cfg.whitebox { " --whitebox" } else { "" }, if cfg.prune_mode_or(PruneMode::Global) == PruneMode::PerTensor { " --pruning per-tensor" } else { "" }, if k != p.train_seeds { format!(" --train-seeds {k}") } else { String::new() }),
+            "command": format!("bayes-robust --seed {} --threads {}{} reproduce --profile {}{}{}{}{}", cfg.master_seed, cfg.threads, if cfg.dataset == Dataset::Mnist { String::new() } else { format!(" --dataset {}", cfg.dataset) }, p.name, if cfg.whitebox { " --whitebox" } else { "" }, if cfg.strength { " --strength" } else { "" }, if cfg.prune_mode_or(PruneMode::Global) == PruneMode::PerTensor { " --pruning per-tensor" } else { "" }, if k != p.train_seeds { format!(" --train-seeds {k}") } else { String::new() }),
         },
     });
     let path = write_results(cfg, &results)?;

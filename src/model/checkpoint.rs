@@ -25,6 +25,22 @@ impl ModelSpec {
         }
     }
 
+    /// λ of a deterministic net (eq. 6).
+    pub fn lambda(&self) -> Option<f64> {
+        match self {
+            ModelSpec::Mlp { lambda, .. } => Some(*lambda),
+            ModelSpec::Bnn { .. } => None,
+        }
+    }
+
+    /// ρ_init of a BNN.
+    pub fn rho_init(&self) -> Option<f64> {
+        match self {
+            ModelSpec::Mlp { .. } => None,
+            ModelSpec::Bnn { config } => Some(config.rho_init),
+        }
+    }
+
     /// A short name such as `mlp FC-100-100-10 lambda=0.01` or `bnn FC-100-100-10 rho_init=-3`.
     pub fn describe(&self) -> String {
         match self {

@@ -5,6 +5,7 @@
 pub mod margin;
 pub mod plots;
 pub mod seeds;
+pub mod strength;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -87,7 +88,7 @@ impl Cell {
 }
 
 /// Whether the paper's numbers apply to these results: it reports MNIST only.
-fn compares_with_paper(results: &Value) -> bool {
+pub(super) fn compares_with_paper(results: &Value) -> bool {
     results["meta"]["dataset"]
         .as_str()
         .is_none_or(|d| d == Dataset::Mnist.name())
@@ -310,10 +311,10 @@ fn tables(r: &Value, p: &Value, compare: bool) -> Result<Vec<Table>> {
 }
 
 /// A claim of the paper, recomputed (`paper`: its size, on MNIST only).
-struct Claim {
-    text: &'static str,
-    paper: Option<f64>,
-    ours: MeanCi,
+pub(super) struct Claim {
+    pub(super) text: &'static str,
+    pub(super) paper: Option<f64>,
+    pub(super) ours: MeanCi,
 }
 
 /// Best (highest-mean) cell of a row of cells at `path`.
@@ -328,16 +329,10 @@ fn best(r: &Value, path: &str) -> Result<MeanCi> {
 
 /// a − b with independent CIs combined in quadrature.
 fn difference(a: MeanCi, b: MeanCi) -> MeanCi {
-    let mean = a.mean - b.mean;
-    let h = (a.half_width().powi(2) + b.half_width().powi(2)).sqrt();
-    MeanCi {
-        mean,
-        ci95: [mean - h, mean + h],
-        runs: a.runs.min(b.runs),
-    }
+    a.minus_independent(&b)
 }
 
-fn claims(r: &Value, p: &Value, compare: bool) -> Result<Vec<Claim>> {
+pub(super) fn claims(r: &Value, p: &Value, compare: bool) -> Result<Vec<Claim>> {
     let best_det = best(r, "/table2_perturbed/deterministic/average")?;
     let best_bnn = best(r, "/table2_perturbed/bnn/average")?;
     let n_last = len(r, "/table3_ensemble/average")? - 1;
@@ -782,6 +777,12 @@ pub fn render_with(
             out_dir,
         )?);
     }
+    written.extend(strength::strength_section(
+        results,
+        paper_tables,
+        &mut md,
+        out_dir,
+    )?);
     if is_code {
         written.extend(margin::code_sections(results, &mut md, out_dir)?);
     } else if let Some(code) = code {

@@ -1,0 +1,429 @@
+//! The report's "Attack strength" section, from results.json's typed `strength`
+//! ([`StrengthSection`]): the sets along each knob, every model at every strength, the
+//! three margins with their verdicts, and the paper's claims at each claim point.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use super::plots::{Figure, Series, SeriesLabelPosition};
+use super::{ReportError, Result, embed_figure};
+use crate::attack::BudgetReading;
+use crate::experiment::strength::{
+    ClaimPoint, Comparison, StrengthPoint, StrengthSection, Verdict,
+};
+use crate::stats::MeanCi;
+
+fn ci(c: &MeanCi) -> String {
+    format!("{:+.2} [{:+.2}, {:+.2}]", c.mean, c.ci95[0], c.ci95[1])
+}
+
+fn acc(c: &MeanCi) -> String {
+    if c.runs > 1 {
+        format!("{:.1} ± {:.1}", c.mean, c.half_width())
+    } else {
+        format!("{:.1}", c.mean)
+    }
+}
+
+fn verdict(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Holds => "positive",
+        Verdict::Reversed => "negative",
+        Verdict::Unresolved => "CI spans 0",
+    }
+}
+
+/// The points of one reading along one knob: m (κ = 0) or κ (m = 1, with κ = 0).
+fn along(section: &StrengthSection, reading: BudgetReading, knob_m: bool) -> Vec<usize> {
+    section
+        .points
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| {
+            let s = p.strengths[0];
+            s.reading == reading && if knob_m { s.kappa == 0.0 } else { s.m == 1.0 }
+        })
+        .map(|(i, _)| i)
+        .collect()
+}
+
+fn point_name(p: &StrengthPoint) -> String {
+    let s = p.strengths[0];
+    if s.kappa == 0.0 {
+        format!("m={}", s.m)
+    } else {
+        format!("κ={}", s.kappa)
+    }
+}
+
+fn sets_table(section: &StrengthSection, md: &mut String) {
+    let _ = writeln!(
+        md,
+        "| reading | strength | mean distortion (12-set average) | success on the source | scaled by the budget |\n|---|---|---|---|---|"
+    );
+    for p in &section.points {
+        let n = p.sets.len().max(1) as f64;
+        let success = p.sets.iter().map(|s| s.success_rate).sum::<f64>() / n;
+        let scaled = p.sets.iter().map(|s| s.scaled_fraction).sum::<f64>() / n;
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.4} | {:.1}% | {:.1}% |",
+            p.strengths[0].reading.label(),
+            point_name(p),
+            p.mean_distortion,
+            100.0 * success,
+            100.0 * scaled
+        );
+    }
+}
+
+fn models_table(section: &StrengthSection, idx: &[usize], md: &mut String) {
+    let head: Vec<String> = idx
+        .iter()
+        .map(|&i| point_name(&section.points[i]))
+        .collect();
+    let _ = writeln!(
+        md,
+        "| model | {} |\n|---|{}",
+        head.join(" | "),
+        "---|".repeat(head.len())
+    );
+    for row in &section.models {
+        let cells: Vec<String> = idx.iter().map(|&i| acc(&row.average[i])).collect();
+        let _ = writeln!(md, "| {} | {} |", row.label, cells.join(" | "));
+    }
+}
+
+fn comparisons_table(section: &StrengthSection, idx: &[usize], md: &mut String) {
+    let _ = writeln!(
+        md,
+        "| strength | mean distortion | {} |\n|---|---|{}",
+        section
+            .comparisons
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>()
+            .join(" | "),
+        "---|".repeat(section.comparisons.len())
+    );
+    for &i in idx {
+        let cells: Vec<String> = section
+            .comparisons
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} ({}; {})",
+                    ci(&c.margin[i]),
+                    verdict(Verdict::of(&c.margin[i])),
+                    c.a[i]
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            md,
+            "| {} | {:.4} | {} |",
+            point_name(&section.points[i]),
+            section.points[i].mean_distortion,
+            cells.join(" | ")
+        );
+    }
+}
+
+/// Where a comparison is positive, negative and unresolved along `idx`, in words.
+fn verdict_line(c: &Comparison, section: &StrengthSection, idx: &[usize]) -> String {
+    let by = |v: Verdict| -> Vec<String> {
+        idx.iter()
+            .filter(|&&i| Verdict::of(&c.margin[i]) == v)
+            .map(|&i| point_name(&section.points[i]))
+            .collect()
+    };
+    let list = |v: Vec<String>| {
+        if v.is_empty() {
+            "none".to_owned()
+        } else {
+            v.join(", ")
+        }
+    };
+    format!(
+        "**{}**: positive at {}; negative at {}; CI spans 0 at {}.",
+        c.name,
+        list(by(Verdict::Holds)),
+        list(by(Verdict::Reversed)),
+        list(by(Verdict::Unresolved))
+    )
+}
+
+fn claim_point(cp: &ClaimPoint, md: &mut String) {
+    let _ = writeln!(
+        md,
+        "\n#### {}\n\n12-set average mean distortion {:.4}; success on the sources {:.1}%.\n",
+        cp.name,
+        cp.point.mean_distortion,
+        100.0 * cp.point.sets.iter().map(|s| s.success_rate).sum::<f64>()
+            / cp.point.sets.len().max(1) as f64
+    );
+    if !cp.matched.is_empty() {
+        let _ = writeln!(
+            md,
+            "| set | paper's λ = 0 accuracy | matched {} | bracketing points ({}, our λ = 0 accuracy) |\n|---|---|---|---|",
+            cp.axis, cp.axis
+        );
+        for m in &cp.matched {
+            let bracket = match (&m.bracket, &m.why_not) {
+                (Some(b), _) => format!(
+                    "({}, {:.1}%) – ({}, {:.1}%)",
+                    b.below[0],
+                    100.0 * b.below[1],
+                    b.above[0],
+                    100.0 * b.above[1]
+                ),
+                (None, Some(why)) => format!("not reached ({why}); evaluated at the nearest end"),
+                (None, None) => "not reached".to_owned(),
+            };
+            let _ = writeln!(
+                md,
+                "| {} | {:.2} | {:.3} | {bracket} |",
+                m.source, m.paper_accuracy, m.strength
+            );
+        }
+        let missed = cp.matched.iter().filter(|m| !m.reached).count();
+        if missed > 0 {
+            let _ = writeln!(
+                md,
+                "\n{missed} of {} sets never met the paper's accuracy within the measured range and are evaluated at the nearest end of it (the strongest point where our λ = 0 net stays more accurate than the paper's, so those cells remain easier than the paper's; the weakest where it is never as accurate).",
+                cp.matched.len()
+            );
+        }
+    }
+    let _ = writeln!(
+        md,
+        "\n| the paper's claim | paper | ours (95% CI) | verdict |\n|---|---|---|---|"
+    );
+    for c in &cp.claims {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} |",
+            c.claim,
+            c.paper.map_or("–".to_owned(), |p| format!("{p:+.1}")),
+            ci(&c.ours),
+            match c.verdict {
+                Verdict::Holds => "holds",
+                Verdict::Reversed => "reversed",
+                Verdict::Unresolved => "not resolved (CI spans 0)",
+            }
+        );
+    }
+    let _ = writeln!(md, "\n| model | 12-set average |\n|---|---|");
+    for row in &cp.models {
+        let _ = writeln!(md, "| {} | {} |", row.label, acc(&row.average[0]));
+    }
+    for c in &cp.comparisons {
+        let _ = writeln!(
+            md,
+            "\n{}: {} ({}).",
+            c.name,
+            ci(&c.margin[0]),
+            verdict(Verdict::of(&c.margin[0]))
+        );
+    }
+}
+
+fn margin_figure(section: &StrengthSection, paper_margin: Option<f64>) -> Figure {
+    let cap_m = along(section, BudgetReading::PerExampleCap, true);
+    let cap_k = along(section, BudgetReading::PerExampleCap, false);
+    let series_of = |c: &Comparison, idx: &[usize], name: String, line: bool| Series {
+        name,
+        points: idx
+            .iter()
+            .map(|&i| {
+                let m = &c.margin[i];
+                (
+                    section.points[i].mean_distortion,
+                    m.mean,
+                    m.ci95[0],
+                    m.ci95[1],
+                )
+            })
+            .collect(),
+        line,
+    };
+    let mut series: Vec<Series> = section
+        .comparisons
+        .iter()
+        .map(|c| series_of(c, &cap_m, format!("{} (along m)", c.name), true))
+        .collect();
+    if let Some(c) = section.comparisons.first() {
+        series.push(series_of(
+            c,
+            &cap_k,
+            format!("{} (along κ, m = 1)", c.name),
+            false,
+        ));
+    }
+    let matched: Vec<(f64, f64, f64, f64)> = section
+        .claim_points
+        .iter()
+        .filter(|cp| !cp.matched.is_empty())
+        .filter_map(|cp| {
+            let m = cp.comparisons.first()?.margin.first()?;
+            Some((cp.point.mean_distortion, m.mean, m.ci95[0], m.ci95[1]))
+        })
+        .collect();
+    if !matched.is_empty() {
+        series.push(Series {
+            name: "best BNN - best deterministic at the paper-matched difficulty".into(),
+            points: matched,
+            line: false,
+        });
+    }
+    let mut references = vec![("no margin".to_owned(), 0.0)];
+    if let Some(p) = paper_margin {
+        references.push((format!("paper's margin ({p:+.1})"), p));
+    }
+    Figure {
+        title: "Margins against attack strength (per-example cap)".into(),
+        x_label: "12-set average mean distortion (RMS per pixel)".into(),
+        y_label: "margin of set averages (points)".into(),
+        series,
+        references,
+        verticals: Vec::new(),
+        log_x: false,
+        diagonal: false,
+        legend: SeriesLabelPosition::LowerLeft,
+    }
+}
+
+fn verdict_word(ours: &MeanCi) -> &'static str {
+    match Verdict::of(ours) {
+        Verdict::Holds => "holds",
+        Verdict::Reversed => "reversed",
+        Verdict::Unresolved => "unresolved",
+    }
+}
+
+/// The paper's four claims, one row per reading of its difficulty: Table 2's sets as
+/// made (the main claims table), then each claim point.
+fn summary_table(
+    results: &Value,
+    paper_tables: &Value,
+    section: &StrengthSection,
+    md: &mut String,
+) -> Result<()> {
+    let compare = super::compares_with_paper(results);
+    let main = super::claims(results, paper_tables, compare)?;
+    let head: Vec<String> = main
+        .iter()
+        .map(|c| match c.paper {
+            Some(p) => format!("{} (paper {p:+.1})", c.text),
+            None => c.text.to_owned(),
+        })
+        .collect();
+    let _ = writeln!(
+        md,
+        "### The paper's claims at each reading of its difficulty (points, 95% CI)\n\n| reading | sets' mean distortion | {} |\n|---|---|{}",
+        head.join(" | "),
+        "---|".repeat(head.len())
+    );
+    let cell = |c: &MeanCi| format!("{} {}", ci(c), verdict_word(c));
+    let table2 = section.points.iter().find(|p| {
+        p.strengths
+            .iter()
+            .all(|s| *s == crate::experiment::strength::Strength::TABLE2)
+    });
+    let _ = writeln!(
+        md,
+        "| min-norm sets as made (per-example cap, m = 1) | {} | {} |",
+        table2.map_or("?".to_owned(), |p| format!("{:.4}", p.mean_distortion)),
+        main.iter()
+            .map(|c| cell(&c.ours))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+    for cp in &section.claim_points {
+        let _ = writeln!(
+            md,
+            "| {} | {:.4} | {} |",
+            cp.name,
+            cp.point.mean_distortion,
+            cp.claims
+                .iter()
+                .map(|c| cell(&c.ours))
+                .collect::<Vec<_>>()
+                .join(" | ")
+        );
+    }
+    let _ = writeln!(md);
+    Ok(())
+}
+
+/// Renders the section into `md` (and its figure into `out_dir`); nothing when the run
+/// had no strength stage.
+pub fn strength_section(
+    results: &Value,
+    paper_tables: &Value,
+    md: &mut String,
+    out_dir: &Path,
+) -> Result<Vec<PathBuf>> {
+    if results["strength"].is_null() {
+        return Ok(Vec::new());
+    }
+    let section: StrengthSection = serde_json::from_value(results["strength"].clone())
+        .map_err(|e| ReportError::MissingCell(format!("/strength ({e})")))?;
+    let _ = writeln!(
+        md,
+        "## Attack strength: the paper's question along the knobs it depends on\n\n{}\n\nMade by `{}`.\n",
+        section.note,
+        results["meta"]["command"].as_str().unwrap_or("?")
+    );
+    summary_table(results, paper_tables, &section, md)?;
+    let _ = writeln!(md, "### The sets at every strength\n");
+    sets_table(&section, md);
+    let mut written = Vec::new();
+    let paper_margin = paper_tables
+        .pointer("/claims/bnn_over_deterministic_average_margin_points")
+        .and_then(Value::as_f64)
+        .filter(|_| results["meta"]["dataset"] == "mnist");
+    written.push(embed_figure(
+        &margin_figure(&section, paper_margin),
+        out_dir,
+        "strength_margin.svg",
+        "The three margins (set averages, points, 95% CI) against the sets' average mean distortion, under the per-example cap: along the evaluation multiplier m (lines) and along the attack confidence κ at m = 1 (markers); the paper-matched points where measured; the paper's Table 2 margin as a dashed line.",
+        md,
+    )?);
+    for reading in [BudgetReading::PerExampleCap, BudgetReading::SetMean] {
+        let idx: Vec<usize> = along(&section, reading, true)
+            .into_iter()
+            .chain(
+                along(&section, reading, false)
+                    .into_iter()
+                    .filter(|&i| section.points[i].strengths[0].kappa != 0.0),
+            )
+            .collect();
+        if idx.is_empty() {
+            continue;
+        }
+        let _ = writeln!(
+            md,
+            "\n### Every model at every strength ({}; set averages, percent)\n",
+            reading.label()
+        );
+        models_table(&section, &idx, md);
+        let _ = writeln!(
+            md,
+            "\n### The margins ({}; points, 95% CI; the BNN named is the best one at that strength)\n",
+            reading.label()
+        );
+        comparisons_table(&section, &idx, md);
+        let _ = writeln!(md);
+        for c in &section.comparisons {
+            let _ = writeln!(md, "- {}", verdict_line(c, &section, &idx));
+        }
+    }
+    let _ = writeln!(md, "\n### The claim points in full");
+    for cp in &section.claim_points {
+        claim_point(cp, md);
+    }
+    Ok(written)
+}
