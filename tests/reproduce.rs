@@ -374,8 +374,8 @@ fn the_quick_profile_reproduces_every_cell_and_resumes_without_recomputing() {
         .expect("the report renders");
     assert_eq!(
         files.len(),
-        11,
-        "six figures, three white-box figures, the seeds figure and README.md: {files:?}"
+        12,
+        "six figures, three white-box figures, the seeds figure, the strength figure and README.md: {files:?}"
     );
     let readme = std::fs::read_to_string(root.join("reports/quick/README.md")).unwrap();
     for heading in [
@@ -389,6 +389,9 @@ fn the_quick_profile_reproduces_every_cell_and_resumes_without_recomputing() {
         "A gradient-free attack (SPSA)",
         "Every BNN of the ρ_init grid",
         "Every target of each BNN at L2",
+        "Attack strength: the paper's question along the knobs it depends on",
+        "The paper's claims at each reading of its difficulty",
+        "paper-matched difficulty (multiplier m)",
     ] {
         assert!(readme.contains(heading), "README lacks {heading:?}");
     }

@@ -49,7 +49,8 @@ fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
     if !lo.is_finite() {
         return (0.0, 1.0);
     }
-    let pad = ((hi - lo) * 0.08).max(0.5);
+    // 8% of the range each side (0.5 for a single value, whatever the axis's units).
+    let pad = if hi > lo { (hi - lo) * 0.08 } else { 0.5 };
     (lo - pad, hi + pad)
 }
 

@@ -230,6 +230,15 @@ fn claim_point(cp: &ClaimPoint, md: &mut String) {
     }
 }
 
+/// A comparison's name for a legend: "best BNN − best det.", "best BNN − BNN-init det.",
+/// "ρ −3 − ρ −30".
+fn short_name(name: &str) -> String {
+    name.replace("best deterministic", "best det.")
+        .replace("matched-init control", "BNN-init det.")
+        .replace("rho_init=", "ρ ")
+        .replace(" - ", " − ")
+}
+
 fn margin_figure(section: &StrengthSection, paper_margin: Option<f64>) -> Figure {
     let cap_m = along(section, BudgetReading::PerExampleCap, true);
     let cap_k = along(section, BudgetReading::PerExampleCap, false);
@@ -252,31 +261,32 @@ fn margin_figure(section: &StrengthSection, paper_margin: Option<f64>) -> Figure
     let mut series: Vec<Series> = section
         .comparisons
         .iter()
-        .map(|c| series_of(c, &cap_m, format!("{} (along m)", c.name), true))
+        .map(|c| series_of(c, &cap_m, format!("{} (m)", short_name(&c.name)), true))
         .collect();
     if let Some(c) = section.comparisons.first() {
         series.push(series_of(
             c,
             &cap_k,
-            format!("{} (along κ, m = 1)", c.name),
+            format!("{} (κ, m = 1)", short_name(&c.name)),
             false,
         ));
     }
-    let matched: Vec<(f64, f64, f64, f64)> = section
+    for cp in section
         .claim_points
         .iter()
         .filter(|cp| !cp.matched.is_empty())
-        .filter_map(|cp| {
-            let m = cp.comparisons.first()?.margin.first()?;
-            Some((cp.point.mean_distortion, m.mean, m.ci95[0], m.ci95[1]))
-        })
-        .collect();
-    if !matched.is_empty() {
-        series.push(Series {
-            name: "best BNN - best deterministic at the paper-matched difficulty".into(),
-            points: matched,
-            line: false,
-        });
+    {
+        if let Some((c0, m)) = cp
+            .comparisons
+            .first()
+            .and_then(|c| Some((c, c.margin.first()?)))
+        {
+            series.push(Series {
+                name: format!("{}, paper-matched {}", short_name(&c0.name), cp.axis),
+                points: vec![(cp.point.mean_distortion, m.mean, m.ci95[0], m.ci95[1])],
+                line: false,
+            });
+        }
     }
     let mut references = vec![("no margin".to_owned(), 0.0)];
     if let Some(p) = paper_margin {
@@ -291,7 +301,7 @@ fn margin_figure(section: &StrengthSection, paper_margin: Option<f64>) -> Figure
         verticals: Vec::new(),
         log_x: false,
         diagonal: false,
-        legend: SeriesLabelPosition::LowerLeft,
+        legend: SeriesLabelPosition::UpperRight,
     }
 }
 
