@@ -286,6 +286,197 @@ fn paper_reference() -> (Vec<f64>, [Option<f64>; 4]) {
     )
 }
 
+/// The controls trained for the stage: the matched-init net and the deep ensemble's
+/// members after the first.
+struct Controls {
+    matched_gm: GridModel,
+    matched: Ready,
+    members: Vec<Ready>,
+}
+
+fn train_controls(pipeline: &Pipeline, sp: &StrengthProfile) -> Result<Controls, ReproduceError> {
+    let (matched_gm, member_gms) = control_models(sp.ensemble_members);
+    let progress = super::bar(1 + member_gms.len(), "controls", pipeline.cfg.verbose);
+    let (matched, _) = pipeline.ensure_model(&matched_gm)?;
+    progress.inc(1);
+    let mut members = Vec::new();
+    for gm in &member_gms {
+        progress.set_message(gm.name.clone());
+        members.push(pipeline.ensure_model(gm)?.0);
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    Ok(Controls {
+        matched_gm,
+        matched,
+        members,
+    })
+}
+
+/// Every model the stage evaluates at every strength: the λ nets, each BNN as one draw,
+/// posterior mean and frozen sample, the matched-init control and the deep ensemble.
+fn eval_models<'m>(
+    dets: &[GridModel],
+    det_ready: &'m [Ready],
+    bnns: &[GridModel],
+    bnn_ready: &'m [Ready],
+    controls: &'m Controls,
+) -> Vec<EvalModel<'m>> {
+    let mut models: Vec<EvalModel> = Vec::new();
+    for (gm, r) in dets.iter().zip(det_ready) {
+        models.push(EvalModel {
+            name: gm.name.clone(),
+            label: format!("deterministic {}", gm.label),
+            family: Family::Deterministic,
+            rho_init: None,
+            lambda: gm.spec.lambda(),
+            key: r.key.clone(),
+            evaluated: Evaluated::Det(mlp_of(&r.model)),
+        });
+    }
+    for (gm, r) in bnns.iter().zip(bnn_ready) {
+        let bnn = bnn_of(&r.model);
+        for (family, suffix, what, evaluated) in [
+            (Family::BnnDraw, "", "one draw", Evaluated::Draws(bnn)),
+            (
+                Family::BnnMean,
+                "/mean",
+                "posterior mean",
+                Evaluated::Mode(bnn, WeightMode::Mean),
+            ),
+            (
+                Family::BnnFrozen,
+                "/frozen",
+                "frozen sample",
+                Evaluated::Mode(bnn, WeightMode::Frozen(0)),
+            ),
+        ] {
+            models.push(EvalModel {
+                name: format!("{}{suffix}", gm.name),
+                label: format!("BNN {}, {what}", gm.label),
+                family,
+                rho_init: gm.spec.rho_init(),
+                lambda: None,
+                key: r.key.clone(),
+                evaluated,
+            });
+        }
+    }
+    let c = controls;
+    models.push(EvalModel {
+        name: c.matched_gm.name.clone(),
+        label: c.matched_gm.label.clone(),
+        family: Family::MatchedInit,
+        rho_init: None,
+        lambda: Some(0.0),
+        key: c.matched.key.clone(),
+        evaluated: Evaluated::Det(mlp_of(&c.matched.model)),
+    });
+    let first = &det_ready[0];
+    let members: Vec<&Ready> = std::iter::once(first).chain(&c.members).collect();
+    models.push(EvalModel {
+        name: format!("control/text/deep-ensemble={}", members.len()),
+        label: format!(
+            "deep ensemble of {} deterministic nets (lambda=0)",
+            members.len()
+        ),
+        family: Family::DeepEnsemble,
+        rho_init: None,
+        lambda: Some(0.0),
+        key: members
+            .iter()
+            .map(|r| r.key.as_str())
+            .collect::<Vec<_>>()
+            .join("+"),
+        evaluated: Evaluated::DeepEnsemble(members.iter().map(|r| mlp_of(&r.model)).collect()),
+    });
+    models
+}
+
+/// A claim point before evaluation: its name, the knob it was matched along (empty
+/// `matched` when it was not matched) and its sets.
+struct ClaimSpec {
+    axis: String,
+    matched: Vec<MatchedSet>,
+    spec: PointSpec,
+}
+
+/// The claim points: the set-mean budget at m = 1, and on MNIST the paper-matched m
+/// and κ (matched on `det0`, the λ = 0 net's sweep row).
+fn claim_specs(
+    stage: &mut Stage,
+    inputs: &StrengthInputs,
+    specs: &[PointSpec],
+    det0: &ModelRow,
+    kappas: &[f64],
+    paper_det0: Option<&[f64]>,
+) -> Result<Vec<ClaimSpec>, ReproduceError> {
+    let n = inputs.sources.len();
+    let claim = |name: &str, axis: &str, matched: Vec<MatchedSet>, per_set| ClaimSpec {
+        axis: axis.to_owned(),
+        matched,
+        spec: PointSpec {
+            name: name.to_owned(),
+            per_set,
+        },
+    };
+    let mut out = Vec::new();
+    if let Some(h) = stage.held_index(BudgetReading::SetMean, 0.0) {
+        out.push(claim(
+            "set-mean budget, m=1",
+            "reading",
+            Vec::new(),
+            vec![(h, 1.0); n],
+        ));
+    }
+    let Some(paper) = paper_det0 else {
+        return Ok(out);
+    };
+    if let Some((matched, per_set)) = match_multiplier(stage, specs, det0, paper) {
+        out.push(claim(
+            "paper-matched difficulty (multiplier m)",
+            "m",
+            matched,
+            per_set,
+        ));
+    }
+    if let Some((matched, per_set)) = match_kappa(stage, inputs, specs, det0, paper, kappas)? {
+        out.push(claim(
+            "paper-matched difficulty (confidence kappa)",
+            "kappa",
+            matched,
+            per_set,
+        ));
+    }
+    Ok(out)
+}
+
+/// Counted FLOPs of the stage: forward passes of the sweep and the κ > 0 attacks.
+fn stage_flops(
+    pipeline: &Pipeline,
+    sources: &[GridModel],
+    points: usize,
+    n_models: usize,
+    bnns: usize,
+) -> f64 {
+    let cfg = pipeline.cfg;
+    let sp = &cfg.profile.strength;
+    let n = pipeline.test.len() as f64;
+    let passes = (points * sources.len()) as f64 * (n_models + bnns * sp.runs) as f64;
+    let attacks: f64 = sources
+        .iter()
+        .map(|gm| {
+            crate::experiment::flops::input_gradient_steps(
+                gm.spec.arch(),
+                cfg.profile.attack.steps as f64,
+                n,
+            )
+        })
+        .sum::<f64>()
+        * sp.kappas.len() as f64;
+    crate::experiment::flops::forward(&Arch::new(&[100, 100]), passes * n) + attacks
+}
+
 /// Runs the stage: the section of results.json and the stage's report.
 pub(in crate::experiment) fn run(
     pipeline: &Pipeline,
@@ -296,22 +487,9 @@ pub(in crate::experiment) fn run(
     let sp = cfg.profile.strength.clone();
     let bound = cfg.profile.max_rms_distortion.unwrap_or(0.10);
     let verbose = cfg.verbose;
-
-    // Controls.
-    let (matched_gm, member_gms) = control_models(sp.ensemble_members);
-    let progress = super::bar(1 + member_gms.len(), "controls", verbose);
-    let (matched_ready, _) = pipeline.ensure_model(&matched_gm)?;
-    progress.inc(1);
-    let mut members = Vec::new();
-    for gm in &member_gms {
-        progress.set_message(gm.name.clone());
-        members.push(pipeline.ensure_model(gm)?.0);
-        progress.inc(1);
-    }
-    progress.finish_and_clear();
+    let controls = train_controls(pipeline, &sp)?;
 
     // The attacks at every κ, held under every reading.
-    let labels: Vec<String> = inputs.sources.iter().map(|g| g.label.clone()).collect();
     let kappas: Vec<f64> = std::iter::once(0.0)
         .chain(sp.kappas.iter().copied())
         .collect();
@@ -319,7 +497,7 @@ pub(in crate::experiment) fn run(
         pipeline,
         profile: sp.clone(),
         bound,
-        labels,
+        labels: inputs.sources.iter().map(|g| g.label.clone()).collect(),
         held: Vec::new(),
         seconds: 0.0,
         reused: 0,
@@ -335,83 +513,15 @@ pub(in crate::experiment) fn run(
     }
     progress.finish_and_clear();
 
-    // Evaluation models.
-    let det0 = mlp_of(&inputs.det_ready[0].model);
-    let mut models: Vec<EvalModel> = Vec::new();
-    for (gm, r) in inputs.dets.iter().zip(inputs.det_ready) {
-        models.push(EvalModel {
-            name: gm.name.clone(),
-            label: format!("deterministic {}", gm.label),
-            family: Family::Deterministic,
-            rho_init: None,
-            lambda: gm.spec.lambda(),
-            key: r.key.clone(),
-            evaluated: Evaluated::Det(mlp_of(&r.model)),
-        });
-    }
-    for (gm, r) in inputs.bnns.iter().zip(inputs.bnn_ready.iter()) {
-        let bnn = bnn_of(&r.model);
-        let rho = gm.spec.rho_init();
-        for (family, suffix, evaluated) in [
-            (Family::BnnDraw, "", Evaluated::Draws(bnn)),
-            (
-                Family::BnnMean,
-                "/mean",
-                Evaluated::Mode(bnn, WeightMode::Mean),
-            ),
-            (
-                Family::BnnFrozen,
-                "/frozen",
-                Evaluated::Mode(bnn, WeightMode::Frozen(0)),
-            ),
-        ] {
-            let what = match family {
-                Family::BnnMean => ", posterior mean",
-                Family::BnnFrozen => ", frozen sample",
-                _ => ", one draw",
-            };
-            models.push(EvalModel {
-                name: format!("{}{suffix}", gm.name),
-                label: format!("BNN {}{what}", gm.label),
-                family,
-                rho_init: rho,
-                lambda: None,
-                key: r.key.clone(),
-                evaluated,
-            });
-        }
-    }
-    models.push(EvalModel {
-        name: matched_gm.name.clone(),
-        label: matched_gm.label.clone(),
-        family: Family::MatchedInit,
-        rho_init: None,
-        lambda: Some(0.0),
-        key: matched_ready.key.clone(),
-        evaluated: Evaluated::Det(mlp_of(&matched_ready.model)),
-    });
-    let ensemble: Vec<_> = std::iter::once(det0)
-        .chain(members.iter().map(|r| mlp_of(&r.model)))
-        .collect();
-    models.push(EvalModel {
-        name: format!("control/text/deep-ensemble={}", ensemble.len()),
-        label: format!(
-            "deep ensemble of {} deterministic nets (lambda=0)",
-            ensemble.len()
-        ),
-        family: Family::DeepEnsemble,
-        rho_init: None,
-        lambda: Some(0.0),
-        key: std::iter::once(inputs.det_ready[0].key.as_str())
-            .chain(members.iter().map(|r| r.key.as_str()))
-            .collect::<Vec<_>>()
-            .join("+"),
-        evaluated: Evaluated::DeepEnsemble(ensemble),
-    });
-
     // The sweep.
-    let strengths = sweep(&sp);
-    let specs: Vec<PointSpec> = strengths
+    let models = eval_models(
+        inputs.dets,
+        inputs.det_ready,
+        inputs.bnns,
+        inputs.bnn_ready,
+        &controls,
+    );
+    let specs: Vec<PointSpec> = sweep(&sp)
         .iter()
         .filter_map(|s| {
             let h = stage.held_index(s.reading, s.kappa)?;
@@ -433,75 +543,46 @@ pub(in crate::experiment) fn run(
         progress.inc(1);
     }
     progress.finish_and_clear();
-    let sweep_comparisons = comparisons(&rows, points.len());
 
-    // The claim points.
-    let mut claim_specs = Vec::new();
-    if let Some(h) = stage.held_index(BudgetReading::SetMean, 0.0) {
-        claim_specs.push((
-            "set-mean budget, m=1".to_owned(),
-            "reading".to_owned(),
-            Vec::new(),
-            vec![(h, 1.0); inputs.sources.len()],
-        ));
-    }
+    // The claim points: every model, then (pruning a BNN in place, once the rows that
+    // borrow it are done) the two ensembles.
     let (paper_det0, paper_claims) = paper_reference();
     let compare = cfg.dataset == Dataset::Mnist && paper_det0.len() == inputs.sources.len();
-    if compare {
-        let det0_row = &rows[0];
-        if let Some((matched, per_set)) = match_multiplier(&stage, &specs, det0_row, &paper_det0) {
-            claim_specs.push((
-                "paper-matched difficulty (multiplier m)".to_owned(),
-                "m".to_owned(),
-                matched,
-                per_set,
-            ));
-        }
-        if let Some((matched, per_set)) =
-            match_kappa(&mut stage, &inputs, &specs, det0_row, &paper_det0, &kappas)?
-        {
-            claim_specs.push((
-                "paper-matched difficulty (confidence kappa)".to_owned(),
-                "kappa".to_owned(),
-                matched,
-                per_set,
-            ));
-        }
-    }
-    let progress = super::bar(claim_specs.len() * (models.len() + 2), "claims", verbose);
+    let claims = claim_specs(
+        &mut stage,
+        &inputs,
+        &specs,
+        &rows[0],
+        &kappas,
+        compare.then_some(paper_det0.as_slice()),
+    )?;
+    let progress = super::bar(claims.len() * (models.len() + 2), "claims", verbose);
     let mut claim_rows = Vec::new();
-    let mut claim_specs_done = Vec::new();
-    for (name, axis, matched, per_set) in claim_specs {
-        let spec = PointSpec {
-            name: name.clone(),
-            per_set,
-        };
+    for c in &claims {
         let mut point_rows = Vec::new();
         for m in &models {
-            progress.set_message(format!("{name}: {}", m.name));
-            point_rows.push(stage.evaluate(m, std::slice::from_ref(&spec), sp.matched_runs)?);
+            progress.set_message(format!("{}: {}", c.spec.name, m.name));
+            point_rows.push(stage.evaluate(m, std::slice::from_ref(&c.spec), sp.matched_runs)?);
             progress.inc(1);
         }
         claim_rows.push(point_rows);
-        claim_specs_done.push((axis, matched, spec));
     }
     let n_models = models.len();
-    // The ensembles prune a BNN in place: the rows above borrowed it.
     drop(models);
     let mut claim_points = Vec::new();
-    for ((axis, matched, spec), mut point_rows) in claim_specs_done.into_iter().zip(claim_rows) {
+    for (c, mut point_rows) in claims.into_iter().zip(claim_rows) {
         point_rows.extend(ensemble_rows(
             &mut stage,
-            &spec,
+            &c.spec,
             &mut *inputs.bnn_ready,
             inputs.bnns,
         )?);
         progress.inc(2);
         claim_points.push(ClaimPoint {
-            name: spec.name.clone(),
-            axis,
-            matched,
-            point: stage.point(&spec, inputs.source_ready),
+            name: c.spec.name.clone(),
+            axis: c.axis,
+            matched: c.matched,
+            point: stage.point(&c.spec, inputs.source_ready),
             comparisons: comparisons(&point_rows, 1),
             claims: claims_at(&point_rows, &paper_claims, compare),
             models: point_rows,
@@ -509,40 +590,30 @@ pub(in crate::experiment) fn run(
     }
     progress.finish_and_clear();
 
-    let n = pipeline.test.len() as f64;
-    let arch = Arch::new(&[100, 100]);
-    let passes = (points.len() * inputs.sources.len()) as f64
-        * (n_models + inputs.bnns.len() * sp.runs) as f64;
-    let attack_flops: f64 = inputs
-        .sources
-        .iter()
-        .map(|gm| {
-            crate::experiment::flops::input_gradient_steps(
-                gm.spec.arch(),
-                cfg.profile.attack.steps as f64,
-                n,
-            )
-        })
-        .sum::<f64>()
-        * sp.kappas.len() as f64;
     let report = StageReport {
         stage: "strength".into(),
         seconds: t0.elapsed().as_secs_f64(),
         artifact_seconds: stage.seconds,
         computed: stage.computed,
         reused: stage.reused,
-        flops: crate::experiment::flops::forward(&arch, passes * n) + attack_flops,
+        flops: stage_flops(
+            pipeline,
+            inputs.sources,
+            points.len(),
+            n_models,
+            inputs.bnns.len(),
+        ),
     };
     let section = StrengthSection {
         note: format!(
             "Every model on the 12 text-protocol sets at every strength: budget reading (bound {bound} RMS per pixel), attack confidence kappa (m = 1) and evaluation multiplier m of x + m r clipped to the box (kappa = 0); {} single-draw runs per BNN cell in the sweep, {} at the claim points; percent, 95% CI over runs; margins' CIs combined in quadrature.",
             sp.runs, sp.matched_runs
         ),
+        comparisons: comparisons(&rows, points.len()),
         profile: sp,
         bound,
         points,
         models: rows,
-        comparisons: sweep_comparisons,
         claim_points,
     };
     Ok((section, report))
