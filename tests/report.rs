@@ -182,3 +182,63 @@ fn a_missing_cell_is_an_error_naming_it() {
         "{err}"
     );
 }
+
+/// The committed short-profile strength run renders its section from the typed results:
+/// the claims at every reading (verdicts from the CIs), the figure with the paper's
+/// margin and, given a code-protocol run, that protocol's curve beside ours.
+#[test]
+fn the_strength_section_renders_its_claims_and_figure_from_typed_results() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let results = report::read_json(&root.join("reports/short/results.json")).unwrap();
+    let code = report::read_json(&root.join("reports/paper-code/results.json")).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let files = report::render_with(&results, &paper_tables(), Some(&code), out.path()).unwrap();
+    assert!(
+        files.iter().any(|f| f.ends_with("strength_margin.svg")),
+        "{files:?}"
+    );
+    let md = std::fs::read_to_string(out.path().join("README.md")).unwrap();
+    let section: bayes_robust::experiment::strength::StrengthSection =
+        serde_json::from_value(results["strength"].clone()).unwrap();
+    for cp in &section.claim_points {
+        assert!(
+            md.contains(&format!(
+                "| {} | {:.4} |",
+                cp.name, cp.point.mean_distortion
+            )),
+            "{}",
+            cp.name
+        );
+        for c in &cp.claims {
+            let word = match bayes_robust::experiment::strength::Verdict::of(&c.ours) {
+                bayes_robust::experiment::strength::Verdict::Holds => "holds",
+                bayes_robust::experiment::strength::Verdict::Reversed => "reversed",
+                bayes_robust::experiment::strength::Verdict::Unresolved => {
+                    "not resolved (CI spans 0)"
+                }
+            };
+            let row = format!(
+                "| {} | {:+.1} | {:+.2} [{:+.2}, {:+.2}] | {word} |",
+                c.claim,
+                c.paper.unwrap(),
+                c.ours.mean,
+                c.ours.ci95[0],
+                c.ours.ci95[1]
+            );
+            assert!(md.contains(&row), "missing {row}");
+        }
+    }
+    let svg = std::fs::read_to_string(out.path().join("strength_margin.svg")).unwrap();
+    for label in [
+        "the authors&apos; code protocol",
+        "paper&apos;s margin (+15.4)",
+        "best BNN − best det. (m)",
+        "12-set average mean distortion",
+    ] {
+        let plain = label.replace("&apos;", "'");
+        assert!(
+            svg.contains(label) || svg.contains(&plain),
+            "no {label:?} in the figure"
+        );
+    }
+}

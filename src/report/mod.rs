@@ -780,6 +780,7 @@ pub fn render_with(
     written.extend(strength::strength_section(
         results,
         paper_tables,
+        code,
         &mut md,
         out_dir,
     )?);
