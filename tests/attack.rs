@@ -98,8 +98,8 @@ fn the_min_norm_attack_flips_the_source_and_its_distortion_falls_as_c_grows() {
 /// r = r − lr · (m / (1 − β1ᵗ)) / (√(v / (1 − β2ᵗ)) + 1e-8)
 /// ```
 ///
-/// with the best successful δ per example, c quartered after each round for an
-/// example never flipped. Returns the final perturbed inputs.
+/// with the best δ per example whose margin is below −κ, c quartered after each round
+/// for an example that never got there. Returns the final perturbed inputs.
 fn reference_min_norm(attack: &MinNormAttack, model: &Mlp, x: &Tensor, y: &Tensor) -> Tensor {
     let (beta1, beta2): (f64, f64) = (0.9, 0.999);
     let rows = |t: &Tensor| {
@@ -123,7 +123,10 @@ fn reference_min_norm(attack: &MinNormAttack, model: &Mlp, x: &Tensor, y: &Tenso
         let g = Tensor::run_backward(&[loss], &[&r_var], false, false).remove(0);
         tch::no_grad(|| {
             let (delta, norm) = (delta.detach(), norm.detach());
-            let better = mg.detach().lt(0.0).logical_and(&norm.lt_tensor(&best_norm));
+            let better = mg
+                .detach()
+                .lt(-attack.kappa)
+                .logical_and(&norm.lt_tensor(&best_norm));
             best = delta.where_self(&better.unsqueeze(1), &best);
             best_norm = norm.where_self(&better, &best_norm);
             last = delta;
@@ -142,7 +145,7 @@ fn reference_min_norm(attack: &MinNormAttack, model: &Mlp, x: &Tensor, y: &Tenso
         let delta = &adv - x;
         let norm = rows(&delta).sqrt();
         let better = margin(&model.forward(&adv), y)
-            .lt(0.0)
+            .lt(-attack.kappa)
             .logical_and(&norm.lt_tensor(&best_norm));
         best = delta.where_self(&better.unsqueeze(1), &best);
         best_norm = norm.where_self(&better, &best_norm);
