@@ -89,6 +89,10 @@ struct HeldSets {
     scaled: Vec<f64>,
 }
 
+/// Where each set meets the paper's accuracy, and per set the held sets and multiplier
+/// that make it there.
+type Matching = (Vec<MatchedSet>, Vec<(usize, f64)>);
+
 /// Per set: which held sets and multiplier make it.
 struct PointSpec {
     name: String,
@@ -658,7 +662,7 @@ fn match_multiplier(
     specs: &[PointSpec],
     det0: &ModelRow,
     paper: &[f64],
-) -> Option<(Vec<MatchedSet>, Vec<(usize, f64)>)> {
+) -> Option<Matching> {
     let h = stage.held_index(BudgetReading::PerExampleCap, 0.0)?;
     let along: Vec<usize> = specs
         .iter()
@@ -728,7 +732,7 @@ fn match_kappa(
     det0: &ModelRow,
     paper: &[f64],
     kappas: &[f64],
-) -> Result<Option<(Vec<MatchedSet>, Vec<(usize, f64)>)>, ReproduceError> {
+) -> Result<Option<Matching>, ReproduceError> {
     let mut along = Vec::new();
     let mut xs = Vec::new();
     for &k in kappas {
