@@ -503,7 +503,12 @@ pub(in crate::experiment) fn run(
         bound,
         labels: inputs.sources.iter().map(|g| g.label.clone()).collect(),
         held: Vec::new(),
-        seconds: 0.0,
+        // Wall times when made, as every stage reports them: the controls' training
+        // here, then the attacks and evaluations.
+        seconds: std::iter::once(&controls.matched)
+            .chain(&controls.members)
+            .map(|r| r.meta.wall_seconds)
+            .sum(),
         reused: 0,
         computed: 0,
     };
@@ -634,7 +639,10 @@ fn hold(
     for (gm, r) in inputs.sources.iter().zip(inputs.source_ready) {
         progress.set_message(format!("{} kappa={}", gm.label, attack.kappa));
         let raw = stage.pipeline.ensure_raw_attack(&gm.label, r, attack)?;
-        stage.seconds += if raw.reused { 0.0 } else { raw.record.seconds };
+        // κ = 0 is the attack stage's own work.
+        if attack.kappa != 0.0 {
+            stage.seconds += raw.record.seconds;
+        }
         raws.push(raw);
         progress.inc(1);
     }
@@ -766,7 +774,7 @@ fn match_kappa(
                 let (gm, r) = (&inputs.sources[i], &inputs.source_ready[i]);
                 progress.set_message(format!("{} kappa={kappa}", gm.label));
                 let raw = stage.pipeline.ensure_raw_attack(&gm.label, r, &attack)?;
-                stage.seconds += if raw.reused { 0.0 } else { raw.record.seconds };
+                stage.seconds += raw.record.seconds;
                 let (held, scaled) = BudgetReading::PerExampleCap.apply(&raw.delta, stage.bound);
                 let n = inputs.sources.len();
                 stage.held.push(HeldSets {
