@@ -26,8 +26,6 @@ pub enum BudgetReading {
 }
 
 impl BudgetReading {
-    pub const ALL: [BudgetReading; 3] = [Self::PerExampleCap, Self::SetMean, Self::None];
-
     /// The per-example factors `[N]` that put `delta` under bound `bound` (in RMS pixel
     /// units, e.g. 0.10), r_i ← s_i·r_i, and the fraction of examples scaled down. For
     /// s ≤ 1, x + s·r stays in the box (it lies between x and x + r), so distortion
@@ -61,16 +59,11 @@ impl BudgetReading {
         })
     }
 
-    /// `delta` held to `bound`, and the fraction of examples it scaled down. A set the
-    /// reading leaves alone is returned unchanged, bit for bit.
+    /// `delta` held to `bound`, and the fraction of examples it scaled down. An example
+    /// the reading leaves alone is unchanged bit for bit (r·1 is exact).
     pub fn apply(self, delta: &Tensor, bound: f64) -> (Tensor, f64) {
         let (scales, fraction) = self.scales(delta, bound);
-        let held = match self {
-            Self::PerExampleCap => tch::no_grad(|| delta * scales.unsqueeze(1)),
-            Self::SetMean if fraction > 0.0 => tch::no_grad(|| delta * scales.unsqueeze(1)),
-            Self::SetMean | Self::None => delta.shallow_clone(),
-        };
-        (held, fraction)
+        (tch::no_grad(|| delta * scales.unsqueeze(1)), fraction)
     }
 
     pub fn label(self) -> &'static str {

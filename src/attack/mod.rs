@@ -15,7 +15,7 @@ pub mod targeted;
 
 use tch::{Kind, Tensor};
 
-use crate::data::{IMAGE_DIM, INPUT_MAX};
+use crate::data::INPUT_MAX;
 use crate::model::WeightMode;
 use crate::model::bayes::BayesMlp;
 use crate::model::mlp::Mlp;
@@ -85,7 +85,7 @@ impl AttackOutcome {
 
     /// The paper's mean distortion (1/n) Σ √(‖r_i‖² / 784) (§4.2).
     pub fn mean_distortion(&self) -> f64 {
-        (&self.norms / (IMAGE_DIM as f64).sqrt())
+        budget::rms_distortion(&self.norms)
             .mean(Kind::Double)
             .double_value(&[])
     }

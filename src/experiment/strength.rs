@@ -305,20 +305,6 @@ pub struct StrengthSection {
     pub claim_points: Vec<ClaimPoint>,
 }
 
-/// The set average of each run: `runs[set][run]` → one value per run (runs beyond the
-/// shortest set are dropped).
-pub fn run_averages(runs: &[Vec<f64>]) -> Vec<f64> {
-    let n = runs.iter().map(Vec::len).min().unwrap_or(0);
-    (0..n)
-        .map(|j| runs.iter().map(|r| r[j]).sum::<f64>() / runs.len() as f64)
-        .collect()
-}
-
-/// a − b with independent CIs combined in quadrature.
-pub fn difference(a: &MeanCi, b: &MeanCi) -> MeanCi {
-    a.minus_independent(b)
-}
-
 /// The row among `rows` with the highest mean at point `i`.
 pub fn best_at<'a>(rows: &[&'a ModelRow], i: usize) -> Option<&'a ModelRow> {
     rows.iter()
@@ -372,7 +358,7 @@ fn comparison(name: &str, pairs: &[(&ModelRow, &ModelRow)]) -> Comparison {
         margin: pairs
             .iter()
             .enumerate()
-            .map(|(i, (a, b))| difference(&a.average[i], &b.average[i]))
+            .map(|(i, (a, b))| a.average[i].minus_independent(&b.average[i]))
             .collect(),
     }
 }

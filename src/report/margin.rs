@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::plots::{Figure, Series, SeriesLabelPosition};
-use super::{ReportError, Result, at, best, difference, ours, paper};
+use super::{ReportError, Result, at, best, ours, paper};
 use crate::stats::MeanCi;
 
 /// `{mean, ci95, runs}` as "m [lo, hi]" with a sign.
@@ -323,10 +323,10 @@ pub fn margin_section(text: &Value, code: &Value, p: &Value, md: &mut String) ->
     // The margin four ways.
     let best_text_bnn = best(text, "/table2_perturbed/bnn/average")?;
     let best_text_det = best(text, "/table2_perturbed/deterministic/average")?;
-    let margin_a = difference(best_text_bnn, best_text_det);
+    let margin_a = best_text_bnn.minus_independent(&best_text_det);
     let best_code_bnn = best(code, "/table2_perturbed/bnn/average")?;
     let best_code_det = best(code, "/table2_perturbed/deterministic/average")?;
-    let margin_b = difference(best_code_bnn, best_code_det);
+    let margin_b = best_code_bnn.minus_independent(&best_code_det);
     let paper_margin = paper(p, "/claims/bnn_over_deterministic_average_margin_points")?;
     let mut rows: Vec<(String, MeanCi, String)> = vec![
         (
@@ -347,7 +347,7 @@ pub fn margin_section(text: &Value, code: &Value, p: &Value, md: &mut String) ->
         }
         let (_, b) = best_of_group(code, "bnn", m)?;
         let (_, d) = best_of_group(code, "det", m)?;
-        let diff = difference(b, d);
+        let diff = b.minus_independent(&d);
         rows.push((
             format!("(c) authors' code, both ×{m}"),
             diff,
@@ -358,14 +358,14 @@ pub fn margin_section(text: &Value, code: &Value, p: &Value, md: &mut String) ->
     let control = "deterministic, BNN recipe, BNN init";
     let control_avg = average_at(code, control, mb)?;
     let (best_name, best_bnn_mb) = best_of_group(code, "bnn", mb)?;
-    let d_best = difference(best_bnn_mb, control_avg);
+    let d_best = best_bnn_mb.minus_independent(&control_avg);
     rows.push((
         format!("(d) {best_name} − matched-recipe, matched-init deterministic net, both ×{mb}"),
         d_best,
         verdict(&d_best, "BNN", "control"),
     ));
     let never = average_at(code, "BNN rho_init=-30", mb)?;
-    let d_never = difference(never, control_avg);
+    let d_never = never.minus_independent(&control_avg);
     rows.push((
         format!("(d) BNN rho_init=-30 (σ ≈ 1e-13: never samples) − the same control, both ×{mb}"),
         d_never,
@@ -378,7 +378,7 @@ pub fn margin_section(text: &Value, code: &Value, p: &Value, md: &mut String) ->
         "deep ensemble of 5 (BNN recipe, Glorot init)",
     ] {
         if let Ok(c) = average_at(code, other, mb) {
-            let d = difference(best_bnn_mb, c);
+            let d = best_bnn_mb.minus_independent(&c);
             rows.push((
                 format!("{best_name} − {other}, both ×{mb}"),
                 d,
@@ -442,7 +442,7 @@ pub fn margin_section(text: &Value, code: &Value, p: &Value, md: &mut String) ->
             c_mb.mean
         );
     }
-    let never_vs_best = difference(best_bnn_mb, never);
+    let never_vs_best = best_bnn_mb.minus_independent(&never);
     let reading = if margin_b.ci95[0] <= 0.0 {
         "The code protocol shows no margin for the BNNs to explain."
     } else if never_vs_best.ci95[1] < margin_b.mean / 2.0 {

@@ -327,11 +327,6 @@ fn best(r: &Value, path: &str) -> Result<MeanCi> {
         .ok_or_else(|| ReportError::MissingCell(path.to_owned()))
 }
 
-/// a − b with independent CIs combined in quadrature.
-fn difference(a: MeanCi, b: MeanCi) -> MeanCi {
-    a.minus_independent(&b)
-}
-
 pub(super) fn claims(r: &Value, p: &Value, compare: bool) -> Result<Vec<Claim>> {
     let best_det = best(r, "/table2_perturbed/deterministic/average")?;
     let best_bnn = best(r, "/table2_perturbed/bnn/average")?;
@@ -355,22 +350,22 @@ pub(super) fn claims(r: &Value, p: &Value, compare: bool) -> Result<Vec<Claim>> 
         Claim {
             text: "best BNN beats the best deterministic net on the 12 sets (Table 2 averages)",
             paper: c("bnn_over_deterministic_average_margin_points")?,
-            ours: difference(best_bnn, best_det),
+            ours: best_bnn.minus_independent(&best_det),
         },
         Claim {
             text: "the 100-draw ensemble beats one draw (Table 3 averages)",
             paper: c("ensemble100_over_single_points")?,
-            ours: difference(ens100, ens1),
+            ours: ens100.minus_independent(&ens1),
         },
         Claim {
             text: "the 100-draw ensemble beats the best deterministic net",
             paper: c("ensemble100_over_best_deterministic_points")?,
-            ours: difference(ens100, best_det),
+            ours: ens100.minus_independent(&best_det),
         },
         Claim {
             text: "a 75%-pruned BNN beats the best deterministic net",
             paper: c("pruned75_over_best_deterministic_points")?,
-            ours: difference(pruned, best_det),
+            ours: pruned.minus_independent(&best_det),
         },
     ])
 }

@@ -27,11 +27,21 @@ fn acc(c: &MeanCi) -> String {
     }
 }
 
+/// A margin's verdict in words.
 fn verdict(v: Verdict) -> &'static str {
     match v {
         Verdict::Holds => "positive",
         Verdict::Reversed => "negative",
         Verdict::Unresolved => "CI spans 0",
+    }
+}
+
+/// A claim's verdict in words.
+fn claim_word(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Holds => "holds",
+        Verdict::Reversed => "reversed",
+        Verdict::Unresolved => "not resolved (CI spans 0)",
     }
 }
 
@@ -208,11 +218,7 @@ fn claim_point(cp: &ClaimPoint, md: &mut String) {
             c.claim,
             c.paper.map_or("–".to_owned(), |p| format!("{p:+.1}")),
             ci(&c.ours),
-            match c.verdict {
-                Verdict::Holds => "holds",
-                Verdict::Reversed => "reversed",
-                Verdict::Unresolved => "not resolved (CI spans 0)",
-            }
+            claim_word(c.verdict)
         );
     }
     let _ = writeln!(md, "\n| model | 12-set average |\n|---|---|");
@@ -354,14 +360,6 @@ fn margin_figure(
     }
 }
 
-fn verdict_word(ours: &MeanCi) -> &'static str {
-    match Verdict::of(ours) {
-        Verdict::Holds => "holds",
-        Verdict::Reversed => "reversed",
-        Verdict::Unresolved => "unresolved",
-    }
-}
-
 /// The paper's four claims, one row per reading of its difficulty: Table 2's sets as
 /// made (the main claims table), then each claim point.
 fn summary_table(
@@ -385,7 +383,7 @@ fn summary_table(
         head.join(" | "),
         "---|".repeat(head.len())
     );
-    let cell = |c: &MeanCi| format!("{} {}", ci(c), verdict_word(c));
+    let cell = |c: &MeanCi| format!("{} {}", ci(c), claim_word(Verdict::of(c)));
     let table2 = section.points.iter().find(|p| {
         p.strengths
             .iter()

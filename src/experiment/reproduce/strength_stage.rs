@@ -7,8 +7,11 @@ use std::time::Instant;
 use serde_json::json;
 use tch::Tensor;
 
-use super::{GridModel, Pipeline, Ready, ReproduceError, StageReport, Timed, bnn_of, mlp_of};
-use crate::attack::budget::{at_strength, mean_distortion};
+use super::{
+    GridModel, Pipeline, Ready, ReproduceError, StageReport, Timed, bnn_of, mlp_of,
+    per_run_set_average,
+};
+use crate::attack::budget::at_strength;
 use crate::attack::{AttackOutcome, BudgetReading, MinNormAttack};
 use crate::data::{Dataset, Split};
 use crate::eval;
@@ -16,8 +19,8 @@ use crate::experiment::cache;
 use crate::experiment::code_protocol::Evaluated;
 use crate::experiment::strength::{
     ClaimAt, ClaimPoint, Family, MatchedSet, ModelRow, SetAtStrength, Strength, StrengthError,
-    StrengthPoint, StrengthProfile, StrengthSection, Verdict, best_at, comparisons, difference,
-    matched_strength, run_averages, sweep,
+    StrengthPoint, StrengthProfile, StrengthSection, Verdict, best_at, comparisons,
+    matched_strength, sweep,
 };
 use crate::experiment::{TABLE3_RHO, TABLE4_RHO};
 use crate::model::bayes::{MixturePrior, PruneMode};
@@ -157,7 +160,7 @@ impl Stage<'_, '_> {
                 );
                 SetAtStrength {
                     source: self.labels[i].clone(),
-                    mean_distortion: mean_distortion(x, &split.images),
+                    mean_distortion: outcome.mean_distortion(),
                     success_rate: outcome.success_rate(),
                     scaled_fraction: if hm.1 == 0.0 {
                         0.0
@@ -261,7 +264,10 @@ fn row_of(model: &EvalModel, cells: &[Vec<Vec<f64>>]) -> ModelRow {
             .iter()
             .map(|sets| sets.iter().map(|r| pct(r)).collect())
             .collect(),
-        average: cells.iter().map(|sets| pct(&run_averages(sets))).collect(),
+        average: cells
+            .iter()
+            .map(|sets| pct(&per_run_set_average(sets)))
+            .collect(),
     }
 }
 
@@ -818,14 +824,24 @@ fn ensemble_rows(
         } else {
             *profile.ensemble_ns.iter().max().unwrap_or(&100)
         };
-        let mode = PruneMode::Global;
+        // Table 4's pruning mode; a per-tensor run's rows are cached under names of
+        // their own.
+        let mode = p.cfg.prune_mode_or(PruneMode::Global);
         if let (Some(rate), crate::train::TrainedModel::Bnn { bnn, .. }) =
             (rate, &mut bnn_ready[i].model)
         {
             bnn.prune_with(mode, rate)?;
         }
         let name = match rate {
-            Some(r) => format!("{}/pruned={}/ensemble={n}", bnns[i].name, r),
+            Some(r) => format!(
+                "{}/pruned={}{}/ensemble={n}",
+                bnns[i].name,
+                r,
+                match mode {
+                    PruneMode::Global => "",
+                    PruneMode::PerTensor => "/per-tensor",
+                }
+            ),
             None => format!("{}/ensemble={n}", bnns[i].name),
         };
         let model = EvalModel {
@@ -865,7 +881,7 @@ fn claims_at(rows: &[ModelRow], paper: &[Option<f64>; 4], compare: bool) -> Vec<
     let mut out = Vec::new();
     let mut push = |claim: &str, k: usize, a: Option<&ModelRow>, b: Option<&ModelRow>| {
         if let (Some(a), Some(b)) = (a, b) {
-            let ours = difference(&a.average[0], &b.average[0]);
+            let ours = a.average[0].minus_independent(&b.average[0]);
             out.push(ClaimAt {
                 claim: claim.to_owned(),
                 paper: if compare { paper[k] } else { None },
