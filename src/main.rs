@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use bayes_robust::data::{self, ChecksumPolicy, Dataset, RawDataset, SplitSpec, Splits};
 use bayes_robust::eval::{self, EvalChunks};
 use bayes_robust::experiment::Profile;
-use bayes_robust::experiment::code_protocol::{self, Multipliers};
+use bayes_robust::experiment::code_protocol::{self, CodeBudget, Multipliers};
 use bayes_robust::experiment::reproduce::{self, ReproduceConfig, Stage};
 use bayes_robust::model::bayes::{BayesConfig, PruneMode};
 use bayes_robust::model::checkpoint::ModelSpec;
@@ -72,6 +72,9 @@ enum Command {
         /// code: render reports/<profile>-code/ (the authors' protocol).
         #[arg(long, value_enum, default_value_t = ProtocolArg::Text)]
         protocol: ProtocolArg,
+        /// With --protocol code: trained renders reports/<profile>-code-trained/.
+        #[arg(long, value_enum)]
+        code_budget: Option<CodeBudgetArg>,
         /// Folder with results.json; the report is written there (default reports/<profile>).
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -131,6 +134,27 @@ struct ReproduceArgs {
     /// Evaluation multiplier for the deterministic λ grid (code protocol; default 3).
     #[arg(long, allow_negative_numbers = true)]
     multiplier_det: Option<f64>,
+    /// The code protocol's training budgets: as-written (the notebooks' cells, default)
+    /// or trained (as far as the notebooks' printed accuracies show: the BNNs' 600
+    /// epochs as one stacked grid, the non-Bayesian nets until validation stops
+    /// improving), written to reports/<profile>-code-trained/.
+    #[arg(long, value_enum)]
+    code_budget: Option<CodeBudgetArg>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum CodeBudgetArg {
+    AsWritten,
+    Trained,
+}
+
+impl From<CodeBudgetArg> for CodeBudget {
+    fn from(b: CodeBudgetArg) -> Self {
+        match b {
+            CodeBudgetArg::AsWritten => CodeBudget::AsWritten,
+            CodeBudgetArg::Trained => CodeBudget::TrainedToAccuracy,
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -323,7 +347,11 @@ fn run(cli: Cli) -> Result<()> {
                     "--strength belongs to the text protocol (the code protocol has its own multiplier sweep)"
                 );
             }
-            let suffix = if code { "-code" } else { "" };
+            if !code && args.code_budget.is_some() {
+                bail!("--code-budget applies to --protocol code");
+            }
+            let budget: CodeBudget = args.code_budget.map_or(CodeBudget::AsWritten, Into::into);
+            let suffix = if code { budget.dir_suffix() } else { "" };
             let cfg = ReproduceConfig {
                 runs_dir: args.runs_dir.unwrap_or_else(|| {
                     PathBuf::from("runs").join(format!("{}{suffix}", folder(profile.runs_folder())))
@@ -352,7 +380,7 @@ fn run(cli: Cli) -> Result<()> {
                 train_seeds: args.train_seeds,
             };
             if code {
-                code_protocol::reproduce_code(&cfg, mult)?;
+                code_protocol::reproduce_code(&cfg, mult, budget)?;
             } else {
                 reproduce::reproduce(&cfg)?;
             }
@@ -364,8 +392,11 @@ fn run(cli: Cli) -> Result<()> {
             // The text report of the same profile gains the margin section from these
             // results: re-render it when it is there.
             let text_dir = PathBuf::from("reports").join(folder(&cfg.profile.name));
-            let default_code_dir =
-                PathBuf::from("reports").join(format!("{}-code", cfg.profile.name));
+            let default_code_dir = PathBuf::from("reports").join(format!(
+                "{}{}",
+                cfg.profile.name,
+                budget.dir_suffix()
+            ));
             if code && cfg.out_dir == default_code_dir && text_dir.join("results.json").exists() {
                 render_report(&text_dir, tables)?;
             }
@@ -374,11 +405,13 @@ fn run(cli: Cli) -> Result<()> {
         Command::Report {
             profile,
             protocol,
+            code_budget,
             dir,
             paper_tables,
         } => {
+            let budget: CodeBudget = code_budget.map_or(CodeBudget::AsWritten, Into::into);
             let suffix = if protocol == ProtocolArg::Code {
-                "-code"
+                budget.dir_suffix()
             } else {
                 ""
             };
@@ -396,19 +429,25 @@ fn render_report(dir: &Path, paper_tables: &Path) -> Result<()> {
     let results = report::read_json(&dir.join("results.json"))?;
     let paper = report::read_json(paper_tables)?;
     // The text protocol's report adds the margin section when the code protocol's
-    // results of the same profile sit beside it (reports/<profile>-code/).
-    let code_dir = dir.with_file_name(format!(
-        "{}-code",
-        dir.file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default()
-    ));
-    let code = if results["protocol"] != "code" && code_dir.join("results.json").exists() {
-        Some(report::read_json(&code_dir.join("results.json"))?)
-    } else {
-        None
-    };
-    let files = report::render_with(&results, &paper, code.as_ref(), dir)?;
+    // results of the same profile sit beside it (reports/<profile>-code/ and
+    // reports/<profile>-code-trained/).
+    let mut code = Vec::new();
+    if results["protocol"] != "code" {
+        for budget in [CodeBudget::AsWritten, CodeBudget::TrainedToAccuracy] {
+            let code_dir = dir.with_file_name(format!(
+                "{}{}",
+                dir.file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default(),
+                budget.dir_suffix()
+            ));
+            if code_dir.join("results.json").exists() {
+                code.push(report::read_json(&code_dir.join("results.json"))?);
+            }
+        }
+    }
+    let code: Vec<&serde_json::Value> = code.iter().collect();
+    let files = report::render_with_variants(&results, &paper, &code, dir)?;
     println!(
         "wrote {} ({} files)",
         dir.join("README.md").display(),
@@ -614,6 +653,12 @@ fn report_bnn(
     println!(
         "test accuracy of the posterior mean: {:.2}%",
         100.0 * mean_acc
+    );
+    seeds.seed_torch("eval/test/ensemble");
+    let ensemble = eval::ensemble_accuracies(bnn, &splits.test, 100, 1, chunks);
+    println!(
+        "test accuracy of the 100-draw ensemble (eq. 7): {:.2}%",
+        100.0 * ensemble.first().copied().unwrap_or(f64::NAN)
     );
     Ok(())
 }

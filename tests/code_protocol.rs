@@ -7,7 +7,10 @@ use bayes_robust::attack::{Differentiable, TargetedAttack};
 use bayes_robust::data::{Dataset, INPUT_MAX, Split};
 use bayes_robust::eval::{self, EvalChunks};
 use bayes_robust::experiment::Profile;
-use bayes_robust::experiment::code_protocol::{Evaluated, KeptSet, Multipliers, reproduce_code};
+use bayes_robust::experiment::code_protocol::{
+    CodeBudget, CodeProfile, Evaluated, KeptSet, Multipliers, TrainingRow, reproduce_code,
+    training_plan,
+};
 use bayes_robust::experiment::reproduce::{ReproduceConfig, Stage};
 use bayes_robust::model::bayes::{BayesConfig, BayesMlp, PruneMode};
 use bayes_robust::model::{Arch, WeightMode};
@@ -262,9 +265,10 @@ fn the_quick_code_protocol_runs_end_to_end_and_resumes() {
         stop_after: Some(Stage::Train),
         ..cfg.clone()
     };
-    let stopped = reproduce_code(&helper, Multipliers::CODE).unwrap();
+    let stopped = reproduce_code(&helper, Multipliers::CODE, CodeBudget::AsWritten).unwrap();
     assert_eq!(stopped["stopped_after"], "Train");
-    let first = reproduce_code(&cfg, Multipliers::CODE).expect("the code protocol runs");
+    let first = reproduce_code(&cfg, Multipliers::CODE, CodeBudget::AsWritten)
+        .expect("the code protocol runs");
     let computed = |v: &Value| -> Vec<u64> {
         v["meta"]["stages"]
             .as_array()
@@ -273,7 +277,7 @@ fn the_quick_code_protocol_runs_end_to_end_and_resumes() {
             .map(|s| s["computed"].as_u64().unwrap())
             .collect()
     };
-    assert_eq!(computed(&first), [0, 12, 32]);
+    assert_eq!(computed(&first), [0, 12, 33]);
     assert_eq!(first["protocol"], "code");
     let sets = first["perturbation_sets"].as_array().unwrap();
     assert_eq!(sets.len(), 12);
@@ -354,10 +358,121 @@ fn the_quick_code_protocol_runs_end_to_end_and_resumes() {
         assert!(readme.contains(needle), "margin section lacks {needle:?}");
     }
 
-    let second = reproduce_code(&cfg, Multipliers::CODE).unwrap();
+    let second = reproduce_code(&cfg, Multipliers::CODE, CodeBudget::AsWritten).unwrap();
     assert_eq!(computed(&second), [0, 0, 0]);
     assert_eq!(first["sweep"], second["sweep"]);
     assert_eq!(first["table4_pruning"], second["table4_pruning"]);
+
+    // The trained-to-accuracy variant on the same cache: every model is new (stacked
+    // grids, longer budgets), so are its sets and evaluations; nothing of the
+    // as-written run is recomputed or changed.
+    let trained_out = tempfile::tempdir().unwrap();
+    let trained_cfg = ReproduceConfig {
+        out_dir: trained_out.path().to_owned(),
+        ..cfg.clone()
+    };
+    let trained = reproduce_code(
+        &trained_cfg,
+        Multipliers::CODE,
+        CodeBudget::TrainedToAccuracy,
+    )
+    .unwrap();
+    assert_eq!(computed(&trained), [26, 12, 33]);
+    assert_eq!(trained["budget"], "trained-to-accuracy");
+    let budget = &cfg.profile.code.trained;
+    let rows: Vec<TrainingRow> =
+        serde_json::from_value(trained["training"]["models"].clone()).unwrap();
+    assert_eq!(rows.len(), 26);
+    for r in &rows {
+        assert!(
+            r.epochs_run <= r.max_epochs && r.best_epoch <= r.epochs_run,
+            "{r:?}"
+        );
+        assert!((0.0..=100.0).contains(&r.test), "{r:?}");
+        if r.name.starts_with("bnn/") {
+            assert_eq!(
+                (r.epochs_run, r.test_draws),
+                (budget.bnn_epochs, 100),
+                "{r:?}"
+            );
+        }
+        if r.name.starts_with("det/") {
+            assert_eq!(r.max_epochs, budget.det_epochs, "{r:?}");
+        }
+    }
+    let as_written_rows: Vec<TrainingRow> =
+        serde_json::from_value(first["training"]["models"].clone()).unwrap();
+    assert!(as_written_rows.iter().all(|r| !r.stopped_early));
+    let again = reproduce_code(&cfg, Multipliers::CODE, CodeBudget::AsWritten).unwrap();
+    assert_eq!(computed(&again), [0, 0, 0]);
+    assert_eq!(first["sweep"], again["sweep"]);
+
+    // The text report's margin section with both variants side by side, and the
+    // trained variant's own report with its training table.
+    let both = tempfile::tempdir().unwrap();
+    bayes_robust::report::render_with_variants(&as_text, &paper, &[&first, &trained], both.path())
+        .unwrap();
+    let readme = std::fs::read_to_string(both.path().join("README.md")).unwrap();
+    for needle in [
+        "paper / text / code, as written / code, trained to accuracy",
+        "| comparison | code, as written | code, trained to accuracy |",
+        "**Authors' code, trained to accuracy**",
+        "Training the models as far as the authors' were changes the code protocol's margin by",
+    ] {
+        assert!(readme.contains(needle), "margin section lacks {needle:?}");
+    }
+    bayes_robust::report::render(&trained, &paper, trained_out.path()).unwrap();
+    let readme = std::fs::read_to_string(trained_out.path().join("README.md")).unwrap();
+    for needle in [
+        "## Training budget and accuracy reached",
+        "Budget trained to accuracy",
+        "| bnn/rho=-2 |",
+        "against the notebooks' printed 98.18%",
+    ] {
+        assert!(readme.contains(needle), "trained report lacks {needle:?}");
+    }
+}
+
+/// The trained-to-accuracy variant changes the training budgets and nothing else: the
+/// same models (names, specs, order), the same recipes but for epochs and patience,
+/// and the same attack and evaluation budget.
+#[test]
+fn the_trained_variant_differs_from_the_as_written_one_only_in_training_budgets() {
+    for cp in [CodeProfile::paper(), CodeProfile::quick()] {
+        let written = training_plan(&cp, CodeBudget::AsWritten);
+        let trained = training_plan(&cp, CodeBudget::TrainedToAccuracy);
+        assert_eq!(written.len(), trained.len());
+        for (w, t) in written.iter().zip(&trained) {
+            assert_eq!((&w.name, &w.label, &w.spec), (&t.name, &t.label, &t.spec));
+            let reset = bayes_robust::train::Recipe {
+                max_epochs: w.recipe.max_epochs,
+                patience: w.recipe.patience,
+                ..t.recipe.clone()
+            };
+            assert_eq!(reset, w.recipe, "{}", w.name);
+            assert!(t.recipe.max_epochs >= w.recipe.max_epochs, "{}", w.name);
+            assert!(w.family.is_none() && t.family.is_some(), "{}", w.name);
+        }
+        // Non-Bayesian nets stop on validation; BNNs and controls run their loop.
+        for t in &trained {
+            let det_recipe = t.recipe.batch_size == cp.det_batch;
+            assert_eq!(t.recipe.patience.is_some(), det_recipe, "{}", t.name);
+        }
+        assert_eq!(
+            trained[trained.len() - 1].recipe.max_epochs,
+            cp.trained.bnn_epochs
+        );
+        let t = cp.with_budget(CodeBudget::TrainedToAccuracy);
+        let reset = CodeProfile {
+            source_epochs: cp.source_epochs.clone(),
+            det_epochs: cp.det_epochs,
+            det_patience: cp.det_patience,
+            bnn_epochs: cp.bnn_epochs,
+            ..t.clone()
+        };
+        assert_eq!(reset, cp, "only the training budgets may differ");
+        assert_ne!(t, cp);
+    }
 }
 
 #[test]

@@ -36,6 +36,7 @@ use crate::model::checkpoint::{CheckpointPaths, ModelSpec};
 use crate::model::mlp::{Mlp, MlpConfig, MlpInit};
 use crate::model::{Arch, WeightMode};
 use crate::seed::SeedTree;
+use crate::train::grid::{GridMember, fit_grid_and_save};
 use crate::train::{self, Recipe, Reduction, TrainOptions, TrainedModel};
 
 /// The code protocol's budget. The notebooks' own values are in the doc of each field;
@@ -65,6 +66,79 @@ pub struct CodeProfile {
     pub runs: usize,
     /// Members of the deep-ensemble control.
     pub ensemble_members: usize,
+    /// Early-stopping patience of the non-Bayesian nets (validation accuracy, best
+    /// weights kept); `None` (the notebook) trains their whole budget.
+    #[serde(default)]
+    pub det_patience: Option<usize>,
+    /// The budgets of the trained-to-accuracy variant ([`CodeBudget::TrainedToAccuracy`]).
+    #[serde(default = "TrainedBudget::paper")]
+    pub trained: TrainedBudget,
+}
+
+/// Which training budgets the code protocol's models get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CodeBudget {
+    /// The budgets the notebooks' cells state (or the profile's reduction of them),
+    /// each model trained on its own.
+    #[default]
+    AsWritten,
+    /// As far as the notebooks' printed accuracies show the authors' models were
+    /// trained: [`TrainedBudget`], each family as one stacked grid.
+    TrainedToAccuracy,
+}
+
+impl CodeBudget {
+    /// The report folder's suffix after the profile name.
+    pub fn dir_suffix(self) -> &'static str {
+        match self {
+            CodeBudget::AsWritten => "-code",
+            CodeBudget::TrainedToAccuracy => "-code-trained",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            CodeBudget::AsWritten => "as written",
+            CodeBudget::TrainedToAccuracy => "trained to accuracy",
+        }
+    }
+}
+
+/// The trained-to-accuracy variant's budgets: the non-Bayesian nets keep the notebook's
+/// recipe and train until validation accuracy stops improving (or their cap), the
+/// BNNs and the matched-recipe controls get the notebook's 600-epoch loop.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TrainedBudget {
+    /// Epoch caps of the perturbation sources per architecture, in [`SOURCE_ARCHS`]
+    /// order (FC-1200-1200-10: the notebook's 200).
+    pub source_epochs: Vec<usize>,
+    /// Epoch cap of the FC-100-100-10 λ grid.
+    pub det_epochs: usize,
+    /// Epochs without a new best validation accuracy before a non-Bayesian net stops.
+    pub det_patience: usize,
+    /// The BNNs' (and matched-recipe controls') fixed loop (notebook: 600).
+    pub bnn_epochs: usize,
+}
+
+impl TrainedBudget {
+    pub fn paper() -> Self {
+        Self {
+            source_epochs: vec![3000, 3000, 200],
+            det_epochs: 3000,
+            det_patience: 100,
+            bnn_epochs: 600,
+        }
+    }
+
+    pub fn quick() -> Self {
+        Self {
+            source_epochs: vec![4, 4, 2],
+            det_epochs: 4,
+            det_patience: 2,
+            bnn_epochs: 2,
+        }
+    }
 }
 
 impl CodeProfile {
@@ -85,6 +159,8 @@ impl CodeProfile {
             multipliers: vec![0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0],
             runs: 30,
             ensemble_members: 5,
+            det_patience: None,
+            trained: TrainedBudget::paper(),
         }
     }
 
@@ -105,6 +181,23 @@ impl CodeProfile {
             multipliers: vec![0.0, 1.0, 1.5, 3.0],
             runs: 3,
             ensemble_members: 2,
+            det_patience: None,
+            trained: TrainedBudget::quick(),
+        }
+    }
+
+    /// This profile with `budget`'s training budgets; every other field (the attack,
+    /// the multipliers, the evaluation budget) unchanged.
+    pub fn with_budget(&self, budget: CodeBudget) -> Self {
+        match budget {
+            CodeBudget::AsWritten => self.clone(),
+            CodeBudget::TrainedToAccuracy => Self {
+                source_epochs: self.trained.source_epochs.clone(),
+                det_epochs: self.trained.det_epochs,
+                det_patience: Some(self.trained.det_patience),
+                bnn_epochs: self.trained.bnn_epochs,
+                ..self.clone()
+            },
         }
     }
 }
@@ -132,7 +225,7 @@ pub fn det_recipe(cp: &CodeProfile, epochs: usize) -> Recipe {
         batch_size: cp.det_batch,
         reduction: Reduction::Mean,
         max_epochs: epochs,
-        patience: None,
+        patience: cp.det_patience,
         val_draws: 1,
     }
 }
@@ -152,11 +245,24 @@ pub fn bnn_recipe(cp: &CodeProfile) -> Recipe {
 }
 
 /// A model of the code protocol's grid with its own recipe.
-struct CodeModel {
-    name: String,
-    label: String,
-    spec: ModelSpec,
-    recipe: Recipe,
+#[derive(Debug, Clone, PartialEq)]
+pub struct CodeModel {
+    pub name: String,
+    pub label: String,
+    pub spec: ModelSpec,
+    pub recipe: Recipe,
+    /// The stacked grid it is trained in (trained-to-accuracy variant); `None`: alone.
+    pub family: Option<String>,
+}
+
+/// Every model the code protocol trains under `budget`, in training order: the 12
+/// sources, the λ grid, the ρ_init grid and the controls.
+pub fn training_plan(cp: &CodeProfile, budget: CodeBudget) -> Vec<CodeModel> {
+    Grid::new(&cp.with_budget(budget), budget)
+        .all()
+        .into_iter()
+        .cloned()
+        .collect()
 }
 
 fn mlp_spec(arch: Arch, init: MlpInit, lambda: f64) -> ModelSpec {
@@ -179,7 +285,11 @@ struct Grid {
 }
 
 impl Grid {
-    fn new(cp: &CodeProfile) -> Self {
+    fn new(cp: &CodeProfile, budget: CodeBudget) -> Self {
+        let family = |name: String| match budget {
+            CodeBudget::AsWritten => None,
+            CodeBudget::TrainedToAccuracy => Some(name),
+        };
         let sources = SOURCE_ARCHS
             .iter()
             .enumerate()
@@ -190,6 +300,7 @@ impl Grid {
                     CodeModel {
                         name: format!("source/{arch}/lambda={l}"),
                         label: source_label(&arch, l),
+                        family: family(format!("sources/{arch}")),
                         spec: mlp_spec(arch, MlpInit::GlorotUniform, *lambda),
                         recipe: det_recipe(cp, epochs),
                     }
@@ -204,6 +315,7 @@ impl Grid {
                 label: format!("lambda={l}"),
                 spec: mlp_spec(fc100(), MlpInit::GlorotUniform, *lambda),
                 recipe: det_recipe(cp, cp.det_epochs),
+                family: family("det".into()),
             })
             .collect();
         let bnns = RHO_INITS
@@ -215,6 +327,7 @@ impl Grid {
                     config: BayesConfig::with_rho_init(*rho),
                 },
                 recipe: bnn_recipe(cp),
+                family: family("bnn".into()),
             })
             .collect();
         let matched_init = CodeModel {
@@ -228,6 +341,7 @@ impl Grid {
                 0.0,
             ),
             recipe: bnn_recipe(cp),
+            family: family("controls".into()),
         };
         let members = (0..cp.ensemble_members.max(1))
             .map(|i| CodeModel {
@@ -235,6 +349,7 @@ impl Grid {
                 label: format!("deterministic, BNN recipe, Glorot init, member {i}"),
                 spec: mlp_spec(fc100(), MlpInit::GlorotUniform, 0.0),
                 recipe: bnn_recipe(cp),
+                family: family("controls".into()),
             })
             .collect();
         Self {
@@ -253,6 +368,14 @@ impl Grid {
             .chain(&self.bnns)
             .chain(std::iter::once(&self.matched_init))
             .chain(&self.members)
+            .collect()
+    }
+
+    /// The members of the stacked grid `family`, in grid order.
+    fn family(&self, family: &str) -> Vec<&CodeModel> {
+        self.all()
+            .into_iter()
+            .filter(|m| m.family.as_deref() == Some(family))
             .collect()
     }
 }
@@ -385,6 +508,36 @@ struct SweepEval {
     sets: Vec<Vec<Vec<f64>>>,
 }
 
+/// How far one model was trained and what it reached, in percent: the table the
+/// trained-to-accuracy variant is judged by (beside the notebooks' printed figures).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TrainingRow {
+    pub name: String,
+    pub epochs_run: usize,
+    pub best_epoch: usize,
+    pub max_epochs: usize,
+    /// Early stopping ended it before its cap.
+    pub stopped_early: bool,
+    /// The trainer's validation accuracy of the weights kept (a BNN: the mean over its
+    /// fixed validation draws).
+    pub validation: f64,
+    /// Clean test accuracy: a deterministic net's, or a BNN's `test_draws`-draw
+    /// ensemble's (eq. 7).
+    pub test: f64,
+    pub test_draws: usize,
+}
+
+/// Every model's [`TrainingRow`], in training order (a struct: cached evaluations
+/// flatten their value).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct TrainingRows {
+    rows: Vec<TrainingRow>,
+}
+
+/// The draws of a BNN's ensemble in [`TrainingRow::test`] (the notebook printed a
+/// 100-draw ensemble's test accuracy).
+pub const TRAINING_ENSEMBLE_DRAWS: usize = 100;
+
 struct CodePipeline<'a> {
     cfg: &'a ReproduceConfig,
     cp: CodeProfile,
@@ -397,6 +550,8 @@ struct CodePipeline<'a> {
     attacks_dir: ArtifactDir,
     evals_dir: ArtifactDir,
     chunks: EvalChunks,
+    /// The stacked grids this process has trained.
+    trained_families: std::cell::RefCell<Vec<String>>,
 }
 
 impl CodePipeline<'_> {
@@ -404,22 +559,71 @@ impl CodePipeline<'_> {
         self.seeds.child(&format!("train/{}", m.name))
     }
 
-    fn model_key(&self, m: &CodeModel) -> String {
-        cache::key(
-            &m.name,
-            &json!({
-                "spec": m.spec, "recipe": m.recipe, "master_seed": self.seeds.master(),
-                "seed_name": self.model_seeds(m).prefix(), "split": SplitSpec::PAPER,
-                "data": self.cfg.dataset.name(), "protocol": "code",
-            }),
-        )
+    /// A model's key: its spec, recipe and seeds; a member of a stacked grid also the
+    /// grid's member names (as the seeds study's grids).
+    fn model_key(&self, m: &CodeModel, grid: &Grid) -> String {
+        let mut config = json!({
+            "spec": m.spec, "recipe": m.recipe, "master_seed": self.seeds.master(),
+            "seed_name": self.model_seeds(m).prefix(), "split": SplitSpec::PAPER,
+            "data": self.cfg.dataset.name(), "protocol": "code",
+        });
+        if let (Some(family), Some(map)) = (&m.family, config.as_object_mut()) {
+            let names: Vec<&str> = grid
+                .family(family)
+                .iter()
+                .map(|g| g.name.as_str())
+                .collect();
+            map.insert("trained".into(), json!({ "stacked_grid": names }));
+        }
+        cache::key(&m.name, &config)
     }
 
-    fn ensure_model(&self, m: &CodeModel) -> Result<(Ready, bool), ReproduceError> {
-        let key = self.model_key(m);
+    /// Trains every member of the stacked grid `family` at once and saves each.
+    fn train_family(&self, family: &str, grid: &Grid) -> Result<(), ReproduceError> {
+        let models = grid.family(family);
+        let members: Vec<GridMember> = models
+            .iter()
+            .map(|m| GridMember {
+                spec: m.spec.clone(),
+                seeds: self.model_seeds(m),
+            })
+            .collect();
+        let stems: Vec<_> = models
+            .iter()
+            .map(|m| self.models_dir.stem(&self.model_key(m, grid)))
+            .collect();
+        let options = TrainOptions {
+            verbose: self.cfg.verbose,
+            label: format!("{family} grid of {}", members.len()),
+        };
+        fit_grid_and_save(
+            &members,
+            &stems,
+            &self.splits,
+            &models[0].recipe,
+            &self.seeds.child(&format!("train/grid/{family}")),
+            self.cfg.device,
+            &options,
+        )?;
+        Ok(())
+    }
+
+    fn ensure_model(&self, m: &CodeModel, grid: &Grid) -> Result<(Ready, bool), ReproduceError> {
+        let key = self.model_key(m, grid);
         let stem = self.models_dir.stem(&key);
-        let reused = CheckpointPaths::new(&stem).exists();
-        let (model, meta) = if reused {
+        let exists = CheckpointPaths::new(&stem).exists();
+        // A grid member saved by this process (with the member that trained its grid)
+        // was computed here, not reused.
+        let trained_here = m
+            .family
+            .as_ref()
+            .is_some_and(|f| self.trained_families.borrow().contains(f));
+        let reused = exists && !trained_here;
+        let (model, meta) = if exists {
+            TrainedModel::load(&m.spec, self.cfg.device, &stem)?
+        } else if let Some(family) = &m.family {
+            self.train_family(family, grid)?;
+            self.trained_families.borrow_mut().push(family.clone());
             TrainedModel::load(&m.spec, self.cfg.device, &stem)?
         } else {
             let options = TrainOptions {
@@ -437,6 +641,58 @@ impl CodePipeline<'_> {
             )?
         };
         Ok((Ready { key, model, meta }, reused))
+    }
+
+    /// Every trained model's [`TrainingRow`], cached under one key.
+    fn training_rows(
+        &self,
+        models: &[&CodeModel],
+        ready: &[&Ready],
+    ) -> Result<(Timed<TrainingRows>, bool), ReproduceError> {
+        let key = cache::key(
+            "code-training-accuracy",
+            &with_eval_examples(
+                json!({"models": ready.iter().map(|r| &r.key).collect::<Vec<_>>(),
+                       "draws": TRAINING_ENSEMBLE_DRAWS, "master_seed": self.seeds.master()}),
+                self.cfg.profile.eval_examples,
+            ),
+        );
+        cached_eval(&self.evals_dir, &key, || {
+            let rows = models
+                .iter()
+                .zip(ready)
+                .map(|(m, r)| {
+                    let (test, test_draws) = match &r.model {
+                        TrainedModel::Mlp { mlp, .. } => {
+                            (eval::accuracy(mlp, &self.clean_test, self.chunks), 1)
+                        }
+                        TrainedModel::Bnn { bnn, .. } => {
+                            self.seeds
+                                .seed_torch(&format!("training/ensemble/{}", m.name));
+                            let runs = eval::ensemble_accuracies(
+                                bnn,
+                                &self.clean_test,
+                                TRAINING_ENSEMBLE_DRAWS,
+                                1,
+                                self.chunks,
+                            );
+                            (runs[0], TRAINING_ENSEMBLE_DRAWS)
+                        }
+                    };
+                    TrainingRow {
+                        name: m.name.clone(),
+                        epochs_run: r.meta.epochs_run,
+                        best_epoch: r.meta.best_epoch,
+                        max_epochs: m.recipe.max_epochs,
+                        stopped_early: r.meta.epochs_run < m.recipe.max_epochs,
+                        validation: 100.0 * r.meta.best_validation_accuracy,
+                        test: 100.0 * test,
+                        test_draws,
+                    }
+                })
+                .collect();
+            Ok(TrainingRows { rows })
+        })
     }
 
     fn attacked(&self) -> Split {
@@ -617,11 +873,16 @@ fn rows_at(evals: &[&SweepEval], mi: usize, n_sets: usize) -> (Value, Value) {
 /// The quantiles of learned σ reported per layer.
 pub const SIGMA_QUANTILES: [f64; 5] = [0.05, 0.25, 0.5, 0.75, 0.95];
 
-/// Runs the code protocol and writes `<out_dir>/results.json`; returns its value.
-pub fn reproduce_code(cfg: &ReproduceConfig, mult: Multipliers) -> Result<Value, ReproduceError> {
+/// Runs the code protocol with `budget`'s training budgets and writes
+/// `<out_dir>/results.json`; returns its value.
+pub fn reproduce_code(
+    cfg: &ReproduceConfig,
+    mult: Multipliers,
+    budget: CodeBudget,
+) -> Result<Value, ReproduceError> {
     let started = Instant::now();
     let p = &cfg.profile;
-    let cp = p.code.clone();
+    let cp = p.code.with_budget(budget);
     let raw = RawDataset::load(&cfg.data_dir, ChecksumPolicy::Require(cfg.dataset))?;
     let splits = Splits::from_raw(&raw, SplitSpec::PAPER)?.to_device(cfg.device);
     let n_eval = p.eval_examples.unwrap_or(usize::MAX);
@@ -639,15 +900,16 @@ pub fn reproduce_code(cfg: &ReproduceConfig, mult: Multipliers) -> Result<Value,
             examples: 10_000,
             draws: p.draw_chunk,
         },
+        trained_families: Default::default(),
     };
     let mut stages = Vec::new();
 
     // Stage 1: train.
     let t0 = Instant::now();
-    let grid = Grid::new(&cp);
+    let grid = Grid::new(&cp, budget);
     let all = grid.all();
     let progress = bar(all.len(), "train", cfg.verbose);
-    let keys: Vec<String> = all.iter().map(|m| pipeline.model_key(m)).collect();
+    let keys: Vec<String> = all.iter().map(|m| pipeline.model_key(m, &grid)).collect();
     let (ready, reused) = cache::share_work(
         &pipeline.models_dir,
         &keys,
@@ -655,7 +917,7 @@ pub fn reproduce_code(cfg: &ReproduceConfig, mult: Multipliers) -> Result<Value,
         &progress,
         |i| {
             progress.set_message(all[i].name.clone());
-            pipeline.ensure_model(all[i])
+            pipeline.ensure_model(all[i], &grid)
         },
     )?;
     progress.finish_and_clear();
@@ -708,6 +970,14 @@ pub fn reproduce_code(cfg: &ReproduceConfig, mult: Multipliers) -> Result<Value,
 
     // Stage 3: evaluations.
     let t0 = Instant::now();
+    let all_ready: Vec<&Ready> = sources
+        .iter()
+        .chain(&dets)
+        .chain(&bnns)
+        .chain(&matched_one)
+        .chain(&members)
+        .collect();
+    let (training, training_reused) = pipeline.training_rows(&grid.all(), &all_ready)?;
     let ms = multiplier_grid(&cp.multipliers, mult);
     let (mi_bnn, mi_det) = (index_of(&ms, mult.bnn), index_of(&ms, mult.det));
     let rho_index = |rho: f64| RHO_INITS.iter().position(|r| *r == rho).unwrap_or(0);
@@ -790,7 +1060,7 @@ pub fn reproduce_code(cfg: &ReproduceConfig, mult: Multipliers) -> Result<Value,
         ));
     }
     let progress = bar(evaluated.len() + 2, "eval", cfg.verbose);
-    let (mut reused, mut eval_seconds) = (0, 0.0);
+    let (mut reused, mut eval_seconds) = (training_reused as usize, training.seconds);
     let mut sweeps = Vec::new();
     for (name, _, keys, model) in &evaluated {
         progress.set_message(name.clone());
@@ -899,7 +1169,7 @@ pub fn reproduce_code(cfg: &ReproduceConfig, mult: Multipliers) -> Result<Value,
     progress.finish_and_clear();
     stages.push(json!({
         "stage": "eval", "seconds": t0.elapsed().as_secs_f64(), "artifact_seconds": eval_seconds,
-        "computed": evaluated.len() + 2 - reused, "reused": reused,
+        "computed": evaluated.len() + 3 - reused, "reused": reused,
     }));
 
     // results.json, in the shape of the text protocol's for Tables 1–4.
@@ -942,17 +1212,15 @@ pub fn reproduce_code(cfg: &ReproduceConfig, mult: Multipliers) -> Result<Value,
         "noise_sigmas": noise_sigmas,
         "noise_note": format!("the weight-noise controls use, per layer, the median learned weight sigma of the code protocol's BNN rho_init={TABLE3_RHO}"),
     });
-    let all_ready: Vec<&Ready> = sources
-        .iter()
-        .chain(&dets)
-        .chain(&bnns)
-        .chain(&matched_one)
-        .chain(&members)
-        .collect();
     let results = json!({
         "source": format!("bayes-robust {} reproduction under the authors' code protocol, profile {}; all accuracies in percent as {{mean, ci95, runs}}", env!("CARGO_PKG_VERSION"), p.name),
         "protocol": "code",
+        "budget": budget,
         "multipliers": { "bnn": mult.bnn, "det": mult.det },
+        "training": {
+            "note": format!("every model's training budget and the accuracy it reached (validation: the trainer's, of the weights kept; test: a deterministic net's, or a BNN's {TRAINING_ENSEMBLE_DRAWS}-draw ensemble's), budget {}", budget.label()),
+            "models": training.value.rows,
+        },
         "attack_sources": sets.iter().map(|s| &s.label).collect::<Vec<_>>(),
         "table1_clean": {
             "bnn": {
@@ -1006,6 +1274,7 @@ pub fn reproduce_code(cfg: &ReproduceConfig, mult: Multipliers) -> Result<Value,
         })).collect::<Vec<_>>(),
         "meta": {
             "profile": p,
+            "code_profile": cp,
             "protocol": "code",
             "master_seed": cfg.master_seed,
             "versions": { "bayes_robust": env!("CARGO_PKG_VERSION"), "tch": TCH_VERSION, "libtorch": LIBTORCH_VERSION },
@@ -1017,8 +1286,9 @@ pub fn reproduce_code(cfg: &ReproduceConfig, mult: Multipliers) -> Result<Value,
             "data_checksums": raw.files().iter().map(|f| f.checksum.to_string()).collect::<Vec<_>>(),
             "stages": stages,
             "wall_seconds": started.elapsed().as_secs_f64(),
-            "command": format!("bayes-robust --seed {} --threads {} reproduce --profile {} --protocol code{}{}",
+            "command": format!("bayes-robust --seed {} --threads {} reproduce --profile {} --protocol code{}{}{}",
                 cfg.master_seed, cfg.threads, p.name,
+                match budget { CodeBudget::AsWritten => "", CodeBudget::TrainedToAccuracy => " --code-budget trained" },
                 if mult == Multipliers::CODE { String::new() } else { format!(" --multiplier-bnn {} --multiplier-det {}", mult.bnn, mult.det) },
                 if prune_mode == PruneMode::Global { " --pruning global" } else { "" }),
         },

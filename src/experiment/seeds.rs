@@ -18,8 +18,8 @@ use crate::model::Classifier;
 use crate::model::checkpoint::{CheckpointPaths, ModelSpec};
 use crate::seed::SeedTree;
 use crate::stats::{MeanCi, paired_bootstrap};
-use crate::train::grid::{GridMember, fit_grid};
-use crate::train::{self, Recipe, TrainOptions, TrainedModel};
+use crate::train::grid::{GridMember, fit_grid_and_save};
+use crate::train::{Recipe, TrainOptions, TrainedModel};
 
 /// Bootstrap resamples of the paired margin test.
 pub const BOOTSTRAP_RESAMPLES: usize = 2000;
@@ -122,26 +122,20 @@ impl SeedsStage<'_> {
             verbose: self.verbose,
             label: format!("{tag} grid of {}", members.len()),
         };
-        let trained = fit_grid(
+        let trained = fit_grid_and_save(
             &members,
+            &stems,
             self.splits,
             self.recipe,
             &grid_seeds,
             self.device,
             &options,
         )?;
-        trained
+        Ok(trained
             .into_iter()
-            .zip(&members)
             .zip(keys)
-            .zip(&stems)
-            .map(|((((model, outcome), m), key), stem)| {
-                let meta = train::checkpoint_meta(&m.spec, self.recipe, &m.seeds, &outcome)?;
-                crate::model::checkpoint::save(model.vs(), &meta, stem)
-                    .map_err(train::TrainError::from)?;
-                Ok(Ready { key, model, meta })
-            })
-            .collect()
+            .map(|((model, meta), key)| Ready { key, model, meta })
+            .collect())
     }
 
     /// Per split: each run's accuracy, and each example's fraction of runs correct

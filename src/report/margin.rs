@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::plots::{Figure, Series, SeriesLabelPosition};
 use super::{ReportError, Result, at, best, ours, paper};
+use crate::experiment::code_protocol::TrainingRow;
 use crate::stats::MeanCi;
 
 /// `{mean, ci95, runs}` as "m [lo, hi]" with a sign.
@@ -83,8 +84,112 @@ fn mult(code: &Value, which: &str) -> f64 {
     code["multipliers"][which].as_f64().unwrap_or(1.0)
 }
 
+/// What the notebooks' saved outputs printed of their trained models
+/// (`../shared/reference/authors-code.md`): (model name, what was measured, percent).
+pub const NOTEBOOK_PRINTED: [(&str, &str, f64); 2] = [
+    (
+        "source/FC-200-200-10/lambda=0",
+        "validation, perturbation.ipynb; FC-200-200-10, λ not stated",
+        97.87,
+    ),
+    ("bnn/rho=-2", "test, 100-draw ensemble, bnn.ipynb", 98.18),
+];
+
+/// The paper's Table 1 (validation, test) of a code-protocol model, by its name.
+fn paper_table1(p: &Value, name: &str) -> Option<(f64, f64)> {
+    let (group, param, value) = if let Some(l) = name.strip_prefix("det/lambda=") {
+        ("deterministic", "lambda", l.parse::<f64>().ok()?)
+    } else {
+        (
+            "bnn",
+            "rho_init",
+            name.strip_prefix("bnn/rho=")?.parse::<f64>().ok()?,
+        )
+    };
+    let t = &p["table1_clean"][group];
+    let i = t[param]
+        .as_array()?
+        .iter()
+        .position(|x| x.as_f64() == Some(value))?;
+    Some((t["validation"][i].as_f64()?, t["test"][i].as_f64()?))
+}
+
+/// Each model's budget and the accuracy it reached, beside the notebooks' printed
+/// figures and the paper's Table 1, with a computed sentence per printed figure.
+fn training_section(code: &Value, p: &Value, md: &mut String) {
+    let Ok(rows) = serde_json::from_value::<Vec<TrainingRow>>(code["training"]["models"].clone())
+    else {
+        return;
+    };
+    let budget = if code["budget"] == "trained-to-accuracy" {
+        "trained to accuracy: the non-Bayesian nets keep the notebook's recipe until validation accuracy stops improving (best weights kept), the BNNs and the matched-recipe controls get the notebook's 600-epoch loop, each family one stacked grid"
+    } else {
+        "as written: the epochs the notebooks' cells state, or the profile's reduction of them"
+    };
+    let _ = writeln!(
+        md,
+        "## Training budget and accuracy reached\n\nBudget {budget}. Validation: the trainer's, of the weights kept (a BNN: mean over its fixed validation draws). Test: a deterministic net's, or a BNN's ensemble of the stated draws.\n\n| model | epochs run / cap (best) | validation (%) | test (%) | notebooks printed | paper Table 1 val / test |\n|---|---|---|---|---|---|"
+    );
+    for r in &rows {
+        let printed = NOTEBOOK_PRINTED
+            .iter()
+            .find(|(n, _, _)| *n == r.name)
+            .map_or("–".into(), |(_, what, v)| format!("{v:.2} ({what})"));
+        let table1 =
+            paper_table1(p, &r.name).map_or("–".into(), |(v, t)| format!("{v:.2} / {t:.2}"));
+        let _ = writeln!(
+            md,
+            "| {} | {} / {}{} ({}) | {:.2} | {:.2}{} | {printed} | {table1} |",
+            r.name,
+            r.epochs_run,
+            r.max_epochs,
+            if r.stopped_early {
+                ", stopped early"
+            } else {
+                ""
+            },
+            r.best_epoch,
+            r.validation,
+            r.test,
+            if r.test_draws > 1 {
+                format!(" ({}-draw ensemble)", r.test_draws)
+            } else {
+                String::new()
+            },
+        );
+    }
+    let _ = writeln!(md);
+    for (name, what, printed) in NOTEBOOK_PRINTED {
+        let Some(r) = rows.iter().find(|r| r.name == name) else {
+            continue;
+        };
+        let ours = if what.starts_with("validation") {
+            r.validation
+        } else {
+            r.test
+        };
+        let gap = ours - printed;
+        let _ = writeln!(
+            md,
+            "- {name}: {ours:.2}% against the notebooks' printed {printed:.2}% ({what}): {gap:+.2} points, {}.",
+            if gap.abs() <= 1.0 {
+                "within a point"
+            } else {
+                "more than a point away"
+            }
+        );
+    }
+    let _ = writeln!(md);
+}
+
 /// The code protocol's sections of its own report.
-pub fn code_sections(code: &Value, md: &mut String, out_dir: &Path) -> Result<Vec<PathBuf>> {
+pub fn code_sections(
+    code: &Value,
+    p: &Value,
+    md: &mut String,
+    out_dir: &Path,
+) -> Result<Vec<PathBuf>> {
+    training_section(code, p, md);
     let (mb, md_det) = (mult(code, "bnn"), mult(code, "det"));
     let _ = writeln!(
         md,
@@ -232,8 +337,9 @@ fn sigma_table(r: &Value, which: &str, md: &mut String) {
     }
 }
 
-/// One row of a protocol comparison: the paper's value and ours under each protocol.
-fn compare_row(p: &Value, text: &Value, code: &Value, path: &str, n: usize) -> Vec<String> {
+/// One row of a protocol comparison: the paper's value and ours under each protocol
+/// (the text's, then each code variant's).
+fn compare_row(p: &Value, text: &Value, variants: &[&Value], path: &str, n: usize) -> Vec<String> {
     (0..n)
         .map(|j| {
             let at_j = format!("{path}/{j}");
@@ -242,67 +348,281 @@ fn compare_row(p: &Value, text: &Value, code: &Value, path: &str, n: usize) -> V
                     .map(|c| cell(&c))
                     .unwrap_or_else(|_| "–".into())
             };
-            format!(
-                "{} / {} / {}",
-                paper(p, &at_j).map_or("–".into(), |v| format!("{v:.2}")),
-                fmt(text),
-                fmt(code)
-            )
+            std::iter::once(paper(p, &at_j).map_or("–".into(), |v| format!("{v:.2}")))
+                .chain(std::iter::once(fmt(text)))
+                .chain(variants.iter().map(|v| fmt(v)))
+                .collect::<Vec<_>>()
+                .join(" / ")
         })
         .collect()
 }
 
-/// "Where does the margin come from?": the paper report's section comparing both
-/// protocols, the margin recomputed four ways, and learned σ.
-pub fn margin_section(text: &Value, code: &Value, p: &Value, md: &mut String) -> Result<()> {
-    let (mb, mdet) = (mult(code, "bnn"), mult(code, "det"));
+/// A code variant's name in the margin section's columns.
+fn variant_label(code: &Value) -> &'static str {
+    if code["budget"] == "trained-to-accuracy" {
+        "code, trained to accuracy"
+    } else {
+        "code, as written"
+    }
+}
+
+/// The control that holds the BNN's recipe and initialisation.
+const MATCHED_CONTROL: &str = "deterministic, BNN recipe, BNN init";
+
+/// The code protocol's margin taken apart, from one variant's results: the margin at
+/// the notebooks' multipliers, at equal multipliers, and against the controls.
+struct Decomposition {
+    mb: f64,
+    mdet: f64,
+    /// (b): best BNN ×mb − best deterministic ×mdet.
+    margin: MeanCi,
+    /// (c): both at ×m, for m ∈ {1, mb, mdet}.
+    equal: Vec<(f64, MeanCi)>,
+    best_name: String,
+    /// (d): best BNN − the matched-recipe, matched-init control, both ×mb.
+    vs_control: MeanCi,
+    /// The non-sampling ρ_init = −30 BNN − the same control.
+    never_vs_control: MeanCi,
+    /// Best BNN − the ρ_init = −30 BNN.
+    best_vs_never: MeanCi,
+    /// Best BNN − each further control, both ×mb.
+    extra: Vec<(&'static str, MeanCi)>,
+}
+
+impl Decomposition {
+    fn of(code: &Value) -> Result<Self> {
+        let (mb, mdet) = (mult(code, "bnn"), mult(code, "det"));
+        let margin = best(code, "/table2_perturbed/bnn/average")?
+            .minus_independent(&best(code, "/table2_perturbed/deterministic/average")?);
+        let mut equal: Vec<(f64, MeanCi)> = Vec::new();
+        for m in [1.0, mb, mdet] {
+            if equal.iter().any(|(x, _)| *x == m) {
+                continue;
+            }
+            let (_, b) = best_of_group(code, "bnn", m)?;
+            let (_, d) = best_of_group(code, "det", m)?;
+            equal.push((m, b.minus_independent(&d)));
+        }
+        let control = average_at(code, MATCHED_CONTROL, mb)?;
+        let (best_name, best_bnn) = best_of_group(code, "bnn", mb)?;
+        let never = average_at(code, "BNN rho_init=-30", mb)?;
+        let extra = [
+            "deterministic, BNN recipe, Glorot init",
+            "deterministic, BNN recipe, BNN init + weight noise",
+            "deep ensemble of 5 (BNN recipe, Glorot init)",
+        ]
+        .into_iter()
+        .filter_map(|other| {
+            average_at(code, other, mb)
+                .ok()
+                .map(|c| (other, best_bnn.minus_independent(&c)))
+        })
+        .collect();
+        Ok(Self {
+            mb,
+            mdet,
+            margin,
+            equal,
+            best_name,
+            vs_control: best_bnn.minus_independent(&control),
+            never_vs_control: never.minus_independent(&control),
+            best_vs_never: best_bnn.minus_independent(&never),
+            extra,
+        })
+    }
+
+    /// The rows of the recomputed-margin table: (comparison, margin, winner if any).
+    fn rows(&self) -> Vec<(String, MeanCi, String)> {
+        let mb = self.mb;
+        let mut rows = vec![(
+            format!(
+                "(b) authors' code, BNN ×{mb} vs deterministic ×{}",
+                self.mdet
+            ),
+            self.margin,
+            verdict(&self.margin, "BNN", "deterministic"),
+        )];
+        for (m, d) in &self.equal {
+            rows.push((
+                format!("(c) authors' code, both ×{m}"),
+                *d,
+                verdict(d, "BNN", "deterministic"),
+            ));
+        }
+        rows.push((
+            format!("(d) best BNN − matched-recipe, matched-init deterministic net, both ×{mb}"),
+            self.vs_control,
+            verdict(&self.vs_control, "BNN", "control"),
+        ));
+        rows.push((
+            format!(
+                "(d) BNN rho_init=-30 (σ ≈ 1e-13: never samples) − the same control, both ×{mb}"
+            ),
+            self.never_vs_control,
+            verdict(&self.never_vs_control, "BNN", "control"),
+        ));
+        for (other, d) in &self.extra {
+            rows.push((
+                format!("best BNN − {other}, both ×{mb}"),
+                *d,
+                verdict(d, "BNN", "control"),
+            ));
+        }
+        rows
+    }
+
+    fn at_equal(&self, m: f64) -> Option<&MeanCi> {
+        self.equal.iter().find(|(x, _)| *x == m).map(|(_, d)| d)
+    }
+
+    /// One computed sentence per step of the decomposition.
+    fn sentences(&self, paper_margin: f64, md: &mut String) {
+        let (mb, b) = (self.mb, &self.margin);
+        let inside = b.ci95[0] <= paper_margin && paper_margin <= b.ci95[1];
+        let _ = writeln!(
+            md,
+            "- With the notebooks' multipliers the margin is {} points ({} the paper's {paper_margin:+.1}).",
+            signed(b),
+            if inside {
+                "its CI contains"
+            } else {
+                "its CI excludes"
+            }
+        );
+        if let Some(d) = self.at_equal(mb) {
+            let _ = writeln!(
+                md,
+                "- Evaluating both groups at the same ×{mb} changes it to {}: the unequal multipliers account for {:+.2} points of the code protocol's margin.",
+                signed(d),
+                b.mean - d.mean
+            );
+        }
+        let _ = writeln!(
+            md,
+            "- Against a deterministic net trained with the BNN's own recipe and initialisation ({MATCHED_CONTROL}), the best BNN ({}) scores {} at ×{mb} ({}); the ρ_init = −30 BNN, which does not sample, scores {} against the same control ({}).",
+            self.best_name,
+            signed(&self.vs_control),
+            verdict(&self.vs_control, "BNN", "control"),
+            signed(&self.never_vs_control),
+            verdict(&self.never_vs_control, "BNN", "control")
+        );
+        if let Some(c) = self.at_equal(mb) {
+            let _ = writeln!(
+                md,
+                "- Between (c) at ×{mb} and (d), only the deterministic net's training changed (the notebooks' batch 10,000 and Glorot initialisation → the BNN's recipe and μ initialisation): that accounts for {:+.2} of the {:+.2} points left at equal multipliers.",
+                c.mean - self.vs_control.mean,
+                c.mean
+            );
+        }
+        let never = &self.best_vs_never;
+        let reading = if b.ci95[0] <= 0.0 {
+            "The code protocol shows no margin for the BNNs to explain."
+        } else if never.ci95[1] < b.mean / 2.0 {
+            "What weight sampling adds is less than half of the code protocol's margin over the deterministic nets: most of that margin is there without sampling."
+        } else if never.ci95[0] >= b.mean / 2.0 {
+            "Weight sampling accounts for at least half of the code protocol's margin."
+        } else {
+            "How much of the code protocol's margin weight sampling accounts for is not resolved by these CIs."
+        };
+        let _ = writeln!(
+            md,
+            "- The best BNN minus the non-sampling ρ_init = −30 BNN, both ×{mb}: {} ({}). {reading}",
+            signed(never),
+            verdict(never, "sampling BNN", "non-sampling BNN"),
+        );
+        for (other, d) in &self.extra {
+            let _ = writeln!(
+                md,
+                "- Best BNN − {other}: {} ({}).",
+                signed(d),
+                verdict(d, "BNN", "control")
+            );
+        }
+    }
+}
+
+/// The Tables 1–4 grids compared between protocols: (title, cells, parameters).
+const COMPARED_GRIDS: [(&str, &str, &str); 6] = [
+    (
+        "Table 1, BNN clean test",
+        "/table1_clean/bnn/test",
+        "/table1_clean/bnn/rho_init",
+    ),
+    (
+        "Table 1, deterministic clean test",
+        "/table1_clean/deterministic/test",
+        "/table1_clean/deterministic/lambda",
+    ),
+    (
+        "Table 2, BNN average",
+        "/table2_perturbed/bnn/average",
+        "/table1_clean/bnn/rho_init",
+    ),
+    (
+        "Table 2, deterministic average",
+        "/table2_perturbed/deterministic/average",
+        "/table1_clean/deterministic/lambda",
+    ),
+    (
+        "Table 3, average",
+        "/table3_ensemble/average",
+        "/table3_ensemble/n_samples",
+    ),
+    (
+        "Table 4, average",
+        "/table4_pruning/average",
+        "/table4_pruning/rate_percent",
+    ),
+];
+
+fn report_folder(code: &Value) -> String {
+    let suffix = if code["budget"] == "trained-to-accuracy" {
+        "-code-trained"
+    } else {
+        "-code"
+    };
+    code["meta"]["profile"]["name"]
+        .as_str()
+        .map(|n| format!("{n}{suffix}"))
+        .unwrap_or_default()
+}
+
+/// "Where does the margin come from?": the paper report's section comparing the text
+/// protocol with each variant of the code protocol (as written, trained to accuracy),
+/// the margin recomputed step by step per variant, and learned σ.
+pub fn margin_section(text: &Value, variants: &[&Value], p: &Value, md: &mut String) -> Result<()> {
+    let Some(first) = variants.first() else {
+        return Ok(());
+    };
+    let (mb, mdet) = (mult(first, "bnn"), mult(first, "det"));
+    let runs: Vec<String> = variants
+        .iter()
+        .map(|v| {
+            format!(
+                "`reports/{}/` ({}: `{}`)",
+                report_folder(v),
+                variant_label(v),
+                v["meta"]["command"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
     let _ = writeln!(
         md,
-        "## Where does the margin come from?\n\nThe authors' notebooks depart from the paper's text (../shared/reference/authors-code.md): a targeted, brighten-only attack on the validation images that drops the examples where it failed; perturbations scaled by ×{mb} for the BNNs and ×{mdet} for the non-Bayesian nets; batch 10,000 for the non-Bayesian nets; a summed loss with lr 1e-5 for the BNNs; per-tensor pruning. `reports/{}/` holds the full run under that protocol (`{}`); this section sets it beside the paper's text.\n",
-        code["meta"]["profile"]["name"]
-            .as_str()
-            .map(|n| format!("{n}-code"))
-            .unwrap_or_default(),
-        code["meta"]["command"].as_str().unwrap_or("?")
+        "## Where does the margin come from?\n\nThe authors' notebooks depart from the paper's text (../shared/reference/authors-code.md): a targeted, brighten-only attack on the validation images that drops the examples where it failed; perturbations scaled by ×{mb} for the BNNs and ×{mdet} for the non-Bayesian nets; batch 10,000 for the non-Bayesian nets; a summed loss with lr 1e-5 for the BNNs; per-tensor pruning. The full runs under that protocol: {}. {} This section sets them beside the paper's text.\n",
+        runs.join("; "),
+        if variants.len() > 1 {
+            "The trained-to-accuracy variant differs from the as-written one only in its training budgets (docs/FIDELITY.md)."
+        } else {
+            "The variant with every model trained as far as the authors' were (`--code-budget trained`, docs/FIDELITY.md) has no results for this profile yet."
+        }
     );
-    // Tables 1–4 side by side.
+    let columns: Vec<&str> = variants.iter().map(|v| variant_label(v)).collect();
     let _ = writeln!(
         md,
-        "### Tables 1–4 under both protocols\n\nEach cell: **paper / text protocol / code protocol** (ours ± 95% CI half-width), accuracies in percent; the Table 2–4 rows are averages over the 12 sets.\n"
+        "### Tables 1–4 under both protocols\n\nEach cell: **paper / text protocol / {}** (ours ± 95% CI half-width), accuracies in percent; the Table 2–4 rows are averages over the 12 sets.\n",
+        columns.join(" / ")
     );
-    let grids: [(&str, &str, &str); 6] = [
-        (
-            "Table 1, BNN clean test",
-            "/table1_clean/bnn/test",
-            "/table1_clean/bnn/rho_init",
-        ),
-        (
-            "Table 1, deterministic clean test",
-            "/table1_clean/deterministic/test",
-            "/table1_clean/deterministic/lambda",
-        ),
-        (
-            "Table 2, BNN average",
-            "/table2_perturbed/bnn/average",
-            "/table1_clean/bnn/rho_init",
-        ),
-        (
-            "Table 2, deterministic average",
-            "/table2_perturbed/deterministic/average",
-            "/table1_clean/deterministic/lambda",
-        ),
-        (
-            "Table 3, average",
-            "/table3_ensemble/average",
-            "/table3_ensemble/n_samples",
-        ),
-        (
-            "Table 4, average",
-            "/table4_pruning/average",
-            "/table4_pruning/rate_percent",
-        ),
-    ];
-    for (title, path, params) in grids {
+    for (title, path, params) in COMPARED_GRIDS {
         let xs: Vec<String> = at(text, params)
             .and_then(Value::as_array)
             .map(|a| a.iter().map(|v| v.to_string()).collect())
@@ -315,164 +635,98 @@ pub fn margin_section(text: &Value, code: &Value, p: &Value, md: &mut String) ->
         );
         let _ = writeln!(
             md,
-            "| paper / text / code | {} |\n",
-            compare_row(p, text, code, path, xs.len()).join(" | ")
+            "| paper / text / {} | {} |\n",
+            columns.join(" / "),
+            compare_row(p, text, variants, path, xs.len()).join(" | ")
         );
     }
 
-    // The margin four ways.
-    let best_text_bnn = best(text, "/table2_perturbed/bnn/average")?;
-    let best_text_det = best(text, "/table2_perturbed/deterministic/average")?;
-    let margin_a = best_text_bnn.minus_independent(&best_text_det);
-    let best_code_bnn = best(code, "/table2_perturbed/bnn/average")?;
-    let best_code_det = best(code, "/table2_perturbed/deterministic/average")?;
-    let margin_b = best_code_bnn.minus_independent(&best_code_det);
+    let margin_a = best(text, "/table2_perturbed/bnn/average")?
+        .minus_independent(&best(text, "/table2_perturbed/deterministic/average")?);
     let paper_margin = paper(p, "/claims/bnn_over_deterministic_average_margin_points")?;
-    let mut rows: Vec<(String, MeanCi, String)> = vec![
-        (
-            "(a) paper's text: best BNN − best deterministic".into(),
-            margin_a,
-            verdict(&margin_a, "BNN", "deterministic"),
-        ),
-        (
-            format!("(b) authors' code, BNN ×{mb} vs deterministic ×{mdet}"),
-            margin_b,
-            verdict(&margin_b, "BNN", "deterministic"),
-        ),
-    ];
-    let mut equal = Vec::new();
-    for m in [1.0, mb, mdet] {
-        if equal.iter().any(|(x, _)| *x == m) {
-            continue;
-        }
-        let (_, b) = best_of_group(code, "bnn", m)?;
-        let (_, d) = best_of_group(code, "det", m)?;
-        let diff = b.minus_independent(&d);
-        rows.push((
-            format!("(c) authors' code, both ×{m}"),
-            diff,
-            verdict(&diff, "BNN", "deterministic"),
-        ));
-        equal.push((m, diff));
-    }
-    let control = "deterministic, BNN recipe, BNN init";
-    let control_avg = average_at(code, control, mb)?;
-    let (best_name, best_bnn_mb) = best_of_group(code, "bnn", mb)?;
-    let d_best = best_bnn_mb.minus_independent(&control_avg);
-    rows.push((
-        format!("(d) {best_name} − matched-recipe, matched-init deterministic net, both ×{mb}"),
-        d_best,
-        verdict(&d_best, "BNN", "control"),
-    ));
-    let never = average_at(code, "BNN rho_init=-30", mb)?;
-    let d_never = never.minus_independent(&control_avg);
-    rows.push((
-        format!("(d) BNN rho_init=-30 (σ ≈ 1e-13: never samples) − the same control, both ×{mb}"),
-        d_never,
-        verdict(&d_never, "BNN", "control"),
-    ));
-    let mut extra = Vec::new();
-    for other in [
-        "deterministic, BNN recipe, Glorot init",
-        "deterministic, BNN recipe, BNN init + weight noise",
-        "deep ensemble of 5 (BNN recipe, Glorot init)",
-    ] {
-        if let Ok(c) = average_at(code, other, mb) {
-            let d = best_bnn_mb.minus_independent(&c);
-            rows.push((
-                format!("{best_name} − {other}, both ×{mb}"),
-                d,
-                verdict(&d, "BNN", "control"),
-            ));
-            extra.push((other, d));
-        }
-    }
+    let decompositions: Vec<Decomposition> = variants
+        .iter()
+        .map(|v| Decomposition::of(v))
+        .collect::<Result<_>>()?;
     let _ = writeln!(
         md,
-        "### The paper's {paper_margin:+.1}-point margin, recomputed\n\nDifferences of set-averaged accuracies in points, 95% CIs combined in quadrature.\n\n| comparison | margin | verdict |\n|---|---|---|"
+        "### The paper's {paper_margin:+.1}-point margin, recomputed\n\nDifferences of set-averaged accuracies in points, 95% CIs combined in quadrature; one column per variant of the code protocol.\n\n| comparison | {} |\n|---|{}",
+        columns.join(" | "),
+        "---|".repeat(columns.len())
     );
-    for (name, d, v) in &rows {
-        let _ = writeln!(md, "| {name} | {} | {v} |", signed(d));
+    let _ = writeln!(
+        md,
+        "| (a) paper's text: best BNN − best deterministic | {} |",
+        vec![
+            format!(
+                "{} ({})",
+                signed(&margin_a),
+                verdict(&margin_a, "BNN", "deterministic")
+            );
+            columns.len()
+        ]
+        .join(" | ")
+    );
+    let per_variant: Vec<Vec<(String, MeanCi, String)>> =
+        decompositions.iter().map(Decomposition::rows).collect();
+    let mut names: Vec<&String> = Vec::new();
+    for (name, _, _) in per_variant.iter().flatten() {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    for name in names {
+        let cells: Vec<String> = per_variant
+            .iter()
+            .map(|rows| {
+                rows.iter()
+                    .find(|(n, _, _)| n == name)
+                    .map_or("–".into(), |(_, d, v)| format!("{} ({v})", signed(d)))
+            })
+            .collect();
+        let _ = writeln!(md, "| {name} | {} |", cells.join(" | "));
     }
 
-    // Conclusions, from the numbers above.
     let _ = writeln!(md, "\n### What the numbers say\n");
-    let inside = |d: &MeanCi| d.ci95[0] <= paper_margin && paper_margin <= d.ci95[1];
+    let inside = margin_a.ci95[0] <= paper_margin && paper_margin <= margin_a.ci95[1];
     let _ = writeln!(
         md,
-        "- Under the paper's text the margin is {} points; the paper's {paper_margin:+.1} is {} its CI.",
+        "Under the paper's text the margin is {} points; the paper's {paper_margin:+.1} is {} its CI.\n",
         signed(&margin_a),
-        if inside(&margin_a) {
-            "inside"
-        } else {
-            "outside"
-        }
+        if inside { "inside" } else { "outside" }
     );
-    let _ = writeln!(
-        md,
-        "- Under the authors' code with its multipliers it is {} points ({} the paper's {paper_margin:+.1}).",
-        signed(&margin_b),
-        if inside(&margin_b) {
-            "its CI contains"
-        } else {
-            "its CI excludes"
-        }
-    );
-    if let Some((m, d)) = equal.iter().find(|(m, _)| *m == mb) {
+    for (v, d) in variants.iter().zip(&decompositions) {
         let _ = writeln!(
             md,
-            "- Evaluating both groups at the same ×{m} changes it to {}: the unequal multipliers account for {:+.2} points of the code protocol's margin.",
-            signed(d),
-            margin_b.mean - d.mean
+            "**Authors' code, {}** (`reports/{}/`):\n",
+            variant_label(v).trim_start_matches("code, "),
+            report_folder(v)
+        );
+        d.sentences(paper_margin, md);
+        let _ = writeln!(md);
+    }
+    if let [a, t] = decompositions.as_slice() {
+        let change = t.margin.minus_independent(&a.margin);
+        let _ = writeln!(
+            md,
+            "Training the models as far as the authors' were changes the code protocol's margin by {} points ({}).\n",
+            signed(&change),
+            verdict(&change, "trained to accuracy", "as written")
         );
     }
     let _ = writeln!(
         md,
-        "- Against a deterministic net trained with the BNN's own recipe and initialisation ({control}), the best BNN's margin at ×{mb} is {} ({}); the ρ_init = −30 BNN, which does not sample, scores {} against the same control ({}).",
-        signed(&d_best),
-        verdict(&d_best, "BNN", "control"),
-        signed(&d_never),
-        verdict(&d_never, "BNN", "control")
-    );
-    if let Some((_, c_mb)) = equal.iter().find(|(m, _)| *m == mb) {
-        let _ = writeln!(
-            md,
-            "- Between (c) at ×{mb} and (d), only the deterministic net's training changed (the notebooks' batch 10,000 and Glorot initialisation → the BNN's recipe and μ initialisation): that accounts for {:+.2} of the {:+.2} points left at equal multipliers.",
-            c_mb.mean - d_best.mean,
-            c_mb.mean
-        );
-    }
-    let never_vs_best = best_bnn_mb.minus_independent(&never);
-    let reading = if margin_b.ci95[0] <= 0.0 {
-        "The code protocol shows no margin for the BNNs to explain."
-    } else if never_vs_best.ci95[1] < margin_b.mean / 2.0 {
-        "What weight sampling adds is less than half of the code protocol's margin over the deterministic nets: most of that margin is there without sampling."
-    } else if never_vs_best.ci95[0] >= margin_b.mean / 2.0 {
-        "Weight sampling accounts for at least half of the code protocol's margin."
-    } else {
-        "How much of the code protocol's margin weight sampling accounts for is not resolved by these CIs."
-    };
-    let _ = writeln!(
-        md,
-        "- The best BNN minus the non-sampling ρ_init = −30 BNN, both ×{mb}: {} ({}). {reading}",
-        signed(&never_vs_best),
-        verdict(&never_vs_best, "sampling BNN", "non-sampling BNN"),
-    );
-    for (other, d) in extra {
-        let _ = writeln!(
-            md,
-            "- Best BNN − {other}: {} ({}).",
-            signed(&d),
-            verdict(&d, "BNN", "control")
-        );
-    }
-    let _ = writeln!(
-        md,
-        "\nThe multiplier sweep and every control's accuracy are in `reports/{}-code/README.md`.",
-        code["meta"]["profile"]["name"].as_str().unwrap_or("?")
+        "The multiplier sweep and every control's accuracy are in {}.",
+        variants
+            .iter()
+            .map(|v| format!("`reports/{}/README.md`", report_folder(v)))
+            .collect::<Vec<_>>()
+            .join(" and ")
     );
     sigma_table(text, "text protocol", md);
-    sigma_table(code, "code protocol", md);
+    for v in variants {
+        sigma_table(v, variant_label(v), md);
+    }
     let _ = writeln!(md);
     Ok(())
 }

@@ -627,6 +627,22 @@ pub fn render_with(
     code: Option<&Value>,
     out_dir: &Path,
 ) -> Result<Vec<PathBuf>> {
+    let code: Vec<&Value> = code.into_iter().collect();
+    render_with_variants(results, paper_tables, &code, out_dir)
+}
+
+/// [`render_with`] with every variant of the code protocol that sits beside the text
+/// results (as written, trained to accuracy), each a column of the margin section.
+pub fn render_with_variants(
+    results: &Value,
+    paper_tables: &Value,
+    variants: &[&Value],
+    out_dir: &Path,
+) -> Result<Vec<PathBuf>> {
+    let code = variants
+        .iter()
+        .copied()
+        .find(|v| v["budget"] != "trained-to-accuracy");
     let is_code = results["protocol"] == "code";
     let compare = compares_with_paper(results);
     let tables = tables(results, paper_tables, compare)?;
@@ -780,9 +796,14 @@ pub fn render_with(
         out_dir,
     )?);
     if is_code {
-        written.extend(margin::code_sections(results, &mut md, out_dir)?);
-    } else if let Some(code) = code {
-        margin::margin_section(results, code, paper_tables, &mut md)?;
+        written.extend(margin::code_sections(
+            results,
+            paper_tables,
+            &mut md,
+            out_dir,
+        )?);
+    } else if !variants.is_empty() {
+        margin::margin_section(results, variants, paper_tables, &mut md)?;
     }
     let meta = at(results, "/meta").cloned().unwrap_or(Value::Null);
     let _ = writeln!(

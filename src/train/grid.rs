@@ -513,3 +513,27 @@ pub fn fit_grid(
         })
         .collect())
 }
+
+/// [`fit_grid`], then each member's checkpoint saved at its stem (in member order), as
+/// [`super::train_and_save`] saves a model trained alone.
+pub fn fit_grid_and_save(
+    members: &[GridMember],
+    stems: &[std::path::PathBuf],
+    splits: &Splits,
+    recipe: &Recipe,
+    grid_seeds: &SeedTree,
+    device: Device,
+    options: &TrainOptions,
+) -> Result<Vec<(TrainedModel, crate::model::checkpoint::CheckpointMeta)>, TrainError> {
+    let trained = fit_grid(members, splits, recipe, grid_seeds, device, options)?;
+    trained
+        .into_iter()
+        .zip(members)
+        .zip(stems)
+        .map(|(((model, outcome), m), stem)| {
+            let meta = super::checkpoint_meta(&m.spec, recipe, &m.seeds, &outcome)?;
+            crate::model::checkpoint::save(model.vs(), &meta, stem)?;
+            Ok((model, meta))
+        })
+        .collect()
+}
