@@ -92,11 +92,19 @@ fn the_report_has_every_table_figure_and_formatted_cell() {
         .collect();
     assert_eq!(svgs.len(), 6);
     for (file, x_label, y_label) in [
-        ("accuracy_vs_rho.svg", "rho_init", "accuracy (%)"),
-        ("per_source.svg", "source model (1-12)", "accuracy (%)"),
+        (
+            "accuracy_vs_rho.svg",
+            "rho_init (categorical)",
+            "accuracy (%)",
+        ),
+        (
+            "per_source.svg",
+            "perturbation source (the net that made the set)",
+            "accuracy (%)",
+        ),
         (
             "ensemble.svg",
-            "N (log scale)",
+            "N, draws averaged (log scale)",
             "perturbed accuracy, average of 12 sets (%)",
         ),
         ("pruning.svg", "pruning rate (%)", "accuracy (%)"),
@@ -147,7 +155,15 @@ fn a_second_datasets_report_has_no_paper_values() {
         md.contains("| – (MNIST only) | +15.44 [+14.73, +16.15] | yes | – |"),
         "{md}"
     );
-    assert!(md.contains("`bayes-robust --dataset fashion-mnist report --profile hand`"));
+    let folder = dir.path().file_name().unwrap().to_string_lossy();
+    assert!(
+        md.contains(&format!("`bayes-robust report --dir reports/{folder}`")),
+        "{md}"
+    );
+    assert!(
+        !md.contains("hollow squares"),
+        "no paper values to overlay: {md}"
+    );
     // No paper series in any figure, and no ours-vs-paper figure.
     assert!(files.iter().all(|f| !f.ends_with("ours_vs_paper.svg")));
     assert_eq!(files.len(), 6, "five figures and README.md: {files:?}");

@@ -231,6 +231,10 @@ pub struct Comparison {
     pub name: String,
     pub a: Vec<String>,
     pub b: Vec<String>,
+    /// The family of the B side (what the BNN is compared with); absent in results
+    /// written before it was recorded.
+    #[serde(default)]
+    pub against: Option<Family>,
     pub margin: Vec<MeanCi>,
 }
 
@@ -355,6 +359,7 @@ fn comparison(name: &str, pairs: &[(&ModelRow, &ModelRow)]) -> Comparison {
         name: name.to_owned(),
         a: pairs.iter().map(|(a, _)| a.label.clone()).collect(),
         b: pairs.iter().map(|(_, b)| b.label.clone()).collect(),
+        against: pairs.first().map(|(_, b)| b.family),
         margin: pairs
             .iter()
             .enumerate()

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::plots::{Figure, Series, SeriesLabelPosition};
+use super::plots::{Family, Figure, Line, Series, SeriesLabelPosition};
 use super::{ReportError, Result, at, best, ours, paper};
 use crate::experiment::code_protocol::TrainingRow;
 use crate::stats::MeanCi;
@@ -261,27 +261,24 @@ pub fn code_sections(
                     .map(|c| (*m, c.mean, c.ci95[0], c.ci95[1]))
             })
             .collect();
-        series.push(Series {
-            name: name.to_owned(),
-            points,
-            line: true,
-        });
+        series.push(Series::ours(name, super::family_of_model(name), points));
     }
     series.truncate(8);
-    let fig = Figure {
-        title: "Average perturbed accuracy vs multiplier m (code protocol)".into(),
-        x_label: "m in x + m r".into(),
-        y_label: "accuracy (%)".into(),
+    let mut fig = Figure::new(
+        "Set-averaged accuracy vs multiplier m (authors' code protocol)",
+        "m in x + m r",
+        "accuracy, average of 12 kept sets (%)",
         series,
-        references: vec![],
-        verticals: vec![
-            (format!("BNNs x{mb}"), mb),
-            (format!("non-Bayesian x{md_det}"), md_det),
-        ],
-        log_x: false,
-        diagonal: false,
-        legend: SeriesLabelPosition::LowerLeft,
-    };
+    );
+    fig.verticals = vec![
+        Line::new(format!("BNNs x{mb}"), mb, Family::Bnn),
+        Line::new(
+            format!("non-Bayesian x{md_det}"),
+            md_det,
+            Family::Deterministic,
+        ),
+    ];
+    fig.legend = SeriesLabelPosition::LowerLeft;
     let file = "multiplier_sweep.svg";
     let path = super::write_figure(&fig, out_dir, file)?;
     let _ = writeln!(

@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::data::Dataset;
 use crate::model::checkpoint::write_atomic;
 use crate::stats::MeanCi;
-use plots::{Figure, Series};
+use plots::{Family, Figure, Line, Series};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -370,83 +370,118 @@ pub(super) fn claims(r: &Value, p: &Value, compare: bool) -> Result<Vec<Claim>> 
     ])
 }
 
-fn series_from(r: &Value, name: &str, xs: &[f64], path: &str) -> Result<Series> {
+/// Our estimates at `path/j` for each x, as a series of `family`.
+fn series_from(r: &Value, name: &str, family: Family, xs: &[f64], path: &str) -> Result<Series> {
     let points = xs
         .iter()
         .enumerate()
         .map(|(j, x)| ours(r, &format!("{path}/{j}")).map(|m| (*x, m.mean, m.ci95[0], m.ci95[1])))
         .collect::<Result<Vec<_>>>()?;
-    Ok(Series {
-        name: name.to_owned(),
-        points,
-        line: true,
-    })
+    Ok(Series::ours(name, family, points))
 }
 
 /// The paper's values at `path` as a series; `None` when not comparing.
-fn paper_series(p: Option<&Value>, name: &str, xs: &[f64], path: &str) -> Result<Option<Series>> {
+fn paper_series(
+    p: Option<&Value>,
+    name: &str,
+    family: Family,
+    xs: &[f64],
+    path: &str,
+) -> Result<Option<Series>> {
     let Some(p) = p else {
         return Ok(None);
     };
     let points = xs
         .iter()
         .enumerate()
-        .map(|(j, x)| paper(p, &format!("{path}/{j}")).map(|v| (*x, v, v, v)))
+        .map(|(j, x)| paper(p, &format!("{path}/{j}")).map(|v| (*x, v)))
         .collect::<Result<Vec<_>>>()?;
-    Ok(Some(Series {
-        name: name.to_owned(),
-        points,
-        line: true,
-    }))
+    Ok(Some(Series::paper(name, family, &points)))
+}
+
+/// Positions 0, 1, … of `n` categories.
+fn positions(n: usize) -> Vec<f64> {
+    (0..n).map(|i| i as f64).collect()
 }
 
 fn figure(title: &str, x: &str, y: &str, series: Vec<Series>) -> Figure {
-    Figure {
-        title: title.into(),
-        x_label: x.into(),
-        y_label: y.into(),
-        series,
-        references: vec![],
-        verticals: vec![],
-        log_x: false,
-        diagonal: false,
-        legend: plots::SeriesLabelPosition::LowerLeft,
+    Figure::new(title, x, y, series)
+}
+
+/// The colour family of a model as results.json names it (the experiment writes
+/// "BNN …", "deterministic …" and "deep ensemble …"; anything else is a control).
+pub(super) fn family_of_model(name: &str) -> Family {
+    if name.starts_with("BNN") && !name.contains("posterior mean") && !name.contains("frozen") {
+        Family::Bnn
+    } else if name.starts_with("deep ensemble") {
+        Family::DeepEnsemble
+    } else if name.starts_with("deterministic lambda") {
+        Family::Deterministic
+    } else {
+        Family::Control
     }
+}
+
+/// The names of the 12 perturbation sources (a categorical axis).
+fn source_names(r: &Value) -> Vec<String> {
+    r["attack_sources"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn figures(
     r: &Value,
     p: Option<&Value>,
     tables: &[Table],
-) -> Result<Vec<(&'static str, &'static str, Figure)>> {
+) -> Result<Vec<(&'static str, String, Figure)>> {
     let rhos = params(r, "/table1_clean/bnn/rho_init")?;
     let lambdas = params(r, "/table1_clean/deterministic/lambda")?;
     let ns = params(r, "/table3_ensemble/n_samples")?;
     let rates = params(r, "/table4_pruning/rate_percent")?;
+    let at_rho = positions(rhos.len());
+    let caption = |what: &str, rest: &str| match p {
+        Some(_) => format!("{what}, with the paper's values (hollow squares){rest}"),
+        None => format!("{what}{rest}"),
+    };
     let mut out = Vec::new();
 
     let mut f = figure(
-        "Accuracy vs rho_init (BNN, one weight draw)",
-        "rho_init",
+        "BNN accuracy by rho_init, clean and perturbed (one weight draw)",
+        "rho_init (categorical)",
         "accuracy (%)",
         [
             Some(series_from(
                 r,
                 "BNN clean test",
-                &rhos,
+                Family::Bnn,
+                &at_rho,
                 "/table1_clean/bnn/test",
             )?),
             Some(series_from(
                 r,
                 "BNN perturbed, average of 12 sets",
-                &rhos,
+                Family::Bnn,
+                &at_rho,
                 "/table2_perturbed/bnn/average",
             )?),
-            paper_series(p, "paper: clean test", &rhos, "/table1_clean/bnn/test")?,
+            paper_series(
+                p,
+                "paper: clean test",
+                Family::Bnn,
+                &at_rho,
+                "/table1_clean/bnn/test",
+            )?,
             paper_series(
                 p,
                 "paper: perturbed average",
-                &rhos,
+                Family::Bnn,
+                &at_rho,
                 "/table2_perturbed/bnn/average",
             )?,
         ]
@@ -454,16 +489,24 @@ fn figures(
         .flatten()
         .collect(),
     );
-    for (j, l) in lambdas.iter().enumerate() {
-        let m = ours(r, &format!("/table2_perturbed/deterministic/average/{j}"))?;
-        f.references.push((
-            format!("deterministic lambda={}: perturbed avg", fmt_param(*l)),
+    f.x_axis = plots::rho_axis(&rhos);
+    let best_det = (0..lambdas.len())
+        .map(|j| ours(r, &format!("/table2_perturbed/deterministic/average/{j}")).map(|m| (j, m)))
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .max_by(|a, b| a.1.mean.total_cmp(&b.1.mean));
+    if let Some((j, m)) = best_det {
+        f.references.push(Line::new(
+            format!(
+                "best deterministic (lambda={}), perturbed average",
+                fmt_param(lambdas[j])
+            ),
             m.mean,
+            Family::Deterministic,
         ));
     }
-    out.push(("accuracy_vs_rho.svg", "Accuracy vs ρ_init, clean and perturbed average; dashed: deterministic nets' perturbed averages.", f));
+    out.push(("accuracy_vs_rho.svg", caption("Each BNN's clean test accuracy and perturbed accuracy averaged over the 12 sets (one weight draw per run, 95% CI over runs) by ρ_init", "; dashed: the best deterministic net's perturbed average."), f));
 
-    let idx: Vec<f64> = (1..=12).map(|i| i as f64).collect();
     let best_col = |path: &str| -> Result<usize> {
         (0..len(r, path)?)
             .map(|j| ours(r, &format!("{path}/{j}")).map(|m| (j, m.mean)))
@@ -478,66 +521,125 @@ fn figures(
         best_col("/table2_perturbed/bnn/average")?,
         best_col("/table2_perturbed/deterministic/average")?,
     );
-    let column = |base: &str, j: usize, name: String| -> Result<Series> {
-        let points = idx
-            .iter()
-            .enumerate()
-            .map(|(i, x)| {
-                ours(r, &format!("{base}/rows/{i}/{j}")).map(|m| (*x, m.mean, m.ci95[0], m.ci95[1]))
+    let sources = source_names(r);
+    let column = |base: &str, j: usize, name: String, family: Family| -> Result<Series> {
+        let points = (0..sources.len())
+            .map(|i| {
+                ours(r, &format!("{base}/rows/{i}/{j}"))
+                    .map(|m| (i as f64, m.mean, m.ci95[0], m.ci95[1]))
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Series {
-            name,
-            points,
-            line: false,
-        })
+        Ok(Series::ours(name, family, points).points_only())
     };
-    out.push(("per_source.svg", "Perturbed accuracy per source model (1–4 FC-10, 5–8 FC-200-200-10, 9–12 FC-1200-1200-10; λ = 0, 1e-4, 1e-2, 1 within each), best BNN vs best deterministic net.", figure(
-        "Perturbed accuracy per perturbation source", "source model (1-12)", "accuracy (%)",
-        vec![column("/table2_perturbed/bnn", jb, format!("BNN rho_init={}", rhos[jb]))?, column("/table2_perturbed/deterministic", jd, format!("deterministic lambda={}", fmt_param(lambdas[jd])))?],
-    )));
-
+    let paper_column = |base: &str, j: usize, name: String, family: Family| -> Option<Series> {
+        let p = p?;
+        let points = (0..sources.len())
+            .map(|i| {
+                paper(p, &format!("{base}/rows/{i}/{j}"))
+                    .ok()
+                    .map(|v| (i as f64, v))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(Series::paper(name, family, &points).points_only())
+    };
+    let (bnn_name, det_name) = (
+        format!("BNN rho_init={}", rhos[jb]),
+        format!("deterministic lambda={}", fmt_param(lambdas[jd])),
+    );
     let mut f = figure(
-        "Ensembles: accuracy vs number of weight draws N",
-        "N (log scale)",
-        "perturbed accuracy, average of 12 sets (%)",
+        "Accuracy per perturbation set: best BNN vs best deterministic net",
+        "perturbation source (the net that made the set)",
+        "accuracy (%)",
         [
-            Some(series_from(r, "ours", &ns, "/table3_ensemble/average")?),
-            paper_series(p, "paper", &ns, "/table3_ensemble/average")?,
+            Some(column(
+                "/table2_perturbed/bnn",
+                jb,
+                bnn_name.clone(),
+                Family::Bnn,
+            )?),
+            Some(column(
+                "/table2_perturbed/deterministic",
+                jd,
+                det_name.clone(),
+                Family::Deterministic,
+            )?),
+            paper_column(
+                "/table2_perturbed/bnn",
+                jb,
+                format!("paper: {bnn_name}"),
+                Family::Bnn,
+            ),
+            paper_column(
+                "/table2_perturbed/deterministic",
+                jd,
+                format!("paper: {det_name}"),
+                Family::Deterministic,
+            ),
         ]
         .into_iter()
         .flatten()
         .collect(),
     );
-    f.log_x = true;
+    f.x_axis = plots::XAxis::Categorical(sources.clone());
+    f.legend = plots::SeriesLabelPosition::UpperLeft;
+    out.push(("per_source.svg", caption("Perturbed accuracy on each of the 12 sets for the best BNN (one draw, 95% CI over runs) and the best deterministic net by set average", "."), f));
+
+    let mut f = figure(
+        "BNN ensembles: perturbed accuracy vs number of weight draws N",
+        "N, draws averaged (log scale)",
+        "perturbed accuracy, average of 12 sets (%)",
+        [
+            Some(series_from(
+                r,
+                "ours",
+                Family::Bnn,
+                &ns,
+                "/table3_ensemble/average",
+            )?),
+            paper_series(p, "paper", Family::Bnn, &ns, "/table3_ensemble/average")?,
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
+    );
+    f.x_axis = plots::XAxis::Log;
     f.legend = plots::SeriesLabelPosition::LowerRight;
     out.push((
         "ensemble.svg",
-        "Accuracy vs ensemble size N (Table 3 averages).",
+        caption("Table 3: the Table 3 BNN's N-draw ensemble (eq. 7), perturbed accuracy averaged over the 12 sets, 95% CI over runs", "."),
         f,
     ));
 
     let mut pruning = figure(
-        "SNR pruning",
+        "SNR pruning of the Table 4 BNN: accuracy vs pruning rate",
         "pruning rate (%)",
         "accuracy (%)",
         [
             Some(series_from(
                 r,
                 "clean test",
+                Family::Bnn,
                 &rates,
                 "/table4_pruning/clean_test",
             )?),
             Some(series_from(
                 r,
                 "perturbed, average of 12 sets",
+                Family::Bnn,
                 &rates,
                 "/table4_pruning/average",
             )?),
-            paper_series(p, "paper: clean test", &rates, "/table4_pruning/clean_test")?,
+            paper_series(
+                p,
+                "paper: clean test",
+                Family::Bnn,
+                &rates,
+                "/table4_pruning/clean_test",
+            )?,
             paper_series(
                 p,
                 "paper: perturbed average",
+                Family::Bnn,
                 &rates,
                 "/table4_pruning/average",
             )?,
@@ -546,10 +648,10 @@ fn figures(
         .flatten()
         .collect(),
     );
-    pruning.legend = plots::SeriesLabelPosition::UpperRight;
+    pruning.legend = plots::SeriesLabelPosition::LowerLeft;
     out.push((
         "pruning.svg",
-        "Accuracy vs SNR pruning rate (Table 4), ensemble of 100 draws.",
+        caption("Table 4: accuracy of the pruned BNN's 100-draw ensemble vs SNR pruning rate, clean test and perturbed average over the 12 sets, 95% CI over runs", "."),
         pruning,
     ));
 
@@ -571,19 +673,16 @@ fn figures(
             "SNR |mu|/sigma of the Table 4 BNN's weights",
             "log10 SNR",
             "weights per bin",
-            vec![Series {
-                name: "weights".into(),
-                points,
-                line: true,
-            }],
+            vec![Series::ours("weights", Family::Other, points)],
         );
         let thresholds = params(r, "/table4_pruning/snr_histogram/log10_thresholds")?;
         f.verticals = rates
             .iter()
             .zip(&thresholds)
-            .map(|(rate, t)| (format!("{rate}% pruned below"), *t))
+            .map(|(rate, t)| Line::new(format!("{rate}% pruned below"), *t, Family::Other))
             .collect();
-        out.push(("snr_histogram.svg", "Histogram of log10 SNR of the pruned BNN's weights, with each pruning rate's threshold.", f));
+        f.legend = plots::SeriesLabelPosition::UpperLeft;
+        out.push(("snr_histogram.svg", "Histogram of log10 SNR of the pruned BNN's weights, with each pruning rate's threshold (dashed).".to_owned(), f));
     }
 
     if p.is_none() {
@@ -595,20 +694,17 @@ fn figures(
         .filter_map(|c| Some((c.paper?, c.ours.mean, c.ours.ci95[0], c.ours.ci95[1])))
         .collect();
     let mut f = figure(
-        "Ours vs paper, every table cell",
+        "Ours vs paper, every cell of Tables 1-4",
         "paper (%)",
         "ours (%)",
-        vec![Series {
-            name: "table cells".into(),
-            points,
-            line: false,
-        }],
+        vec![Series::ours("table cells", Family::Other, points).points_only()],
     );
     f.diagonal = true;
     f.legend = plots::SeriesLabelPosition::UpperLeft;
     out.push((
         "ours_vs_paper.svg",
-        "Every cell of Tables 1–4: ours (with 95% CI) against the paper; the line is ours = paper.",
+        "Every cell of Tables 1–4: ours (with 95% CI) against the paper; the line is ours = paper."
+            .to_owned(),
         f,
     ));
     Ok(out)
@@ -837,12 +933,11 @@ pub fn render_with_variants(
     }
     let _ = writeln!(
         md,
-        "\nThe report itself: `bayes-robust{} report --profile {profile}`.",
-        if compare {
-            String::new()
-        } else {
-            format!(" --dataset {dataset}")
-        }
+        "\nThe report itself (figures included, from results.json): `bayes-robust report --dir reports/{}`.",
+        out_dir
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
     );
     let readme = out_dir.join("README.md");
     write_atomic(&readme, md.as_bytes()).map_err(|e| ReportError::Write {
@@ -1151,7 +1246,7 @@ fn every_bnn_section(
             "---|".repeat(eps.len())
         );
         let at_figure = separating_l2_budget(curves);
-        for (rho, one, ens) in &rows {
+        for (i, (rho, one, ens)) in rows.iter().enumerate() {
             let (one, ens) = (acc(*one, norm), acc(*ens, norm));
             let _ = writeln!(
                 md,
@@ -1167,7 +1262,7 @@ fn every_bnn_section(
                 figure_points.2 = eps[j];
                 for (v, out) in [(&one, &mut figure_points.0), (&ens, &mut figure_points.1)] {
                     if let Some(m) = v.get(j) {
-                        out.push((*rho, m.mean, m.ci95[0], m.ci95[1]));
+                        out.push((i as f64, m.mean, m.ci95[0], m.ci95[1]));
                     }
                 }
             }
@@ -1235,21 +1330,21 @@ fn every_bnn_section(
             "White-box L2 accuracy at eps = {} vs rho_init",
             fmt_param(eps)
         ),
-        "rho_init",
+        "rho_init (categorical)",
         "robust accuracy (%)",
         vec![
-            Series {
-                name: "one draw".into(),
-                points: one,
-                line: true,
-            },
-            Series {
-                name: format!("ensemble, {}", ensemble_suffix.as_deref().unwrap_or("EOT")),
-                points: ens,
-                line: true,
-            },
+            Series::ours("BNN, one draw", Family::Bnn, one),
+            Series::ours(
+                format!(
+                    "BNN ensemble, {}",
+                    ensemble_suffix.as_deref().unwrap_or("EOT")
+                ),
+                Family::Bnn,
+                ens,
+            ),
         ],
     );
+    f.x_axis = plots::rho_axis(&rows.iter().map(|r| r.0).collect::<Vec<_>>());
     for c in curves {
         let model = c["model"].as_str().unwrap_or("");
         if model.starts_with("deterministic ")
@@ -1258,7 +1353,8 @@ fn every_bnn_section(
                 .ok()
                 .and_then(|e| e.iter().position(|x| *x == eps))
         {
-            f.references.push((model.to_owned(), v[j].mean));
+            f.references
+                .push(Line::new(model, v[j].mean, Family::Deterministic));
         }
     }
     f.legend = plots::SeriesLabelPosition::UpperRight;
@@ -1383,15 +1479,14 @@ fn whitebox_section(r: &Value, md: &mut String, out_dir: &Path) -> Result<Vec<Pa
                     .collect::<Vec<_>>()
                     .join(" | ")
             );
-            series.push(Series {
-                name: model.to_owned(),
-                points: eps
-                    .iter()
+            series.push(Series::ours(
+                model,
+                family_of_model(model),
+                eps.iter()
                     .zip(&acc)
                     .map(|(e, m)| (*e, m.mean, m.ci95[0], m.ci95[1]))
                     .collect(),
-                line: true,
-            });
+            ));
             if norm == "l2"
                 && let Some(j) = eps.iter().position(|e| *e >= max_transfer_norm)
                 && let Some(t) = transfer_reference(r, model)

@@ -1,4 +1,20 @@
-//! SVG figures (plotters, SVG backend): lines or points with 95% CI error bars.
+//! SVG figures (plotters, SVG backend) under one set of rules, enforced here so that a
+//! new figure follows them by default:
+//!
+//! 1. A categorical axis ([`XAxis::Categorical`]) carries its names as tick labels, one
+//!    per category, never indices.
+//! 2. ρ_init is categorical ([`rho_axis`]): −30 and −10 sit one step apart, as −3 and
+//!    −2.5 do, so the region where the models differ is not squeezed into a corner.
+//! 3. The paper's values are a series of their own ([`Series::paper`]): hollow squares
+//!    in the family's colour joined by a dashed line, and their legend entry is the
+//!    same mark.
+//! 4. Every point carries its 95% CI, drawn as an error bar wherever it has width.
+//! 5. The grid is light grey with no minor lines.
+//! 6. Colour means model family ([`Family`]), the same in every figure of every report;
+//!    several series of one family differ by shade and marker.
+//! 7. The title says what is compared; the caption (written by the report beside the
+//!    figure) says on which data and with what budget.
+//! 8. Text is sized for the report's width: the SVG is 800 × 500 and shown full width.
 
 use std::path::Path;
 
@@ -6,123 +22,422 @@ use plotters::prelude::*;
 
 pub use plotters::chart::SeriesLabelPosition;
 
-/// One series of a figure: (x, mean, ci_low, ci_high) points.
+/// Which kind of model a series or line shows; it alone decides the colour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// Bayes-by-Backprop networks, any ρ_init, one draw or an ensemble of draws.
+    Bnn,
+    /// The deterministic λ nets (and the perturbation sources).
+    Deterministic,
+    /// Confound controls: matched-recipe or matched-init nets, posterior means, frozen
+    /// draws, weight noise.
+    Control,
+    /// Deep ensembles of independently trained deterministic nets.
+    DeepEnsemble,
+    /// Not a model: a histogram, a difference of two models, a data summary.
+    Other,
+}
+
+impl Family {
+    fn base(self) -> RGBColor {
+        match self {
+            Family::Bnn => RGBColor(31, 119, 180),
+            Family::Deterministic => RGBColor(214, 39, 40),
+            Family::Control => RGBColor(44, 160, 44),
+            Family::DeepEnsemble => RGBColor(148, 103, 189),
+            Family::Other => RGBColor(90, 90, 90),
+        }
+    }
+
+    /// The colour of the `k`-th series of this family in one figure: the base colour,
+    /// then alternately darker and lighter shades of it.
+    pub fn color(self, k: usize) -> RGBColor {
+        let RGBColor(r, g, b) = self.base();
+        let step = k.div_ceil(2) as f64;
+        let f = |c: u8| -> u8 {
+            let c = c as f64;
+            let v = if k % 2 == 1 {
+                c * 0.72f64.powf(step)
+            } else {
+                c + (255.0 - c) * (1.0 - 0.7f64.powf(step))
+            };
+            v.round().clamp(0.0, 255.0) as u8
+        };
+        RGBColor(f(r), f(g), f(b))
+    }
+}
+
+/// Where a series' values come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Ours,
+    /// The paper's own numbers (no CI).
+    Paper,
+}
+
+/// One series of a figure: (x, mean, ci_low, ci_high) points. On a categorical axis x
+/// is the category's position (0, 1, …).
+#[derive(Debug, Clone)]
 pub struct Series {
     pub name: String,
     pub points: Vec<(f64, f64, f64, f64)>,
     /// Draw a line through the points (else markers only).
     pub line: bool,
+    pub family: Family,
+    pub origin: Origin,
 }
 
-/// A figure with labelled axes, a legend, error bars, optional horizontal reference
-/// lines and an optional diagonal (for ours-vs-paper scatter plots).
+impl Series {
+    /// Our estimates, markers joined by a line.
+    pub fn ours(
+        name: impl Into<String>,
+        family: Family,
+        points: Vec<(f64, f64, f64, f64)>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            points,
+            line: true,
+            family,
+            origin: Origin::Ours,
+        }
+    }
+
+    /// The paper's values (x, value), drawn as hollow squares on a dashed line.
+    pub fn paper(name: impl Into<String>, family: Family, points: &[(f64, f64)]) -> Self {
+        Self {
+            name: name.into(),
+            points: points.iter().map(|&(x, y)| (x, y, y, y)).collect(),
+            line: true,
+            family,
+            origin: Origin::Paper,
+        }
+    }
+
+    /// Markers only, no line.
+    pub fn points_only(mut self) -> Self {
+        self.line = false;
+        self
+    }
+}
+
+/// A dashed horizontal or vertical line at `at` with its legend label.
+#[derive(Debug, Clone)]
+pub struct Line {
+    pub label: String,
+    pub at: f64,
+    pub family: Family,
+}
+
+impl Line {
+    pub fn new(label: impl Into<String>, at: f64, family: Family) -> Self {
+        Self {
+            label: label.into(),
+            at,
+            family,
+        }
+    }
+}
+
+/// The x axis: linear, logarithmic, or named categories at positions 0, 1, ….
+#[derive(Debug, Clone, PartialEq)]
+pub enum XAxis {
+    Linear,
+    Log,
+    Categorical(Vec<String>),
+}
+
+/// ρ_init values as a categorical axis (rule 2), labelled as the tables write them.
+pub fn rho_axis(rhos: &[f64]) -> XAxis {
+    XAxis::Categorical(rhos.iter().map(|r| format!("{r}")).collect())
+}
+
+/// A dashed line's legend entry (rule 3: it looks like the line): two short dashes.
+macro_rules! dashes {
+    ($x:expr, $y:expr, $color:expr) => {
+        EmptyElement::at(($x, $y))
+            + PathElement::new(vec![(0, 0), (6, 0)], $color.stroke_width(2))
+            + PathElement::new(vec![(10, 0), (16, 0)], $color.stroke_width(2))
+    };
+}
+
+/// A figure with labelled axes, a legend, error bars, optional dashed reference lines
+/// and an optional diagonal (for ours-vs-paper scatter plots).
 pub struct Figure {
     pub title: String,
     pub x_label: String,
     pub y_label: String,
+    pub x_axis: XAxis,
     pub series: Vec<Series>,
-    /// (label, y) dashed horizontal lines.
-    pub references: Vec<(String, f64)>,
-    /// (label, x) dashed vertical lines.
-    pub verticals: Vec<(String, f64)>,
-    pub log_x: bool,
+    /// Dashed horizontal lines at y.
+    pub references: Vec<Line>,
+    /// Dashed vertical lines at x.
+    pub verticals: Vec<Line>,
     pub diagonal: bool,
     /// Where the legend goes (chosen per figure to cover the least data).
     pub legend: SeriesLabelPosition,
 }
 
-const COLORS: [RGBColor; 8] = [
-    RGBColor(31, 119, 180),
-    RGBColor(214, 39, 40),
-    RGBColor(44, 160, 44),
-    RGBColor(148, 103, 189),
-    RGBColor(255, 127, 14),
-    RGBColor(140, 86, 75),
-    RGBColor(227, 119, 194),
-    RGBColor(127, 127, 127),
-];
-
-fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
-    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
-        (a.min(v), b.max(v))
-    });
-    if !lo.is_finite() {
-        return (0.0, 1.0);
-    }
-    // 8% of the range each side (0.5 for a single value, whatever the axis's units).
-    let pad = if hi > lo { (hi - lo) * 0.08 } else { 0.5 };
-    (lo - pad, hi + pad)
-}
-
 impl Figure {
-    /// Renders to an SVG file.
-    pub fn render(&self, path: &Path) -> Result<(), String> {
-        let root = SVGBackend::new(path, (760, 480)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| e.to_string())?;
+    /// A figure with a linear x axis, no reference lines and the legend lower left.
+    pub fn new(title: &str, x_label: &str, y_label: &str, series: Vec<Series>) -> Self {
+        Self {
+            title: title.into(),
+            x_label: x_label.into(),
+            y_label: y_label.into(),
+            x_axis: XAxis::Linear,
+            series,
+            references: vec![],
+            verticals: vec![],
+            diagonal: false,
+            legend: SeriesLabelPosition::LowerLeft,
+        }
+    }
+
+    /// The colour of each series: its family's, shaded by its rank within the family
+    /// (the paper's series of a family share the shade of ours with the same rank).
+    fn series_colors(&self) -> Vec<RGBColor> {
+        let mut seen: Vec<(Family, Origin)> = Vec::new();
+        self.series
+            .iter()
+            .map(|s| {
+                let k = seen
+                    .iter()
+                    .filter(|(f, o)| *f == s.family && *o == s.origin)
+                    .count();
+                seen.push((s.family, s.origin));
+                s.family.color(k)
+            })
+            .collect()
+    }
+
+    /// The colour of each line of `lines`, shaded by its rank within its family.
+    fn line_colors(lines: &[Line]) -> Vec<RGBColor> {
+        lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let k = lines[..i].iter().filter(|m| m.family == l.family).count();
+                l.family.color(k)
+            })
+            .collect()
+    }
+
+    fn x_range(&self) -> (f64, f64) {
         let xs = self
             .series
             .iter()
             .flat_map(|s| s.points.iter().map(|p| p.0))
-            .chain(self.verticals.iter().map(|v| v.1));
-        let (x_lo, x_hi) = if self.log_x {
-            let (lo, hi) = xs.fold((f64::INFINITY, 0.0f64), |(a, b), v| (a.min(v), b.max(v)));
-            (lo.max(1e-9) / 1.5, hi * 1.5)
-        } else {
-            bounds(xs)
+            .chain(self.verticals.iter().map(|v| v.at));
+        match &self.x_axis {
+            XAxis::Categorical(names) => (-0.5, names.len().max(1) as f64 - 0.5),
+            XAxis::Log => {
+                let (lo, hi) = xs.fold((f64::INFINITY, 0.0f64), |(a, b), v| (a.min(v), b.max(v)));
+                (lo.max(1e-9) / 1.5, hi.max(1e-9) * 1.5)
+            }
+            XAxis::Linear => bounds(xs),
+        }
+    }
+
+    /// A categorical figure whose names are too long to sit side by side under the x
+    /// axis, drawn as a forest plot: one row per category (named on the left, first at
+    /// the top), the values along x with horizontal error bars, the reference lines
+    /// vertical.
+    fn render_forest(
+        &self,
+        root: DrawingArea<SVGBackend, plotters::coord::Shift>,
+        names: &[String],
+        (v_lo, v_hi): (f64, f64),
+    ) -> Result<(), String> {
+        let err = |e: &dyn std::fmt::Display| e.to_string();
+        let n = names.len() as f64;
+        let longest = names.iter().map(|n| n.chars().count()).max().unwrap_or(0) as u32;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(&self.title, ("sans-serif", 24))
+            .margin(14)
+            .x_label_area_size(50)
+            .y_label_area_size(24 + 9 * longest)
+            .build_cartesian_2d(v_lo..v_hi, -0.5..n - 0.5)
+            .map_err(|e| err(&e))?;
+        // Row r (from the top) is category r.
+        let row = |i: f64| n - 1.0 - i;
+        let category = |y: &f64| -> String {
+            let i = (n - 1.0 - y).round();
+            if (n - 1.0 - y - i).abs() < 1e-6 && i >= 0.0 {
+                names.get(i as usize).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
         };
+        chart
+            .configure_mesh()
+            .x_desc(&self.y_label)
+            .y_desc(&self.x_label)
+            .label_style(("sans-serif", 18))
+            .axis_desc_style(("sans-serif", 19))
+            .bold_line_style(BLACK.mix(0.12))
+            .light_line_style(TRANSPARENT)
+            .y_labels(names.len())
+            .y_label_formatter(&category)
+            .draw()
+            .map_err(|e| err(&e))?;
+        for (line, color) in self
+            .references
+            .iter()
+            .zip(Self::line_colors(&self.references))
+        {
+            chart
+                .draw_series(DashedLineSeries::new(
+                    vec![(line.at, -0.5), (line.at, n - 0.5)],
+                    6,
+                    4,
+                    color.stroke_width(1),
+                ))
+                .map_err(|e| err(&e))?
+                .label(line.label.clone())
+                .legend(move |(x, y)| dashes!(x, y, color));
+        }
+        for (s, color) in self.series.iter().zip(self.series_colors()) {
+            chart
+                .draw_series(
+                    s.points.iter().filter(|p| p.3 > p.2).map(|p| {
+                        ErrorBar::new_horizontal(row(p.0), p.2, p.1, p.3, color.filled(), 6)
+                    }),
+                )
+                .map_err(|e| err(&e))?;
+            let name = s.name.clone();
+            if s.origin == Origin::Paper {
+                let style = color.stroke_width(2);
+                chart
+                    .draw_series(s.points.iter().map(|p| {
+                        EmptyElement::at((p.1, row(p.0)))
+                            + Rectangle::new([(-4, -4), (4, 4)], style)
+                    }))
+                    .map_err(|e| err(&e))?
+                    .label(name)
+                    .legend(move |(x, y)| {
+                        EmptyElement::at((x + 8, y)) + Rectangle::new([(-4, -4), (4, 4)], style)
+                    });
+            } else {
+                let style = color.filled();
+                chart
+                    .draw_series(
+                        s.points
+                            .iter()
+                            .map(|p| Circle::new((p.1, row(p.0)), 4, style)),
+                    )
+                    .map_err(|e| err(&e))?
+                    .label(name)
+                    .legend(move |(x, y)| Circle::new((x + 8, y), 4, style));
+            }
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.3))
+            .position(self.legend.clone())
+            .label_font(("sans-serif", 17))
+            .draw()
+            .map_err(|e| err(&e))?;
+        root.present().map_err(|e| e.to_string())
+    }
+
+    /// The longest title that fits the figure's width at the title's size (rule 7).
+    pub const MAX_TITLE_CHARS: usize = 70;
+
+    /// Renders to an SVG file; a title longer than [`Self::MAX_TITLE_CHARS`] is an
+    /// error (it would be cut off).
+    pub fn render(&self, path: &Path) -> Result<(), String> {
+        if self.title.chars().count() > Self::MAX_TITLE_CHARS {
+            return Err(format!(
+                "figure title {:?} is longer than {} characters",
+                self.title,
+                Self::MAX_TITLE_CHARS
+            ));
+        }
+        let root = SVGBackend::new(path, (800, 500)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let (x_lo, x_hi) = self.x_range();
         let ys = self
             .series
             .iter()
             .flat_map(|s| s.points.iter().flat_map(|p| [p.2, p.3]))
-            .chain(self.references.iter().map(|r| r.1));
+            .chain(self.references.iter().map(|r| r.at));
         let (mut y_lo, mut y_hi) = bounds(ys);
         if self.diagonal {
             let (lo, hi) = (x_lo.min(y_lo), x_hi.max(y_hi));
             y_lo = lo;
             y_hi = hi;
         }
+        let names: Vec<String> = match &self.x_axis {
+            XAxis::Categorical(n) => n.clone(),
+            _ => Vec::new(),
+        };
+        let longest = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
+        if names.len() * longest > 80 {
+            return self.render_forest(root, &names, (y_lo, y_hi));
+        }
         let mut builder = ChartBuilder::on(&root);
         builder
-            .caption(&self.title, ("sans-serif", 20))
-            .margin(12)
-            .x_label_area_size(45)
-            .y_label_area_size(60);
+            .caption(&self.title, ("sans-serif", 24))
+            .margin(14)
+            .x_label_area_size(50)
+            .y_label_area_size(64);
+        let colors = self.series_colors();
         let err = |e: &dyn std::fmt::Display| e.to_string();
+        let category = |x: &f64| -> String {
+            let i = x.round();
+            if (x - i).abs() < 1e-6 && i >= 0.0 {
+                names.get(i as usize).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        };
         macro_rules! draw {
             ($chart:expr) => {{
                 let mut chart = $chart;
-                chart
-                    .configure_mesh()
-                    .x_desc(&self.x_label)
+                let mut mesh = chart.configure_mesh();
+                mesh.x_desc(&self.x_label)
                     .y_desc(&self.y_label)
-                    .label_style(("sans-serif", 14))
-                    .draw()
-                    .map_err(|e| err(&e))?;
-                for (i, (label, y)) in self.references.iter().enumerate() {
-                    let color = COLORS[(i + 4) % COLORS.len()];
+                    .label_style(("sans-serif", 18))
+                    .axis_desc_style(("sans-serif", 19))
+                    .bold_line_style(BLACK.mix(0.12))
+                    .light_line_style(TRANSPARENT);
+                if !names.is_empty() {
+                    mesh.x_labels(names.len()).x_label_formatter(&category);
+                }
+                mesh.draw().map_err(|e| err(&e))?;
+                for (line, color) in self
+                    .references
+                    .iter()
+                    .zip(Self::line_colors(&self.references))
+                {
                     chart
                         .draw_series(DashedLineSeries::new(
-                            vec![(x_lo, *y), (x_hi, *y)],
+                            vec![(x_lo, line.at), (x_hi, line.at)],
                             6,
                             4,
                             color.stroke_width(1),
                         ))
                         .map_err(|e| err(&e))?
-                        .label(label.clone())
-                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+                        .label(line.label.clone())
+                        .legend(move |(x, y)| dashes!(x, y, color));
                 }
-                for (i, (label, x)) in self.verticals.iter().enumerate() {
-                    let color = COLORS[(i + 1) % COLORS.len()];
+                for (line, color) in self
+                    .verticals
+                    .iter()
+                    .zip(Self::line_colors(&self.verticals))
+                {
                     chart
                         .draw_series(DashedLineSeries::new(
-                            vec![(*x, y_lo), (*x, y_hi)],
+                            vec![(line.at, y_lo), (line.at, y_hi)],
                             5,
                             4,
                             color.stroke_width(1),
                         ))
                         .map_err(|e| err(&e))?
-                        .label(label.clone())
-                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+                        .label(line.label.clone())
+                        .legend(move |(x, y)| dashes!(x, y, color));
                 }
                 if self.diagonal {
                     chart
@@ -136,9 +451,18 @@ impl Figure {
                             PathElement::new(vec![(x, y), (x + 16, y)], BLACK.mix(0.4))
                         });
                 }
-                for (i, s) in self.series.iter().enumerate() {
-                    let color = COLORS[i % COLORS.len()];
-                    if s.line {
+                for (s, &color) in self.series.iter().zip(&colors) {
+                    let paper = s.origin == Origin::Paper;
+                    if s.line && paper {
+                        chart
+                            .draw_series(DashedLineSeries::new(
+                                s.points.iter().map(|p| (p.0, p.1)),
+                                5,
+                                3,
+                                color.stroke_width(1),
+                            ))
+                            .map_err(|e| err(&e))?;
+                    } else if s.line {
                         chart
                             .draw_series(LineSeries::new(
                                 s.points.iter().map(|p| (p.0, p.1)),
@@ -148,44 +472,68 @@ impl Figure {
                     }
                     chart
                         .draw_series(
-                            s.points.iter().map(|p| {
+                            s.points.iter().filter(|p| p.3 > p.2).map(|p| {
                                 ErrorBar::new_vertical(p.0, p.2, p.1, p.3, color.filled(), 6)
                             }),
                         )
                         .map_err(|e| err(&e))?;
-                    chart
-                        .draw_series(
-                            s.points
-                                .iter()
-                                .map(|p| Circle::new((p.0, p.1), 3, color.filled())),
-                        )
-                        .map_err(|e| err(&e))?
-                        .label(s.name.clone())
-                        .legend(move |(x, y)| Circle::new((x + 8, y), 4, color.filled()));
+                    let name = s.name.clone();
+                    if paper {
+                        let style = color.stroke_width(2);
+                        let square = move |x: i32, y: i32| {
+                            EmptyElement::at((x, y)) + Rectangle::new([(-4, -4), (4, 4)], style)
+                        };
+                        chart
+                            .draw_series(s.points.iter().map(|p| {
+                                EmptyElement::at((p.0, p.1))
+                                    + Rectangle::new([(-4, -4), (4, 4)], style)
+                            }))
+                            .map_err(|e| err(&e))?
+                            .label(name)
+                            .legend(move |(x, y)| square(x + 8, y));
+                    } else {
+                        let style = color.filled();
+                        chart
+                            .draw_series(s.points.iter().map(|p| Circle::new((p.0, p.1), 4, style)))
+                            .map_err(|e| err(&e))?
+                            .label(name)
+                            .legend(move |(x, y)| Circle::new((x + 8, y), 4, style));
+                    }
                 }
                 chart
                     .configure_series_labels()
                     .background_style(WHITE.mix(0.85))
                     .border_style(BLACK.mix(0.3))
                     .position(self.legend.clone())
-                    .label_font(("sans-serif", 13))
+                    .label_font(("sans-serif", 17))
                     .draw()
                     .map_err(|e| err(&e))?;
             }};
         }
-        if self.log_x {
-            draw!(
+        match &self.x_axis {
+            XAxis::Log => draw!(
                 builder
                     .build_cartesian_2d((x_lo..x_hi).log_scale(), y_lo..y_hi)
                     .map_err(|e| err(&e))?
-            );
-        } else {
-            draw!(
+            ),
+            XAxis::Categorical(_) | XAxis::Linear => draw!(
                 builder
                     .build_cartesian_2d(x_lo..x_hi, y_lo..y_hi)
                     .map_err(|e| err(&e))?
-            );
+            ),
         }
         root.present().map_err(|e| e.to_string())
     }
+}
+
+fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+        (a.min(v), b.max(v))
+    });
+    if !lo.is_finite() {
+        return (0.0, 1.0);
+    }
+    // 8% of the range each side (0.5 for a single value, whatever the axis's units).
+    let pad = if hi > lo { (hi - lo) * 0.08 } else { 0.5 };
+    (lo - pad, hi + pad)
 }

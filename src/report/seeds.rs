@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::plots::{self, Series};
+use super::plots::{self, Family, Series};
 use super::{ReportError, Result, figure, paper};
 use crate::stats::MeanCi;
 
@@ -53,6 +53,7 @@ pub fn seeds_section(
     );
     let mut per_seed_series = Vec::new();
     let mut mean_points = Vec::new();
+    let mut names = Vec::new();
     for (i, m) in models.iter().enumerate() {
         let seeds: Vec<Option<MeanCi>> = m["per_seed"]
             .as_array()
@@ -79,11 +80,9 @@ pub fn seeds_section(
         for (j, c) in seeds.iter().enumerate() {
             if let Some(c) = c {
                 if per_seed_series.len() <= j {
-                    per_seed_series.push(Series {
-                        name: format!("seed {j}"),
-                        points: Vec::new(),
-                        line: false,
-                    });
+                    per_seed_series.push(
+                        Series::ours(format!("seed {j}"), Family::Other, Vec::new()).points_only(),
+                    );
                 }
                 per_seed_series[j].points.push((
                     i as f64 + 0.06 * j as f64 - 0.12,
@@ -93,23 +92,52 @@ pub fn seeds_section(
                 ));
             }
         }
+        let name = m["model"].as_str().unwrap_or("?");
+        names.push(name.to_owned());
         if let Some(a) = across {
-            mean_points.push((i as f64, a.mean, a.ci95[0], a.ci95[1]));
+            mean_points.push((
+                if m["bayesian"] == true {
+                    Family::Bnn
+                } else {
+                    Family::Deterministic
+                },
+                (i as f64, a.mean, a.ci95[0], a.ci95[1]),
+            ));
         }
     }
-    let mut series = vec![Series {
-        name: "mean over seeds, 95% CI over seeds".into(),
-        points: mean_points,
-        line: false,
-    }];
-    series.extend(per_seed_series);
+    let mut series: Vec<Series> = [
+        (Family::Bnn, "BNNs"),
+        (Family::Deterministic, "deterministic nets"),
+        (Family::Control, "controls"),
+    ]
+    .into_iter()
+    .filter_map(|(family, label)| {
+        let points: Vec<_> = mean_points
+            .iter()
+            .filter(|(f, _)| *f == family)
+            .map(|(_, p)| *p)
+            .collect();
+        (!points.is_empty()).then(|| {
+            Series::ours(
+                format!("{label}: mean over seeds, 95% CI over seeds"),
+                family,
+                points,
+            )
+            .points_only()
+        })
+    })
+    .collect();
+    // The per-seed points first, so that the means are drawn over them.
+    per_seed_series.append(&mut series);
+    let series = per_seed_series;
     let mut f = figure(
-        "Table 2 set average across training seeds",
-        "model (index in the table above)",
+        "Table 2 set average of every model across training seeds",
+        "model",
         "accuracy on the 12 sets (%)",
         series,
     );
-    f.legend = plots::SeriesLabelPosition::LowerLeft;
+    f.x_axis = plots::XAxis::Categorical(names);
+    f.legend = plots::SeriesLabelPosition::UpperLeft;
     let caption = "Each model's Table 2 set average per training seed (CI over weight draws) and over seeds (CI over seeds); models in the order of the table";
     let path = super::embed_figure(&f, out_dir, "seeds.svg", caption, md)?;
 

@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::plots::{Figure, Series, SeriesLabelPosition};
+use super::plots::{Family, Figure, Line, Series, SeriesLabelPosition};
 use super::{ReportError, Result, embed_figure};
 use crate::attack::BudgetReading;
 use crate::experiment::strength::{
-    ClaimPoint, Comparison, StrengthPoint, StrengthSection, Verdict,
+    ClaimPoint, Comparison, Family as StrengthFamily, StrengthPoint, StrengthSection, Verdict,
 };
 use crate::stats::MeanCi;
 
@@ -282,11 +282,11 @@ fn code_curve(code: &Value) -> Option<Series> {
             Some((ms[i] * d, c.mean, c.ci95[0], c.ci95[1]))
         })
         .collect();
-    Some(Series {
-        name: "best BNN − best det., the authors' code protocol (both × m)".into(),
+    Some(Series::ours(
+        "best BNN − best det., the authors' code protocol (both × m)",
+        Family::Other,
         points,
-        line: true,
-    })
+    ))
 }
 
 fn margin_figure(
@@ -296,21 +296,31 @@ fn margin_figure(
 ) -> Figure {
     let cap_m = along(section, BudgetReading::PerExampleCap, true);
     let cap_k = along(section, BudgetReading::PerExampleCap, false);
-    let series_of = |c: &Comparison, idx: &[usize], name: String, line: bool| Series {
-        name,
-        points: idx
-            .iter()
-            .map(|&i| {
-                let m = &c.margin[i];
-                (
-                    section.points[i].mean_distortion,
-                    m.mean,
-                    m.ci95[0],
-                    m.ci95[1],
-                )
-            })
-            .collect(),
-        line,
+    // The margins are differences, coloured by what the BNN is compared with.
+    let family_of = |c: &Comparison| match c.against {
+        Some(StrengthFamily::Deterministic) => Family::Deterministic,
+        Some(StrengthFamily::BnnDraw) => Family::Bnn,
+        Some(StrengthFamily::DeepEnsemble) => Family::DeepEnsemble,
+        Some(_) => Family::Control,
+        None => Family::Other,
+    };
+    let series_of = |c: &Comparison, idx: &[usize], name: String, line: bool| {
+        let s = Series::ours(
+            name,
+            family_of(c),
+            idx.iter()
+                .map(|&i| {
+                    let m = &c.margin[i];
+                    (
+                        section.points[i].mean_distortion,
+                        m.mean,
+                        m.ci95[0],
+                        m.ci95[1],
+                    )
+                })
+                .collect(),
+        );
+        if line { s } else { s.points_only() }
     };
     let mut series: Vec<Series> = section
         .comparisons
@@ -335,29 +345,33 @@ fn margin_figure(
             .first()
             .and_then(|c| Some((c, c.margin.first()?)))
         {
-            series.push(Series {
-                name: format!("{}, paper-matched {}", short_name(&c0.name), cp.axis),
-                points: vec![(cp.point.mean_distortion, m.mean, m.ci95[0], m.ci95[1])],
-                line: false,
-            });
+            series.push(
+                Series::ours(
+                    format!("{}, paper-matched {}", short_name(&c0.name), cp.axis),
+                    family_of(c0),
+                    vec![(cp.point.mean_distortion, m.mean, m.ci95[0], m.ci95[1])],
+                )
+                .points_only(),
+            );
         }
     }
     series.extend(code.and_then(code_curve));
-    let mut references = vec![("no margin".to_owned(), 0.0)];
-    if let Some(p) = paper_margin {
-        references.push((format!("paper's margin ({p:+.1})"), p));
-    }
-    Figure {
-        title: "Margins against attack strength (per-example cap)".into(),
-        x_label: "12-set average mean distortion (RMS per pixel)".into(),
-        y_label: "margin of set averages (points)".into(),
+    let mut f = Figure::new(
+        "Best-BNN margins vs attack strength (text protocol, per-example cap)",
+        "12-set average mean distortion (RMS per pixel)",
+        "margin of set averages (points)",
         series,
-        references,
-        verticals: Vec::new(),
-        log_x: false,
-        diagonal: false,
-        legend: SeriesLabelPosition::UpperRight,
+    );
+    f.references = vec![Line::new("no margin", 0.0, Family::Other)];
+    if let Some(p) = paper_margin {
+        f.references.push(Line::new(
+            format!("paper's margin ({p:+.1})"),
+            p,
+            Family::Deterministic,
+        ));
     }
+    f.legend = SeriesLabelPosition::UpperRight;
+    f
 }
 
 /// The paper's four claims, one row per reading of its difficulty: Table 2's sets as

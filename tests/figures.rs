@@ -1,0 +1,277 @@
+//! The figure rules of `report::plots` (its module doc), checked on rendered SVG: a
+//! title, axis labels and one legend entry per drawn series or line; categorical axes
+//! named, never indexed; ρ_init spaced as categories; the paper's values as hollow
+//! squares, in the legend too; one colour per model family in every figure; and every
+//! committed report's figures.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use bayes_robust::experiment::RHO_INITS;
+use bayes_robust::report::plots::{Family, Figure, Line, Series, XAxis, rho_axis};
+
+/// A `<text>` of a rendered SVG: its string, position and font size.
+#[derive(Debug, Clone)]
+struct Text {
+    text: String,
+    x: f64,
+    size: f64,
+}
+
+fn texts(svg: &str) -> Vec<Text> {
+    let doc = roxmltree::Document::parse(svg).unwrap_or_else(|e| panic!("not XML: {e}"));
+    doc.descendants()
+        .filter(|n| n.has_tag_name("text"))
+        .filter_map(|n| {
+            Some(Text {
+                text: n.text()?.trim().to_owned(),
+                x: n.attribute("x")?.parse().ok()?,
+                size: n.attribute("font-size")?.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+fn render(f: &Figure) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f.svg");
+    f.render(&path).unwrap();
+    std::fs::read_to_string(path).unwrap()
+}
+
+fn points(ys: &[f64]) -> Vec<(f64, f64, f64, f64)> {
+    ys.iter()
+        .enumerate()
+        .map(|(i, y)| (i as f64, *y, y - 1.0, y + 1.0))
+        .collect()
+}
+
+/// How many times each string occurs among the texts.
+fn counts(ts: &[Text]) -> BTreeMap<&str, usize> {
+    let mut m = BTreeMap::new();
+    for t in ts {
+        *m.entry(t.text.as_str()).or_insert(0) += 1;
+    }
+    m
+}
+
+fn fixture(axis: XAxis) -> Figure {
+    let mut f = Figure::new(
+        "What is compared, on which data",
+        "the x description",
+        "the y description",
+        vec![
+            Series::ours("our BNN", Family::Bnn, points(&[52.0, 55.0, 58.0])),
+            Series::ours(
+                "our deterministic net",
+                Family::Deterministic,
+                points(&[51.0, 54.0, 57.0]),
+            ),
+            Series::paper(
+                "paper: BNN",
+                Family::Bnn,
+                &[(0.0, 53.0), (1.0, 56.0), (2.0, 59.0)],
+            ),
+        ],
+    );
+    f.references = vec![Line::new("a reference", 56.5, Family::Deterministic)];
+    f.x_axis = axis;
+    f
+}
+
+#[test]
+fn a_figure_shows_its_title_axis_labels_and_one_legend_entry_per_series_and_line() {
+    let long: Vec<String> = (0..12)
+        .map(|i| format!("a long category name {i}"))
+        .collect();
+    for axis in [
+        XAxis::Linear,
+        XAxis::Log,
+        XAxis::Categorical(vec!["a".into(), "b".into(), "c".into()]),
+        XAxis::Categorical(long),
+    ] {
+        let mut f = fixture(axis.clone());
+        if axis == XAxis::Log {
+            for s in &mut f.series {
+                for p in &mut s.points {
+                    p.0 += 1.0;
+                }
+            }
+        }
+        let ts = texts(&render(&f));
+        let c = counts(&ts);
+        let title = ts.iter().max_by(|a, b| a.size.total_cmp(&b.size)).unwrap();
+        assert_eq!(
+            title.text, f.title,
+            "{axis:?}: the largest text is the title"
+        );
+        for label in [&f.x_label, &f.y_label] {
+            assert_eq!(c.get(label.as_str()), Some(&1), "{axis:?}: {label}");
+        }
+        for name in f
+            .series
+            .iter()
+            .map(|s| &s.name)
+            .chain(f.references.iter().map(|l| &l.label))
+        {
+            assert_eq!(
+                c.get(name.as_str()),
+                Some(&1),
+                "{axis:?}: legend entry {name}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_categorical_axis_is_labelled_by_name_never_by_index() {
+    let short = vec!["alpha".to_owned(), "beta".into(), "gamma".into()];
+    let long: Vec<String> = (0..12)
+        .map(|i| format!("FC-1200-1200-10 (lambda={i})"))
+        .collect();
+    for names in [short, long] {
+        let ts = texts(&render(&fixture(XAxis::Categorical(names.clone()))));
+        let c = counts(&ts);
+        for n in &names {
+            assert_eq!(c.get(n.as_str()), Some(&1), "tick {n}");
+        }
+        for i in 0..names.len() {
+            for index in [format!("{i}"), format!("{i}.0")] {
+                assert!(!c.contains_key(index.as_str()), "an index tick {index}");
+            }
+        }
+    }
+}
+
+/// The x position of each ρ_init tick of a figure.
+fn rho_ticks(ts: &[Text]) -> BTreeMap<String, f64> {
+    ts.iter()
+        .filter(|t| RHO_INITS.iter().any(|r| format!("{r}") == t.text))
+        .map(|t| (t.text.clone(), t.x))
+        .collect()
+}
+
+fn assert_rho_spacing(ticks: &BTreeMap<String, f64>, what: &str) {
+    let x = |r: &str| {
+        *ticks
+            .get(r)
+            .unwrap_or_else(|| panic!("{what}: no tick {r}: {ticks:?}"))
+    };
+    let far = (x("-10") - x("-30")).abs();
+    let near = (x("-2.5") - x("-3")).abs();
+    assert!(
+        far <= near + 1.0 && near > 0.0,
+        "{what}: -30 … -10 is {far} px, -3 … -2.5 is {near} px"
+    );
+}
+
+#[test]
+fn the_rho_axis_spaces_minus_30_and_minus_10_as_minus_3_and_minus_2_5() {
+    let at: Vec<f64> = (0..RHO_INITS.len()).map(|i| i as f64).collect();
+    let mut f = Figure::new(
+        "rho",
+        "rho_init",
+        "accuracy (%)",
+        vec![Series::ours(
+            "BNN",
+            Family::Bnn,
+            at.iter()
+                .map(|&i| (i, 90.0 - i, 89.0 - i, 91.0 - i))
+                .collect(),
+        )],
+    );
+    f.x_axis = rho_axis(&RHO_INITS);
+    assert_rho_spacing(&rho_ticks(&texts(&render(&f))), "fixture");
+}
+
+#[test]
+fn the_papers_values_are_hollow_squares_in_the_legend_too() {
+    let svg = render(&fixture(XAxis::Linear));
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    let hollow = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("rect") && n.attribute("fill") == Some("none"))
+        .filter(|n| n.attribute("stroke") == Some("#1F77B4"))
+        .count();
+    // Three points and one legend mark, in the BNN family's colour.
+    assert_eq!(hollow, 4, "{svg}");
+}
+
+/// The fill colours of a figure's filled circles (our points and their legend marks).
+fn circle_fills(svg: &str) -> Vec<String> {
+    let doc = roxmltree::Document::parse(svg).unwrap();
+    doc.descendants()
+        .filter(|n| n.has_tag_name("circle"))
+        .filter_map(|n| n.attribute("fill").map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn a_model_family_keeps_its_colour_whatever_else_the_figure_shows() {
+    let bnn = Series::ours("BNN", Family::Bnn, points(&[1.0, 2.0]));
+    let det = Series::ours("det", Family::Deterministic, points(&[1.5, 2.5]));
+    let alone = circle_fills(&render(&Figure::new("a", "x", "y", vec![bnn.clone()])));
+    let after = circle_fills(&render(&Figure::new("b", "x", "y", vec![det, bnn])));
+    let bnn_colour = Family::Bnn.color(0);
+    let hex = format!(
+        "#{:02X}{:02X}{:02X}",
+        bnn_colour.0, bnn_colour.1, bnn_colour.2
+    );
+    assert!(alone.iter().all(|c| *c == hex), "{alone:?}");
+    assert_eq!(after.iter().filter(|c| **c == hex).count(), alone.len());
+    // Shades of one family differ from each other and from other families.
+    let shades: Vec<_> = (0..4).map(|k| Family::Bnn.color(k)).collect();
+    for (i, a) in shades.iter().enumerate() {
+        assert!(shades[i + 1..].iter().all(|b| b != a));
+        assert_ne!(*a, Family::Deterministic.color(0));
+    }
+}
+
+fn committed_svgs() -> Vec<PathBuf> {
+    let reports = Path::new(env!("CARGO_MANIFEST_DIR")).join("reports");
+    let mut out = Vec::new();
+    for dir in std::fs::read_dir(&reports).unwrap().flatten() {
+        if !dir.path().is_dir() || dir.path().ends_with("quick") {
+            continue;
+        }
+        for f in std::fs::read_dir(dir.path()).unwrap().flatten() {
+            if f.path().extension().is_some_and(|e| e == "svg") {
+                out.push(f.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn every_committed_figure_follows_the_rules() {
+    let svgs = committed_svgs();
+    assert!(svgs.len() >= 40, "{svgs:?}");
+    for path in svgs {
+        let svg = std::fs::read_to_string(&path).unwrap();
+        let what = path.display().to_string();
+        let ts = texts(&svg);
+        let largest = ts.iter().map(|t| t.size).fold(0.0, f64::max);
+        let titles = ts.iter().filter(|t| t.size == largest).count();
+        assert_eq!(titles, 1, "{what}: one title");
+        assert!(ts.len() >= 8, "{what}: axis labels, ticks and a legend");
+        let name = path.file_name().unwrap().to_string_lossy();
+        if name == "accuracy_vs_rho.svg" || name == "whitebox_every_bnn.svg" {
+            assert_rho_spacing(&rho_ticks(&ts), &what);
+        }
+        if name == "per_source.svg" {
+            let c = counts(&ts);
+            assert!(c.contains_key("FC-10 (lambda=0)"), "{what}: sources named");
+            assert!(!c.keys().any(|t| t.contains("1-12")), "{what}");
+        }
+        if name == "seeds.svg" {
+            let c = counts(&ts);
+            assert!(
+                c.contains_key("lambda=0") && c.contains_key("rho_init=-30"),
+                "{what}"
+            );
+            assert!(!c.keys().any(|t| t.contains("index")), "{what}");
+        }
+    }
+}
