@@ -305,40 +305,9 @@ impl Figure {
                     }),
                 )
                 .map_err(|e| err(&e))?;
-            let name = s.name.clone();
-            if s.origin == Origin::Paper {
-                let style = color.stroke_width(2);
-                chart
-                    .draw_series(s.points.iter().map(|p| {
-                        EmptyElement::at((p.1, row(p.0)))
-                            + Rectangle::new([(-4, -4), (4, 4)], style)
-                    }))
-                    .map_err(|e| err(&e))?
-                    .label(name)
-                    .legend(move |(x, y)| {
-                        EmptyElement::at((x + 8, y)) + Rectangle::new([(-4, -4), (4, 4)], style)
-                    });
-            } else {
-                let style = color.filled();
-                chart
-                    .draw_series(
-                        s.points
-                            .iter()
-                            .map(|p| Circle::new((p.1, row(p.0)), 4, style)),
-                    )
-                    .map_err(|e| err(&e))?
-                    .label(name)
-                    .legend(move |(x, y)| Circle::new((x + 8, y), 4, style));
-            }
+            draw_marks(&mut chart, s, color, |p| (p.1, row(p.0)))?;
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.3))
-            .position(self.legend.clone())
-            .label_font(("sans-serif", 17))
-            .draw()
-            .map_err(|e| err(&e))?;
+        draw_legend(&mut chart, &self.legend)?;
         root.present().map_err(|e| e.to_string())
     }
 
@@ -477,37 +446,9 @@ impl Figure {
                             }),
                         )
                         .map_err(|e| err(&e))?;
-                    let name = s.name.clone();
-                    if paper {
-                        let style = color.stroke_width(2);
-                        let square = move |x: i32, y: i32| {
-                            EmptyElement::at((x, y)) + Rectangle::new([(-4, -4), (4, 4)], style)
-                        };
-                        chart
-                            .draw_series(s.points.iter().map(|p| {
-                                EmptyElement::at((p.0, p.1))
-                                    + Rectangle::new([(-4, -4), (4, 4)], style)
-                            }))
-                            .map_err(|e| err(&e))?
-                            .label(name)
-                            .legend(move |(x, y)| square(x + 8, y));
-                    } else {
-                        let style = color.filled();
-                        chart
-                            .draw_series(s.points.iter().map(|p| Circle::new((p.0, p.1), 4, style)))
-                            .map_err(|e| err(&e))?
-                            .label(name)
-                            .legend(move |(x, y)| Circle::new((x + 8, y), 4, style));
-                    }
+                    draw_marks(&mut chart, s, color, |p| (p.0, p.1))?;
                 }
-                chart
-                    .configure_series_labels()
-                    .background_style(WHITE.mix(0.85))
-                    .border_style(BLACK.mix(0.3))
-                    .position(self.legend.clone())
-                    .label_font(("sans-serif", 17))
-                    .draw()
-                    .map_err(|e| err(&e))?;
+                draw_legend(&mut chart, &self.legend)?;
             }};
         }
         match &self.x_axis {
@@ -524,6 +465,64 @@ impl Figure {
         }
         root.present().map_err(|e| e.to_string())
     }
+}
+
+/// A series' marks at `at(point)` with its legend entry: filled circles (ours) or
+/// hollow squares (the paper's, rule 3), the legend mark the same as the plot's.
+fn draw_marks<'a, DB, X, Y>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<X, Y>>,
+    s: &Series,
+    color: RGBColor,
+    at: impl Fn(&(f64, f64, f64, f64)) -> (f64, f64),
+) -> Result<(), String>
+where
+    DB: DrawingBackend + 'a,
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    if s.origin == Origin::Paper {
+        let style = color.stroke_width(2);
+        chart
+            .draw_series(
+                s.points
+                    .iter()
+                    .map(|p| EmptyElement::at(at(p)) + Rectangle::new([(-4, -4), (4, 4)], style)),
+            )
+            .map_err(|e| err(&e))?
+            .label(s.name.clone())
+            .legend(move |(x, y)| {
+                EmptyElement::at((x + 8, y)) + Rectangle::new([(-4, -4), (4, 4)], style)
+            });
+    } else {
+        let style = color.filled();
+        chart
+            .draw_series(s.points.iter().map(|p| Circle::new(at(p), 4, style)))
+            .map_err(|e| err(&e))?
+            .label(s.name.clone())
+            .legend(move |(x, y)| Circle::new((x + 8, y), 4, style));
+    }
+    Ok(())
+}
+
+/// The legend box at `position`.
+fn draw_legend<'a, DB, X, Y>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<X, Y>>,
+    position: &SeriesLabelPosition,
+) -> Result<(), String>
+where
+    DB: DrawingBackend + 'a,
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.3))
+        .position(position.clone())
+        .label_font(("sans-serif", 17))
+        .draw()
+        .map_err(|e| e.to_string())
 }
 
 fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
