@@ -281,22 +281,9 @@ impl Figure {
             .y_label_formatter(&category)
             .draw()
             .map_err(|e| err(&e))?;
-        for (line, color) in self
-            .references
-            .iter()
-            .zip(Self::line_colors(&self.references))
-        {
-            chart
-                .draw_series(DashedLineSeries::new(
-                    vec![(line.at, -0.5), (line.at, n - 0.5)],
-                    6,
-                    4,
-                    color.stroke_width(1),
-                ))
-                .map_err(|e| err(&e))?
-                .label(line.label.clone())
-                .legend(move |(x, y)| dashes!(x, y, color));
-        }
+        draw_dashed(&mut chart, &self.references, |at| {
+            [(at, -0.5), (at, n - 0.5)]
+        })?;
         for (s, color) in self.series.iter().zip(self.series_colors()) {
             chart
                 .draw_series(
@@ -376,38 +363,8 @@ impl Figure {
                     mesh.x_labels(names.len()).x_label_formatter(&category);
                 }
                 mesh.draw().map_err(|e| err(&e))?;
-                for (line, color) in self
-                    .references
-                    .iter()
-                    .zip(Self::line_colors(&self.references))
-                {
-                    chart
-                        .draw_series(DashedLineSeries::new(
-                            vec![(x_lo, line.at), (x_hi, line.at)],
-                            6,
-                            4,
-                            color.stroke_width(1),
-                        ))
-                        .map_err(|e| err(&e))?
-                        .label(line.label.clone())
-                        .legend(move |(x, y)| dashes!(x, y, color));
-                }
-                for (line, color) in self
-                    .verticals
-                    .iter()
-                    .zip(Self::line_colors(&self.verticals))
-                {
-                    chart
-                        .draw_series(DashedLineSeries::new(
-                            vec![(line.at, y_lo), (line.at, y_hi)],
-                            5,
-                            4,
-                            color.stroke_width(1),
-                        ))
-                        .map_err(|e| err(&e))?
-                        .label(line.label.clone())
-                        .legend(move |(x, y)| dashes!(x, y, color));
-                }
+                draw_dashed(&mut chart, &self.references, |at| [(x_lo, at), (x_hi, at)])?;
+                draw_dashed(&mut chart, &self.verticals, |at| [(at, y_lo), (at, y_hi)])?;
                 if self.diagonal {
                     chart
                         .draw_series(LineSeries::new(
@@ -501,6 +458,33 @@ where
             .map_err(|e| err(&e))?
             .label(s.name.clone())
             .legend(move |(x, y)| Circle::new((x + 8, y), 4, style));
+    }
+    Ok(())
+}
+
+/// Dashed lines (references or verticals) from `ends(line.at)`, each shaded by its
+/// rank in its family, with a dashed legend entry.
+fn draw_dashed<'a, DB, X, Y>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<X, Y>>,
+    lines: &[Line],
+    ends: impl Fn(f64) -> [(f64, f64); 2],
+) -> Result<(), String>
+where
+    DB: DrawingBackend + 'a,
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    for (line, color) in lines.iter().zip(Figure::line_colors(lines)) {
+        chart
+            .draw_series(DashedLineSeries::new(
+                ends(line.at),
+                6,
+                4,
+                color.stroke_width(1),
+            ))
+            .map_err(|e| e.to_string())?
+            .label(line.label.clone())
+            .legend(move |(x, y)| dashes!(x, y, color));
     }
     Ok(())
 }
