@@ -53,6 +53,15 @@ else
     torch_ok || die "torch was installed but .venv does not hold torch $TORCH_VERSION with lib/libtorch_cpu.so"
 fi
 
+# numpy, for docs/per_example.py (the per-example results' Python example and its test).
+if "$VENV/bin/python" -c 'import numpy' 2>/dev/null; then
+    step "numpy already in .venv"
+else
+    step "installing numpy into .venv (for docs/per_example.py)"
+    "$VENV/bin/python" -m pip install --disable-pip-version-check -q numpy ||
+        die "pip could not install numpy (is PyPI reachable?)"
+fi
+
 # --- 2. .cargo/config.toml ----------------------------------------------------------
 TORCH_DIR=$("$VENV/bin/python" -c 'import importlib.util,pathlib;print(pathlib.Path(importlib.util.find_spec("torch").origin).parent)')
 mkdir -p "$ROOT/.cargo"

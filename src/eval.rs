@@ -1,6 +1,6 @@
 //! Accuracy of models under weight sampling, over repeated runs.
 
-use tch::Kind;
+use tch::{Kind, Tensor};
 
 use crate::data::Split;
 use crate::model::Classifier;
@@ -64,6 +64,50 @@ pub fn single_draw_accuracies(
             done += k;
         }
         out
+    })
+}
+
+/// Per example of `split`, whether the deterministic net classifies it correctly:
+/// `[n]` i64 of 0/1 (the per-example form of [`accuracy`]).
+pub fn correct_flags(mlp: &Mlp, split: &Split, chunks: EvalChunks) -> Tensor {
+    tch::no_grad(|| {
+        let parts: Vec<Tensor> = split
+            .batches(chunks.examples)
+            .map(|b| {
+                mlp.forward(&b.images)
+                    .argmax(-1, false)
+                    .eq_tensor(&b.labels)
+                    .to_kind(Kind::Int64)
+            })
+            .collect();
+        Tensor::cat(&parts, 0)
+    })
+}
+
+/// Per example of `split`, in how many of `runs` single-draw passes it is classified
+/// correctly: `[n]` i64. It draws weights exactly as [`single_draw_accuracies`] does, so
+/// after the same seed the counts' mean over examples, divided by `runs`, is the mean of
+/// those runs' accuracies.
+pub fn single_draw_correct_counts(
+    model: &impl Classifier,
+    split: &Split,
+    runs: usize,
+    chunks: EvalChunks,
+) -> Tensor {
+    tch::no_grad(|| {
+        let mut counts = split.labels.zeros_like();
+        let mut done = 0;
+        while done < runs {
+            let k = chunks.draws.min(runs - done).max(1);
+            let logits = model.sample_logits(&split.images, k);
+            counts += logits
+                .argmax(-1, false)
+                .eq_tensor(&split.labels)
+                .to_kind(Kind::Int64)
+                .sum_dim_intlist([0].as_slice(), false, Kind::Int64);
+            done += k;
+        }
+        counts
     })
 }
 

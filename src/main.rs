@@ -113,6 +113,11 @@ struct ReproduceArgs {
     /// with the text protocol's controls.
     #[arg(long)]
     strength: bool,
+    /// Also write each evaluation model's per-example results of Tables 1–2 and each
+    /// perturbation set's per-example distortion and success, as per_example.npz (with
+    /// per_example.json) beside results.json (docs/PER_EXAMPLE.md; text protocol).
+    #[arg(long)]
+    per_example: bool,
     /// text: the paper's text (default); code: the authors' notebooks (targeted attack
     /// on validation images, evaluation multipliers, their training recipes, per-tensor
     /// pruning) plus the confound controls, written to reports/<profile>-code/.
@@ -342,6 +347,9 @@ fn run(cli: Cli) -> Result<()> {
                     "--whitebox belongs to the text protocol (it attacks the models of reports/<profile>/)"
                 );
             }
+            if code && args.per_example {
+                bail!("--per-example belongs to the text protocol (its Tables 1–2)");
+            }
             if code && args.strength {
                 bail!(
                     "--strength belongs to the text protocol (the code protocol has its own multiplier sweep)"
@@ -373,6 +381,7 @@ fn run(cli: Cli) -> Result<()> {
                 }),
                 whitebox: args.whitebox,
                 strength: args.strength,
+                per_example: args.per_example,
                 prune_mode: args.pruning.map(|p| match p {
                     PruningArg::Global => PruneMode::Global,
                     PruningArg::PerTensor => PruneMode::PerTensor,

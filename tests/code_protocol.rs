@@ -257,6 +257,7 @@ fn the_quick_code_protocol_runs_end_to_end_and_resumes() {
         stop_after: None,
         whitebox: false,
         strength: false,
+        per_example: false,
         prune_mode: None,
         train_seeds: None,
     };

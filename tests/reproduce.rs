@@ -3,13 +3,134 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use bayes_robust::data::Dataset;
 use bayes_robust::experiment::Profile;
 use bayes_robust::experiment::cache;
 use bayes_robust::experiment::reproduce::{ReproduceConfig, Stage, reproduce};
 use serde_json::Value;
+
+/// The numbers on the line of `out` that starts with `tag`.
+fn printed(out: &str, tag: &str) -> Vec<f64> {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(tag))
+        .unwrap_or_else(|| panic!("the example printed no {tag:?} line: {out}"));
+    line.split_whitespace()
+        .filter_map(|t| t.parse::<f64>().ok())
+        .collect()
+}
+
+/// The per-example files reproduce every Table 1–2 cell they cover and each set's
+/// distortion and success; the Python example (docs/per_example.py, the project venv's
+/// numpy) gets results.json's numbers.
+fn assert_per_example(r: &Value, root: &Path, dir: &Path) {
+    assert_eq!(
+        r["per_example_files"],
+        serde_json::json!(["per_example.npz", "per_example.json"])
+    );
+    let index: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("per_example.json")).unwrap())
+            .unwrap();
+    let arrays = tch::Tensor::read_npz(dir.join("per_example.npz")).unwrap();
+    let get = |name: &str| {
+        arrays
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no {name} in per_example.npz"))
+            .1
+            .to_kind(tch::Kind::Double)
+    };
+    let (correct, runs) = (get("correct"), get("runs"));
+    let models = index["models"].as_array().unwrap();
+    assert_eq!(models.len(), 11);
+    assert_eq!(correct.size(), [11, 14, 500]);
+    for (m, e) in models.iter().enumerate() {
+        let (group, j) = (
+            e["group"].as_str().unwrap(),
+            e["index"].as_u64().unwrap() as usize,
+        );
+        let runs_m = runs.double_value(&[m as i64]);
+        for s in 0..14 {
+            let ours = 100.0
+                * correct
+                    .get(m as i64)
+                    .get(s)
+                    .mean(tch::Kind::Double)
+                    .double_value(&[])
+                / runs_m;
+            let cell = match s {
+                0 => &r["table1_clean"][group]["validation"][j],
+                1 => &r["table1_clean"][group]["test"][j],
+                k => &r["table2_perturbed"][group]["rows"][k as usize - 2][j],
+            };
+            let want = cell["mean"].as_f64().unwrap();
+            assert!(
+                (ours - want).abs() < 1e-4,
+                "{} split {s}: {ours} vs {want}",
+                e["name"]
+            );
+        }
+    }
+    let (rms, fooled) = (get("set_rms"), get("set_fooled"));
+    for (k, set) in r["perturbation_sets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+    {
+        let k = k as i64;
+        let d = rms.get(k).mean(tch::Kind::Double).double_value(&[]);
+        let f = fooled.get(k).mean(tch::Kind::Double).double_value(&[]);
+        assert!(
+            (d - set["mean_distortion"].as_f64().unwrap()).abs() < 1e-5,
+            "{set}"
+        );
+        assert!(
+            (f - set["success_rate"].as_f64().unwrap()).abs() < 1e-9,
+            "{set}"
+        );
+    }
+
+    let python = root.join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: scripts/setup.sh makes it (with numpy)",
+        python.display()
+    );
+    let out = std::process::Command::new(&python)
+        .arg(root.join("docs/per_example.py"))
+        .arg(dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "docs/per_example.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cell = printed(&stdout, "cell");
+    let want = r["table2_perturbed"]["bnn"]["rows"][0][3]["mean"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        (cell.last().unwrap() - want).abs() < 1e-4,
+        "{stdout} vs {want}"
+    );
+    let best = |g: &str| {
+        r["table2_perturbed"][g]["average"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["mean"].as_f64().unwrap())
+            .fold(f64::NEG_INFINITY, f64::max)
+    };
+    let margin = printed(&stdout, "margin");
+    let want = best("bnn") - best("deterministic");
+    assert!((margin[0] - want).abs() < 1e-4, "{stdout} vs {want}");
+    assert!(margin[1] <= margin[0] && margin[0] <= margin[2], "{stdout}");
+}
 
 /// Keys whose values are parameters of the grid, not results.
 const PARAMETERS: [&str; 4] = ["rho_init", "lambda", "n_samples", "rate_percent"];
@@ -183,6 +304,7 @@ fn the_quick_profile_reproduces_every_cell_and_resumes_without_recomputing() {
         stop_after: None,
         whitebox: true,
         strength: true,
+        per_example: true,
         prune_mode: None,
         train_seeds: None,
     };
@@ -230,6 +352,7 @@ fn the_quick_profile_reproduces_every_cell_and_resumes_without_recomputing() {
     }
     assert_eq!(computed(&first), [0, 0, 0, 14, STRENGTH_EVALS, 22]);
     assert_strength_axis(&first);
+    assert_per_example(&first, &root, &root.join("reports/quick"));
     for stage in first["meta"]["stages"].as_array().unwrap() {
         assert!(stage["flops"].as_f64().unwrap() > 0.0, "{stage}");
     }

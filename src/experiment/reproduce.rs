@@ -2,6 +2,7 @@
 //! sets, runs every evaluation of Tables 1–4, and writes `results.json`, reusing every
 //! artifact that an earlier run with the same configuration finished.
 
+mod per_example;
 mod strength_stage;
 
 use std::path::PathBuf;
@@ -77,6 +78,9 @@ pub struct ReproduceConfig {
     /// budget readings, multipliers, confidences κ, the paper-matched difficulty and the
     /// controls).
     pub strength: bool,
+    /// Also write each evaluation model's per-example results of Tables 1–2 and each
+    /// set's per-example distortion and success (`per_example.npz` beside results.json).
+    pub per_example: bool,
 }
 
 impl ReproduceConfig {
@@ -1460,6 +1464,42 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
         flops: eval_flops,
     });
 
+    // Stage 4a (optional): the per-example results of Tables 1–2.
+    let per_example_files = if cfg.per_example {
+        let models: Vec<per_example::Evaluated> = dets
+            .iter()
+            .zip(&det_ready)
+            .enumerate()
+            .map(|(index, (gm, ready))| per_example::Evaluated {
+                name: &gm.name,
+                group: "deterministic",
+                index,
+                ready,
+            })
+            .chain(
+                bnns.iter()
+                    .zip(&bnn_ready)
+                    .enumerate()
+                    .map(|(index, (gm, ready))| per_example::Evaluated {
+                        name: &gm.name,
+                        group: "bnn",
+                        index,
+                        ready,
+                    }),
+            )
+            .collect();
+        std::fs::create_dir_all(&cfg.out_dir).map_err(|e| ReproduceError::Write {
+            path: cfg.out_dir.clone(),
+            reason: e.to_string(),
+        })?;
+        per_example::export(&pipeline, &models, &source_ready, &sets, &cfg.out_dir)?
+            .iter()
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect::<Vec<_>>()
+    } else {
+        Vec::new()
+    };
+
     // Stage 4b (optional): the strength axis.
     let strength = if cfg.strength {
         let inputs = strength_stage::StrengthInputs {
@@ -1596,6 +1636,7 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
             "rows": calibration.rows,
         },
         "whitebox": whitebox,
+        "per_example_files": per_example_files,
         "seeds": seeds_section,
         "strength": strength,
         "sigma": {
@@ -1629,7 +1670,7 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
             "stages": stages,
             "sgemm_gflops": sgemm,
             "wall_seconds": started.elapsed().as_secs_f64(),
-            "command": format!("bayes-robust --seed {} --threads {}{} reproduce --profile {}{}{}{}{}", cfg.master_seed, cfg.threads, if cfg.dataset == Dataset::Mnist { String::new() } else { format!(" --dataset {}", cfg.dataset) }, p.name, if cfg.whitebox { " --whitebox" } else { "" }, if cfg.strength { " --strength" } else { "" }, if cfg.prune_mode_or(PruneMode::Global) == PruneMode::PerTensor { " --pruning per-tensor" } else { "" }, if k != p.train_seeds { format!(" --train-seeds {k}") } else { String::new() }),
+            "command": format!("bayes-robust --seed {} --threads {}{} reproduce --profile {}{}{}{}{}{}", cfg.master_seed, cfg.threads, if cfg.dataset == Dataset::Mnist { String::new() } else { format!(" --dataset {}", cfg.dataset) }, p.name, if cfg.whitebox { " --whitebox" } else { "" }, if cfg.strength { " --strength" } else { "" }, if cfg.per_example { " --per-example" } else { "" }, if cfg.prune_mode_or(PruneMode::Global) == PruneMode::PerTensor { " --pruning per-tensor" } else { "" }, if k != p.train_seeds { format!(" --train-seeds {k}") } else { String::new() }),
         },
     });
     let path = write_results(cfg, &results)?;

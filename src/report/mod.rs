@@ -931,6 +931,21 @@ pub fn render_with_variants(
     if let Some(stages) = meta["stages"].as_array() {
         stage_table(stages, meta["sgemm_gflops"].as_f64(), &mut md);
     }
+    if let Some(files) = results["per_example_files"]
+        .as_array()
+        .filter(|f| !f.is_empty())
+    {
+        let _ = writeln!(
+            md,
+            "\nPer-example results beside results.json: {} (what each array is, and a Python example that recomputes a Table 2 cell and a paired margin: docs/PER_EXAMPLE.md).",
+            files
+                .iter()
+                .filter_map(Value::as_str)
+                .map(|f| format!("[{f}]({f})"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     let _ = writeln!(
         md,
         "\nThe report itself (figures included, from results.json): `bayes-robust report --dir reports/{}`.",
