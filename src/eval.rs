@@ -27,48 +27,14 @@ impl Default for EvalChunks {
 
 /// Accuracy of a deterministic model on `split`, in [0, 1].
 pub fn accuracy(mlp: &Mlp, split: &Split, chunks: EvalChunks) -> f64 {
-    tch::no_grad(|| {
-        let correct: i64 = split
-            .batches(chunks.examples)
-            .map(|b| {
-                mlp.forward(&b.images)
-                    .argmax(-1, false)
-                    .eq_tensor(&b.labels)
-                    .sum(Kind::Int64)
-                    .int64_value(&[])
-            })
-            .sum();
-        correct as f64 / split.len() as f64
-    })
-}
-
-/// The paper's single-sample protocol (§3.2): `runs` passes over `split`, each with
-/// one fresh weight draw for the whole pass; returns each run's accuracy in [0, 1].
-/// Draws come from libtorch's generator: seed it first for reproducible runs.
-pub fn single_draw_accuracies(
-    model: &impl Classifier,
-    split: &Split,
-    runs: usize,
-    chunks: EvalChunks,
-) -> Vec<f64> {
-    tch::no_grad(|| {
-        let mut out = Vec::with_capacity(runs);
-        let mut done = 0;
-        while done < runs {
-            let k = chunks.draws.min(runs - done).max(1);
-            // Each of the k draws covers the whole split, so all examples of a run
-            // share one weight sample.
-            let logits = model.sample_logits(&split.images, k);
-            let acc = per_draw_accuracy(&logits, &split.labels);
-            out.extend(Vec::<f64>::try_from(acc.to_kind(Kind::Double)).unwrap_or_default());
-            done += k;
-        }
-        out
-    })
+    correct_flags(mlp, split, chunks)
+        .sum(Kind::Int64)
+        .int64_value(&[]) as f64
+        / split.len() as f64
 }
 
 /// Per example of `split`, whether the deterministic net classifies it correctly:
-/// `[n]` i64 of 0/1 (the per-example form of [`accuracy`]).
+/// `[n]` i64 of 0/1.
 pub fn correct_flags(mlp: &Mlp, split: &Split, chunks: EvalChunks) -> Tensor {
     tch::no_grad(|| {
         let parts: Vec<Tensor> = split
@@ -84,31 +50,62 @@ pub fn correct_flags(mlp: &Mlp, split: &Split, chunks: EvalChunks) -> Tensor {
     })
 }
 
-/// Per example of `split`, in how many of `runs` single-draw passes it is classified
-/// correctly: `[n]` i64. It draws weights exactly as [`single_draw_accuracies`] does, so
-/// after the same seed the counts' mean over examples, divided by `runs`, is the mean of
-/// those runs' accuracies.
+/// The paper's single-sample protocol (§3.2) as `[k, n]` correctness tensors, one per
+/// chunk of at most `chunks.draws` runs: each run is one fresh weight draw for the whole
+/// pass over `split`. Draws come from libtorch's generator: seed it first.
+fn single_draw_correct(
+    model: &impl Classifier,
+    split: &Split,
+    runs: usize,
+    chunks: EvalChunks,
+) -> Vec<Tensor> {
+    tch::no_grad(|| {
+        let mut out = Vec::new();
+        let mut done = 0;
+        while done < runs {
+            let k = chunks.draws.min(runs - done).max(1);
+            let logits = model.sample_logits(&split.images, k);
+            out.push(logits.argmax(-1, false).eq_tensor(&split.labels));
+            done += k;
+        }
+        out
+    })
+}
+
+/// [`single_draw_correct`]'s runs' accuracies in [0, 1].
+pub fn single_draw_accuracies(
+    model: &impl Classifier,
+    split: &Split,
+    runs: usize,
+    chunks: EvalChunks,
+) -> Vec<f64> {
+    single_draw_correct(model, split, runs, chunks)
+        .iter()
+        .flat_map(|correct| {
+            let acc = correct
+                .to_kind(Kind::Float)
+                .mean_dim([-1].as_slice(), false, Kind::Float);
+            Vec::<f64>::try_from(acc.to_kind(Kind::Double)).unwrap_or_default()
+        })
+        .collect()
+}
+
+/// Per example of `split`, in how many of [`single_draw_correct`]'s `runs` it is
+/// classified correctly: `[n]` i64. After the same seed, the counts' mean over examples
+/// divided by `runs` is the mean of [`single_draw_accuracies`].
 pub fn single_draw_correct_counts(
     model: &impl Classifier,
     split: &Split,
     runs: usize,
     chunks: EvalChunks,
 ) -> Tensor {
-    tch::no_grad(|| {
-        let mut counts = split.labels.zeros_like();
-        let mut done = 0;
-        while done < runs {
-            let k = chunks.draws.min(runs - done).max(1);
-            let logits = model.sample_logits(&split.images, k);
-            counts += logits
-                .argmax(-1, false)
-                .eq_tensor(&split.labels)
-                .to_kind(Kind::Int64)
-                .sum_dim_intlist([0].as_slice(), false, Kind::Int64);
-            done += k;
-        }
-        counts
-    })
+    single_draw_correct(model, split, runs, chunks)
+        .iter()
+        .map(|c| {
+            c.to_kind(Kind::Int64)
+                .sum_dim_intlist([0].as_slice(), false, Kind::Int64)
+        })
+        .fold(split.labels.zeros_like(), |acc, c| acc + c)
 }
 
 /// Eq. 7 ensembles: `runs` runs, each averaging the softmax of `n` fresh draws; returns

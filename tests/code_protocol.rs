@@ -403,7 +403,7 @@ fn the_quick_code_protocol_runs_end_to_end_and_resumes() {
     }
     let as_written_rows: Vec<TrainingRow> =
         serde_json::from_value(first["training"]["models"].clone()).unwrap();
-    assert!(as_written_rows.iter().all(|r| !r.stopped_early));
+    assert!(as_written_rows.iter().all(|r| !r.stopped_early()));
     let again = reproduce_code(&cfg, Multipliers::CODE, CodeBudget::AsWritten).unwrap();
     assert_eq!(computed(&again), [0, 0, 0]);
     assert_eq!(first["sweep"], again["sweep"]);

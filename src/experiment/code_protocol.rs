@@ -516,8 +516,6 @@ pub struct TrainingRow {
     pub epochs_run: usize,
     pub best_epoch: usize,
     pub max_epochs: usize,
-    /// Early stopping ended it before its cap.
-    pub stopped_early: bool,
     /// The trainer's validation accuracy of the weights kept (a BNN: the mean over its
     /// fixed validation draws).
     pub validation: f64,
@@ -525,6 +523,13 @@ pub struct TrainingRow {
     /// ensemble's (eq. 7).
     pub test: f64,
     pub test_draws: usize,
+}
+
+impl TrainingRow {
+    /// Early stopping ended it before its cap.
+    pub fn stopped_early(&self) -> bool {
+        self.epochs_run < self.max_epochs
+    }
 }
 
 /// Every model's [`TrainingRow`], in training order (a struct: cached evaluations
@@ -684,7 +689,6 @@ impl CodePipeline<'_> {
                         epochs_run: r.meta.epochs_run,
                         best_epoch: r.meta.best_epoch,
                         max_epochs: m.recipe.max_epochs,
-                        stopped_early: r.meta.epochs_run < m.recipe.max_epochs,
                         validation: 100.0 * r.meta.best_validation_accuracy,
                         test: 100.0 * test,
                         test_draws,

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::plots::{Family, Figure, Line, Series, SeriesLabelPosition};
 use super::{ReportError, Result, at, best, ours, paper};
-use crate::experiment::code_protocol::TrainingRow;
+use crate::experiment::code_protocol::{CodeBudget, TrainingRow};
 use crate::stats::MeanCi;
 
 /// `{mean, ci95, runs}` as "m [lo, hi]" with a sign.
@@ -121,7 +121,7 @@ fn training_section(code: &Value, p: &Value, md: &mut String) {
     else {
         return;
     };
-    let budget = if code["budget"] == "trained-to-accuracy" {
+    let budget = if budget_of(code) == CodeBudget::TrainedToAccuracy {
         "trained to accuracy: the non-Bayesian nets keep the notebook's recipe until validation accuracy stops improving (best weights kept), the BNNs and the matched-recipe controls get the notebook's 600-epoch loop, each family one stacked grid"
     } else {
         "as written: the epochs the notebooks' cells state, or the profile's reduction of them"
@@ -143,7 +143,7 @@ fn training_section(code: &Value, p: &Value, md: &mut String) {
             r.name,
             r.epochs_run,
             r.max_epochs,
-            if r.stopped_early {
+            if r.stopped_early() {
                 ", stopped early"
             } else {
                 ""
@@ -354,13 +354,15 @@ fn compare_row(p: &Value, text: &Value, variants: &[&Value], path: &str, n: usiz
         .collect()
 }
 
+/// The training budget a code-protocol run was made with (results written before the
+/// budget was recorded are as written).
+pub fn budget_of(code: &Value) -> CodeBudget {
+    serde_json::from_value(code["budget"].clone()).unwrap_or_default()
+}
+
 /// A code variant's name in the margin section's columns.
-fn variant_label(code: &Value) -> &'static str {
-    if code["budget"] == "trained-to-accuracy" {
-        "code, trained to accuracy"
-    } else {
-        "code, as written"
-    }
+fn variant_label(code: &Value) -> String {
+    format!("code, {}", budget_of(code).label())
 }
 
 /// The control that holds the BNN's recipe and initialisation.
@@ -573,14 +575,9 @@ const COMPARED_GRIDS: [(&str, &str, &str); 6] = [
 ];
 
 fn report_folder(code: &Value) -> String {
-    let suffix = if code["budget"] == "trained-to-accuracy" {
-        "-code-trained"
-    } else {
-        "-code"
-    };
     code["meta"]["profile"]["name"]
         .as_str()
-        .map(|n| format!("{n}{suffix}"))
+        .map(|n| format!("{n}{}", budget_of(code).dir_suffix()))
         .unwrap_or_default()
 }
 
@@ -613,7 +610,7 @@ pub fn margin_section(text: &Value, variants: &[&Value], p: &Value, md: &mut Str
             "The variant with every model trained as far as the authors' were (`--code-budget trained`, docs/FIDELITY.md) has no results for this profile yet."
         }
     );
-    let columns: Vec<&str> = variants.iter().map(|v| variant_label(v)).collect();
+    let columns: Vec<String> = variants.iter().map(|v| variant_label(v)).collect();
     let _ = writeln!(
         md,
         "### Tables 1–4 under both protocols\n\nEach cell: **paper / text protocol / {}** (ours ± 95% CI half-width), accuracies in percent; the Table 2–4 rows are averages over the 12 sets.\n",
@@ -696,7 +693,7 @@ pub fn margin_section(text: &Value, variants: &[&Value], p: &Value, md: &mut Str
         let _ = writeln!(
             md,
             "**Authors' code, {}** (`reports/{}/`):\n",
-            variant_label(v).trim_start_matches("code, "),
+            budget_of(v).label(),
             report_folder(v)
         );
         d.sentences(paper_margin, md);
@@ -722,7 +719,7 @@ pub fn margin_section(text: &Value, variants: &[&Value], p: &Value, md: &mut Str
     );
     sigma_table(text, "text protocol", md);
     for v in variants {
-        sigma_table(v, variant_label(v), md);
+        sigma_table(v, &variant_label(v), md);
     }
     let _ = writeln!(md);
     Ok(())

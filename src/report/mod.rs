@@ -17,6 +17,8 @@ use crate::model::checkpoint::write_atomic;
 use crate::stats::MeanCi;
 use plots::{Family, Figure, Line, Series};
 
+use crate::experiment::code_protocol::CodeBudget;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
     #[error("results file lacks the cell {0} (or it is not a {{mean, ci95, runs}} cell)")]
@@ -738,7 +740,7 @@ pub fn render_with_variants(
     let code = variants
         .iter()
         .copied()
-        .find(|v| v["budget"] != "trained-to-accuracy");
+        .find(|v| margin::budget_of(v) == CodeBudget::AsWritten);
     let is_code = results["protocol"] == "code";
     let compare = compares_with_paper(results);
     let tables = tables(results, paper_tables, compare)?;

@@ -27,6 +27,16 @@ pub(super) struct Evaluated<'a> {
     pub ready: &'a Ready,
 }
 
+impl Evaluated<'_> {
+    /// The Table 1–2 runs of this model: 1 for a deterministic net.
+    fn runs(&self, pipeline: &Pipeline) -> usize {
+        match self.ready.meta.model {
+            ModelSpec::Mlp { .. } => 1,
+            ModelSpec::Bnn { .. } => pipeline.cfg.profile.single_draw_runs,
+        }
+    }
+}
+
 /// What `per_example.json` says of the arrays in `per_example.npz`.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PerExampleIndex {
@@ -77,7 +87,7 @@ impl Pipeline<'_> {
                     name: "counts",
                 });
         }
-        let runs = self.cfg.profile.single_draw_runs;
+        let runs = e.runs(self);
         let counts: Vec<Tensor> = self
             .splits_of(sets)
             .iter()
@@ -121,13 +131,7 @@ pub(super) fn export(
         .iter()
         .map(|e| pipeline.per_example_counts(e, sets))
         .collect::<Result<_, _>>()?;
-    let runs: Vec<usize> = models
-        .iter()
-        .map(|e| match e.ready.meta.model {
-            ModelSpec::Mlp { .. } => 1,
-            ModelSpec::Bnn { .. } => pipeline.cfg.profile.single_draw_runs,
-        })
-        .collect();
+    let runs: Vec<usize> = models.iter().map(|e| e.runs(pipeline)).collect();
     let correct = Tensor::stack(&counts, 0).to_kind(Kind::Uint8);
     let clean = &pipeline.test.images;
     let (rms, fooled): (Vec<Tensor>, Vec<Tensor>) = tch::no_grad(|| {
