@@ -32,7 +32,7 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Args)]
+#[derive(Args, Clone)]
 struct Global {
     /// Master seed; every random choice derives its own seed from it by name.
     #[arg(long, global = true, default_value_t = DEFAULT_MASTER_SEED)]
@@ -62,8 +62,23 @@ enum Command {
     /// Train one model with the paper's recipe and save a checkpoint.
     Train(TrainArgs),
     /// Train the paper's model grid, make the 12 perturbation sets, evaluate Tables 1–4
-    /// and write reports/<profile>/results.json; resumes from runs/<profile>/.
+    /// and write reports/<profile>/results.json; resumes from runs/<profile>/. Prints
+    /// the plan's summary first. (`reproduce` is the same command.)
+    #[command(name = "run", alias = "reproduce")]
     Reproduce(ReproduceArgs),
+    /// The plan of content-keyed jobs of a run (text protocol: training, the min-norm
+    /// sets, white-box), which are cached, and an estimate of the work left; computes
+    /// nothing.
+    Plan {
+        #[command(flatten)]
+        args: ReproduceArgs,
+        /// Accepted for clarity: `plan` never computes anything.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// One job of a plan.
+    #[command(subcommand)]
+    Job(JobCommand),
     /// Render reports/<profile>/README.md and SVG figures from its results.json beside
     /// the paper's numbers (reports/paper_tables.json).
     Report {
@@ -83,7 +98,23 @@ enum Command {
     },
 }
 
-#[derive(Args)]
+#[derive(Subcommand)]
+enum JobCommand {
+    /// Run the job with this key in this process (its inputs must be cached: exit
+    /// status 3 and nothing written otherwise; 75 when another process holds it).
+    Run {
+        key: String,
+        #[command(flatten)]
+        args: ReproduceArgs,
+    },
+    /// Each job of the plan and whether it is cached.
+    Status {
+        #[command(flatten)]
+        args: ReproduceArgs,
+    },
+}
+
+#[derive(Args, Clone)]
 struct ReproduceArgs {
     /// paper (the paper's protocol), seeds (the same with 5 training seeds; shares
     /// runs/paper), short (the same on a half-hour budget) or quick (every cell, far less
@@ -99,6 +130,11 @@ struct ReproduceArgs {
     /// Hide progress bars and per-epoch lines.
     #[arg(long)]
     quiet: bool,
+    /// Run the plan's jobs (training, the min-norm sets, white-box) in this many local
+    /// worker processes, each with --threads threads, before the rest runs in this
+    /// process; 1 (default) runs everything here. The numbers do not depend on it.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
     /// Stop after this stage, writing no results: run it beside a full `reproduce` on
     /// the same runs folder to share that stage's work (each process claims the
     /// artifacts it computes; a killed process's claims are taken over).
@@ -281,6 +317,14 @@ fn run(cli: Cli) -> Result<()> {
         Dataset::Mnist => profile.to_owned(),
         d => format!("{d}-{profile}"),
     };
+    let env = || RunEnv {
+        seed: cli.global.seed,
+        threads,
+        device,
+        dataset,
+        data_dir: data_dir.clone(),
+        global: cli.global.clone(),
+    };
     match cli.command {
         Command::Data(DataCommand::Check { split, no_checksum }) => {
             data_check(&data_dir, split.spec(), policy(no_checksum, dataset))
@@ -299,117 +343,16 @@ fn run(cli: Cli) -> Result<()> {
             train_command(&args, &data_dir, dataset, device, cli.global.seed, threads)
         }
         Command::Reproduce(args) => {
-            let Some(profile) = Profile::by_name(&args.profile) else {
-                bail!(
-                    "--profile {:?} is not one of {}",
-                    args.profile,
-                    Profile::NAMES.join(", ")
-                );
-            };
-            let code = args.protocol == ProtocolArg::Code;
-            let default_mult = if code {
-                Multipliers::CODE
-            } else {
-                Multipliers::TEXT
-            };
-            let mult = Multipliers {
-                bnn: args.multiplier_bnn.unwrap_or(default_mult.bnn),
-                det: args.multiplier_det.unwrap_or(default_mult.det),
-            };
-            for (flag, m) in [
-                ("--multiplier-bnn", mult.bnn),
-                ("--multiplier-det", mult.det),
-            ] {
-                if !m.is_finite() || m < 0.0 {
-                    bail!("{flag} {m} must be a finite number ≥ 0");
-                }
-            }
-            if !code && mult != Multipliers::TEXT {
-                bail!(
-                    "--multiplier-bnn/--multiplier-det apply to --protocol code; the text protocol evaluates x + r (the code protocol's report sweeps m for every model)"
-                );
-            }
-            if args.train_seeds == Some(0) {
-                bail!("--train-seeds 0: K counts the training seeds and must be at least 1");
-            }
-            if code && args.train_seeds.is_some() {
-                bail!(
-                    "--train-seeds belongs to the text protocol (it retrains the models of reports/<profile>/)"
-                );
-            }
-            if code && dataset != Dataset::Mnist {
-                bail!(
-                    "--protocol code reruns the authors' MNIST notebooks; use the text protocol with --dataset {dataset}"
-                );
-            }
-            if code && args.whitebox {
-                bail!(
-                    "--whitebox belongs to the text protocol (it attacks the models of reports/<profile>/)"
-                );
-            }
-            if code && args.per_example {
-                bail!("--per-example belongs to the text protocol (its Tables 1–2)");
-            }
-            if code && args.strength {
-                bail!(
-                    "--strength belongs to the text protocol (the code protocol has its own multiplier sweep)"
-                );
-            }
-            if !code && args.code_budget.is_some() {
-                bail!("--code-budget applies to --protocol code");
-            }
-            let budget: CodeBudget = args.code_budget.map_or(CodeBudget::AsWritten, Into::into);
-            let suffix = if code { budget.dir_suffix() } else { "" };
-            let cfg = ReproduceConfig {
-                runs_dir: args.runs_dir.unwrap_or_else(|| {
-                    PathBuf::from("runs").join(format!("{}{suffix}", folder(profile.runs_folder())))
-                }),
-                out_dir: args.out_dir.unwrap_or_else(|| {
-                    PathBuf::from("reports").join(format!("{}{suffix}", folder(&profile.name)))
-                }),
-                profile,
-                dataset,
-                master_seed: cli.global.seed,
-                device,
-                threads,
-                data_dir,
-                verbose: !args.quiet,
-                stop_after: args.stop_after.map(|s| match s {
-                    StageArg::Train => Stage::Train,
-                    StageArg::Whitebox => Stage::Whitebox,
-                    StageArg::Attack => Stage::Attack,
-                }),
-                whitebox: args.whitebox,
-                strength: args.strength,
-                per_example: args.per_example,
-                prune_mode: args.pruning.map(|p| match p {
-                    PruningArg::Global => PruneMode::Global,
-                    PruningArg::PerTensor => PruneMode::PerTensor,
-                }),
-                train_seeds: args.train_seeds,
-            };
-            if code {
-                code_protocol::reproduce_code(&cfg, mult, budget)?;
-            } else {
-                reproduce::reproduce(&cfg)?;
-            }
-            if cfg.stop_after.is_some() {
-                return Ok(());
-            }
-            let tables = Path::new("reports/paper_tables.json");
-            render_report(&cfg.out_dir, tables)?;
-            // The text report of the same profile gains the margin section from these
-            // results: re-render it when it is there.
-            let text_dir = PathBuf::from("reports").join(folder(&cfg.profile.name));
-            let default_code_dir = PathBuf::from("reports").join(format!(
-                "{}{}",
-                cfg.profile.name,
-                budget.dir_suffix()
-            ));
-            if code && cfg.out_dir == default_code_dir && text_dir.join("results.json").exists() {
-                render_report(&text_dir, tables)?;
-            }
-            Ok(())
+            reproduce_command(args, &env())
+        }
+        Command::Plan { args, dry_run: _ } => {
+            plan_command(&args, &env(), PlanView::Summary)
+        }
+        Command::Job(JobCommand::Status { args }) => {
+            plan_command(&args, &env(), PlanView::Status)
+        }
+        Command::Job(JobCommand::Run { key, args }) => {
+            job_run_command(&key, &args, &env())
         }
         Command::Report {
             profile,
@@ -432,6 +375,288 @@ fn run(cli: Cli) -> Result<()> {
             )
         }
     }
+}
+
+/// What every run-like command shares: the global flags, resolved.
+struct RunEnv {
+    seed: u64,
+    threads: usize,
+    device: tch::Device,
+    dataset: Dataset,
+    data_dir: PathBuf,
+    global: Global,
+}
+
+impl RunEnv {
+    /// A default folder's name: a non-MNIST dataset's carries the dataset's name.
+    fn folder(&self, profile: &str) -> String {
+        match self.dataset {
+            Dataset::Mnist => profile.to_owned(),
+            d => format!("{d}-{profile}"),
+        }
+    }
+}
+
+/// A checked run configuration and the protocol it follows.
+struct RunSetup {
+    cfg: ReproduceConfig,
+    code: bool,
+    mult: Multipliers,
+    budget: CodeBudget,
+}
+
+fn reproduce_command(args: ReproduceArgs, env: &RunEnv) -> Result<()> {
+    let workers = args.workers;
+    let RunSetup {
+        cfg,
+        code,
+        mult,
+        budget,
+    } = run_setup(args, env)?;
+    if workers == 0 {
+        bail!("--workers 0: at least one process must run the plan");
+    }
+    if !code {
+        let plan = reproduce::text_plan(&cfg)?;
+        let sgemm = (cfg.device == tch::Device::Cpu).then(bayes_robust::experiment::flops::sgemm_gflops);
+        eprintln!("plan: {}", plan.summary(&cfg.runs_dir, sgemm));
+        if workers > 1 {
+            drain_in_workers(&plan, &cfg, env, workers)?;
+        }
+    } else if workers > 1 {
+        bail!("--workers applies to the text protocol's plan (the code protocol runs in one process)");
+    }
+    if code {
+        code_protocol::reproduce_code(&cfg, mult, budget)?;
+    } else {
+        reproduce::reproduce(&cfg)?;
+    }
+    if cfg.stop_after.is_some() {
+        return Ok(());
+    }
+    let tables = Path::new("reports/paper_tables.json");
+    render_report(&cfg.out_dir, tables)?;
+    // The text report of the same profile gains the margin section from these
+    // results: re-render it when it is there.
+    let text_dir = PathBuf::from("reports").join(env.folder(&cfg.profile.name));
+    let default_code_dir = PathBuf::from("reports").join(format!(
+        "{}{}",
+        cfg.profile.name,
+        budget.dir_suffix()
+    ));
+    if code && cfg.out_dir == default_code_dir && text_dir.join("results.json").exists() {
+        render_report(&text_dir, tables)?;
+    }
+    Ok(())
+}
+
+/// The worker command of one job: this binary with the same global flags and run
+/// flags, `job run <key>`.
+fn worker_command(job: &bayes_robust::experiment::plan::Job, cfg: &ReproduceConfig, env: &RunEnv) -> std::process::Command {
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("bayes-robust"));
+    let mut c = std::process::Command::new(exe);
+    c.arg("--seed").arg(env.seed.to_string());
+    c.arg("--threads").arg(env.threads.to_string());
+    c.arg("--dataset").arg(env.dataset.name());
+    c.arg("--data-dir").arg(&env.data_dir);
+    c.arg("--device").arg(&env.global.device);
+    c.args(["job", "run", &job.key.id, "--quiet", "--profile", &cfg.profile.name]);
+    c.arg("--runs-dir").arg(&cfg.runs_dir);
+    if cfg.whitebox {
+        c.arg("--whitebox");
+    }
+    c
+}
+
+fn drain_in_workers(
+    plan: &bayes_robust::experiment::plan::Plan,
+    cfg: &ReproduceConfig,
+    env: &RunEnv,
+    workers: usize,
+) -> Result<()> {
+    let left = plan.summary(&cfg.runs_dir, None).to_compute;
+    let progress = bayes_robust::progress::bar(left, "   jobs", "", cfg.verbose);
+    let report = bayes_robust::experiment::plan::drain(
+        plan,
+        &cfg.runs_dir,
+        workers,
+        &|job| worker_command(job, cfg, env),
+        &progress,
+    )?;
+    progress.finish_and_clear();
+    eprintln!(
+        "workers: {} job(s) computed in {workers} worker processes, {} already cached, {} made by another process",
+        report.computed, report.already_cached, report.left_to_others
+    );
+    Ok(())
+}
+
+/// What `plan` and `job status` print.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PlanView {
+    Summary,
+    Status,
+}
+
+fn plan_command(args: &ReproduceArgs, env: &RunEnv, view: PlanView) -> Result<()> {
+    let setup = run_setup(args.clone(), env)?;
+    if setup.code {
+        bail!("--protocol code has no plan yet: `run --protocol code` runs it in one process");
+    }
+    let cfg = &setup.cfg;
+    let plan = reproduce::text_plan(cfg)?;
+    let cached = plan.cached(&cfg.runs_dir);
+    println!("| kind | key | cached | GFLOP | what |\n|---|---|---|---|---|");
+    for (job, c) in plan.jobs.iter().zip(&cached) {
+        if view == PlanView::Summary && *c {
+            continue;
+        }
+        println!(
+            "| {} | {} | {} | {:.0} | {} |",
+            serde_json::to_value(job.kind)?.as_str().unwrap_or("?"),
+            job.key.id,
+            if *c { "yes" } else { "no" },
+            job.flops / 1e9,
+            job.label
+        );
+    }
+    let sgemm = (cfg.device == tch::Device::Cpu).then(bayes_robust::experiment::flops::sgemm_gflops);
+    println!("\n{} (runs folder {})", plan.summary(&cfg.runs_dir, sgemm), cfg.runs_dir.display());
+    if view == PlanView::Summary {
+        println!("Cached jobs are not listed (`bayes-robust job status` lists every job). The evaluations, the strength axis and the training seeds run inside `run` after these.");
+    }
+    Ok(())
+}
+
+fn job_run_command(key: &str, args: &ReproduceArgs, env: &RunEnv) -> Result<()> {
+    use bayes_robust::experiment::plan::{EXIT_CLAIMED, EXIT_MISSING_INPUT};
+    let setup = run_setup(args.clone(), env)?;
+    if setup.code {
+        bail!("--protocol code has no plan yet");
+    }
+    match reproduce::run_job(&setup.cfg, key) {
+        Ok(reproduce::JobRun::Computed) => {
+            eprintln!("job {key}: computed");
+            Ok(())
+        }
+        Ok(reproduce::JobRun::Cached) => {
+            eprintln!("job {key}: already cached");
+            Ok(())
+        }
+        Ok(reproduce::JobRun::Claimed) => {
+            eprintln!("job {key}: another live process holds its claim");
+            std::process::exit(EXIT_CLAIMED);
+        }
+        Err(e @ reproduce::ReproduceError::MissingInput { .. }) => {
+            eprintln!("error: {e}");
+            std::process::exit(EXIT_MISSING_INPUT);
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Checks the run flags and builds the configuration.
+fn run_setup(args: ReproduceArgs, env: &RunEnv) -> Result<RunSetup> {
+    let dataset = env.dataset;
+    let device = env.device;
+    let threads = env.threads;
+    let data_dir = env.data_dir.clone();
+    let folder = |p: &str| env.folder(p);
+    let Some(profile) = Profile::by_name(&args.profile) else {
+        bail!(
+            "--profile {:?} is not one of {}",
+            args.profile,
+            Profile::NAMES.join(", ")
+        );
+    };
+    let code = args.protocol == ProtocolArg::Code;
+    let default_mult = if code {
+        Multipliers::CODE
+    } else {
+        Multipliers::TEXT
+    };
+    let mult = Multipliers {
+        bnn: args.multiplier_bnn.unwrap_or(default_mult.bnn),
+        det: args.multiplier_det.unwrap_or(default_mult.det),
+    };
+    for (flag, m) in [
+        ("--multiplier-bnn", mult.bnn),
+        ("--multiplier-det", mult.det),
+    ] {
+        if !m.is_finite() || m < 0.0 {
+            bail!("{flag} {m} must be a finite number ≥ 0");
+        }
+    }
+    if !code && mult != Multipliers::TEXT {
+        bail!(
+            "--multiplier-bnn/--multiplier-det apply to --protocol code; the text protocol evaluates x + r (the code protocol's report sweeps m for every model)"
+        );
+    }
+    if args.train_seeds == Some(0) {
+        bail!("--train-seeds 0: K counts the training seeds and must be at least 1");
+    }
+    if code && args.train_seeds.is_some() {
+        bail!(
+            "--train-seeds belongs to the text protocol (it retrains the models of reports/<profile>/)"
+        );
+    }
+    if code && dataset != Dataset::Mnist {
+        bail!(
+            "--protocol code reruns the authors' MNIST notebooks; use the text protocol with --dataset {dataset}"
+        );
+    }
+    if code && args.whitebox {
+        bail!(
+            "--whitebox belongs to the text protocol (it attacks the models of reports/<profile>/)"
+        );
+    }
+    if code && args.per_example {
+        bail!("--per-example belongs to the text protocol (its Tables 1–2)");
+    }
+    if code && args.strength {
+        bail!(
+            "--strength belongs to the text protocol (the code protocol has its own multiplier sweep)"
+        );
+    }
+    if !code && args.code_budget.is_some() {
+        bail!("--code-budget applies to --protocol code");
+    }
+    let budget: CodeBudget = args.code_budget.map_or(CodeBudget::AsWritten, Into::into);
+    let suffix = if code { budget.dir_suffix() } else { "" };
+    let cfg = ReproduceConfig {
+        runs_dir: args.runs_dir.unwrap_or_else(|| {
+            PathBuf::from("runs").join(format!("{}{suffix}", folder(profile.runs_folder())))
+        }),
+        out_dir: args.out_dir.unwrap_or_else(|| {
+            PathBuf::from("reports").join(format!("{}{suffix}", folder(&profile.name)))
+        }),
+        profile,
+        dataset,
+        master_seed: env.seed,
+        device,
+        threads,
+        data_dir,
+        verbose: !args.quiet,
+        stop_after: args.stop_after.map(|s| match s {
+            StageArg::Train => Stage::Train,
+            StageArg::Whitebox => Stage::Whitebox,
+            StageArg::Attack => Stage::Attack,
+        }),
+        whitebox: args.whitebox,
+        strength: args.strength,
+        per_example: args.per_example,
+        prune_mode: args.pruning.map(|p| match p {
+            PruningArg::Global => PruneMode::Global,
+            PruningArg::PerTensor => PruneMode::PerTensor,
+        }),
+        train_seeds: args.train_seeds,
+    };
+    Ok(RunSetup {
+        cfg,
+        code,
+        mult,
+        budget,
+    })
 }
 
 fn render_report(dir: &Path, paper_tables: &Path) -> Result<()> {

@@ -34,6 +34,25 @@ pub fn set_threads(threads: usize) -> Result<(), RuntimeError> {
     Ok(())
 }
 
+/// The CPU's model name and its SIMD extensions that decide libtorch's kernels (from
+/// /proc/cpuinfo; `None` elsewhere). Results are bitwise reproducible on one machine
+/// for a fixed thread count; another CPU can pick other kernels and round differently.
+pub fn cpu_description() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let field = |name: &str| {
+        info.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_owned())
+    };
+    let flags = field("flags").unwrap_or_default();
+    let simd: Vec<&str> = flags
+        .split_whitespace()
+        .filter(|f| ["avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_tile"].contains(f))
+        .collect();
+    Some(format!("{} ({})", field("model name")?, simd.join(" ")))
+}
+
 /// The default thread count: the machine's available parallelism.
 pub fn default_threads() -> usize {
     std::thread::available_parallelism()

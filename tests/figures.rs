@@ -4,11 +4,16 @@
 //! squares, in the legend too; one colour per model family in every figure; and every
 //! committed report's figures.
 
-use std::collections::BTreeMap;
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use bayes_robust::experiment::RHO_INITS;
-use bayes_robust::report::plots::{Family, Figure, Line, Series, XAxis, rho_axis};
+use bayes_robust::report::plots::{
+    Family, Figure, GrayImage, ImageCell, ImageGrid, ImageRow, Line, PanelLegend, PixelScale,
+    Series, SmallMultiples, XAxis, rho_axis,
+};
 
 /// A `<text>` of a rendered SVG: its string, position and font size.
 #[derive(Debug, Clone)]
@@ -225,6 +230,135 @@ fn a_model_family_keeps_its_colour_whatever_else_the_figure_shows() {
         assert!(shades[i + 1..].iter().all(|b| b != a));
         assert_ne!(*a, Family::Deterministic.color(0));
     }
+}
+
+fn multiples(legend: PanelLegend) -> SmallMultiples {
+    let panel = |title: &str, series: Vec<Series>| Figure::new(title, "epsilon", "accuracy (%)", series);
+    SmallMultiples {
+        title: "Every model, one panel each".into(),
+        panels: vec![
+            panel(
+                "first model",
+                vec![
+                    Series::ours("ensemble", Family::Bnn, points(&[90.0, 60.0, 30.0])),
+                    Series::ours("deterministic", Family::Deterministic, points(&[80.0, 40.0, 10.0])),
+                ],
+            ),
+            panel(
+                "second model",
+                vec![
+                    Series::ours("one draw", Family::Bnn, points(&[85.0, 50.0, 20.0])),
+                    Series::ours("ensemble", Family::Bnn, points(&[91.0, 61.0, 31.0])),
+                ],
+            ),
+            panel(
+                "third model",
+                vec![Series::ours("one draw", Family::Bnn, points(&[84.0, 49.0, 19.0]))],
+            ),
+        ],
+        columns: 2,
+        legend,
+    }
+}
+
+fn render_multiples(m: &SmallMultiples) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.svg");
+    m.render(&path).unwrap();
+    std::fs::read_to_string(path).unwrap()
+}
+
+#[test]
+fn small_multiples_show_every_panel_and_one_shared_legend_entry_per_series_name() {
+    let m = multiples(PanelLegend::Shared);
+    let svg = render_multiples(&m);
+    let ts = texts(&svg);
+    let c = counts(&ts);
+    let title = ts.iter().max_by(|a, b| a.size.total_cmp(&b.size)).unwrap();
+    assert_eq!(title.text, m.title);
+    for p in &m.panels {
+        assert_eq!(c.get(p.title.as_str()), Some(&1), "panel {}", p.title);
+        assert!(c.get(p.x_label.as_str()).is_some_and(|&n| n >= 1));
+    }
+    for name in ["ensemble", "deterministic", "one draw"] {
+        assert_eq!(c.get(name), Some(&1), "one legend entry for {name}");
+    }
+    // One colour per series name across panels: "ensemble" is the first BNN series in
+    // the first panel and the second in the second, yet both are drawn alike.
+    // Each is drawn at three points in two panels plus its legend mark, so both BNN
+    // shades fill as many circles (ranked within each panel instead, "one draw" would
+    // take the first shade in panels 2 and 3 and the counts would differ).
+    let fills = circle_fills(&svg);
+    let hex = |c: plotters::style::RGBColor| format!("#{:02X}{:02X}{:02X}", c.0, c.1, c.2);
+    let per_name = fills.iter().filter(|f| **f == hex(Family::Deterministic.color(0))).count();
+    for k in 0..2 {
+        let n = fills.iter().filter(|f| **f == hex(Family::Bnn.color(k))).count();
+        assert_eq!(n, 2 * per_name - 1, "BNN shade {k}: {fills:?}");
+    }
+    let distinct: BTreeSet<&String> = fills.iter().collect();
+    assert_eq!(distinct.len(), 3, "{distinct:?}");
+}
+
+#[test]
+fn small_multiples_with_their_own_legends_name_each_series_in_every_panel_it_is_in() {
+    let m = multiples(PanelLegend::PerPanel);
+    let c_svg = render_multiples(&m);
+    let ts = texts(&c_svg);
+    let c = counts(&ts);
+    assert_eq!(c.get("ensemble"), Some(&2));
+    assert_eq!(c.get("one draw"), Some(&2));
+    assert_eq!(c.get("deterministic"), Some(&1));
+}
+
+#[test]
+fn an_image_grid_embeds_the_exact_pixels_it_is_given() {
+    let clean: Vec<f32> = (0..784).map(|i| (i % 256) as f32 / 255.0).collect();
+    let r: Vec<f32> = (0..784).map(|i| ((i % 7) as f32 - 3.0) * 0.01).collect();
+    let cell = |pixels: Vec<f32>, scale| ImageCell {
+        image: GrayImage { side: 28, pixels, scale },
+        caption: "a caption".into(),
+    };
+    let grid = ImageGrid {
+        title: "A grid of images".into(),
+        groups: vec!["the only source".into()],
+        columns: vec!["clean".into(), "perturbation".into()],
+        rows: vec![ImageRow {
+            label: "example 0".into(),
+            cells: vec![
+                cell(clean.clone(), PixelScale::Unit),
+                cell(r.clone(), PixelScale::Signed { max_abs: 0.03 }),
+            ],
+        }],
+    };
+    let svg = grid.svg().unwrap();
+    let images = common::svg_png_images(&svg);
+    assert_eq!(images.len(), 2);
+    let (w, grey) = &images[0];
+    assert_eq!(*w, 28);
+    for (p, v) in grey.iter().zip(&clean) {
+        let g = common::grey(*v);
+        assert_eq!(*p, [g, g, g]);
+    }
+    // The diverging scale: +max red, −max blue, 0 white.
+    let (_, div) = &images[1];
+    for (p, v) in div.iter().zip(&r) {
+        match v.partial_cmp(&0.0).unwrap() {
+            std::cmp::Ordering::Greater => assert!(p[0] == 255 && p[1] == p[2] && p[1] < 255, "{v} {p:?}"),
+            std::cmp::Ordering::Less => assert!(p[2] == 255 && p[0] == p[1] && p[0] < 255, "{v} {p:?}"),
+            std::cmp::Ordering::Equal => assert_eq!(*p, [255, 255, 255]),
+        }
+    }
+    assert_eq!(div[6], [255, 0, 0], "r = +0.03 is full red");
+    assert_eq!(div[0], [0, 0, 255], "r = -0.03 is full blue");
+    let ts = texts(&svg);
+    let c = counts(&ts);
+    for t in ["A grid of images", "the only source", "clean", "perturbation", "example 0"] {
+        assert_eq!(c.get(t), Some(&1), "{t}");
+    }
+    // A row with the wrong number of cells is an error, not a broken figure.
+    let mut bad = grid.clone();
+    bad.rows[0].cells.pop();
+    assert!(bad.svg().unwrap_err().contains("example 0"));
 }
 
 fn committed_svgs() -> Vec<PathBuf> {

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use bayes_robust::data::Dataset;
 use bayes_robust::experiment::Profile;
 use bayes_robust::experiment::cache;
-use bayes_robust::experiment::reproduce::{ReproduceConfig, Stage, reproduce};
+use bayes_robust::experiment::plan::{EXIT_MISSING_INPUT, Job, JobKind, Plan, drain};
+use bayes_robust::experiment::reproduce::{ReproduceConfig, Stage, reproduce, text_plan};
 use serde_json::Value;
 
 /// The numbers on the line of `out` that starts with `tag`.
@@ -286,6 +287,215 @@ fn assert_strength_axis(r: &Value) {
     }
 }
 
+/// The perturbation grid shows the stored perturbations: `perturbation_examples.json`
+/// holds the first test images of each λ = 0 source's set exactly as the cached attack
+/// and the distortion budget make them, and `perturbations.svg` draws those pixels.
+fn assert_perturbation_grid(runs: &Path, dir: &Path) {
+    use bayes_robust::attack::{BudgetReading, clip_to_box};
+    use bayes_robust::data::{ChecksumPolicy, RawDataset, SplitSpec, Splits};
+    use bayes_robust::experiment::examples::{EXAMPLES_PER_SET, PerturbationExamples};
+    let ex = PerturbationExamples::read(dir).unwrap().expect("the run wrote its examples");
+    assert_eq!(ex.protocol, "text");
+    let sources: Vec<&str> = ex.sets.iter().map(|s| s.source.as_str()).collect();
+    assert_eq!(
+        sources,
+        ["FC-10 (lambda=0)", "FC-200-200-10 (lambda=0)", "FC-1200-1200-10 (lambda=0)"]
+    );
+    let profile = Profile::quick();
+    let raw = RawDataset::load(&common::real_mnist_dir(), ChecksumPolicy::Skip).unwrap();
+    let test = Splits::from_raw(&raw, SplitSpec::PAPER).unwrap().test;
+    let x = test.images.narrow(0, 0, EXAMPLES_PER_SET as i64);
+    let attack = serde_json::to_value(&profile.attack).unwrap();
+    let attacks = runs.join("attacks");
+    let svg = std::fs::read_to_string(dir.join("perturbations.svg")).unwrap();
+    let images = common::svg_png_images(&svg);
+    assert_eq!(images.len(), 3 * 3 * EXAMPLES_PER_SET, "clean, x' and r per set and row");
+    for (g, set) in ex.sets.iter().enumerate() {
+        // The cached attack of this source with the profile's own attack.
+        let stem = std::fs::read_dir(&attacks)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .find(|p| {
+                let v: Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+                v["source"] == set.source.as_str() && v["attack"] == attack
+            })
+            .unwrap_or_else(|| panic!("no cached attack of {}", set.source));
+        let tensors =
+            tch::Tensor::read_safetensors(stem.with_extension("safetensors")).unwrap();
+        let delta = &tensors.iter().find(|(n, _)| n == "delta").unwrap().1;
+        let (capped, _) = BudgetReading::PerExampleCap
+            .apply(delta, profile.max_rms_distortion.unwrap());
+        let stored = clip_to_box(&(&x + capped.narrow(0, 0, EXAMPLES_PER_SET as i64)));
+        let stored: Vec<Vec<f32>> = Vec::try_from(&stored).unwrap();
+        let clean: Vec<Vec<f32>> = Vec::try_from(&x).unwrap();
+        assert_eq!(set.examples.len(), EXAMPLES_PER_SET);
+        for (i, e) in set.examples.iter().enumerate() {
+            assert_eq!(e.clean, clean[i], "{}: clean image {i}", set.source);
+            let worst = e
+                .perturbed
+                .iter()
+                .zip(&stored[i])
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            assert!(worst < 1e-6, "{}: x' of example {i} differs by {worst}", set.source);
+            let (w, pixels) = &images[i * 9 + g * 3 + 1];
+            assert_eq!(*w, 28);
+            for (p, v) in pixels.iter().zip(&stored[i]) {
+                let grey = common::grey(*v);
+                assert_eq!(*p, [grey, grey, grey], "{}: drawn pixel of example {i}", set.source);
+            }
+        }
+    }
+}
+
+/// Every model's training curve is in results.json, ending at its epochs run, and the
+/// figure names each part of the grid.
+fn assert_training_curves(r: &Value, dir: &Path) {
+    for m in r["models"].as_array().unwrap() {
+        let curve = m["validation_curve"].as_array().unwrap();
+        assert_eq!(curve.len() as u64, m["epochs_run"].as_u64().unwrap(), "{m}");
+        let best = m["best_epoch"].as_u64().unwrap() as usize;
+        let at_best = curve[best - 1].as_f64().unwrap();
+        assert!((at_best - m["best_validation_accuracy"].as_f64().unwrap()).abs() < 1e-6);
+    }
+    let svg = std::fs::read_to_string(dir.join("training_curves.svg")).unwrap();
+    let texts = common::svg_texts(&svg);
+    for panel in ["sources FC-10", "sources FC-1200-1200-10", "deterministic FC-100-100-10", "BNNs FC-100-100-10"] {
+        assert!(texts.iter().any(|t| t == panel), "no panel {panel}");
+    }
+}
+
+/// Every artifact key of a finished run, as `<kind>/<key>` for each complete artifact
+/// (its JSON sidecar) under `models/`, `attacks/` and `evals/`, sorted.
+pub fn artifact_keys(runs: &Path) -> Vec<String> {
+    let mut keys = Vec::new();
+    for kind in ["models", "attacks", "evals"] {
+        let Ok(dir) = std::fs::read_dir(runs.join(kind)) else {
+            continue;
+        };
+        for entry in dir.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(stem) = name.strip_suffix(".json")
+                && !name.starts_with('.')
+                && !stem.ends_with(".key")
+            {
+                keys.push(format!("{kind}/{stem}"));
+            }
+        }
+    }
+    keys.sort();
+    keys
+}
+
+/// The quick run's keys against the golden list `fixtures/golden-keys/quick.txt`, made
+/// from the code before the plan-of-jobs redesign (issue 21): a change of any key (hours
+/// of reruns on the paper profile) fails here. `BAYES_ROBUST_BLESS_KEYS=1` rewrites the
+/// list, for a change of key that is meant.
+fn assert_golden_keys(runs: &Path, root: &Path) {
+    let golden = root.join("fixtures/golden-keys/quick.txt");
+    let ours = artifact_keys(runs).join("\n") + "\n";
+    if std::env::var_os("BAYES_ROBUST_BLESS_KEYS").is_some() {
+        std::fs::create_dir_all(golden.parent().unwrap()).unwrap();
+        std::fs::write(&golden, &ours).unwrap();
+    }
+    let expected = std::fs::read_to_string(&golden)
+        .unwrap_or_else(|e| panic!("{}: {e}", golden.display()));
+    let (ours, expected): (Vec<&str>, Vec<&str>) = (ours.lines().collect(), expected.lines().collect());
+    let missing: Vec<_> = expected.iter().filter(|k| !ours.contains(k)).collect();
+    let new: Vec<_> = ours.iter().filter(|k| !expected.contains(k)).collect();
+    assert!(
+        missing.is_empty() && new.is_empty(),
+        "cache keys changed: {} golden keys not made ({missing:?}), {} keys not in the golden list ({new:?})",
+        missing.len(),
+        new.len()
+    );
+}
+
+/// A JSON value without its wall times (`seconds`, `wall_seconds`, anywhere).
+fn without_times(mut v: Value) -> Value {
+    match &mut v {
+        Value::Object(m) => {
+            m.remove("seconds");
+            m.remove("wall_seconds");
+            for x in m.values_mut() {
+                *x = without_times(x.take());
+            }
+        }
+        Value::Array(a) => {
+            for x in a.iter_mut() {
+                *x = without_times(x.take());
+            }
+        }
+        _ => {}
+    }
+    v
+}
+
+/// Every artifact of `plan` is the same in both runs folders: tensors bit for bit,
+/// records and curves up to wall times.
+fn assert_same_artifacts(plan: &Plan, a: &Path, b: &Path) {
+    for job in &plan.jobs {
+        let stem = |root: &Path| root.join(job.kind.folder()).join(&job.key.id);
+        let read_json = |root: &Path| -> Value {
+            let path = PathBuf::from(format!("{}.json", stem(root).display()));
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+        };
+        assert_eq!(without_times(read_json(a)), without_times(read_json(b)), "{}", job.label);
+        if matches!(job.kind, JobKind::TrainModel | JobKind::MinNormSet) {
+            let bytes = |root: &Path| std::fs::read(format!("{}.safetensors", stem(root).display())).unwrap();
+            assert!(bytes(a) == bytes(b), "{}: tensors differ", job.label);
+        }
+    }
+}
+
+/// The plan of a cached run: in dependency order, nothing to compute, every job's key
+/// one the run made, and each key's preimage stored beside its artifact, hashing to it.
+fn assert_plan_of_cached_run(cfg: &ReproduceConfig) -> Plan {
+    let plan = text_plan(cfg).unwrap();
+    plan.check_order().unwrap();
+    let summary = plan.summary(&cfg.runs_dir, None);
+    assert_eq!(summary.to_compute, 0, "a dry run of a cached run computes nothing");
+    let made = artifact_keys(&cfg.runs_dir);
+    for job in &plan.jobs {
+        let id = format!("{}/{}", job.kind.folder(), job.key.id);
+        assert!(made.contains(&id), "{id} is not an artifact of the run");
+        let preimage = cfg.runs_dir.join(job.kind.folder()).join(format!("{}.key.json", job.key.id));
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&preimage).unwrap()).unwrap();
+        assert_eq!(cache::key(v["name"].as_str().unwrap(), &v["config"]), job.key.id);
+    }
+    let kinds = |k: JobKind| plan.jobs.iter().filter(|j| j.kind == k).count();
+    assert_eq!(kinds(JobKind::TrainModel), 23);
+    assert_eq!(kinds(JobKind::MinNormSet), 12);
+    plan
+}
+
+/// The plan drained by 2 worker processes (`bayes-robust job run`) into an empty runs
+/// folder makes the same artifacts as the in-process run.
+fn assert_workers_make_the_same_artifacts(cfg: &ReproduceConfig, plan: &Plan) {
+    let runs = tempfile::tempdir().unwrap();
+    let command_in = |job: &Job, dir: &Path| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_bayes-robust"));
+        c.args(["--seed", &cfg.master_seed.to_string(), "--threads", &cfg.threads.to_string()]);
+        c.arg("--data-dir").arg(&cfg.data_dir);
+        c.args(["job", "run", &job.key.id, "--quiet", "--profile", "quick", "--whitebox"]);
+        c.arg("--runs-dir").arg(dir);
+        c
+    };
+    let command = |job: &Job| command_in(job, runs.path());
+    let report = drain(plan, runs.path(), 2, &command, &indicatif::ProgressBar::hidden()).unwrap();
+    assert_eq!(report.computed, plan.jobs.len());
+    assert_same_artifacts(plan, &cfg.runs_dir, runs.path());
+    // `job run` of a job whose input is missing fails with its own status, writes nothing.
+    let empty = tempfile::tempdir().unwrap();
+    let attack = plan.jobs.iter().find(|j| j.kind == JobKind::MinNormSet).unwrap();
+    let out = command_in(attack, empty.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(EXIT_MISSING_INPUT), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&attack.inputs[0]));
+    assert_eq!(std::fs::read_dir(empty.path()).unwrap().count(), 0, "nothing written");
+}
+
 #[test]
 fn the_quick_profile_reproduces_every_cell_and_resumes_without_recomputing() {
     let _g = common::torch_rng_lock();
@@ -497,9 +707,14 @@ fn the_quick_profile_reproduces_every_cell_and_resumes_without_recomputing() {
         .expect("the report renders");
     assert_eq!(
         files.len(),
-        12,
-        "six figures, three white-box figures, the seeds figure, the strength figure and README.md: {files:?}"
+        16,
+        "six figures, the perturbation grid, the training curves, five white-box figures, the seeds figure, the strength figure and README.md: {files:?}"
     );
+    assert_perturbation_grid(runs.path(), &root.join("reports/quick"));
+    assert_golden_keys(runs.path(), &root);
+    let plan = assert_plan_of_cached_run(&cfg);
+    assert_workers_make_the_same_artifacts(&cfg, &plan);
+    assert_training_curves(&written, &root.join("reports/quick"));
     let readme = std::fs::read_to_string(root.join("reports/quick/README.md")).unwrap();
     for heading in [
         "calibration and detection",
@@ -675,4 +890,47 @@ fn the_seeds_profile_is_the_paper_profile_with_five_seeds_and_its_cache() {
         ..seeds
     };
     assert_eq!(changed.runs_folder(), "seeds");
+}
+
+/// `old` equals `new` on every field `old` has, at every depth (fields added since are
+/// new).
+fn assert_subset(old: &Value, new: &Value, what: &str) {
+    match (old, new) {
+        (Value::Object(o), Value::Object(n)) => {
+            for (k, v) in o {
+                assert_subset(v, n.get(k).unwrap_or(&Value::Null), &format!("{what}.{k}"));
+            }
+        }
+        _ => assert_eq!(old, new, "{what} changed since the report was made"),
+    }
+}
+
+/// Each committed report's profile is the profile its name gives today: a profile feeds
+/// most cache keys, so a change to one (say a test-speed change to `quick` leaking into
+/// `short`) would silently orphan that report's cache. The short reports are compared
+/// field for field (fields their run did not have yet are new); the paper-profile
+/// reports, made at different times, on the fields that feed the text protocol's model,
+/// set and evaluation keys.
+#[test]
+fn every_committed_reports_profile_is_the_named_profile_of_today() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let keyed = [
+        "max_epochs", "attack", "attack_chunk", "eval_examples", "single_draw_runs", "ensemble_ns",
+        "ensemble_runs", "prune_rates", "prune_ensemble", "prune_runs", "max_rms_distortion", "whitebox",
+    ];
+    for dir in ["paper", "seeds", "short", "short-seed1", "fashion-mnist-short", "paper-code"] {
+        let path = root.join("reports").join(dir).join("results.json");
+        let r: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let committed = r["meta"]["profile"].as_object().unwrap();
+        let name = committed["name"].as_str().unwrap();
+        let today = serde_json::to_value(Profile::by_name(name).unwrap()).unwrap();
+        // Fields the report's run did not have yet are new; every field it has must
+        // be today's.
+        for (field, value) in committed {
+            if !dir.contains("short") && !keyed.contains(&field.as_str()) {
+                continue;
+            }
+            assert_subset(value, &today[field], &format!("{}: profile {name}'s {field}", path.display()));
+        }
+    }
 }

@@ -879,6 +879,37 @@ pub const SIGMA_QUANTILES: [f64; 5] = [0.05, 0.25, 0.5, 0.75, 0.95];
 
 /// Runs the code protocol with `budget`'s training budgets and writes
 /// `<out_dir>/results.json`; returns its value.
+/// The perturbation grid's examples: the first kept examples of each source family's
+/// λ = 0 set, at m = 1.
+fn code_examples(
+    grid_sources: &[CodeModel],
+    sources: &[Ready],
+    sets: &[KeptSet],
+) -> super::examples::PerturbationExamples {
+    use super::examples::{EXAMPLES_PER_SET, ExampleSet, PerturbationExamples};
+    let sets = grid_sources
+        .iter()
+        .zip(sources)
+        .zip(sets)
+        .filter(|((cm, _), _)| matches!(cm.spec, ModelSpec::Mlp { lambda, .. } if lambda == 0.0))
+        .map(|((_, ready), set)| {
+            ExampleSet::first(
+                &set.label,
+                mlp_of(&ready.model),
+                &set.x,
+                &(&set.x + &set.r),
+                &set.labels,
+                EXAMPLES_PER_SET,
+            )
+        })
+        .collect();
+    PerturbationExamples {
+        protocol: "code".into(),
+        note: "x' = x + r for the first kept validation examples of the set (the targeted attack succeeded on them), before any evaluation multiplier and unclipped, as the notebook keeps it".into(),
+        sets,
+    }
+}
+
 pub fn reproduce_code(
     cfg: &ReproduceConfig,
     mult: Multipliers,
@@ -971,6 +1002,7 @@ pub fn reproduce_code(
         return Ok(json!({ "stopped_after": "Attack", "stages": stages }));
     }
     let sets: Vec<KeptSet> = sets.into_iter().flatten().collect();
+    code_examples(&grid.sources, &sources, &sets).write(&cfg.out_dir)?;
 
     // Stage 3: evaluations.
     let t0 = Instant::now();
@@ -1226,6 +1258,7 @@ pub fn reproduce_code(
             "models": training.value.rows,
         },
         "attack_sources": sets.iter().map(|s| &s.label).collect::<Vec<_>>(),
+        "perturbation_examples_file": super::examples::EXAMPLES_FILE,
         "table1_clean": {
             "bnn": {
                 "rho_init": RHO_INITS,

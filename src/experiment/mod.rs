@@ -3,11 +3,15 @@
 
 pub mod cache;
 pub mod code_protocol;
+pub mod examples;
 pub mod flops;
+pub mod keys;
+pub mod plan;
 pub mod reproduce;
 pub mod seeds;
 pub mod strength;
 pub mod whitebox;
+pub mod whitebox_targets;
 
 use crate::attack::MinNormAttack;
 use crate::model::Arch;
@@ -84,6 +88,18 @@ pub struct Profile {
     /// The strength axis of `reproduce --strength`.
     #[serde(default = "strength::StrengthProfile::paper")]
     pub strength: strength::StrengthProfile,
+}
+
+/// Which part of the grid a trained model belongs to (results.json's `models[].group`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelGroup {
+    /// A perturbation source (§3.3).
+    Source,
+    /// A deterministic net of the λ grid (eq. 6).
+    Deterministic,
+    /// A BNN of the ρ_init grid.
+    Bnn,
 }
 
 /// Which protocol a reproduction follows: the paper's text, or the authors' notebooks.
@@ -181,16 +197,23 @@ impl Profile {
             attack_chunk: 2000,
             eval_examples: Some(2000),
             single_draw_runs: 20,
+            ensemble_ns: vec![1, 5, 10, 25, 100],
             ensemble_runs: 5,
+            prune_rates: vec![0.25, 0.5, 0.75, 0.9, 0.95, 0.98],
+            prune_ensemble: 100,
             prune_runs: 2,
+            draw_chunk: 10,
+            max_rms_distortion: Some(0.10),
             whitebox: whitebox::WhiteboxProfile::short(),
             whitebox_checks: Some(whitebox::WhiteboxChecks::paper()),
             whitebox_every_bnn_eot_k: Some(10),
             whitebox_restart_checks: false,
             whitebox_every_bnn_checks: false,
             train_seeds: 1,
+            seed_draws: 4,
+            // The quick budget of the code protocol (short has no code report of its own).
+            code: code_protocol::CodeProfile::quick(),
             strength: strength::StrengthProfile::paper(),
-            ..Self::quick()
         }
     }
 

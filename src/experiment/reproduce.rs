@@ -3,7 +3,11 @@
 //! artifact that an earlier run with the same configuration finished.
 
 mod per_example;
+mod plan_text;
 mod strength_stage;
+mod whitebox_stage;
+
+pub use plan_text::{JobRun, run_job, text_plan};
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -12,7 +16,7 @@ use serde_json::{Value, json};
 use tch::{Device, Kind, Tensor};
 
 use super::cache::{self, ArtifactDir, CacheError};
-use super::whitebox::{self, Target};
+use super::keys::{self, Key};
 use super::{LAMBDAS, Profile, RHO_INITS, SOURCE_ARCHS, TABLE3_RHO, TABLE4_RHO, source_label};
 use crate::attack::{BudgetReading, MinNormAttack, clip_to_box};
 use crate::data::{self, ChecksumPolicy, Dataset, RawDataset, Split, SplitSpec, Splits};
@@ -41,6 +45,14 @@ pub enum ReproduceError {
     Cache(#[from] CacheError),
     #[error(transparent)]
     Model(#[from] ModelError),
+    #[error(transparent)]
+    Examples(#[from] super::examples::ExamplesError),
+    #[error(transparent)]
+    Plan(#[from] super::plan::PlanError),
+    #[error("job {job} cannot run: its input(s) {} are not in the runs folder; run their jobs first (`bayes-robust plan` lists them)", missing.join(", "))]
+    MissingInput { job: String, missing: Vec<String> },
+    #[error("model {key} is not {expected}")]
+    WrongModel { key: String, expected: &'static str },
     #[error("cached artifact {key} lacks tensor {name:?}; delete it to recompute")]
     MissingTensor { key: String, name: &'static str },
     #[error("cannot write {path}: {reason}")]
@@ -283,19 +295,26 @@ impl Pipeline<'_> {
         self.seeds.child(&format!("train/{}", gm.name))
     }
 
-    fn model_key(&self, gm: &GridModel) -> String {
-        cache::key(
+    fn model_key_of(&self, gm: &GridModel) -> Key {
+        keys::model(
             &gm.name,
-            &json!({
-                "spec": gm.spec, "recipe": self.recipe, "master_seed": self.seeds.master(),
-                "seed_name": self.model_seeds(gm).prefix(), "split": SplitSpec::PAPER, "data": self.cfg.dataset.name(),
-            }),
+            &gm.spec,
+            &self.recipe,
+            self.seeds.master(),
+            self.model_seeds(gm).prefix(),
+            self.cfg.dataset,
         )
+    }
+
+    fn model_key(&self, gm: &GridModel) -> String {
+        self.model_key_of(gm).id
     }
 
     fn ensure_model(&self, gm: &GridModel) -> Result<(Ready, bool), ReproduceError> {
         let seeds = self.model_seeds(gm);
-        let key = self.model_key(gm);
+        let full_key = self.model_key_of(gm);
+        full_key.write_beside(&self.models_dir)?;
+        let key = full_key.id;
         let stem = self.models_dir.stem(&key);
         if CheckpointPaths::new(&stem).exists() {
             let (model, meta) = TrainedModel::load(&gm.spec, self.cfg.device, &stem)?;
@@ -324,11 +343,12 @@ impl Pipeline<'_> {
     /// The key of `attack` on the source `source_key` (the profile's attack: the 12 sets'
     /// keys since the first report).
     fn attack_key_with(&self, label: &str, source_key: &str, attack: &MinNormAttack) -> String {
+        self.attack_key_of(label, source_key, attack).id
+    }
+
+    fn attack_key_of(&self, label: &str, source_key: &str, attack: &MinNormAttack) -> Key {
         let p = &self.cfg.profile;
-        cache::key(
-            label,
-            &json!({"source": source_key, "attack": attack, "n": self.test.len(), "chunk": p.attack_chunk}),
-        )
+        keys::min_norm_attack(label, source_key, attack, self.test.len(), p.attack_chunk)
     }
 
     /// The perturbation set of an attack's `delta` under the profile's distortion
@@ -398,7 +418,9 @@ impl Pipeline<'_> {
     ) -> Result<RawAttack, ReproduceError> {
         let mlp = mlp_of(&source.model);
         let n = self.test.len();
-        let key = self.attack_key_with(label, &source.key, attack);
+        let full_key = self.attack_key_of(label, &source.key, attack);
+        full_key.write_beside(&self.attacks_dir)?;
+        let key = full_key.id;
         if let Some(record) = self.attacks_dir.read_json::<AttackRecord>(&key)? {
             let tensors = self.attacks_dir.read_tensors(&key)?;
             let delta = tensors
@@ -976,6 +998,57 @@ pub(super) fn cached_eval<T: serde::Serialize + serde::de::DeserializeOwned>(
 }
 
 /// Writes `results` to `<out_dir>/results.json` atomically; returns the path.
+/// results.json's `models`: each trained model of every group, with its validation
+/// accuracy after every epoch (the training-curve figure's data).
+fn model_rows(groups: &[(super::ModelGroup, &[Ready])]) -> Value {
+    let rows: Vec<Value> = groups
+        .iter()
+        .flat_map(|&(group, rs)| {
+            rs.iter().map(move |r| {
+                json!({
+                    "model": r.meta.model.describe(), "key": r.key, "epochs_run": r.meta.epochs_run,
+                    "best_epoch": r.meta.best_epoch, "best_validation_accuracy": r.meta.best_validation_accuracy,
+                    "train_seconds": r.meta.wall_seconds, "group": group, "spec": r.meta.model,
+                    "validation_curve": train::validation_curve(&r.meta),
+                })
+            })
+        })
+        .collect();
+    Value::Array(rows)
+}
+
+/// The perturbation grid's examples: the first test images of each source family's
+/// λ = 0 set.
+fn text_examples(
+    pipeline: &Pipeline,
+    sources: &[GridModel],
+    source_ready: &[Ready],
+    sets: &[PerturbationSet],
+) -> super::examples::PerturbationExamples {
+    use super::examples::{EXAMPLES_PER_SET, ExampleSet, PerturbationExamples};
+    let sets = sources
+        .iter()
+        .zip(source_ready)
+        .zip(sets)
+        .filter(|((gm, _), _)| matches!(gm.spec, ModelSpec::Mlp { lambda, .. } if lambda == 0.0))
+        .map(|((_, ready), set)| {
+            ExampleSet::first(
+                &set.label,
+                mlp_of(&ready.model),
+                &pipeline.test.images,
+                &set.images,
+                &set.labels,
+                EXAMPLES_PER_SET,
+            )
+        })
+        .collect();
+    PerturbationExamples {
+        protocol: "text".into(),
+        note: "x' is the set as evaluated: the min-norm perturbation under the profile's distortion budget, clipped to [0, 1]".into(),
+        sets,
+    }
+}
+
 pub(super) fn write_results(
     cfg: &ReproduceConfig,
     results: &Value,
@@ -991,27 +1064,42 @@ pub(super) fn write_results(
 }
 
 /// Runs the whole reproduction and writes `<out_dir>/results.json`; returns its value.
+impl<'a> Pipeline<'a> {
+    /// The pipeline of `cfg` on the dataset `raw`.
+    fn new(cfg: &'a ReproduceConfig, raw: &RawDataset) -> Result<Self, ReproduceError> {
+        let p = &cfg.profile;
+        let splits = Splits::from_raw(raw, SplitSpec::PAPER)?.to_device(cfg.device);
+        let n_eval = p.eval_examples.unwrap_or(usize::MAX);
+        Ok(Pipeline {
+            cfg,
+            seeds: SeedTree::new(cfg.master_seed),
+            recipe: Recipe::paper(p.max_epochs),
+            validation: splits.validation.head(n_eval),
+            test: splits.test.head(n_eval),
+            splits,
+            models_dir: ArtifactDir::new(cfg.runs_dir.join("models")),
+            attacks_dir: ArtifactDir::new(cfg.runs_dir.join("attacks")),
+            evals_dir: ArtifactDir::new(cfg.runs_dir.join("evals")),
+            chunks: EvalChunks {
+                examples: 10_000,
+                draws: p.draw_chunk,
+            },
+        })
+    }
+}
+
+fn load_raw(cfg: &ReproduceConfig) -> Result<RawDataset, ReproduceError> {
+    Ok(RawDataset::load(
+        &cfg.data_dir,
+        ChecksumPolicy::Require(cfg.dataset),
+    )?)
+}
+
 pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
     let started = Instant::now();
     let p = &cfg.profile;
-    let raw = RawDataset::load(&cfg.data_dir, ChecksumPolicy::Require(cfg.dataset))?;
-    let splits = Splits::from_raw(&raw, SplitSpec::PAPER)?.to_device(cfg.device);
-    let n_eval = p.eval_examples.unwrap_or(usize::MAX);
-    let pipeline = Pipeline {
-        cfg,
-        seeds: SeedTree::new(cfg.master_seed),
-        recipe: Recipe::paper(p.max_epochs),
-        validation: splits.validation.head(n_eval),
-        test: splits.test.head(n_eval),
-        splits,
-        models_dir: ArtifactDir::new(cfg.runs_dir.join("models")),
-        attacks_dir: ArtifactDir::new(cfg.runs_dir.join("attacks")),
-        evals_dir: ArtifactDir::new(cfg.runs_dir.join("evals")),
-        chunks: EvalChunks {
-            examples: 10_000,
-            draws: p.draw_chunk,
-        },
-    };
+    let raw = load_raw(cfg)?;
+    let pipeline = Pipeline::new(cfg, &raw)?;
     let mut stages = Vec::new();
     // The machine's matrix-product rate now, against which each stage's counted FLOPs
     // are set (CPU runs only).
@@ -1060,255 +1148,17 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
     // Stage 2 (optional): white-box attacks on the evaluation models themselves. It
     // needs only the trained models, so it runs before the transfer attacks.
     let whitebox = if cfg.whitebox {
-        let t0 = Instant::now();
-        let wp = &p.whitebox;
-        let split = pipeline.test.head(wp.examples);
-        let table3 = &bnn_ready[index_of(TABLE3_RHO)];
-        let bnn = bnn_of(&table3.model);
-        let mut targets: Vec<(String, &str, Target)> = det_ready
-            .iter()
-            .zip(&dets)
-            .map(|(r, gm)| {
-                let TrainedModel::Mlp { mlp, .. } = &r.model else {
-                    unreachable!("a deterministic model")
-                };
-                (
-                    format!("deterministic {}", gm.label),
-                    r.key.as_str(),
-                    Target::Deterministic(mlp),
-                )
-            })
-            .collect();
-        let b = format!("BNN rho_init={TABLE3_RHO}");
-        let k3 = table3.key.as_str();
-        targets.push((format!("{b}, one draw"), k3, Target::SingleDraw(bnn)));
-        for &k in &wp.eot_ks {
-            targets.push((
-                format!("{b}, ensemble of {}, EOT k={k}", wp.deployed_draws),
-                k3,
-                Target::Ensemble { bnn, k },
-            ));
-        }
-        targets.push((
-            format!("{b}, posterior mean"),
-            k3,
-            Target::PosteriorMean(bnn),
-        ));
-        targets.push((format!("{b}, frozen sample"), k3, Target::FrozenSample(bnn)));
-        // The other BNNs of the ρ_init grid: one draw, the deployed ensemble through EOT
-        // with k = 1 and k (fewest first: the EOT check compares the last two), the
-        // posterior mean and a frozen sample.
-        let n_main = targets.len();
-        // The BNNs (other than the Table 3 one) with the Table 4 BNN's extra runs: the
-        // largest k of the main profile, doubled steps and SPSA (see below).
-        let checked = |rho: f64| rho == TABLE4_RHO || p.whitebox_every_bnn_checks;
-        // The EOT sample counts of another BNN's ensemble, fewest first (the EOT check
-        // compares the last two). The largest k checks that k has converged for a wider
-        // posterior than the Table 3 BNN's.
-        let every_bnn_ks = |rho: f64, k: usize| {
-            let mut ks = if k > 1 { vec![1, k] } else { vec![k] };
-            if let Some(&most) = wp.eot_ks.iter().max()
-                && checked(rho)
-                && most > k
-            {
-                ks.push(most);
-            }
-            ks
+        let models = whitebox_stage::Models {
+            dets: &dets,
+            det_ready: &det_ready,
+            bnn_ready: &bnn_ready,
         };
-        if let Some(k) = p.whitebox_every_bnn_eot_k {
-            for (&rho, r) in RHO_INITS.iter().zip(&bnn_ready) {
-                if rho == TABLE3_RHO {
-                    continue;
-                }
-                let bnn = bnn_of(&r.model);
-                let b = format!("BNN rho_init={rho}");
-                targets.push((
-                    format!("{b}, one draw"),
-                    r.key.as_str(),
-                    Target::SingleDraw(bnn),
-                ));
-                for k in every_bnn_ks(rho, k) {
-                    targets.push((
-                        format!("{b}, ensemble of {}, EOT k={k}", wp.deployed_draws),
-                        r.key.as_str(),
-                        Target::Ensemble { bnn, k },
-                    ));
-                }
-                targets.push((
-                    format!("{b}, posterior mean"),
-                    r.key.as_str(),
-                    Target::PosteriorMean(bnn),
-                ));
-                targets.push((
-                    format!("{b}, frozen sample"),
-                    r.key.as_str(),
-                    Target::FrozenSample(bnn),
-                ));
-            }
-        }
-        let progress = bar(targets.len(), "white-box", cfg.verbose);
-        let arch = Arch::new(&[100, 100]);
-        let (mut reused, mut seconds, mut flops, mut n_artifacts) = (0, 0.0, 0.0, 0);
-        // One white-box artifact: cached under `whitebox-<artifact>` and `config`,
-        // counted towards the stage.
-        let mut cached_curve = |artifact: &str,
-                                config: Value,
-                                work: f64,
-                                compute: &dyn Fn() -> Value|
-         -> Result<Value, ReproduceError> {
-            progress.set_message(artifact.to_owned());
-            let key = cache::key(&format!("whitebox-{artifact}"), &config);
-            let (c, was_cached) =
-                pipeline.cached(&key, || Ok(WhiteboxCurve { curve: compute() }))?;
-            reused += was_cached as usize;
-            seconds += c.seconds;
-            flops += work;
-            n_artifacts += 1;
-            Ok(c.value.curve)
-        };
-        let mut curves = Vec::new();
-        for (i, (name, model_key, target)) in targets.iter().enumerate() {
-            let mut curve = cached_curve(
-                name,
-                json!({"model": model_key, "target": name, "profile": wp, "master_seed": cfg.master_seed}),
-                whitebox::flops(target, wp, split.len(), &arch),
-                &|| whitebox::curves(name, target, &split, wp, &pipeline.seeds),
-            )?;
-            if i >= n_main {
-                curve["every_bnn"] = json!(true);
-            }
-            curves.push(curve);
-            progress.inc(1);
-        }
-        // The gradient-masking checks that need runs of their own. Reruns of a main
-        // curve with one thing varied: twice the steps for the Table 3 BNN's single draw
-        // and for the Table 4 BNN's EOT k ensemble (ρ_init = −2, among the most robust
-        // white-box); twice the restarts for the single draw, and the single draw's
-        // restarts for the Table 3 BNN's first EOT ensemble with k > 1. And SPSA against
-        // the λ = 0 net, the Table 3 BNN's ensemble and the EOT k ensemble of the Table
-        // 4 BNN or of every other BNN (`whitebox_every_bnn_checks`).
-        let pick = |name: &str| targets.iter().find(|(n, _, _)| n == name);
-        let one_draw = pick(&format!("{b}, one draw"));
-        let checked_ensembles: Vec<_> = p
-            .whitebox_every_bnn_eot_k
-            .map(|k| {
-                RHO_INITS
-                    .iter()
-                    .filter(|&&rho| rho != TABLE3_RHO && checked(rho))
-                    .filter_map(|rho| {
-                        pick(&format!(
-                            "BNN rho_init={rho}, ensemble of {}, EOT k={k}",
-                            wp.deployed_draws
-                        ))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let mut reruns = Vec::new();
-        if p.whitebox_checks.as_ref().is_some_and(|wc| wc.doubled) {
-            let table4 = format!("BNN rho_init={TABLE4_RHO}, ");
-            let table4_ensemble = checked_ensembles
-                .iter()
-                .copied()
-                .find(|(n, _, _)| n.starts_with(&table4));
-            for t in one_draw.into_iter().chain(table4_ensemble) {
-                reruns.push((
-                    t,
-                    wp.doubled(),
-                    "2x steps".to_owned(),
-                    "twice the steps".to_owned(),
-                ));
-            }
-        }
-        if p.whitebox_restart_checks {
-            let restarts = whitebox::WhiteboxProfile {
-                restarts: 2 * wp.restarts,
-                ..wp.clone()
-            };
-            let varies = format!(
-                "twice the restarts ({} instead of {})",
-                2 * wp.restarts,
-                wp.restarts
-            );
-            if let Some(t) = one_draw {
-                reruns.push((t, restarts, "2x restarts".to_owned(), varies));
-            }
-            let eot = targets.iter().find(|(n, _, t)| {
-                n.starts_with(&format!("{b}, "))
-                    && matches!(t, Target::Ensemble { k, .. } if *k > 1)
-            });
-            // (Nothing to vary when EOT already runs the single draw's restarts.)
-            if let Some(t) = eot.filter(|_| wp.eot_restarts != wp.restarts) {
-                let more = whitebox::WhiteboxProfile {
-                    eot_restarts: wp.restarts,
-                    ..wp.clone()
-                };
-                let varies = format!("{} restarts instead of {}", wp.restarts, wp.eot_restarts);
-                reruns.push((t, more, format!("{} restarts", wp.restarts), varies));
-            }
-        }
-        for ((name, model_key, target), rerun, label, varies) in &reruns {
-            let check_name = format!("{name} ({label})");
-            curves.push(cached_curve(
-                &check_name,
-                json!({"model": model_key, "target": name, "profile": rerun, "master_seed": cfg.master_seed}),
-                whitebox::flops(target, rerun, split.len(), &arch),
-                &|| {
-                    let mut curve =
-                        whitebox::curves(&check_name, target, &split, rerun, &pipeline.seeds);
-                    curve["doubles"] = json!(name);
-                    curve["varies"] = json!(varies);
-                    curve
-                },
-            )?);
-        }
-        let mut spsa = Vec::new();
-        if let Some(wc) = &p.whitebox_checks {
-            let det0 = pick("deterministic lambda=0");
-            let ensemble = targets
-                .iter()
-                .find(|(_, _, t)| matches!(t, Target::Ensemble { .. }));
-            for (name, model_key, target) in det0
-                .into_iter()
-                .chain(ensemble)
-                .chain(checked_ensembles.iter().copied())
-            {
-                spsa.push(cached_curve(
-                    &format!("spsa-{name}"),
-                    json!({"model": model_key, "target": name, "profile": wp, "checks": wc, "master_seed": cfg.master_seed}),
-                    whitebox::spsa_flops(target, wp, wc, split.len(), &arch),
-                    &|| whitebox::spsa_accuracy(name, target, &split, wp, wc, &pipeline.seeds),
-                )?);
-            }
-        }
-        progress.finish_and_clear();
-        stages.push(StageReport {
-            stage: "whitebox".into(),
-            seconds: t0.elapsed().as_secs_f64(),
-            artifact_seconds: seconds,
-            computed: n_artifacts - reused,
-            reused,
-            flops,
-        });
-        let mut checks = whitebox::sanity_checks(&curves);
-        checks.extend(whitebox::spsa_checks(&curves, &mut spsa));
+        let (section, report) = whitebox_stage::run(&pipeline, &models)?;
+        stages.push(report);
         if cfg.stop_after == Some(Stage::Whitebox) {
             return Ok(stopped(Stage::Whitebox, &stages, cfg));
         }
-        json!({
-            "note": format!("PGD against each model itself on the first {} test images; accuracy in percent, CI over examples (each averaged over `repeats` fresh passes for a sampled model); the BNN is the Table 3 model{}", split.len(), p.whitebox_every_bnn_eot_k.map_or(String::new(), |k| {
-                let ks = |rho| every_bnn_ks(rho, k).iter().map(|k| format!("k={k}")).collect::<Vec<_>>();
-                let (other, table4) = (ks(RHO_INITS[0]), ks(TABLE4_RHO));
-                let listed = match other.split_last() {
-                    Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
-                    _ => other.join(""),
-                };
-                let table4_extra = table4.get(other.len()).map_or(String::new(), |m| format!(" (the Table 4 BNN also {m})"));
-                format!(", and every other BNN of the rho_init grid is attacked as one draw, as its ensemble through EOT {listed}{table4_extra}, as its posterior mean and as a frozen sample")
-            })),
-            "profile": wp, "examples": split.len(), "curves": curves, "checks": checks,
-            "spsa": spsa, "check_runs": p.whitebox_checks,
-        })
+        section
     } else {
         Value::Null
     };
@@ -1353,6 +1203,7 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
         return Ok(stopped(Stage::Attack, &stages, cfg));
     }
     let sets: Vec<PerturbationSet> = sets.into_iter().flatten().collect();
+    text_examples(&pipeline, &sources, &source_ready, &sets).write(&cfg.out_dir)?;
 
     // Stage 4: evaluations.
     let t0 = Instant::now();
@@ -1652,11 +1503,8 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
             "uncapped_distortion": s.uncapped_distortion, "uncapped_success_rate": s.uncapped_success_rate,
             "capped_fraction": s.capped_fraction,
         })).collect::<Vec<_>>(),
-        "models": source_ready.iter().chain(&det_ready).chain(&bnn_ready).map(|r| json!({
-            "model": r.meta.model.describe(), "key": r.key, "epochs_run": r.meta.epochs_run,
-            "best_epoch": r.meta.best_epoch, "best_validation_accuracy": r.meta.best_validation_accuracy,
-            "train_seconds": r.meta.wall_seconds,
-        })).collect::<Vec<_>>(),
+        "perturbation_examples_file": super::examples::EXAMPLES_FILE,
+        "models": model_rows(&[(super::ModelGroup::Source, &source_ready), (super::ModelGroup::Deterministic, &det_ready), (super::ModelGroup::Bnn, &bnn_ready)]),
         "meta": {
             "profile": p,
             "master_seed": cfg.master_seed,
@@ -1669,6 +1517,7 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
             "data_checksums": raw.files().iter().map(|f| f.checksum.to_string()).collect::<Vec<_>>(),
             "stages": stages,
             "sgemm_gflops": sgemm,
+            "cpu": crate::runtime::cpu_description(),
             "wall_seconds": started.elapsed().as_secs_f64(),
             "command": format!("bayes-robust --seed {} --threads {}{} reproduce --profile {}{}{}{}{}{}", cfg.master_seed, cfg.threads, if cfg.dataset == Dataset::Mnist { String::new() } else { format!(" --dataset {}", cfg.dataset) }, p.name, if cfg.whitebox { " --whitebox" } else { "" }, if cfg.strength { " --strength" } else { "" }, if cfg.per_example { " --per-example" } else { "" }, if cfg.prune_mode_or(PruneMode::Global) == PruneMode::PerTensor { " --pruning per-tensor" } else { "" }, if k != p.train_seeds { format!(" --train-seeds {k}") } else { String::new() }),
         },

@@ -205,14 +205,14 @@ pub fn spsa_accuracy(
 
 /// Counted matrix-product FLOPs of [`spsa_accuracy`].
 pub fn spsa_flops(
-    target: &Target,
+    target: TargetKind,
     profile: &WhiteboxProfile,
     checks: &WhiteboxChecks,
     examples: usize,
     arch: &crate::model::Arch,
 ) -> f64 {
     let (k, deployed) = match target {
-        Target::Ensemble { .. } => (
+        TargetKind::Ensemble { .. } => (
             checks.spsa_eot_k,
             profile.deployed_draws * profile.eval_repeats,
         ),
@@ -308,12 +308,47 @@ impl<'a> Target<'a> {
     }
 
     fn stochastic(&self) -> bool {
-        matches!(self, Target::SingleDraw(_) | Target::Ensemble { .. })
+        self.kind().stochastic()
     }
 
     fn restarts(&self, profile: &WhiteboxProfile) -> usize {
+        self.kind().restarts(profile)
+    }
+
+    /// What kind of target this is, without its model.
+    pub fn kind(&self) -> TargetKind {
         match self {
-            Target::Ensemble { k, .. } if *k > 1 => profile.eot_restarts,
+            Target::Deterministic(_) => TargetKind::Deterministic,
+            Target::SingleDraw(_) => TargetKind::SingleDraw,
+            Target::Ensemble { k, .. } => TargetKind::Ensemble { k: *k },
+            Target::PosteriorMean(_) => TargetKind::PosteriorMean,
+            Target::FrozenSample(_) => TargetKind::FrozenSample,
+        }
+    }
+}
+
+/// How a [`Target`]'s model is attacked and judged, without the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TargetKind {
+    Deterministic,
+    SingleDraw,
+    /// The deployed ensemble, attacked through EOT over `k` draws.
+    Ensemble { k: usize },
+    PosteriorMean,
+    FrozenSample,
+}
+
+impl TargetKind {
+    /// Whether each pass draws fresh weights (so judging repeats it).
+    pub fn stochastic(self) -> bool {
+        matches!(self, TargetKind::SingleDraw | TargetKind::Ensemble { .. })
+    }
+
+    /// PGD restarts per budget (EOT with k > 1 runs `eot_restarts`).
+    pub fn restarts(self, profile: &WhiteboxProfile) -> usize {
+        match self {
+            TargetKind::Ensemble { k } if k > 1 => profile.eot_restarts,
             _ => profile.restarts,
         }
     }
@@ -323,14 +358,14 @@ impl<'a> Target<'a> {
 /// budget's restarts of PGD through the attacked model (k draws for EOT), the judging
 /// passes through the deployed model, and the gradient agreement.
 pub fn flops(
-    target: &Target,
+    target: TargetKind,
     profile: &WhiteboxProfile,
     examples: usize,
     arch: &crate::model::Arch,
 ) -> f64 {
     use super::flops::{forward, input_gradient_steps};
     let (attacked_draws, deployed_draws) = match target {
-        Target::Ensemble { k, .. } => (*k, profile.deployed_draws),
+        TargetKind::Ensemble { k } => (k, profile.deployed_draws),
         _ => (1, 1),
     };
     let repeats = if target.stochastic() {

@@ -2,6 +2,7 @@
 //! README with Tables 1–4 (ours ± CI beside the paper's value and the difference), the
 //! paper's claims checked, run metadata, and SVG figures out.
 
+mod gallery;
 pub mod margin;
 pub mod plots;
 pub mod seeds;
@@ -872,11 +873,14 @@ pub fn render_with_variants(
     for (file, caption, fig) in &figures {
         written.push(embed_figure(fig, out_dir, file, caption, &mut md)?);
     }
+    written.extend(gallery::perturbation_section(out_dir, &mut md)?);
+    written.extend(gallery::training_section(results, out_dir, &mut md)?);
     if results["calibration"].is_object() {
         calibration_section(results, &mut md);
     }
     if results["whitebox"].is_object() {
         written.extend(whitebox_section(results, &mut md, out_dir)?);
+        written.extend(gallery::whitebox_multiples_section(results, out_dir, &mut md)?);
     }
     if results["seeds"].is_object() {
         written.extend(seeds::seeds_section(
@@ -916,6 +920,12 @@ pub fn render_with_variants(
         meta["threads"],
         meta["device"].as_str().unwrap_or("?")
     );
+    if let Some(cpu) = meta["cpu"].as_str() {
+        let _ = writeln!(
+            md,
+            "- CPU: {cpu} (results are bitwise reproducible on one machine for a fixed thread count; another CPU may round differently, docs/FIDELITY.md)"
+        );
+    }
     let _ = writeln!(
         md,
         "- versions: bayes-robust {}, tch {}, libtorch {}",
@@ -966,7 +976,7 @@ pub fn render_with_variants(
 }
 
 /// Renders `fig` to `<out_dir>/<file>`; the path written.
-pub(super) fn write_figure(fig: &Figure, out_dir: &Path, file: &str) -> Result<PathBuf> {
+pub(super) fn write_figure(fig: &dyn plots::Drawable, out_dir: &Path, file: &str) -> Result<PathBuf> {
     let path = out_dir.join(file);
     fig.render(&path).map_err(|reason| ReportError::Write {
         path: path.clone(),
@@ -977,7 +987,7 @@ pub(super) fn write_figure(fig: &Figure, out_dir: &Path, file: &str) -> Result<P
 
 /// [`write_figure`], shown in `md` with `caption` below it.
 pub(super) fn embed_figure(
-    fig: &Figure,
+    fig: &dyn plots::Drawable,
     out_dir: &Path,
     file: &str,
     caption: &str,

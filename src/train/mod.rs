@@ -73,6 +73,14 @@ pub struct EpochRecord {
     pub seconds: f64,
 }
 
+/// The validation accuracy after each epoch recorded in a checkpoint's history (empty
+/// for a history of another shape).
+pub fn validation_curve(meta: &crate::model::checkpoint::CheckpointMeta) -> Vec<f64> {
+    serde_json::from_value::<Vec<EpochRecord>>(meta.history.clone())
+        .map(|h| h.iter().map(|r| r.validation_accuracy).collect())
+        .unwrap_or_default()
+}
+
 /// The result of a training run.
 #[derive(Debug, Clone)]
 pub struct TrainOutcome {

@@ -122,3 +122,86 @@ pub fn bnn_spec(rho_init: f64) -> bayes_robust::model::checkpoint::ModelSpec {
         config: bayes_robust::model::bayes::BayesConfig::with_rho_init(rho_init),
     }
 }
+
+/// The images embedded in an SVG (`<image href="data:image/png;base64,…">`), decoded
+/// independently of the crate's encoder: base64 (RFC 4648), zlib, then PNG rows of
+/// filter type 0 (the only one the report writes; any other is a test failure). Each is
+/// (width, RGB pixels row-major).
+pub fn svg_png_images(svg: &str) -> Vec<(usize, Vec<[u8; 3]>)> {
+    use std::io::Read;
+    let doc = roxmltree::Document::parse(svg).expect("the SVG is XML");
+    doc.descendants()
+        .filter(|n| n.has_tag_name("image"))
+        .map(|n| {
+            let href = n.attribute("href").expect("an image has an href");
+            let b64 = href
+                .strip_prefix("data:image/png;base64,")
+                .expect("an embedded PNG");
+            let png = base64_decode(b64);
+            assert_eq!(&png[..8], &[137, 80, 78, 71, 13, 10, 26, 10], "PNG signature");
+            let (mut pos, mut width, mut idat) = (8, 0usize, Vec::new());
+            while pos + 8 <= png.len() {
+                let len = u32::from_be_bytes(png[pos..pos + 4].try_into().unwrap()) as usize;
+                let kind = &png[pos + 4..pos + 8];
+                let data = &png[pos + 8..pos + 8 + len];
+                match kind {
+                    b"IHDR" => {
+                        width = u32::from_be_bytes(data[..4].try_into().unwrap()) as usize;
+                        assert_eq!(&data[8..10], &[8, 2], "8-bit RGB");
+                    }
+                    b"IDAT" => idat.extend_from_slice(data),
+                    _ => {}
+                }
+                pos += 12 + len;
+            }
+            let mut raw = Vec::new();
+            flate2::read::ZlibDecoder::new(&idat[..])
+                .read_to_end(&mut raw)
+                .expect("zlib");
+            let mut pixels = Vec::new();
+            for row in raw.chunks(1 + 3 * width) {
+                assert_eq!(row[0], 0, "filter type 0");
+                pixels.extend(row[1..].chunks(3).map(|p| [p[0], p[1], p[2]]));
+            }
+            (width, pixels)
+        })
+        .collect()
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    let value = |c: u8| -> u32 {
+        match c {
+            b'A'..=b'Z' => (c - b'A') as u32,
+            b'a'..=b'z' => (c - b'a' + 26) as u32,
+            b'0'..=b'9' => (c - b'0' + 52) as u32,
+            b'+' => 62,
+            b'/' => 63,
+            _ => panic!("not base64: {c}"),
+        }
+    };
+    let mut out = Vec::new();
+    for chunk in s.as_bytes().chunks(4) {
+        let pad = chunk.iter().filter(|&&c| c == b'=').count();
+        let n = chunk
+            .iter()
+            .map(|&c| if c == b'=' { 0 } else { value(c) })
+            .fold(0u32, |acc, v| acc << 6 | v);
+        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        out.extend_from_slice(&bytes[..3 - pad]);
+    }
+    out
+}
+
+/// The grey level the report draws for a pixel value in [0, 1].
+pub fn grey(v: f32) -> u8 {
+    (255.0 * v).round().clamp(0.0, 255.0) as u8
+}
+
+/// The trimmed strings of every `<text>` of an SVG.
+pub fn svg_texts(svg: &str) -> Vec<String> {
+    let doc = roxmltree::Document::parse(svg).expect("the SVG is XML");
+    doc.descendants()
+        .filter(|n| n.has_tag_name("text"))
+        .filter_map(|n| n.text().map(|t| t.trim().to_owned()))
+        .collect()
+}

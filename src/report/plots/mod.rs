@@ -15,10 +15,22 @@
 //! 7. The title says what is compared; the caption (written by the report beside the
 //!    figure) says on which data and with what budget.
 //! 8. Text is sized for the report's width: the SVG is 800 × 500 and shown full width.
+//! 9. Many models of one kind go in small multiples ([`SmallMultiples`]), one panel
+//!    each on shared axes, with one legend below in which a series keeps one colour in
+//!    every panel.
+//! 10. Images are drawn exactly ([`ImageGrid`]): lossless 8-bit PNGs, grey for inputs
+//!    and a diverging red–white–blue scale for perturbations, each captioned with what
+//!    a reader needs (label, prediction, norm).
+
+mod images;
+mod multiples;
 
 use std::path::Path;
 
 use plotters::prelude::*;
+
+pub use images::{GrayImage, ImageCell, ImageGrid, ImageRow, PixelScale};
+pub use multiples::{PanelLegend, SmallMultiples};
 
 pub use plotters::chart::SeriesLabelPosition;
 
@@ -85,6 +97,11 @@ pub struct Series {
     pub line: bool,
     pub family: Family,
     pub origin: Origin,
+    /// The shade of the family's colour ([`Family::color`]); `None`: by rank in the
+    /// figure. Small multiples set it so that one series keeps one colour in every panel.
+    pub shade: Option<usize>,
+    /// Draw a mark at every point (else the line alone: a curve of many points).
+    pub marks: bool,
 }
 
 impl Series {
@@ -100,6 +117,8 @@ impl Series {
             line: true,
             family,
             origin: Origin::Ours,
+            shade: None,
+            marks: true,
         }
     }
 
@@ -111,12 +130,21 @@ impl Series {
             line: true,
             family,
             origin: Origin::Paper,
+            shade: None,
+            marks: true,
         }
     }
 
     /// Markers only, no line.
     pub fn points_only(mut self) -> Self {
         self.line = false;
+        self
+    }
+
+    /// The line alone, no markers (its legend entry is a line too).
+    pub fn line_only(mut self) -> Self {
+        self.line = true;
+        self.marks = false;
         self
     }
 }
@@ -163,6 +191,7 @@ macro_rules! dashes {
 
 /// A figure with labelled axes, a legend, error bars, optional dashed reference lines
 /// and an optional diagonal (for ours-vs-paper scatter plots).
+#[derive(Clone)]
 pub struct Figure {
     pub title: String,
     pub x_label: String,
@@ -176,6 +205,34 @@ pub struct Figure {
     pub diagonal: bool,
     /// Where the legend goes (chosen per figure to cover the least data).
     pub legend: SeriesLabelPosition,
+    /// Draw the legend inside the plot (small multiples with a shared legend: no).
+    pub show_legend: bool,
+}
+
+/// Font sizes of one chart: a full-width figure or a panel of small multiples.
+#[derive(Debug, Clone, Copy)]
+pub struct TextSizes {
+    pub title: u32,
+    pub label: u32,
+    pub desc: u32,
+    pub legend: u32,
+}
+
+impl TextSizes {
+    /// An 800 × 500 figure shown at full width (rule 8).
+    pub const FULL: Self = Self {
+        title: 24,
+        label: 18,
+        desc: 19,
+        legend: 17,
+    };
+    /// A panel of [`SmallMultiples`]: the SVG is wider than the page and shrinks with it.
+    pub const PANEL: Self = Self {
+        title: 21,
+        label: 17,
+        desc: 17,
+        legend: 16,
+    };
 }
 
 impl Figure {
@@ -191,6 +248,7 @@ impl Figure {
             verticals: vec![],
             diagonal: false,
             legend: SeriesLabelPosition::LowerLeft,
+            show_legend: true,
         }
     }
 
@@ -206,7 +264,7 @@ impl Figure {
                     .filter(|(f, o)| *f == s.family && *o == s.origin)
                     .count();
                 seen.push((s.family, s.origin));
-                s.family.color(k)
+                s.family.color(s.shade.unwrap_or(k))
             })
             .collect()
     }
@@ -243,17 +301,18 @@ impl Figure {
     /// axis, drawn as a forest plot: one row per category (named on the left, first at
     /// the top), the values along x with horizontal error bars, the reference lines
     /// vertical.
-    fn render_forest(
+    fn draw_forest(
         &self,
-        root: DrawingArea<SVGBackend, plotters::coord::Shift>,
+        root: &Area,
         names: &[String],
         (v_lo, v_hi): (f64, f64),
+        sizes: &TextSizes,
     ) -> Result<(), String> {
         let err = |e: &dyn std::fmt::Display| e.to_string();
         let n = names.len() as f64;
         let longest = names.iter().map(|n| n.chars().count()).max().unwrap_or(0) as u32;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(&self.title, ("sans-serif", 24))
+        let mut chart = ChartBuilder::on(root)
+            .caption(&self.title, ("sans-serif", sizes.title))
             .margin(14)
             .x_label_area_size(50)
             .y_label_area_size(24 + 9 * longest)
@@ -273,8 +332,8 @@ impl Figure {
             .configure_mesh()
             .x_desc(&self.y_label)
             .y_desc(&self.x_label)
-            .label_style(("sans-serif", 18))
-            .axis_desc_style(("sans-serif", 19))
+            .label_style(("sans-serif", sizes.label))
+            .axis_desc_style(("sans-serif", sizes.desc))
             .bold_line_style(BLACK.mix(0.12))
             .light_line_style(TRANSPARENT)
             .y_labels(names.len())
@@ -294,8 +353,10 @@ impl Figure {
                 .map_err(|e| err(&e))?;
             draw_marks(&mut chart, s, color, |p| (p.1, row(p.0)))?;
         }
-        draw_legend(&mut chart, &self.legend)?;
-        root.present().map_err(|e| e.to_string())
+        if self.show_legend {
+            draw_legend(&mut chart, &self.legend, sizes)?;
+        }
+        Ok(())
     }
 
     /// The longest title that fits the figure's width at the title's size (rule 7).
@@ -304,15 +365,15 @@ impl Figure {
     /// Renders to an SVG file; a title longer than [`Self::MAX_TITLE_CHARS`] is an
     /// error (it would be cut off).
     pub fn render(&self, path: &Path) -> Result<(), String> {
-        if self.title.chars().count() > Self::MAX_TITLE_CHARS {
-            return Err(format!(
-                "figure title {:?} is longer than {} characters",
-                self.title,
-                Self::MAX_TITLE_CHARS
-            ));
-        }
+        check_title(&self.title, Self::MAX_TITLE_CHARS)?;
         let root = SVGBackend::new(path, (800, 500)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| e.to_string())?;
+        self.draw_on(&root, &TextSizes::FULL)?;
+        root.present().map_err(|e| e.to_string())
+    }
+
+    /// Draws the figure onto `root` (the whole SVG, or one panel of small multiples).
+    pub fn draw_on(&self, root: &Area, sizes: &TextSizes) -> Result<(), String> {
         let (x_lo, x_hi) = self.x_range();
         let ys = self
             .series
@@ -331,11 +392,11 @@ impl Figure {
         };
         let longest = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
         if names.len() * longest > 80 {
-            return self.render_forest(root, &names, (y_lo, y_hi));
+            return self.draw_forest(root, &names, (y_lo, y_hi), sizes);
         }
-        let mut builder = ChartBuilder::on(&root);
+        let mut builder = ChartBuilder::on(root);
         builder
-            .caption(&self.title, ("sans-serif", 24))
+            .caption(&self.title, ("sans-serif", sizes.title))
             .margin(14)
             .x_label_area_size(50)
             .y_label_area_size(64);
@@ -355,8 +416,8 @@ impl Figure {
                 let mut mesh = chart.configure_mesh();
                 mesh.x_desc(&self.x_label)
                     .y_desc(&self.y_label)
-                    .label_style(("sans-serif", 18))
-                    .axis_desc_style(("sans-serif", 19))
+                    .label_style(("sans-serif", sizes.label))
+                    .axis_desc_style(("sans-serif", sizes.desc))
                     .bold_line_style(BLACK.mix(0.12))
                     .light_line_style(TRANSPARENT);
                 if !names.is_empty() {
@@ -405,7 +466,9 @@ impl Figure {
                         .map_err(|e| err(&e))?;
                     draw_marks(&mut chart, s, color, |p| (p.0, p.1))?;
                 }
-                draw_legend(&mut chart, &self.legend)?;
+                if self.show_legend {
+                    draw_legend(&mut chart, &self.legend, sizes)?;
+                }
             }};
         }
         match &self.x_axis {
@@ -420,8 +483,45 @@ impl Figure {
                     .map_err(|e| err(&e))?
             ),
         }
-        root.present().map_err(|e| e.to_string())
+        Ok(())
     }
+}
+
+/// Anything the report writes as an SVG file: a [`Figure`], [`SmallMultiples`] or an
+/// [`ImageGrid`].
+pub trait Drawable {
+    fn render(&self, path: &Path) -> Result<(), String>;
+}
+
+impl Drawable for Figure {
+    fn render(&self, path: &Path) -> Result<(), String> {
+        Figure::render(self, path)
+    }
+}
+
+impl Drawable for SmallMultiples {
+    fn render(&self, path: &Path) -> Result<(), String> {
+        SmallMultiples::render(self, path)
+    }
+}
+
+impl Drawable for ImageGrid {
+    fn render(&self, path: &Path) -> Result<(), String> {
+        ImageGrid::render(self, path)
+    }
+}
+
+/// The drawing area a figure or panel is drawn on.
+pub type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
+
+/// A title longer than `max` characters is an error (it would be cut off, rule 7).
+fn check_title(title: &str, max: usize) -> Result<(), String> {
+    if title.chars().count() > max {
+        return Err(format!(
+            "figure title {title:?} is longer than {max} characters"
+        ));
+    }
+    Ok(())
 }
 
 /// A series' marks at `at(point)` with its legend entry: filled circles (ours) or
@@ -438,6 +538,14 @@ where
     Y: Ranged<ValueType = f64>,
 {
     let err = |e: &dyn std::fmt::Display| e.to_string();
+    if !s.marks {
+        chart
+            .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())
+            .map_err(|e| err(&e))?
+            .label(s.name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+        return Ok(());
+    }
     if s.origin == Origin::Paper {
         let style = color.stroke_width(2);
         chart
@@ -493,6 +601,7 @@ where
 fn draw_legend<'a, DB, X, Y>(
     chart: &mut ChartContext<'a, DB, Cartesian2d<X, Y>>,
     position: &SeriesLabelPosition,
+    sizes: &TextSizes,
 ) -> Result<(), String>
 where
     DB: DrawingBackend + 'a,
@@ -504,7 +613,7 @@ where
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK.mix(0.3))
         .position(position.clone())
-        .label_font(("sans-serif", 17))
+        .label_font(("sans-serif", sizes.legend))
         .draw()
         .map_err(|e| e.to_string())
 }

@@ -1,0 +1,111 @@
+//! The content keys of the reproduction's planned artifacts, in one place. Each function
+//! builds the JSON preimage of one kind of artifact, verbatim as the pipeline built it
+//! before the plan of jobs (`fixtures/golden-keys/` pins the keys), and hashes it with
+//! [`cache::key`]: the id is `<name>-<first 16 hex digits of SHA-256(CACHE_FORMAT as
+//! 4 little-endian bytes ‖ compact JSON of the config)>`. The preimage is stored beside
+//! its artifact as `<id>.key.json` ([`Key::write_beside`]) so that what was hashed can
+//! always be read back.
+
+use serde_json::{Value, json};
+
+use super::cache::{self, ArtifactDir, CacheError};
+use super::whitebox::{WhiteboxChecks, WhiteboxProfile};
+use crate::attack::MinNormAttack;
+use crate::data::{Dataset, SplitSpec};
+use crate::model::checkpoint::ModelSpec;
+use crate::train::Recipe;
+
+/// A content key: the readable name, the config hashed, and the id they make.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Key {
+    pub id: String,
+    pub name: String,
+    pub config: Value,
+}
+
+impl Key {
+    pub fn new(name: &str, config: Value) -> Self {
+        Self {
+            id: cache::key(name, &config),
+            name: name.to_owned(),
+            config,
+        }
+    }
+
+    /// The preimage file's content: what [`cache::key`] hashed, and the format.
+    pub fn preimage(&self) -> Value {
+        json!({
+            "id": self.id, "name": self.name, "cache_format": cache::CACHE_FORMAT,
+            "hashed": "SHA-256 of cache_format as 4 little-endian bytes followed by the compact JSON of config; the id is the name (characters outside [A-Za-z0-9-_.=] as _) and the first 16 hex digits",
+            "config": self.config,
+        })
+    }
+
+    /// Writes `<id>.key.json` into `dir` (atomically).
+    pub fn write_beside(&self, dir: &ArtifactDir) -> Result<(), CacheError> {
+        dir.write_json(&format!("{}.key", self.id), &self.preimage())
+    }
+}
+
+/// A trained model of the text protocol's grid (or a training seed of one).
+pub fn model(
+    name: &str,
+    spec: &ModelSpec,
+    recipe: &Recipe,
+    master_seed: u64,
+    seed_name: &str,
+    dataset: Dataset,
+) -> Key {
+    Key::new(
+        name,
+        json!({
+            "spec": spec, "recipe": recipe, "master_seed": master_seed,
+            "seed_name": seed_name, "split": SplitSpec::PAPER, "data": dataset.name(),
+        }),
+    )
+}
+
+/// A min-norm attack's raw perturbations of the first `n` test images against the source
+/// `source_key`, in chunks of `chunk`.
+pub fn min_norm_attack(
+    label: &str,
+    source_key: &str,
+    attack: &MinNormAttack,
+    n: usize,
+    chunk: usize,
+) -> Key {
+    Key::new(
+        label,
+        json!({"source": source_key, "attack": attack, "n": n, "chunk": chunk}),
+    )
+}
+
+/// A white-box curve of the target named `target` (a model attacked one way) under
+/// `profile`; `artifact` is the target's name, or for a rerun of a masking check the
+/// name with what it varies (`… (2x steps)`).
+pub fn whitebox_curve(
+    artifact: &str,
+    target: &str,
+    model_key: &str,
+    profile: &WhiteboxProfile,
+    master_seed: u64,
+) -> Key {
+    Key::new(
+        &format!("whitebox-{artifact}"),
+        json!({"model": model_key, "target": target, "profile": profile, "master_seed": master_seed}),
+    )
+}
+
+/// The SPSA (gradient-free) check against the target named `target`.
+pub fn spsa(
+    target: &str,
+    model_key: &str,
+    profile: &WhiteboxProfile,
+    checks: &WhiteboxChecks,
+    master_seed: u64,
+) -> Key {
+    Key::new(
+        &format!("whitebox-spsa-{target}"),
+        json!({"model": model_key, "target": target, "profile": profile, "checks": checks, "master_seed": master_seed}),
+    )
+}
