@@ -79,6 +79,9 @@ enum Command {
     /// One job of a plan.
     #[command(subcommand)]
     Job(JobCommand),
+    /// Clean validation and test accuracy of any checkpoint in the documented format
+    /// (docs/CHECKPOINT.md); a BNN's single-draw runs and N-draw ensembles.
+    Eval(EvalArgs),
     /// Render reports/<profile>/README.md and SVG figures from its results.json beside
     /// the paper's numbers (reports/paper_tables.json).
     Report {
@@ -261,6 +264,31 @@ enum ModelKind {
 }
 
 #[derive(Args)]
+struct EvalArgs {
+    /// The checkpoint: its path without extension (`<stem>.safetensors` and
+    /// `<stem>.json`), or either file.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Evaluate the first this many validation and test images (default: all).
+    #[arg(long)]
+    examples: Option<usize>,
+    /// Single-draw passes of a BNN (mean and 95% CI over them).
+    #[arg(long, default_value_t = 100)]
+    runs: usize,
+    /// Ensemble sizes N of a BNN (comma-separated), each over `--ensemble-runs` runs.
+    #[arg(long, default_value = "1,10,100", value_delimiter = ',')]
+    ensemble: Vec<usize>,
+    #[arg(long, default_value_t = 3)]
+    ensemble_runs: usize,
+    /// The split of the training file.
+    #[arg(long, value_enum, default_value_t = SplitArg::Paper)]
+    split: SplitArg,
+    /// Skip the SHA-256 check of the data (subsets only).
+    #[arg(long)]
+    no_checksum: bool,
+}
+
+#[derive(Args)]
 struct TrainArgs {
     #[arg(long, value_enum)]
     model: ModelKind,
@@ -339,6 +367,7 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Eval(args) => eval_command(&args, &env()),
         Command::Train(args) => {
             train_command(&args, &data_dir, dataset, device, cli.global.seed, threads)
         }
@@ -754,6 +783,66 @@ fn data_check(dir: &Path, spec: SplitSpec, policy: ChecksumPolicy) -> Result<()>
         data::PIXEL_DIVISOR,
         data::INPUT_MAX
     );
+    Ok(())
+}
+
+/// The checkpoint stem of `path` (`x`, `x.json` or `x.safetensors` all name `x`).
+fn checkpoint_stem(path: &Path) -> PathBuf {
+    let s = path.to_string_lossy();
+    for ext in [".safetensors", ".json"] {
+        if let Some(stem) = s.strip_suffix(ext) {
+            return PathBuf::from(stem);
+        }
+    }
+    path.to_owned()
+}
+
+fn eval_command(args: &EvalArgs, env: &RunEnv) -> Result<()> {
+    if args.runs == 0 || args.ensemble_runs == 0 || args.ensemble.contains(&0) {
+        bail!("--runs, --ensemble-runs and every --ensemble size must be at least 1");
+    }
+    let stem = checkpoint_stem(&args.checkpoint);
+    let meta = bayes_robust::model::checkpoint::read_meta(&stem)?;
+    let (model, _) = TrainedModel::load(&meta.model, env.device, &stem)?;
+    let raw = RawDataset::load(&env.data_dir, policy(args.no_checksum, env.dataset))?;
+    let splits = Splits::from_raw(&raw, args.split.spec())?.to_device(env.device);
+    let n = args.examples.unwrap_or(usize::MAX);
+    let chunks = EvalChunks {
+        examples: 10_000,
+        draws: 10,
+    };
+    let seeds = SeedTree::new(env.seed);
+    println!("checkpoint: {} ({})", stem.display(), meta.model.describe());
+    for (name, split) in [
+        ("validation", splits.validation.head(n)),
+        ("test", splits.test.head(n)),
+    ] {
+        match &model {
+            TrainedModel::Mlp { mlp, .. } => {
+                println!("{name} accuracy (%): {:.2}", 100.0 * eval::accuracy(mlp, &split, chunks));
+            }
+            TrainedModel::Bnn { bnn, .. } => {
+                seeds.seed_torch(&format!("eval-checkpoint/{name}/single"));
+                let runs = eval::single_draw_accuracies(bnn, &split, args.runs, chunks);
+                if let Some(m) = eval::summarize_percent(&runs) {
+                    println!(
+                        "{name} one draw (%): {:.2} [{:.2}, {:.2}] over {} runs",
+                        m.mean, m.ci95[0], m.ci95[1], args.runs
+                    );
+                }
+                for &k in &args.ensemble {
+                    seeds.seed_torch(&format!("eval-checkpoint/{name}/ensemble-{k}"));
+                    let acc = eval::ensemble_accuracies(bnn, &split, k, args.ensemble_runs, chunks);
+                    if let Some(m) = eval::summarize_percent(&acc) {
+                        println!(
+                            "{name} ensemble of {k} (%): {:.2} [{:.2}, {:.2}] over {} runs",
+                            m.mean, m.ci95[0], m.ci95[1], args.ensemble_runs
+                        );
+                    }
+                }
+            }
+        }
+    }
     Ok(())
 }
 

@@ -308,3 +308,99 @@ fn train_with_the_code_protocol_uses_the_notebook_recipe() {
     assert_eq!(meta["recipe"]["reduction"], "sum");
     assert_eq!(meta["recipe"]["patience"], serde_json::Value::Null);
 }
+
+/// A safetensors file written byte by byte (8-byte little-endian header length, the JSON
+/// header, then the f32 data), without the VarStore.
+fn write_safetensors(path: &std::path::Path, tensors: &[(&str, Vec<usize>, Vec<f32>)]) {
+    let mut header = serde_json::Map::new();
+    let mut data = Vec::new();
+    for (name, shape, values) in tensors {
+        let start = data.len();
+        data.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+        header.insert(
+            (*name).to_owned(),
+            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [start, data.len()]}),
+        );
+    }
+    let header = serde_json::to_vec(&serde_json::Value::Object(header)).unwrap();
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend(header);
+    bytes.extend(data);
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// The value printed on the line of `out` that starts with `tag`.
+fn printed_value(out: &str, tag: &str) -> f64 {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(tag))
+        .unwrap_or_else(|| panic!("no line {tag:?} in {out}"));
+    line[tag.len()..]
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no number after {tag:?}: {line}"))
+}
+
+#[test]
+fn eval_reads_a_checkpoint_written_by_hand_in_the_documented_format() {
+    let dir = common::real_mnist_dir();
+    let d = tempfile::tempdir().unwrap();
+    // An FC-10 net whose weights are zero and whose bias picks class 3: it scores the
+    // share of 3s among the 10,000 test images (1,010, from `data check`).
+    let stem = d.path().join("hand-made-mlp");
+    let mut bias = vec![0.0f32; 10];
+    bias[3] = 1.0;
+    write_safetensors(
+        &stem.with_extension("safetensors"),
+        &[("l0.weight", vec![784, 10], vec![0.0; 7840]), ("l0.bias", vec![10], bias)],
+    );
+    std::fs::write(
+        stem.with_extension("json"),
+        r#"{"format": 1, "model": {"kind": "mlp", "config": {"arch": {"hidden": []}, "init": "GlorotUniform"}, "lambda": 0.0}}"#,
+    )
+    .unwrap();
+    let o = bayes_robust(&[
+        "--data-dir", dir.to_str().unwrap(), "eval", "--checkpoint", stem.to_str().unwrap(),
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!((printed_value(&out, "test accuracy (%):") - 10.10).abs() < 1e-9, "{out}");
+    // The same as a BNN FC-10 with μ = 0, ρ = −30 (σ ≈ 1e-13): every draw is that net,
+    // with its bias on class 7 (1,028 test images).
+    let stem = d.path().join("hand-made-bnn");
+    let mut mu_b = vec![0.0f32; 10];
+    mu_b[7] = 1.0;
+    write_safetensors(
+        &stem.with_extension("safetensors"),
+        &[
+            ("l0.mu_w", vec![784, 10], vec![0.0; 7840]),
+            ("l0.rho_w", vec![784, 10], vec![-30.0; 7840]),
+            ("l0.mu_b", vec![10], mu_b),
+            ("l0.rho_b", vec![10], vec![-30.0; 10]),
+        ],
+    );
+    let bnn = serde_json::json!({"format": 1, "model": {"kind": "bnn", "config": {
+        "arch": {"hidden": []}, "prior": {"pi": 0.5, "sigma1": 0.36787944117144233, "sigma2": 0.0009118819655545162},
+        "rho_init": -30.0, "mu_init_std": 0.26}}});
+    std::fs::write(stem.with_extension("json"), bnn.to_string()).unwrap();
+    let o = bayes_robust(&[
+        "--data-dir", dir.to_str().unwrap(), "eval", "--checkpoint",
+        stem.with_extension("safetensors").to_str().unwrap(), "--runs", "3", "--ensemble", "5",
+        "--ensemble-runs", "2",
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!((printed_value(&out, "test one draw (%):") - 10.28).abs() < 1e-6, "{out}");
+    assert!((printed_value(&out, "test ensemble of 5 (%):") - 10.28).abs() < 1e-6, "{out}");
+    // A truncated weights file is an error that names it.
+    let weights = stem.with_extension("safetensors");
+    let bytes = std::fs::read(&weights).unwrap();
+    std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
+    let o = bayes_robust(&[
+        "--data-dir", dir.to_str().unwrap(), "eval", "--checkpoint", stem.to_str().unwrap(),
+    ]);
+    let (_, err) = text(&o);
+    assert!(!o.status.success());
+    assert!(err.contains("hand-made-bnn.safetensors"), "{err}");
+}

@@ -496,6 +496,30 @@ fn assert_workers_make_the_same_artifacts(cfg: &ReproduceConfig, plan: &Plan) {
     assert_eq!(std::fs::read_dir(empty.path()).unwrap().count(), 0, "nothing written");
 }
 
+/// `bayes-robust eval` on the λ = 0 net's checkpoint gives its Table 1 cells.
+fn assert_eval_of_a_checkpoint_gives_table_1(cfg: &ReproduceConfig, plan: &Plan, r: &Value) {
+    let job = plan
+        .jobs
+        .iter()
+        .find(|j| j.label == "train det/lambda=0")
+        .expect("the λ = 0 net's training job");
+    let stem = cfg.runs_dir.join("models").join(&job.key.id);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bayes-robust"))
+        .arg("--data-dir")
+        .arg(&cfg.data_dir)
+        .args(["eval", "--examples", "500", "--checkpoint"])
+        .arg(&stem)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    for split in ["validation", "test"] {
+        let ours = printed(&text, &format!("{split} accuracy (%):"))[0];
+        let table = r["table1_clean"]["deterministic"][split][0]["mean"].as_f64().unwrap();
+        assert!((ours - table).abs() < 0.006, "{split}: eval {ours} against Table 1 {table}");
+    }
+}
+
 #[test]
 fn the_quick_profile_reproduces_every_cell_and_resumes_without_recomputing() {
     let _g = common::torch_rng_lock();
@@ -714,6 +738,7 @@ fn the_quick_profile_reproduces_every_cell_and_resumes_without_recomputing() {
     assert_golden_keys(runs.path(), &root);
     let plan = assert_plan_of_cached_run(&cfg);
     assert_workers_make_the_same_artifacts(&cfg, &plan);
+    assert_eval_of_a_checkpoint_gives_table_1(&cfg, &plan, &first);
     assert_training_curves(&written, &root.join("reports/quick"));
     let readme = std::fs::read_to_string(root.join("reports/quick/README.md")).unwrap();
     for heading in [

@@ -54,19 +54,31 @@ impl ModelSpec {
 
 /// The JSON sidecar of a checkpoint.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+///
+/// Only `format` and `model` are required (docs/CHECKPOINT.md): a model trained
+/// elsewhere may leave the training record out, and it reads as empty.
 pub struct CheckpointMeta {
     pub format: u32,
+    #[serde(default)]
     pub crate_version: String,
     pub model: ModelSpec,
+    #[serde(default)]
     pub master_seed: u64,
+    #[serde(default)]
     pub seed_name: String,
+    #[serde(default)]
     pub epochs_run: usize,
+    #[serde(default)]
     pub best_epoch: usize,
+    #[serde(default)]
     pub best_validation_accuracy: f64,
+    #[serde(default)]
     pub wall_seconds: f64,
     /// The training recipe, as recorded by the trainer.
+    #[serde(default)]
     pub recipe: serde_json::Value,
     /// One entry per epoch, as recorded by the trainer.
+    #[serde(default)]
     pub history: serde_json::Value,
 }
 
