@@ -959,3 +959,62 @@ fn every_committed_reports_profile_is_the_named_profile_of_today() {
         }
     }
 }
+
+/// The plans of the paper (and seeds) and short profiles keep their keys:
+/// `fixtures/golden-keys/{paper,short}-plan.txt` list every job's key (with
+/// `--whitebox`). Every model key the committed reports' results.json record (made by
+/// earlier code on other machines) is among them, and every job of the short plan
+/// without white-box is an artifact of the short run that made `reports/short/`
+/// (`fixtures/golden-keys/short.txt`, its runs folder's listing).
+#[test]
+fn the_committed_profiles_plans_keep_their_golden_keys() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let golden = |f: &str| -> Vec<String> {
+        std::fs::read_to_string(root.join("fixtures/golden-keys").join(f))
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    let plan_ids = |profile: Profile, whitebox: bool| -> Vec<String> {
+        let cfg = ReproduceConfig {
+            profile,
+            master_seed: 20201218,
+            device: tch::Device::Cpu,
+            threads: 2,
+            dataset: Dataset::Mnist,
+            data_dir: common::real_mnist_dir(),
+            runs_dir: PathBuf::from("/nonexistent/runs"),
+            out_dir: PathBuf::from("/nonexistent/reports"),
+            verbose: false,
+            stop_after: None,
+            whitebox,
+            strength: false,
+            per_example: false,
+            prune_mode: None,
+            train_seeds: None,
+        };
+        text_plan(&cfg).unwrap().jobs.iter().map(|j| j.key.id.clone()).collect()
+    };
+    let paper = plan_ids(Profile::paper(), true);
+    assert_eq!(paper, golden("paper-plan.txt"));
+    assert_eq!(plan_ids(Profile::seeds(), true), paper, "seeds shares the paper's cache");
+    assert_eq!(plan_ids(Profile::short(), true), golden("short-plan.txt"));
+    let short_run: Vec<String> = golden("short.txt");
+    for id in plan_ids(Profile::short(), false) {
+        assert!(
+            short_run.iter().any(|k| k.ends_with(&format!("/{id}"))),
+            "{id} is not an artifact of the short run"
+        );
+    }
+    for (dir, plan) in [("paper", &paper), ("seeds", &paper), ("short", &golden("short-plan.txt"))] {
+        let r: Value = serde_json::from_str(
+            &std::fs::read_to_string(root.join("reports").join(dir).join("results.json")).unwrap(),
+        )
+        .unwrap();
+        for m in r["models"].as_array().unwrap() {
+            let key = m["key"].as_str().unwrap();
+            assert!(plan.iter().any(|k| k == key), "reports/{dir}: model key {key} left the plan");
+        }
+    }
+}
