@@ -371,18 +371,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => {
             train_command(&args, &data_dir, dataset, device, cli.global.seed, threads)
         }
-        Command::Reproduce(args) => {
-            reproduce_command(args, &env())
-        }
-        Command::Plan { args, dry_run: _ } => {
-            plan_command(&args, &env(), PlanView::Summary)
-        }
-        Command::Job(JobCommand::Status { args }) => {
-            plan_command(&args, &env(), PlanView::Status)
-        }
-        Command::Job(JobCommand::Run { key, args }) => {
-            job_run_command(&key, &args, &env())
-        }
+        Command::Reproduce(args) => reproduce_command(args, &env()),
+        Command::Plan { args, dry_run: _ } => plan_command(&args, &env(), PlanView::Summary),
+        Command::Job(JobCommand::Status { args }) => plan_command(&args, &env(), PlanView::Status),
+        Command::Job(JobCommand::Run { key, args }) => job_run_command(&key, &args, &env()),
         Command::Report {
             profile,
             protocol,
@@ -447,13 +439,16 @@ fn reproduce_command(args: ReproduceArgs, env: &RunEnv) -> Result<()> {
     }
     if !code {
         let plan = reproduce::text_plan(&cfg)?;
-        let sgemm = (cfg.device == tch::Device::Cpu).then(bayes_robust::experiment::flops::sgemm_gflops);
+        let sgemm =
+            (cfg.device == tch::Device::Cpu).then(bayes_robust::experiment::flops::sgemm_gflops);
         eprintln!("plan: {}", plan.summary(&cfg.runs_dir, sgemm));
         if workers > 1 {
             drain_in_workers(&plan, &cfg, env, workers)?;
         }
     } else if workers > 1 {
-        bail!("--workers applies to the text protocol's plan (the code protocol runs in one process)");
+        bail!(
+            "--workers applies to the text protocol's plan (the code protocol runs in one process)"
+        );
     }
     if code {
         code_protocol::reproduce_code(&cfg, mult, budget)?;
@@ -468,11 +463,8 @@ fn reproduce_command(args: ReproduceArgs, env: &RunEnv) -> Result<()> {
     // The text report of the same profile gains the margin section from these
     // results: re-render it when it is there.
     let text_dir = PathBuf::from("reports").join(env.folder(&cfg.profile.name));
-    let default_code_dir = PathBuf::from("reports").join(format!(
-        "{}{}",
-        cfg.profile.name,
-        budget.dir_suffix()
-    ));
+    let default_code_dir =
+        PathBuf::from("reports").join(format!("{}{}", cfg.profile.name, budget.dir_suffix()));
     if code && cfg.out_dir == default_code_dir && text_dir.join("results.json").exists() {
         render_report(&text_dir, tables)?;
     }
@@ -481,7 +473,11 @@ fn reproduce_command(args: ReproduceArgs, env: &RunEnv) -> Result<()> {
 
 /// The worker command of one job: this binary with the same global flags and run
 /// flags, `job run <key>`.
-fn worker_command(job: &bayes_robust::experiment::plan::Job, cfg: &ReproduceConfig, env: &RunEnv) -> std::process::Command {
+fn worker_command(
+    job: &bayes_robust::experiment::plan::Job,
+    cfg: &ReproduceConfig,
+    env: &RunEnv,
+) -> std::process::Command {
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("bayes-robust"));
     let mut c = std::process::Command::new(exe);
     c.arg("--seed").arg(env.seed.to_string());
@@ -489,7 +485,14 @@ fn worker_command(job: &bayes_robust::experiment::plan::Job, cfg: &ReproduceConf
     c.arg("--dataset").arg(env.dataset.name());
     c.arg("--data-dir").arg(&env.data_dir);
     c.arg("--device").arg(&env.global.device);
-    c.args(["job", "run", &job.key.id, "--quiet", "--profile", &cfg.profile.name]);
+    c.args([
+        "job",
+        "run",
+        &job.key.id,
+        "--quiet",
+        "--profile",
+        &cfg.profile.name,
+    ]);
     c.arg("--runs-dir").arg(&cfg.runs_dir);
     if cfg.whitebox {
         c.arg("--whitebox");
@@ -549,10 +552,17 @@ fn plan_command(args: &ReproduceArgs, env: &RunEnv, view: PlanView) -> Result<()
             job.label
         );
     }
-    let sgemm = (cfg.device == tch::Device::Cpu).then(bayes_robust::experiment::flops::sgemm_gflops);
-    println!("\n{} (runs folder {})", plan.summary(&cfg.runs_dir, sgemm), cfg.runs_dir.display());
+    let sgemm =
+        (cfg.device == tch::Device::Cpu).then(bayes_robust::experiment::flops::sgemm_gflops);
+    println!(
+        "\n{} (runs folder {})",
+        plan.summary(&cfg.runs_dir, sgemm),
+        cfg.runs_dir.display()
+    );
     if view == PlanView::Summary {
-        println!("Cached jobs are not listed (`bayes-robust job status` lists every job). The evaluations, the strength axis and the training seeds run inside `run` after these.");
+        println!(
+            "Cached jobs are not listed (`bayes-robust job status` lists every job). The evaluations, the strength axis and the training seeds run inside `run` after these."
+        );
     }
     Ok(())
 }
@@ -819,7 +829,10 @@ fn eval_command(args: &EvalArgs, env: &RunEnv) -> Result<()> {
     ] {
         match &model {
             TrainedModel::Mlp { mlp, .. } => {
-                println!("{name} accuracy (%): {:.2}", 100.0 * eval::accuracy(mlp, &split, chunks));
+                println!(
+                    "{name} accuracy (%): {:.2}",
+                    100.0 * eval::accuracy(mlp, &split, chunks)
+                );
             }
             TrainedModel::Bnn { bnn, .. } => {
                 seeds.seed_torch(&format!("eval-checkpoint/{name}/single"));

@@ -353,7 +353,10 @@ fn eval_reads_a_checkpoint_written_by_hand_in_the_documented_format() {
     bias[3] = 1.0;
     write_safetensors(
         &stem.with_extension("safetensors"),
-        &[("l0.weight", vec![784, 10], vec![0.0; 7840]), ("l0.bias", vec![10], bias)],
+        &[
+            ("l0.weight", vec![784, 10], vec![0.0; 7840]),
+            ("l0.bias", vec![10], bias),
+        ],
     );
     std::fs::write(
         stem.with_extension("json"),
@@ -361,11 +364,18 @@ fn eval_reads_a_checkpoint_written_by_hand_in_the_documented_format() {
     )
     .unwrap();
     let o = bayes_robust(&[
-        "--data-dir", dir.to_str().unwrap(), "eval", "--checkpoint", stem.to_str().unwrap(),
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "eval",
+        "--checkpoint",
+        stem.to_str().unwrap(),
     ]);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}\n{err}");
-    assert!((printed_value(&out, "test accuracy (%):") - 10.10).abs() < 1e-9, "{out}");
+    assert!(
+        (printed_value(&out, "test accuracy (%):") - 10.10).abs() < 1e-9,
+        "{out}"
+    );
     // The same as a BNN FC-10 with μ = 0, ρ = −30 (σ ≈ 1e-13): every draw is that net,
     // with its bias on class 7 (1,028 test images).
     let stem = d.path().join("hand-made-bnn");
@@ -385,20 +395,38 @@ fn eval_reads_a_checkpoint_written_by_hand_in_the_documented_format() {
         "rho_init": -30.0, "mu_init_std": 0.26}}});
     std::fs::write(stem.with_extension("json"), bnn.to_string()).unwrap();
     let o = bayes_robust(&[
-        "--data-dir", dir.to_str().unwrap(), "eval", "--checkpoint",
-        stem.with_extension("safetensors").to_str().unwrap(), "--runs", "3", "--ensemble", "5",
-        "--ensemble-runs", "2",
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "eval",
+        "--checkpoint",
+        stem.with_extension("safetensors").to_str().unwrap(),
+        "--runs",
+        "3",
+        "--ensemble",
+        "5",
+        "--ensemble-runs",
+        "2",
     ]);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}\n{err}");
-    assert!((printed_value(&out, "test one draw (%):") - 10.28).abs() < 1e-6, "{out}");
-    assert!((printed_value(&out, "test ensemble of 5 (%):") - 10.28).abs() < 1e-6, "{out}");
+    assert!(
+        (printed_value(&out, "test one draw (%):") - 10.28).abs() < 1e-6,
+        "{out}"
+    );
+    assert!(
+        (printed_value(&out, "test ensemble of 5 (%):") - 10.28).abs() < 1e-6,
+        "{out}"
+    );
     // A truncated weights file is an error that names it.
     let weights = stem.with_extension("safetensors");
     let bytes = std::fs::read(&weights).unwrap();
     std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
     let o = bayes_robust(&[
-        "--data-dir", dir.to_str().unwrap(), "eval", "--checkpoint", stem.to_str().unwrap(),
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "eval",
+        "--checkpoint",
+        stem.to_str().unwrap(),
     ]);
     let (_, err) = text(&o);
     assert!(!o.status.success());

@@ -345,12 +345,25 @@ fn the_quick_code_protocol_runs_end_to_end_and_resumes() {
     for set in &ex.sets {
         assert!(set.source.ends_with("(lambda=0)"), "{}", set.source);
         for e in &set.examples {
-            assert_ne!(e.perturbed_prediction, e.label, "{}: a kept example fools its source", set.source);
-            let l2 = e.perturbed.iter().zip(&e.clean).map(|(p, c)| ((p - c) as f64).powi(2)).sum::<f64>().sqrt();
+            assert_ne!(
+                e.perturbed_prediction, e.label,
+                "{}: a kept example fools its source",
+                set.source
+            );
+            let l2 = e
+                .perturbed
+                .iter()
+                .zip(&e.clean)
+                .map(|(p, c)| ((p - c) as f64).powi(2))
+                .sum::<f64>()
+                .sqrt();
             assert!((l2 - e.l2).abs() < 1e-4, "{l2} vs {}", e.l2);
         }
     }
-    assert!(files.iter().any(|f| f.ends_with("perturbations.svg")), "{files:?}");
+    assert!(
+        files.iter().any(|f| f.ends_with("perturbations.svg")),
+        "{files:?}"
+    );
     let readme = std::fs::read_to_string(out.path().join("README.md")).unwrap();
     for heading in [
         "targeted attack, failures dropped",

@@ -233,7 +233,8 @@ fn a_model_family_keeps_its_colour_whatever_else_the_figure_shows() {
 }
 
 fn multiples(legend: PanelLegend) -> SmallMultiples {
-    let panel = |title: &str, series: Vec<Series>| Figure::new(title, "epsilon", "accuracy (%)", series);
+    let panel =
+        |title: &str, series: Vec<Series>| Figure::new(title, "epsilon", "accuracy (%)", series);
     SmallMultiples {
         title: "Every model, one panel each".into(),
         panels: vec![
@@ -241,7 +242,11 @@ fn multiples(legend: PanelLegend) -> SmallMultiples {
                 "first model",
                 vec![
                     Series::ours("ensemble", Family::Bnn, points(&[90.0, 60.0, 30.0])),
-                    Series::ours("deterministic", Family::Deterministic, points(&[80.0, 40.0, 10.0])),
+                    Series::ours(
+                        "deterministic",
+                        Family::Deterministic,
+                        points(&[80.0, 40.0, 10.0]),
+                    ),
                 ],
             ),
             panel(
@@ -253,7 +258,11 @@ fn multiples(legend: PanelLegend) -> SmallMultiples {
             ),
             panel(
                 "third model",
-                vec![Series::ours("one draw", Family::Bnn, points(&[84.0, 49.0, 19.0]))],
+                vec![Series::ours(
+                    "one draw",
+                    Family::Bnn,
+                    points(&[84.0, 49.0, 19.0]),
+                )],
             ),
         ],
         columns: 2,
@@ -290,9 +299,15 @@ fn small_multiples_show_every_panel_and_one_shared_legend_entry_per_series_name(
     // take the first shade in panels 2 and 3 and the counts would differ).
     let fills = circle_fills(&svg);
     let hex = |c: plotters::style::RGBColor| format!("#{:02X}{:02X}{:02X}", c.0, c.1, c.2);
-    let per_name = fills.iter().filter(|f| **f == hex(Family::Deterministic.color(0))).count();
+    let per_name = fills
+        .iter()
+        .filter(|f| **f == hex(Family::Deterministic.color(0)))
+        .count();
     for k in 0..2 {
-        let n = fills.iter().filter(|f| **f == hex(Family::Bnn.color(k))).count();
+        let n = fills
+            .iter()
+            .filter(|f| **f == hex(Family::Bnn.color(k)))
+            .count();
         assert_eq!(n, 2 * per_name - 1, "BNN shade {k}: {fills:?}");
     }
     let distinct: BTreeSet<&String> = fills.iter().collect();
@@ -315,7 +330,11 @@ fn an_image_grid_embeds_the_exact_pixels_it_is_given() {
     let clean: Vec<f32> = (0..784).map(|i| (i % 256) as f32 / 255.0).collect();
     let r: Vec<f32> = (0..784).map(|i| ((i % 7) as f32 - 3.0) * 0.01).collect();
     let cell = |pixels: Vec<f32>, scale| ImageCell {
-        image: GrayImage { side: 28, pixels, scale },
+        image: GrayImage {
+            side: 28,
+            pixels,
+            scale,
+        },
         caption: "a caption".into(),
     };
     let grid = ImageGrid {
@@ -343,8 +362,12 @@ fn an_image_grid_embeds_the_exact_pixels_it_is_given() {
     let (_, div) = &images[1];
     for (p, v) in div.iter().zip(&r) {
         match v.partial_cmp(&0.0).unwrap() {
-            std::cmp::Ordering::Greater => assert!(p[0] == 255 && p[1] == p[2] && p[1] < 255, "{v} {p:?}"),
-            std::cmp::Ordering::Less => assert!(p[2] == 255 && p[0] == p[1] && p[0] < 255, "{v} {p:?}"),
+            std::cmp::Ordering::Greater => {
+                assert!(p[0] == 255 && p[1] == p[2] && p[1] < 255, "{v} {p:?}")
+            }
+            std::cmp::Ordering::Less => {
+                assert!(p[2] == 255 && p[0] == p[1] && p[0] < 255, "{v} {p:?}")
+            }
             std::cmp::Ordering::Equal => assert_eq!(*p, [255, 255, 255]),
         }
     }
@@ -352,7 +375,13 @@ fn an_image_grid_embeds_the_exact_pixels_it_is_given() {
     assert_eq!(div[0], [0, 0, 255], "r = -0.03 is full blue");
     let ts = texts(&svg);
     let c = counts(&ts);
-    for t in ["A grid of images", "the only source", "clean", "perturbation", "example 0"] {
+    for t in [
+        "A grid of images",
+        "the only source",
+        "clean",
+        "perturbation",
+        "example 0",
+    ] {
         assert_eq!(c.get(t), Some(&1), "{t}");
     }
     // A row with the wrong number of cells is an error, not a broken figure.

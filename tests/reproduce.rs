@@ -294,12 +294,18 @@ fn assert_perturbation_grid(runs: &Path, dir: &Path) {
     use bayes_robust::attack::{BudgetReading, clip_to_box};
     use bayes_robust::data::{ChecksumPolicy, RawDataset, SplitSpec, Splits};
     use bayes_robust::experiment::examples::{EXAMPLES_PER_SET, PerturbationExamples};
-    let ex = PerturbationExamples::read(dir).unwrap().expect("the run wrote its examples");
+    let ex = PerturbationExamples::read(dir)
+        .unwrap()
+        .expect("the run wrote its examples");
     assert_eq!(ex.protocol, "text");
     let sources: Vec<&str> = ex.sets.iter().map(|s| s.source.as_str()).collect();
     assert_eq!(
         sources,
-        ["FC-10 (lambda=0)", "FC-200-200-10 (lambda=0)", "FC-1200-1200-10 (lambda=0)"]
+        [
+            "FC-10 (lambda=0)",
+            "FC-200-200-10 (lambda=0)",
+            "FC-1200-1200-10 (lambda=0)"
+        ]
     );
     let profile = Profile::quick();
     let raw = RawDataset::load(&common::real_mnist_dir(), ChecksumPolicy::Skip).unwrap();
@@ -309,7 +315,11 @@ fn assert_perturbation_grid(runs: &Path, dir: &Path) {
     let attacks = runs.join("attacks");
     let svg = std::fs::read_to_string(dir.join("perturbations.svg")).unwrap();
     let images = common::svg_png_images(&svg);
-    assert_eq!(images.len(), 3 * 3 * EXAMPLES_PER_SET, "clean, x' and r per set and row");
+    assert_eq!(
+        images.len(),
+        3 * 3 * EXAMPLES_PER_SET,
+        "clean, x' and r per set and row"
+    );
     for (g, set) in ex.sets.iter().enumerate() {
         // The cached attack of this source with the profile's own attack.
         let stem = std::fs::read_dir(&attacks)
@@ -322,11 +332,10 @@ fn assert_perturbation_grid(runs: &Path, dir: &Path) {
                 v["source"] == set.source.as_str() && v["attack"] == attack
             })
             .unwrap_or_else(|| panic!("no cached attack of {}", set.source));
-        let tensors =
-            tch::Tensor::read_safetensors(stem.with_extension("safetensors")).unwrap();
+        let tensors = tch::Tensor::read_safetensors(stem.with_extension("safetensors")).unwrap();
         let delta = &tensors.iter().find(|(n, _)| n == "delta").unwrap().1;
-        let (capped, _) = BudgetReading::PerExampleCap
-            .apply(delta, profile.max_rms_distortion.unwrap());
+        let (capped, _) =
+            BudgetReading::PerExampleCap.apply(delta, profile.max_rms_distortion.unwrap());
         let stored = clip_to_box(&(&x + capped.narrow(0, 0, EXAMPLES_PER_SET as i64)));
         let stored: Vec<Vec<f32>> = Vec::try_from(&stored).unwrap();
         let clean: Vec<Vec<f32>> = Vec::try_from(&x).unwrap();
@@ -339,12 +348,21 @@ fn assert_perturbation_grid(runs: &Path, dir: &Path) {
                 .zip(&stored[i])
                 .map(|(a, b)| (a - b).abs())
                 .fold(0.0, f32::max);
-            assert!(worst < 1e-6, "{}: x' of example {i} differs by {worst}", set.source);
+            assert!(
+                worst < 1e-6,
+                "{}: x' of example {i} differs by {worst}",
+                set.source
+            );
             let (w, pixels) = &images[i * 9 + g * 3 + 1];
             assert_eq!(*w, 28);
             for (p, v) in pixels.iter().zip(&stored[i]) {
                 let grey = common::grey(*v);
-                assert_eq!(*p, [grey, grey, grey], "{}: drawn pixel of example {i}", set.source);
+                assert_eq!(
+                    *p,
+                    [grey, grey, grey],
+                    "{}: drawn pixel of example {i}",
+                    set.source
+                );
             }
         }
     }
@@ -362,7 +380,12 @@ fn assert_training_curves(r: &Value, dir: &Path) {
     }
     let svg = std::fs::read_to_string(dir.join("training_curves.svg")).unwrap();
     let texts = common::svg_texts(&svg);
-    for panel in ["sources FC-10", "sources FC-1200-1200-10", "deterministic FC-100-100-10", "BNNs FC-100-100-10"] {
+    for panel in [
+        "sources FC-10",
+        "sources FC-1200-1200-10",
+        "deterministic FC-100-100-10",
+        "BNNs FC-100-100-10",
+    ] {
         assert!(texts.iter().any(|t| t == panel), "no panel {panel}");
     }
 }
@@ -400,9 +423,10 @@ fn assert_golden_keys(runs: &Path, root: &Path) {
         std::fs::create_dir_all(golden.parent().unwrap()).unwrap();
         std::fs::write(&golden, &ours).unwrap();
     }
-    let expected = std::fs::read_to_string(&golden)
-        .unwrap_or_else(|e| panic!("{}: {e}", golden.display()));
-    let (ours, expected): (Vec<&str>, Vec<&str>) = (ours.lines().collect(), expected.lines().collect());
+    let expected =
+        std::fs::read_to_string(&golden).unwrap_or_else(|e| panic!("{}: {e}", golden.display()));
+    let (ours, expected): (Vec<&str>, Vec<&str>) =
+        (ours.lines().collect(), expected.lines().collect());
     let missing: Vec<_> = expected.iter().filter(|k| !ours.contains(k)).collect();
     let new: Vec<_> = ours.iter().filter(|k| !expected.contains(k)).collect();
     assert!(
@@ -440,11 +464,22 @@ fn assert_same_artifacts(plan: &Plan, a: &Path, b: &Path) {
         let stem = |root: &Path| root.join(job.kind.folder()).join(&job.key.id);
         let read_json = |root: &Path| -> Value {
             let path = PathBuf::from(format!("{}.json", stem(root).display()));
-            serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+            serde_json::from_str(
+                &std::fs::read_to_string(&path)
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+            )
+            .unwrap()
         };
-        assert_eq!(without_times(read_json(a)), without_times(read_json(b)), "{}", job.label);
+        assert_eq!(
+            without_times(read_json(a)),
+            without_times(read_json(b)),
+            "{}",
+            job.label
+        );
         if matches!(job.kind, JobKind::TrainModel | JobKind::MinNormSet) {
-            let bytes = |root: &Path| std::fs::read(format!("{}.safetensors", stem(root).display())).unwrap();
+            let bytes = |root: &Path| {
+                std::fs::read(format!("{}.safetensors", stem(root).display())).unwrap()
+            };
             assert!(bytes(a) == bytes(b), "{}: tensors differ", job.label);
         }
     }
@@ -456,14 +491,23 @@ fn assert_plan_of_cached_run(cfg: &ReproduceConfig) -> Plan {
     let plan = text_plan(cfg).unwrap();
     plan.check_order().unwrap();
     let summary = plan.summary(&cfg.runs_dir, None);
-    assert_eq!(summary.to_compute, 0, "a dry run of a cached run computes nothing");
+    assert_eq!(
+        summary.to_compute, 0,
+        "a dry run of a cached run computes nothing"
+    );
     let made = artifact_keys(&cfg.runs_dir);
     for job in &plan.jobs {
         let id = format!("{}/{}", job.kind.folder(), job.key.id);
         assert!(made.contains(&id), "{id} is not an artifact of the run");
-        let preimage = cfg.runs_dir.join(job.kind.folder()).join(format!("{}.key.json", job.key.id));
+        let preimage = cfg
+            .runs_dir
+            .join(job.kind.folder())
+            .join(format!("{}.key.json", job.key.id));
         let v: Value = serde_json::from_str(&std::fs::read_to_string(&preimage).unwrap()).unwrap();
-        assert_eq!(cache::key(v["name"].as_str().unwrap(), &v["config"]), job.key.id);
+        assert_eq!(
+            cache::key(v["name"].as_str().unwrap(), &v["config"]),
+            job.key.id
+        );
     }
     let kinds = |k: JobKind| plan.jobs.iter().filter(|j| j.kind == k).count();
     assert_eq!(kinds(JobKind::TrainModel), 23);
@@ -477,23 +521,56 @@ fn assert_workers_make_the_same_artifacts(cfg: &ReproduceConfig, plan: &Plan) {
     let runs = tempfile::tempdir().unwrap();
     let command_in = |job: &Job, dir: &Path| {
         let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_bayes-robust"));
-        c.args(["--seed", &cfg.master_seed.to_string(), "--threads", &cfg.threads.to_string()]);
+        c.args([
+            "--seed",
+            &cfg.master_seed.to_string(),
+            "--threads",
+            &cfg.threads.to_string(),
+        ]);
         c.arg("--data-dir").arg(&cfg.data_dir);
-        c.args(["job", "run", &job.key.id, "--quiet", "--profile", "quick", "--whitebox"]);
+        c.args([
+            "job",
+            "run",
+            &job.key.id,
+            "--quiet",
+            "--profile",
+            "quick",
+            "--whitebox",
+        ]);
         c.arg("--runs-dir").arg(dir);
         c
     };
     let command = |job: &Job| command_in(job, runs.path());
-    let report = drain(plan, runs.path(), 2, &command, &indicatif::ProgressBar::hidden()).unwrap();
+    let report = drain(
+        plan,
+        runs.path(),
+        2,
+        &command,
+        &indicatif::ProgressBar::hidden(),
+    )
+    .unwrap();
     assert_eq!(report.computed, plan.jobs.len());
     assert_same_artifacts(plan, &cfg.runs_dir, runs.path());
     // `job run` of a job whose input is missing fails with its own status, writes nothing.
     let empty = tempfile::tempdir().unwrap();
-    let attack = plan.jobs.iter().find(|j| j.kind == JobKind::MinNormSet).unwrap();
+    let attack = plan
+        .jobs
+        .iter()
+        .find(|j| j.kind == JobKind::MinNormSet)
+        .unwrap();
     let out = command_in(attack, empty.path()).output().unwrap();
-    assert_eq!(out.status.code(), Some(EXIT_MISSING_INPUT), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(EXIT_MISSING_INPUT),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains(&attack.inputs[0]));
-    assert_eq!(std::fs::read_dir(empty.path()).unwrap().count(), 0, "nothing written");
+    assert_eq!(
+        std::fs::read_dir(empty.path()).unwrap().count(),
+        0,
+        "nothing written"
+    );
 }
 
 /// `bayes-robust eval` on the λ = 0 net's checkpoint gives its Table 1 cells.
@@ -512,11 +589,20 @@ fn assert_eval_of_a_checkpoint_gives_table_1(cfg: &ReproduceConfig, plan: &Plan,
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for split in ["validation", "test"] {
         let ours = printed(&text, &format!("{split} accuracy (%):"))[0];
-        let table = r["table1_clean"]["deterministic"][split][0]["mean"].as_f64().unwrap();
-        assert!((ours - table).abs() < 0.006, "{split}: eval {ours} against Table 1 {table}");
+        let table = r["table1_clean"]["deterministic"][split][0]["mean"]
+            .as_f64()
+            .unwrap();
+        assert!(
+            (ours - table).abs() < 0.006,
+            "{split}: eval {ours} against Table 1 {table}"
+        );
     }
 }
 
@@ -940,10 +1026,27 @@ fn assert_subset(old: &Value, new: &Value, what: &str) {
 fn every_committed_reports_profile_is_the_named_profile_of_today() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let keyed = [
-        "max_epochs", "attack", "attack_chunk", "eval_examples", "single_draw_runs", "ensemble_ns",
-        "ensemble_runs", "prune_rates", "prune_ensemble", "prune_runs", "max_rms_distortion", "whitebox",
+        "max_epochs",
+        "attack",
+        "attack_chunk",
+        "eval_examples",
+        "single_draw_runs",
+        "ensemble_ns",
+        "ensemble_runs",
+        "prune_rates",
+        "prune_ensemble",
+        "prune_runs",
+        "max_rms_distortion",
+        "whitebox",
     ];
-    for dir in ["paper", "seeds", "short", "short-seed1", "fashion-mnist-short", "paper-code"] {
+    for dir in [
+        "paper",
+        "seeds",
+        "short",
+        "short-seed1",
+        "fashion-mnist-short",
+        "paper-code",
+    ] {
         let path = root.join("reports").join(dir).join("results.json");
         let r: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         let committed = r["meta"]["profile"].as_object().unwrap();
@@ -955,7 +1058,11 @@ fn every_committed_reports_profile_is_the_named_profile_of_today() {
             if !dir.contains("short") && !keyed.contains(&field.as_str()) {
                 continue;
             }
-            assert_subset(value, &today[field], &format!("{}: profile {name}'s {field}", path.display()));
+            assert_subset(
+                value,
+                &today[field],
+                &format!("{}: profile {name}'s {field}", path.display()),
+            );
         }
     }
 }
@@ -994,11 +1101,20 @@ fn the_committed_profiles_plans_keep_their_golden_keys() {
             prune_mode: None,
             train_seeds: None,
         };
-        text_plan(&cfg).unwrap().jobs.iter().map(|j| j.key.id.clone()).collect()
+        text_plan(&cfg)
+            .unwrap()
+            .jobs
+            .iter()
+            .map(|j| j.key.id.clone())
+            .collect()
     };
     let paper = plan_ids(Profile::paper(), true);
     assert_eq!(paper, golden("paper-plan.txt"));
-    assert_eq!(plan_ids(Profile::seeds(), true), paper, "seeds shares the paper's cache");
+    assert_eq!(
+        plan_ids(Profile::seeds(), true),
+        paper,
+        "seeds shares the paper's cache"
+    );
     assert_eq!(plan_ids(Profile::short(), true), golden("short-plan.txt"));
     let short_run: Vec<String> = golden("short.txt");
     for id in plan_ids(Profile::short(), false) {
@@ -1007,14 +1123,21 @@ fn the_committed_profiles_plans_keep_their_golden_keys() {
             "{id} is not an artifact of the short run"
         );
     }
-    for (dir, plan) in [("paper", &paper), ("seeds", &paper), ("short", &golden("short-plan.txt"))] {
+    for (dir, plan) in [
+        ("paper", &paper),
+        ("seeds", &paper),
+        ("short", &golden("short-plan.txt")),
+    ] {
         let r: Value = serde_json::from_str(
             &std::fs::read_to_string(root.join("reports").join(dir).join("results.json")).unwrap(),
         )
         .unwrap();
         for m in r["models"].as_array().unwrap() {
             let key = m["key"].as_str().unwrap();
-            assert!(plan.iter().any(|k| k == key), "reports/{dir}: model key {key} left the plan");
+            assert!(
+                plan.iter().any(|k| k == key),
+                "reports/{dir}: model key {key} left the plan"
+            );
         }
     }
 }

@@ -60,21 +60,41 @@ pub struct PerturbationExamples {
 impl ExampleSet {
     /// The first `n` examples of `clean` and `perturbed` ([N, 784] each), judged by
     /// `source` in one batch.
-    pub fn first(source_name: &str, source: &Mlp, clean: &Tensor, perturbed: &Tensor, labels: &Tensor, n: usize) -> Self {
+    pub fn first(
+        source_name: &str,
+        source: &Mlp,
+        clean: &Tensor,
+        perturbed: &Tensor,
+        labels: &Tensor,
+        n: usize,
+    ) -> Self {
         let n = n.min(clean.size()[0] as usize) as i64;
-        let (x, xp, y) = (clean.narrow(0, 0, n), perturbed.narrow(0, 0, n), labels.narrow(0, 0, n));
+        let (x, xp, y) = (
+            clean.narrow(0, 0, n),
+            perturbed.narrow(0, 0, n),
+            labels.narrow(0, 0, n),
+        );
         let _guard = tch::no_grad_guard();
         let pred = |t: &Tensor| -> Vec<i64> {
-            Vec::<i64>::try_from(&source.forward(t).argmax(-1, false).to_device(tch::Device::Cpu))
-                .unwrap_or_default()
+            Vec::<i64>::try_from(
+                &source
+                    .forward(t)
+                    .argmax(-1, false)
+                    .to_device(tch::Device::Cpu),
+            )
+            .unwrap_or_default()
         };
         let (p_clean, p_pert) = (pred(&x), pred(&xp));
         let l2: Vec<f64> = Vec::try_from(
-            &(&xp - &x).to_kind(Kind::Double).norm_scalaropt_dim(2, [1], false).to_device(tch::Device::Cpu),
+            &(&xp - &x)
+                .to_kind(Kind::Double)
+                .norm_scalaropt_dim(2, [1], false)
+                .to_device(tch::Device::Cpu),
         )
         .unwrap_or_default();
         let rows = |t: &Tensor| -> Vec<Vec<f32>> {
-            Vec::<Vec<f32>>::try_from(&t.to_kind(Kind::Float).to_device(tch::Device::Cpu)).unwrap_or_default()
+            Vec::<Vec<f32>>::try_from(&t.to_kind(Kind::Float).to_device(tch::Device::Cpu))
+                .unwrap_or_default()
         };
         let labels: Vec<i64> = Vec::try_from(&y.to_device(tch::Device::Cpu)).unwrap_or_default();
         let examples = rows(&x)

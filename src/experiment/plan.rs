@@ -184,7 +184,11 @@ impl std::fmt::Display for PlanSummary {
 /// Seconds as `3 h 20 min`, `12 min` or `40 s`.
 pub fn human_seconds(s: f64) -> String {
     if s >= 3600.0 {
-        format!("{} h {} min", (s / 3600.0) as u64, ((s % 3600.0) / 60.0) as u64)
+        format!(
+            "{} h {} min",
+            (s / 3600.0) as u64,
+            ((s % 3600.0) / 60.0) as u64
+        )
     } else if s >= 60.0 {
         format!("{} min", (s / 60.0).round() as u64)
     } else {

@@ -334,7 +334,9 @@ pub enum TargetKind {
     Deterministic,
     SingleDraw,
     /// The deployed ensemble, attacked through EOT over `k` draws.
-    Ensemble { k: usize },
+    Ensemble {
+        k: usize,
+    },
     PosteriorMean,
     FrozenSample,
 }

@@ -3,8 +3,8 @@
 //! varied) and the SPSA checks, each chosen by its model and kind, never by its name.
 //! The names are the ones results.json and the cache keys have always used.
 
-pub use super::whitebox::TargetKind;
 use super::keys::{self, Key};
+pub use super::whitebox::TargetKind;
 use super::whitebox::WhiteboxProfile;
 use super::{Profile, RHO_INITS, TABLE3_RHO, TABLE4_RHO};
 
@@ -90,8 +90,14 @@ fn bnn_targets(rho: f64, ks: &[usize], wp: &WhiteboxProfile, every_bnn: bool) ->
             TargetKind::Ensemble { k },
         ));
     }
-    out.push(spec(format!("{b}, posterior mean"), TargetKind::PosteriorMean));
-    out.push(spec(format!("{b}, frozen sample"), TargetKind::FrozenSample));
+    out.push(spec(
+        format!("{b}, posterior mean"),
+        TargetKind::PosteriorMean,
+    ));
+    out.push(spec(
+        format!("{b}, frozen sample"),
+        TargetKind::FrozenSample,
+    ));
     out
 }
 
@@ -244,7 +250,12 @@ pub struct Artifact {
 impl WhiteboxPlan {
     /// Every artifact, in the order results.json lists them (main curves, reruns, SPSA),
     /// keyed by the key of the model each attacks (`model_key`).
-    pub fn artifacts(&self, p: &Profile, model_key: &dyn Fn(GridRef) -> String, master_seed: u64) -> Vec<Artifact> {
+    pub fn artifacts(
+        &self,
+        p: &Profile,
+        model_key: &dyn Fn(GridRef) -> String,
+        master_seed: u64,
+    ) -> Vec<Artifact> {
         let wp = &p.whitebox;
         let mut out: Vec<Artifact> = self
             .targets
@@ -260,7 +271,13 @@ impl WhiteboxPlan {
         out.extend(self.reruns.iter().enumerate().map(|(j, r)| {
             let t = &self.targets[r.target];
             Artifact {
-                key: keys::whitebox_curve(&r.name(self), &t.name, &model_key(t.model), &r.profile, master_seed),
+                key: keys::whitebox_curve(
+                    &r.name(self),
+                    &t.name,
+                    &model_key(t.model),
+                    &r.profile,
+                    master_seed,
+                ),
                 role: Role::Rerun(j),
                 target: r.target,
                 profile: r.profile.clone(),

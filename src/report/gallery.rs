@@ -24,7 +24,12 @@ const SIDE: usize = 28;
 /// scale up to `max_abs`.
 fn example_cells(set: &ExampleSet, i: usize, max_abs: f32) -> Vec<ImageCell> {
     let e = &set.examples[i];
-    let r: Vec<f32> = e.perturbed.iter().zip(&e.clean).map(|(p, c)| p - c).collect();
+    let r: Vec<f32> = e
+        .perturbed
+        .iter()
+        .zip(&e.clean)
+        .map(|(p, c)| p - c)
+        .collect();
     let fooled = if e.perturbed_prediction != e.label {
         " (wrong)"
     } else {
@@ -65,13 +70,21 @@ pub fn perturbation_grid(ex: &PerturbationExamples) -> ImageGrid {
                 .fold(0.0, f32::max)
         })
         .collect();
-    let what = if ex.protocol == "code" { "kept #" } else { "test #" };
+    let what = if ex.protocol == "code" {
+        "kept #"
+    } else {
+        "test #"
+    };
     ImageGrid {
         title: format!(
             "Perturbations against each source family (λ = 0), {} protocol",
             ex.protocol
         ),
-        groups: ex.sets.iter().map(|s| format!("source {}", s.source)).collect(),
+        groups: ex
+            .sets
+            .iter()
+            .map(|s| format!("source {}", s.source))
+            .collect(),
         columns: vec!["clean x".into(), "perturbed x'".into(), "r = x' − x".into()],
         rows: (0..n)
             .map(|i| ImageRow {
@@ -177,7 +190,9 @@ pub fn training_curves(r: &Value) -> Option<SmallMultiples> {
                     Some((row.best_epoch as f64, a, a, a))
                 })
                 .collect();
-            series.push(Series::ours("weights kept (best epoch)", Family::Other, stops).points_only());
+            series.push(
+                Series::ours("weights kept (best epoch)", Family::Other, stops).points_only(),
+            );
             Figure::new(&title, "epoch", "validation accuracy (%)", series)
         })
         .collect();
@@ -204,7 +219,13 @@ pub fn training_section(r: &Value, out_dir: &Path, md: &mut String) -> Result<Ve
         recipe.max_epochs,
         recipe.val_draws
     );
-    Ok(vec![embed_figure(&fig, out_dir, "training_curves.svg", &caption, md)?])
+    Ok(vec![embed_figure(
+        &fig,
+        out_dir,
+        "training_curves.svg",
+        &caption,
+        md,
+    )?])
 }
 
 /// A white-box curve's panel (the model attacked) and series (what of it: a λ, one
@@ -281,9 +302,16 @@ pub fn whitebox_multiples(r: &Value, norm: &str) -> Option<SmallMultiples> {
 }
 
 /// Both norms' small multiples in the report, when the run has white-box curves.
-pub fn whitebox_multiples_section(r: &Value, out_dir: &Path, md: &mut String) -> Result<Vec<PathBuf>> {
+pub fn whitebox_multiples_section(
+    r: &Value,
+    out_dir: &Path,
+    md: &mut String,
+) -> Result<Vec<PathBuf>> {
     let mut written = Vec::new();
-    for (norm, file) in [("linf", "whitebox_all_linf.svg"), ("l2", "whitebox_all_l2.svg")] {
+    for (norm, file) in [
+        ("linf", "whitebox_all_linf.svg"),
+        ("l2", "whitebox_all_l2.svg"),
+    ] {
         let Some(fig) = whitebox_multiples(r, norm) else {
             continue;
         };

@@ -880,7 +880,9 @@ pub fn render_with_variants(
     }
     if results["whitebox"].is_object() {
         written.extend(whitebox_section(results, &mut md, out_dir)?);
-        written.extend(gallery::whitebox_multiples_section(results, out_dir, &mut md)?);
+        written.extend(gallery::whitebox_multiples_section(
+            results, out_dir, &mut md,
+        )?);
     }
     if results["seeds"].is_object() {
         written.extend(seeds::seeds_section(
@@ -976,7 +978,11 @@ pub fn render_with_variants(
 }
 
 /// Renders `fig` to `<out_dir>/<file>`; the path written.
-pub(super) fn write_figure(fig: &dyn plots::Drawable, out_dir: &Path, file: &str) -> Result<PathBuf> {
+pub(super) fn write_figure(
+    fig: &dyn plots::Drawable,
+    out_dir: &Path,
+    file: &str,
+) -> Result<PathBuf> {
     let path = out_dir.join(file);
     fig.render(&path).map_err(|reason| ReportError::Write {
         path: path.clone(),

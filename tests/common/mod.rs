@@ -138,7 +138,11 @@ pub fn svg_png_images(svg: &str) -> Vec<(usize, Vec<[u8; 3]>)> {
                 .strip_prefix("data:image/png;base64,")
                 .expect("an embedded PNG");
             let png = base64_decode(b64);
-            assert_eq!(&png[..8], &[137, 80, 78, 71, 13, 10, 26, 10], "PNG signature");
+            assert_eq!(
+                &png[..8],
+                &[137, 80, 78, 71, 13, 10, 26, 10],
+                "PNG signature"
+            );
             let (mut pos, mut width, mut idat) = (8, 0usize, Vec::new());
             while pos + 8 <= png.len() {
                 let len = u32::from_be_bytes(png[pos..pos + 4].try_into().unwrap()) as usize;

@@ -126,7 +126,9 @@ impl Pipeline<'_> {
                         JobKind::Spsa,
                         format!("SPSA {}", t.name),
                         p.whitebox_checks.as_ref().map_or(0.0, |wc| {
-                            crate::experiment::whitebox::spsa_flops(t.kind, &a.profile, wc, examples, &arch)
+                            crate::experiment::whitebox::spsa_flops(
+                                t.kind, &a.profile, wc, examples, &arch,
+                            )
                         }),
                     ),
                 };

@@ -44,10 +44,16 @@ impl<'a> Models<'a> {
             },
         };
         Ok(match (kind, &ready.model) {
-            (TargetKind::Deterministic, TrainedModel::Mlp { mlp, .. }) => Target::Deterministic(mlp),
+            (TargetKind::Deterministic, TrainedModel::Mlp { mlp, .. }) => {
+                Target::Deterministic(mlp)
+            }
             (TargetKind::SingleDraw, TrainedModel::Bnn { bnn, .. }) => Target::SingleDraw(bnn),
-            (TargetKind::Ensemble { k }, TrainedModel::Bnn { bnn, .. }) => Target::Ensemble { bnn, k },
-            (TargetKind::PosteriorMean, TrainedModel::Bnn { bnn, .. }) => Target::PosteriorMean(bnn),
+            (TargetKind::Ensemble { k }, TrainedModel::Bnn { bnn, .. }) => {
+                Target::Ensemble { bnn, k }
+            }
+            (TargetKind::PosteriorMean, TrainedModel::Bnn { bnn, .. }) => {
+                Target::PosteriorMean(bnn)
+            }
             (TargetKind::FrozenSample, TrainedModel::Bnn { bnn, .. }) => Target::FrozenSample(bnn),
             _ => return Err(wrong()),
         })
@@ -66,9 +72,14 @@ pub(super) struct CurveJob<'a> {
 
 enum CurveWhat {
     /// A main curve (`every_bnn` for the other BNNs of the grid).
-    Main { every_bnn: bool },
+    Main {
+        every_bnn: bool,
+    },
     /// A rerun of the curve of target `of`, varying `varies`.
-    Rerun { of: String, varies: String },
+    Rerun {
+        of: String,
+        varies: String,
+    },
     Spsa,
 }
 
@@ -140,12 +151,21 @@ impl CurveJob<'_> {
         let p = &pipeline.cfg.profile;
         let compute = || -> Value {
             match &self.what {
-                CurveWhat::Main { .. } => {
-                    whitebox::curves(&self.name, &self.target, split, &self.profile, &pipeline.seeds)
-                }
+                CurveWhat::Main { .. } => whitebox::curves(
+                    &self.name,
+                    &self.target,
+                    split,
+                    &self.profile,
+                    &pipeline.seeds,
+                ),
                 CurveWhat::Rerun { of, varies } => {
-                    let mut curve =
-                        whitebox::curves(&self.name, &self.target, split, &self.profile, &pipeline.seeds);
+                    let mut curve = whitebox::curves(
+                        &self.name,
+                        &self.target,
+                        split,
+                        &self.profile,
+                        &pipeline.seeds,
+                    );
                     curve["doubles"] = json!(of);
                     curve["varies"] = json!(varies);
                     curve
@@ -163,7 +183,8 @@ impl CurveJob<'_> {
                 },
             }
         };
-        let (c, reused) = pipeline.cached(&self.key.id, || Ok(WhiteboxCurve { curve: compute() }))?;
+        let (c, reused) =
+            pipeline.cached(&self.key.id, || Ok(WhiteboxCurve { curve: compute() }))?;
         self.key.write_beside(&pipeline.evals_dir)?;
         Ok((c, reused))
     }
@@ -171,7 +192,10 @@ impl CurveJob<'_> {
 
 /// The stage: every artifact of the plan, the checks computed from them, and the
 /// `whitebox` section of results.json.
-pub(super) fn run(pipeline: &Pipeline, models: &Models) -> Result<(Value, StageReport), ReproduceError> {
+pub(super) fn run(
+    pipeline: &Pipeline,
+    models: &Models,
+) -> Result<(Value, StageReport), ReproduceError> {
     let t0 = Instant::now();
     let cfg = pipeline.cfg;
     let p = &cfg.profile;

@@ -60,7 +60,10 @@ impl GrayImage {
         }
         let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
         // Writing to a Vec cannot fail.
-        let idat = z.write_all(&raw).and_then(|_| z.finish()).unwrap_or_default();
+        let idat = z
+            .write_all(&raw)
+            .and_then(|_| z.finish())
+            .unwrap_or_default();
         let side = (self.side as u32).to_be_bytes();
         let mut ihdr = Vec::new();
         ihdr.extend(side);
@@ -179,7 +182,11 @@ fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
         for k in 0..4 {
             if k <= chunk.len() {

@@ -543,7 +543,9 @@ where
             .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())
             .map_err(|e| err(&e))?
             .label(s.name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+            });
         return Ok(());
     }
     if s.origin == Origin::Paper {
