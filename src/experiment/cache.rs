@@ -41,6 +41,11 @@ pub fn key(name: &str, config: &serde_json::Value) -> String {
     format!("{safe}-{hex}")
 }
 
+/// The three artifact folders of a runs folder: `models/`, `attacks/`, `evals/`.
+pub fn run_folders(runs: &std::path::Path) -> [ArtifactDir; 3] {
+    ["models", "attacks", "evals"].map(|kind| ArtifactDir::new(runs.join(kind)))
+}
+
 /// One folder of artifacts of one kind (`runs/<profile>/<kind>/`).
 #[derive(Debug, Clone)]
 pub struct ArtifactDir {

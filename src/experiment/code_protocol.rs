@@ -886,28 +886,23 @@ fn code_examples(
     sources: &[Ready],
     sets: &[KeptSet],
 ) -> super::examples::PerturbationExamples {
-    use super::examples::{EXAMPLES_PER_SET, ExampleSet, PerturbationExamples};
-    let sets = grid_sources
-        .iter()
-        .zip(sources)
-        .zip(sets)
-        .filter(|((cm, _), _)| matches!(cm.spec, ModelSpec::Mlp { lambda, .. } if lambda == 0.0))
-        .map(|((_, ready), set)| {
-            ExampleSet::first(
-                &set.label,
-                mlp_of(&ready.model),
-                &set.x,
-                &(&set.x + &set.r),
-                &set.labels,
-                EXAMPLES_PER_SET,
-            )
-        })
-        .collect();
-    PerturbationExamples {
-        protocol: "code".into(),
-        note: "x' = x + r for the first kept validation examples of the set (the targeted attack succeeded on them), before any evaluation multiplier and unclipped, as the notebook keeps it".into(),
-        sets,
-    }
+    use super::examples::{PerturbationExamples, SourceSet};
+    PerturbationExamples::of_lambda_zero_sets(
+        "code",
+        "x' = x + r for the first kept validation examples of the set (the targeted attack succeeded on them), before any evaluation multiplier and unclipped, as the notebook keeps it",
+        grid_sources
+            .iter()
+            .zip(sources)
+            .zip(sets)
+            .map(|((cm, ready), set)| SourceSet {
+                spec: &cm.spec,
+                label: &set.label,
+                source: mlp_of(&ready.model),
+                clean: set.x.shallow_clone(),
+                perturbed: &set.x + &set.r,
+                labels: &set.labels,
+            }),
+    )
 }
 
 pub fn reproduce_code(
@@ -921,6 +916,7 @@ pub fn reproduce_code(
     let raw = RawDataset::load(&cfg.data_dir, ChecksumPolicy::Require(cfg.dataset))?;
     let splits = Splits::from_raw(&raw, SplitSpec::PAPER)?.to_device(cfg.device);
     let n_eval = p.eval_examples.unwrap_or(usize::MAX);
+    let [models_dir, attacks_dir, evals_dir] = cache::run_folders(&cfg.runs_dir);
     let pipeline = CodePipeline {
         clean_validation: splits.validation.head(n_eval),
         clean_test: splits.test.head(n_eval),
@@ -928,9 +924,9 @@ pub fn reproduce_code(
         cp: cp.clone(),
         seeds: SeedTree::new(cfg.master_seed).child("code"),
         splits,
-        models_dir: ArtifactDir::new(cfg.runs_dir.join("models")),
-        attacks_dir: ArtifactDir::new(cfg.runs_dir.join("attacks")),
-        evals_dir: ArtifactDir::new(cfg.runs_dir.join("evals")),
+        models_dir,
+        attacks_dir,
+        evals_dir,
         chunks: EvalChunks {
             examples: 10_000,
             draws: p.draw_chunk,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use tch::{Kind, Tensor};
 
-use crate::model::checkpoint::write_atomic;
+use crate::model::checkpoint::{ModelSpec, write_atomic};
 use crate::model::mlp::Mlp;
 
 #[derive(Debug, thiserror::Error)]
@@ -118,7 +118,46 @@ impl ExampleSet {
     }
 }
 
+/// One perturbation set of a run, as the examples read it.
+pub struct SourceSet<'a> {
+    pub spec: &'a ModelSpec,
+    /// The set's source, as results.json names it.
+    pub label: &'a str,
+    pub source: &'a Mlp,
+    /// Clean and perturbed images ([N, 784]) and their labels.
+    pub clean: Tensor,
+    pub perturbed: Tensor,
+    pub labels: &'a Tensor,
+}
+
 impl PerturbationExamples {
+    /// The first [`EXAMPLES_PER_SET`] examples of each set whose source has λ = 0 (one
+    /// per source family).
+    pub fn of_lambda_zero_sets<'a>(
+        protocol: &str,
+        note: &str,
+        sets: impl Iterator<Item = SourceSet<'a>>,
+    ) -> Self {
+        let sets = sets
+            .filter(|s| matches!(s.spec, ModelSpec::Mlp { lambda, .. } if *lambda == 0.0))
+            .map(|s| {
+                ExampleSet::first(
+                    s.label,
+                    s.source,
+                    &s.clean,
+                    &s.perturbed,
+                    s.labels,
+                    EXAMPLES_PER_SET,
+                )
+            })
+            .collect();
+        Self {
+            protocol: protocol.to_owned(),
+            note: note.to_owned(),
+            sets,
+        }
+    }
+
     /// Writes `perturbation_examples.json` into `dir` (atomically); returns its path.
     pub fn write(&self, dir: &Path) -> Result<PathBuf, ExamplesError> {
         let path = dir.join(EXAMPLES_FILE);

@@ -8,7 +8,7 @@
 //! not depend on the order or the number of workers.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
@@ -269,12 +269,8 @@ pub fn drain(
                     progress.inc(1);
                 }
                 Ok(Some(status)) if status.code() == Some(EXIT_CLAIMED) => {
-                    // Another process computes it: look again in a while.
+                    // Another process computes it: look again in a while (below).
                     retry_after.push((i, Instant::now() + Duration::from_secs(2)));
-                    if plan.jobs[i].is_cached(runs) {
-                        done[i] = true;
-                        report.left_to_others += 1;
-                    }
                 }
                 Ok(Some(status)) => {
                     failure.get_or_insert(PlanError::JobFailed {
@@ -303,9 +299,4 @@ pub fn drain(
         Some(e) => Err(e),
         None => Ok(report),
     }
-}
-
-/// The runs folder's path of a job's artifact stem, for messages.
-pub fn artifact_stem(runs: &Path, job: &Job) -> PathBuf {
-    runs.join(job.kind.folder()).join(&job.key.id)
 }

@@ -997,7 +997,6 @@ pub(super) fn cached_eval<T: serde::Serialize + serde::de::DeserializeOwned>(
     Ok((e, false))
 }
 
-/// Writes `results` to `<out_dir>/results.json` atomically; returns the path.
 /// results.json's `models`: each trained model of every group, with its validation
 /// accuracy after every epoch (the training-curve figure's data).
 fn model_rows(groups: &[(super::ModelGroup, &[Ready])]) -> Value {
@@ -1025,30 +1024,26 @@ fn text_examples(
     source_ready: &[Ready],
     sets: &[PerturbationSet],
 ) -> super::examples::PerturbationExamples {
-    use super::examples::{EXAMPLES_PER_SET, ExampleSet, PerturbationExamples};
-    let sets = sources
-        .iter()
-        .zip(source_ready)
-        .zip(sets)
-        .filter(|((gm, _), _)| matches!(gm.spec, ModelSpec::Mlp { lambda, .. } if lambda == 0.0))
-        .map(|((_, ready), set)| {
-            ExampleSet::first(
-                &set.label,
-                mlp_of(&ready.model),
-                &pipeline.test.images,
-                &set.images,
-                &set.labels,
-                EXAMPLES_PER_SET,
-            )
-        })
-        .collect();
-    PerturbationExamples {
-        protocol: "text".into(),
-        note: "x' is the set as evaluated: the min-norm perturbation under the profile's distortion budget, clipped to [0, 1]".into(),
-        sets,
-    }
+    use super::examples::{PerturbationExamples, SourceSet};
+    PerturbationExamples::of_lambda_zero_sets(
+        "text",
+        "x' is the set as evaluated: the min-norm perturbation under the profile's distortion budget, clipped to [0, 1]",
+        sources
+            .iter()
+            .zip(source_ready)
+            .zip(sets)
+            .map(|((gm, ready), set)| SourceSet {
+                spec: &gm.spec,
+                label: &set.label,
+                source: mlp_of(&ready.model),
+                clean: pipeline.test.images.shallow_clone(),
+                perturbed: set.images.shallow_clone(),
+                labels: &set.labels,
+            }),
+    )
 }
 
+/// Writes `results` to `<out_dir>/results.json` atomically; returns the path.
 pub(super) fn write_results(
     cfg: &ReproduceConfig,
     results: &Value,
@@ -1063,13 +1058,13 @@ pub(super) fn write_results(
     Ok(path)
 }
 
-/// Runs the whole reproduction and writes `<out_dir>/results.json`; returns its value.
 impl<'a> Pipeline<'a> {
     /// The pipeline of `cfg` on the dataset `raw`.
     fn new(cfg: &'a ReproduceConfig, raw: &RawDataset) -> Result<Self, ReproduceError> {
         let p = &cfg.profile;
         let splits = Splits::from_raw(raw, SplitSpec::PAPER)?.to_device(cfg.device);
         let n_eval = p.eval_examples.unwrap_or(usize::MAX);
+        let [models_dir, attacks_dir, evals_dir] = cache::run_folders(&cfg.runs_dir);
         Ok(Pipeline {
             cfg,
             seeds: SeedTree::new(cfg.master_seed),
@@ -1077,9 +1072,9 @@ impl<'a> Pipeline<'a> {
             validation: splits.validation.head(n_eval),
             test: splits.test.head(n_eval),
             splits,
-            models_dir: ArtifactDir::new(cfg.runs_dir.join("models")),
-            attacks_dir: ArtifactDir::new(cfg.runs_dir.join("attacks")),
-            evals_dir: ArtifactDir::new(cfg.runs_dir.join("evals")),
+            models_dir,
+            attacks_dir,
+            evals_dir,
             chunks: EvalChunks {
                 examples: 10_000,
                 draws: p.draw_chunk,
@@ -1095,6 +1090,7 @@ fn load_raw(cfg: &ReproduceConfig) -> Result<RawDataset, ReproduceError> {
     )?)
 }
 
+/// Runs the whole reproduction and writes `<out_dir>/results.json`; returns its value.
 pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
     let started = Instant::now();
     let p = &cfg.profile;

@@ -18,6 +18,21 @@ pub enum GridRef {
     Bnn(f64),
 }
 
+impl GridRef {
+    /// Its position among the evaluation models: the λ grid (in [`super::LAMBDAS`]
+    /// order), then the ρ_init grid (in [`RHO_INITS`] order); `None` for a ρ_init
+    /// outside the grid.
+    pub fn evaluation_index(self) -> Option<usize> {
+        match self {
+            GridRef::Deterministic(i) => Some(i),
+            GridRef::Bnn(rho) => RHO_INITS
+                .iter()
+                .position(|r| *r == rho)
+                .map(|i| super::LAMBDAS.len() + i),
+        }
+    }
+}
+
 /// One white-box target.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TargetSpec {

@@ -94,13 +94,12 @@ impl Pipeline<'_> {
             tasks.push(Task::Attack(i));
         }
         if self.cfg.whitebox {
-            let (n_src, n_det) = (grid.sources.len(), grid.dets.len());
-            let key_of = |m: GridRef| match m {
-                GridRef::Deterministic(i) => model_keys[n_src + i].clone(),
-                GridRef::Bnn(rho) => {
-                    let i = super::RHO_INITS.iter().position(|r| *r == rho).unwrap_or(0);
-                    model_keys[n_src + n_det + i].clone()
-                }
+            let n_src = grid.sources.len();
+            let key_of = |m: GridRef| {
+                m.evaluation_index()
+                    .and_then(|i| model_keys.get(n_src + i))
+                    .cloned()
+                    .unwrap_or_default()
             };
             let plan = plan_of(self, &grid.dets);
             let examples = self.test.len().min(p.whitebox.examples);

@@ -23,19 +23,20 @@ pub(super) struct Models<'a> {
 }
 
 impl<'a> Models<'a> {
-    fn ready(&self, model: GridRef) -> &'a Ready {
-        match model {
-            GridRef::Deterministic(i) => &self.det_ready[i],
-            GridRef::Bnn(rho) => {
-                let i = RHO_INITS.iter().position(|r| *r == rho).unwrap_or(0);
-                &self.bnn_ready[i]
-            }
-        }
+    fn ready(&self, model: GridRef) -> Result<&'a Ready, ReproduceError> {
+        let (dets, bnns): (&'a [Ready], &'a [Ready]) = (self.det_ready, self.bnn_ready);
+        model
+            .evaluation_index()
+            .and_then(|i| dets.iter().chain(bnns).nth(i))
+            .ok_or_else(|| ReproduceError::WrongModel {
+                key: format!("{model:?}"),
+                expected: "a model of the evaluation grid",
+            })
     }
 
     /// The target `kind` of `model`, as the attack code takes it.
     fn target(&self, model: GridRef, kind: TargetKind) -> Result<Target<'a>, ReproduceError> {
-        let ready = self.ready(model);
+        let ready = self.ready(model)?;
         let wrong = || ReproduceError::WrongModel {
             key: ready.key.clone(),
             expected: match kind {
@@ -99,7 +100,11 @@ pub(super) fn curve_jobs<'a>(
     let plan = plan_of(pipeline, models.dets);
     let n = pipeline.test.len().min(p.whitebox.examples);
     let arch = Arch::new(&[100, 100]);
-    let key_of = |m: GridRef| models.ready(m).key.clone();
+    let key_of = |m: GridRef| {
+        models
+            .ready(m)
+            .map_or_else(|_| String::new(), |r| r.key.clone())
+    };
     plan.artifacts(p, &key_of, pipeline.cfg.master_seed)
         .into_iter()
         .map(|a| {
