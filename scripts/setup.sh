@@ -6,7 +6,10 @@
 #      system-wide one), so plain `cargo build|test|bench|run` work with nothing exported;
 #   3. real MNIST in data/mnist/, verified against known SHA-256 sums;
 #   4. Fashion-MNIST in /usr/share/datasets/fashion-mnist/ (the Debian package
-#      dataset-fashion-mnist, installed with apt-get), verified the same way.
+#      dataset-fashion-mnist, installed with apt-get), verified the same way;
+#   5. as root with apt-get: Slurm's daemons and client and munge (Debian's slurmctld,
+#      slurmd, slurm-client, munge), for the test that runs the plan on a real
+#      single-node cluster (tests/slurm.rs). Optional: without them that test is skipped.
 #
 # Fast (seconds) when everything is already there. Every step says what it does; any
 # failure stops with a message that names what failed.
@@ -162,6 +165,23 @@ else
     rm -f "$LOG"
     fashion_ok || die "dataset-fashion-mnist is installed but $FASHION_DIR does not verify (SHA-256)"
     step "Fashion-MNIST installed and verified in $FASHION_DIR"
+fi
+
+# --- 5. Slurm (optional) ------------------------------------------------------------
+slurm_ok() { command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v sbatch >/dev/null && command -v munged >/dev/null; }
+if slurm_ok; then
+    step "Slurm (slurmctld, slurmd, sbatch) and munged are installed"
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    step "installing Slurm and munge with apt-get (slurmctld slurmd slurm-client munge; for tests/slurm.rs)"
+    LOG=$(mktemp)
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurmctld slurmd slurm-client munge >"$LOG" 2>&1; then
+        { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurmctld slurmd slurm-client munge; } >>"$LOG" 2>&1 ||
+            step "warning: apt-get could not install Slurm (tests/slurm.rs will be skipped): $(tail -n 2 "$LOG")"
+    fi
+    rm -f "$LOG"
+    slurm_ok && step "Slurm and munge installed"
+else
+    step "Slurm is not installed and this is not root with apt-get: tests/slurm.rs will be skipped"
 fi
 
 step "done"

@@ -9,6 +9,7 @@ pub mod calibration;
 pub mod data;
 pub mod eval;
 pub mod experiment;
+pub mod fsio;
 pub mod model;
 pub mod progress;
 pub mod report;

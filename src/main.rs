@@ -9,6 +9,7 @@ use bayes_robust::data::{self, ChecksumPolicy, Dataset, RawDataset, SplitSpec, S
 use bayes_robust::eval::{self, EvalChunks};
 use bayes_robust::experiment::Profile;
 use bayes_robust::experiment::code_protocol::{self, CodeBudget, Multipliers};
+use bayes_robust::experiment::plan::Plan;
 use bayes_robust::experiment::reproduce::{self, ReproduceConfig, Stage};
 use bayes_robust::model::bayes::{BayesConfig, PruneMode};
 use bayes_robust::model::checkpoint::ModelSpec;
@@ -75,6 +76,8 @@ enum Command {
         /// Accepted for clarity: `plan` never computes anything.
         #[arg(long)]
         dry_run: bool,
+        #[command(flatten)]
+        emit: EmitArgs,
     },
     /// One job of a plan.
     #[command(subcommand)]
@@ -82,6 +85,14 @@ enum Command {
     /// Clean validation and test accuracy of any checkpoint in the documented format
     /// (docs/CHECKPOINT.md); a BNN's single-draw runs and N-draw ensembles.
     Eval(EvalArgs),
+    /// A min-norm perturbation set (the paper's eq. 5 attack, before any distortion
+    /// budget) of the test images against any deterministic checkpoint, with a
+    /// profile's attack settings: `<out>.safetensors` (delta, norms) and `<out>.json`.
+    Attack(AttackArgs),
+    /// White-box PGD curves (L∞ and L2, robust accuracy per budget) of any checkpoint,
+    /// attacked as a deterministic net, or a BNN as one draw, its ensemble through EOT,
+    /// its posterior mean or a frozen sample; with a profile's white-box settings.
+    Whitebox(WhiteboxArgs),
     /// Render reports/<profile>/README.md and SVG figures from its results.json beside
     /// the paper's numbers (reports/paper_tables.json).
     Report {
@@ -101,14 +112,49 @@ enum Command {
     },
 }
 
+/// How `plan` writes the plan.
+#[derive(Args, Clone)]
+struct EmitArgs {
+    /// table (default): the uncached jobs and the estimate; slurm: a bash script that
+    /// submits each uncached job with sbatch (README, "Running on a Slurm cluster");
+    /// json: the plan as data (key, kind, inputs, outputs, cpus, memory, time, cached).
+    #[arg(long, value_enum, default_value_t = EmitArg::Table)]
+    emit: EmitArg,
+    /// With --emit slurm: extra sbatch arguments for every job, passed through
+    /// (one string, split at spaces: "--partition=cpu --account=lab").
+    #[arg(long, allow_hyphen_values = true, default_value = "")]
+    sbatch_args: String,
+    /// With --emit slurm|json: cores per job (-c; each job runs with that many threads).
+    #[arg(long, default_value_t = 2)]
+    cpus_per_job: usize,
+    /// With --emit slurm: tries of each job inside `job run` (Slurm never retries).
+    #[arg(long, default_value_t = 2)]
+    attempts: u32,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum EmitArg {
+    Table,
+    Slurm,
+    Json,
+}
+
 #[derive(Subcommand)]
 enum JobCommand {
-    /// Run the job with this key in this process (its inputs must be cached: exit
-    /// status 3 and nothing written otherwise; 75 when another process holds it).
+    /// Run the job with this key in this process (its inputs must be cached and verify:
+    /// exit status 3 and nothing written otherwise; 75 when another process holds it
+    /// and --wait is not given).
     Run {
         key: String,
         #[command(flatten)]
         args: ReproduceArgs,
+        /// While another live process (on any host) holds the job's claim, wait for it
+        /// to finish or for its heartbeat to stop, instead of exiting with 75.
+        #[arg(long)]
+        wait: bool,
+        /// Tries of the job's work before it fails (for transient errors).
+        #[arg(long, default_value_t = 1)]
+        attempts: u32,
     },
     /// Each job of the plan and whether it is cached.
     Status {
@@ -289,6 +335,68 @@ struct EvalArgs {
 }
 
 #[derive(Args)]
+struct AttackArgs {
+    /// The source: a deterministic checkpoint (its stem, or either file).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// The profile whose attack settings, test images and chunking are used.
+    #[arg(long, default_value = "paper")]
+    profile: String,
+    /// Attack the first this many test images (default: the profile's).
+    #[arg(long)]
+    examples: Option<usize>,
+    /// The attack's confidence κ (default: the profile's).
+    #[arg(long, allow_negative_numbers = true)]
+    kappa: Option<f64>,
+    /// Where the set goes (`<out>.safetensors`, `<out>.json`; replaced if there).
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, value_enum, default_value_t = SplitArg::Paper)]
+    split: SplitArg,
+    /// Skip the SHA-256 check of the data (subsets only).
+    #[arg(long)]
+    no_checksum: bool,
+}
+
+#[derive(Args)]
+struct WhiteboxArgs {
+    /// The target: a checkpoint (its stem, or either file).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// The profile whose white-box settings and test images are used.
+    #[arg(long, default_value = "paper")]
+    profile: String,
+    /// How it is attacked (a BNN: single-draw, ensemble, posterior-mean or
+    /// frozen-sample; default deterministic for a net, ensemble for a BNN).
+    #[arg(long, value_enum)]
+    kind: Option<TargetKindArg>,
+    /// EOT draws per gradient for --kind ensemble.
+    #[arg(long, default_value_t = 10)]
+    eot_k: usize,
+    /// The name the attack's random streams are drawn under; a plan target's name (in
+    /// its curve's `name`) reproduces that curve.
+    #[arg(long)]
+    name: Option<String>,
+    /// Where the curves go as JSON (they are printed either way).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = SplitArg::Paper)]
+    split: SplitArg,
+    /// Skip the SHA-256 check of the data (subsets only).
+    #[arg(long)]
+    no_checksum: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TargetKindArg {
+    Deterministic,
+    SingleDraw,
+    Ensemble,
+    PosteriorMean,
+    FrozenSample,
+}
+
+#[derive(Args)]
 struct TrainArgs {
     #[arg(long, value_enum)]
     model: ModelKind,
@@ -324,6 +432,21 @@ struct TrainArgs {
     /// early stopping).
     #[arg(long, value_enum, default_value_t = ProtocolArg::Text)]
     protocol: ProtocolArg,
+    /// Train the model of this profile's plan (text protocol) that has this spec, with
+    /// the plan's recipe and seeds, into its runs folder under the plan's key, so that
+    /// `run` reuses it (instead of a checkpoint in --out; --max-epochs is the profile's).
+    #[arg(long, value_name = "PROFILE")]
+    plan: Option<String>,
+    /// With --plan: the runs folder (default runs/<profile>).
+    #[arg(long, requires = "plan")]
+    runs_dir: Option<PathBuf>,
+}
+
+/// A run command line's flags alone, parsed (for `train --plan`).
+#[derive(Parser)]
+struct RunFlags {
+    #[command(flatten)]
+    args: ReproduceArgs,
 }
 
 fn main() {
@@ -368,13 +491,35 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Eval(args) => eval_command(&args, &env()),
+        Command::Attack(args) => attack_command(&args, &env()),
+        Command::Whitebox(args) => whitebox_command(&args, &env()),
+        Command::Train(args) if args.plan.is_some() => train_plan_model(&args, &env()),
         Command::Train(args) => {
             train_command(&args, &data_dir, dataset, device, cli.global.seed, threads)
         }
         Command::Reproduce(args) => reproduce_command(args, &env()),
-        Command::Plan { args, dry_run: _ } => plan_command(&args, &env(), PlanView::Summary),
+        Command::Plan {
+            args,
+            dry_run: _,
+            emit,
+        } => match emit.emit {
+            EmitArg::Table => plan_command(&args, &env(), PlanView::Summary),
+            EmitArg::Slurm | EmitArg::Json => emit_plan(&args, &emit, &env()),
+        },
         Command::Job(JobCommand::Status { args }) => plan_command(&args, &env(), PlanView::Status),
-        Command::Job(JobCommand::Run { key, args }) => job_run_command(&key, &args, &env()),
+        Command::Job(JobCommand::Run {
+            key,
+            args,
+            wait,
+            attempts,
+        }) => {
+            let opts = reproduce::JobRunOptions {
+                wait,
+                attempts,
+                ..Default::default()
+            };
+            job_run_command(&key, &args, &opts, &env())
+        }
         Command::Report {
             profile,
             protocol,
@@ -530,13 +675,19 @@ enum PlanView {
     Status,
 }
 
-fn plan_command(args: &ReproduceArgs, env: &RunEnv, view: PlanView) -> Result<()> {
+/// The checked configuration and the text protocol's plan of these run flags.
+fn text_plan_of(args: &ReproduceArgs, env: &RunEnv) -> Result<(ReproduceConfig, Plan)> {
     let setup = run_setup(args.clone(), env)?;
     if setup.code {
         bail!("--protocol code has no plan yet: `run --protocol code` runs it in one process");
     }
-    let cfg = &setup.cfg;
-    let plan = reproduce::text_plan(cfg)?;
+    let plan = reproduce::text_plan(&setup.cfg)?;
+    Ok((setup.cfg, plan))
+}
+
+fn plan_command(args: &ReproduceArgs, env: &RunEnv, view: PlanView) -> Result<()> {
+    let (cfg, plan) = text_plan_of(args, env)?;
+    let cfg = &cfg;
     let cached = plan.cached(&cfg.runs_dir);
     println!("| kind | key | cached | GFLOP | what |\n|---|---|---|---|---|");
     for (job, c) in plan.jobs.iter().zip(&cached) {
@@ -561,19 +712,99 @@ fn plan_command(args: &ReproduceArgs, env: &RunEnv, view: PlanView) -> Result<()
     );
     if view == PlanView::Summary {
         println!(
-            "Cached jobs are not listed (`bayes-robust job status` lists every job). The evaluations, the strength axis and the training seeds run inside `run` after these."
+            "Cached jobs are not listed (`bayes-robust job status` lists every job). The strength axis, the per-example export and the training seeds run inside `run` after these."
         );
     }
     Ok(())
 }
 
-fn job_run_command(key: &str, args: &ReproduceArgs, env: &RunEnv) -> Result<()> {
+/// `plan --emit slurm|json`: the plan as a Slurm submission script or as data, on stdout.
+fn emit_plan(args: &ReproduceArgs, emit: &EmitArgs, env: &RunEnv) -> Result<()> {
+    use bayes_robust::experiment::slurm;
+    let (cfg, plan) = text_plan_of(args, env)?;
+    let cfg = &cfg;
+    let cached = plan.cached(&cfg.runs_dir);
+    let sizing = slurm::Sizing {
+        cpus: emit.cpus_per_job,
+        sgemm_gflops: bayes_robust::experiment::flops::sgemm_gflops(),
+    };
+    if emit.emit == EmitArg::Json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&slurm::plan_json(&plan, &cached, &sizing))?
+        );
+        return Ok(());
+    }
+    let (global, run_flags) = plan_invocation(std::env::args().skip(1).collect())?;
+    let workdir = std::env::current_dir()?;
+    let commands = slurm::SlurmCommands {
+        exe: std::env::current_exe()?,
+        log_dir: workdir.join(&cfg.runs_dir).join("slurm-logs"),
+        workdir,
+        global,
+        run_flags,
+        sbatch_args: emit
+            .sbatch_args
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect(),
+        attempts: emit.attempts,
+    };
+    print!(
+        "{}",
+        slurm::slurm_script(&plan, &cached, &sizing, &commands)
+    );
+    Ok(())
+}
+
+/// Splits this `plan` command line into its global flags (before `plan`, without
+/// `--threads`) and its run flags (after it, without the flags of `plan` itself), which
+/// `job run <key>` and `run` take as they are.
+fn plan_invocation(argv: Vec<String>) -> Result<(Vec<String>, Vec<String>)> {
+    const DROP_WITH_VALUE: [&str; 5] = [
+        "--threads",
+        "--emit",
+        "--sbatch-args",
+        "--cpus-per-job",
+        "--attempts",
+    ];
+    let mut i = 0;
+    while i < argv.len() && argv[i].starts_with("--") {
+        i += if argv[i].contains('=') { 1 } else { 2 };
+    }
+    if argv.get(i).map(String::as_str) != Some("plan") {
+        bail!("--emit slurm: cannot find the `plan` subcommand in the command line");
+    }
+    let filter = |args: &[String]| {
+        let mut out = Vec::new();
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let name = a.split('=').next().unwrap_or(a);
+            if DROP_WITH_VALUE.contains(&name) {
+                if !a.contains('=') {
+                    it.next();
+                }
+            } else if a != "--dry-run" {
+                out.push(a.clone());
+            }
+        }
+        out
+    };
+    Ok((filter(&argv[..i]), filter(&argv[i + 1..])))
+}
+
+fn job_run_command(
+    key: &str,
+    args: &ReproduceArgs,
+    opts: &reproduce::JobRunOptions,
+    env: &RunEnv,
+) -> Result<()> {
     use bayes_robust::experiment::plan::{EXIT_CLAIMED, EXIT_MISSING_INPUT};
     let setup = run_setup(args.clone(), env)?;
     if setup.code {
         bail!("--protocol code has no plan yet");
     }
-    match reproduce::run_job(&setup.cfg, key) {
+    match reproduce::run_job(&setup.cfg, key, opts) {
         Ok(reproduce::JobRun::Computed) => {
             eprintln!("job {key}: computed");
             Ok(())
@@ -601,13 +832,7 @@ fn run_setup(args: ReproduceArgs, env: &RunEnv) -> Result<RunSetup> {
     let threads = env.threads;
     let data_dir = env.data_dir.clone();
     let folder = |p: &str| env.folder(p);
-    let Some(profile) = Profile::by_name(&args.profile) else {
-        bail!(
-            "--profile {:?} is not one of {}",
-            args.profile,
-            Profile::NAMES.join(", ")
-        );
-    };
+    let profile = profile_named(&args.profile)?;
     let code = args.protocol == ProtocolArg::Code;
     let default_mult = if code {
         Multipliers::CODE
@@ -859,19 +1084,193 @@ fn eval_command(args: &EvalArgs, env: &RunEnv) -> Result<()> {
     Ok(())
 }
 
-fn train_command(
-    args: &TrainArgs,
-    data_dir: &Path,
-    dataset: Dataset,
-    device: tch::Device,
-    master: u64,
-    threads: usize,
-) -> Result<()> {
-    let arch: Arch = args.hidden.parse()?;
-    if args.max_epochs == 0 {
-        bail!("--max-epochs must be at least 1");
+/// The profile of `--profile`, or an error listing the profiles.
+fn profile_named(name: &str) -> Result<Profile> {
+    Profile::by_name(name).with_context(|| {
+        format!(
+            "--profile {name:?} is not one of {}",
+            Profile::NAMES.join(", ")
+        )
+    })
+}
+
+fn whitebox_command(args: &WhiteboxArgs, env: &RunEnv) -> Result<()> {
+    use bayes_robust::experiment::whitebox::{self, Target, TargetKind};
+    let profile = profile_named(&args.profile)?;
+    if args.eot_k == 0 {
+        bail!("--eot-k must be at least 1");
     }
-    let (spec, name) = match args.model {
+    let stem = checkpoint_stem(&args.checkpoint);
+    let meta = bayes_robust::model::checkpoint::read_meta(&stem)?;
+    let (model, _) = TrainedModel::load(&meta.model, env.device, &stem)?;
+    let kind = match (args.kind, &model) {
+        (None, TrainedModel::Mlp { .. }) | (Some(TargetKindArg::Deterministic), _) => {
+            TargetKind::Deterministic
+        }
+        (None, TrainedModel::Bnn { .. }) | (Some(TargetKindArg::Ensemble), _) => {
+            TargetKind::Ensemble { k: args.eot_k }
+        }
+        (Some(TargetKindArg::SingleDraw), _) => TargetKind::SingleDraw,
+        (Some(TargetKindArg::PosteriorMean), _) => TargetKind::PosteriorMean,
+        (Some(TargetKindArg::FrozenSample), _) => TargetKind::FrozenSample,
+    };
+    let target = Target::of(&model, kind).with_context(|| {
+        format!(
+            "--kind does not fit {} ({}): a deterministic net is attacked as deterministic, a BNN by one of its kinds",
+            stem.display(),
+            meta.model.describe()
+        )
+    })?;
+    let raw = RawDataset::load(&env.data_dir, policy(args.no_checksum, env.dataset))?;
+    let splits = Splits::from_raw(&raw, args.split.spec())?.to_device(env.device);
+    let n = profile
+        .eval_examples
+        .unwrap_or(usize::MAX)
+        .min(profile.whitebox.examples);
+    let test = splits.test.head(n);
+    let name = args.name.clone().unwrap_or_else(|| meta.model.describe());
+    eprintln!("white-box {name} on {} test images", test.len());
+    let curves = whitebox::curves(
+        &name,
+        &target,
+        &test,
+        &profile.whitebox,
+        &SeedTree::new(env.seed),
+    );
+    if let Some(out) = &args.out {
+        bayes_robust::fsio::write_atomic(out, &serde_json::to_vec_pretty(&curves)?)
+            .with_context(|| format!("cannot write {}", out.display()))?;
+    }
+    println!("{}", serde_json::to_string_pretty(&curves)?);
+    Ok(())
+}
+
+/// What `attack` writes beside its tensors.
+#[derive(serde::Serialize)]
+struct AttackSetRecord {
+    checkpoint: PathBuf,
+    model: String,
+    n: usize,
+    mean_distortion: f64,
+    success_rate: f64,
+    seconds: f64,
+    attack: bayes_robust::attack::MinNormAttack,
+}
+
+fn attack_command(args: &AttackArgs, env: &RunEnv) -> Result<()> {
+    let profile = profile_named(&args.profile)?;
+    let stem = checkpoint_stem(&args.checkpoint);
+    let meta = bayes_robust::model::checkpoint::read_meta(&stem)?;
+    let (model, _) = TrainedModel::load(&meta.model, env.device, &stem)?;
+    let TrainedModel::Mlp { mlp, .. } = &model else {
+        bail!(
+            "{}: the min-norm attack's sources are deterministic nets, and this is {}",
+            stem.display(),
+            meta.model.describe()
+        );
+    };
+    let raw = RawDataset::load(&env.data_dir, policy(args.no_checksum, env.dataset))?;
+    let splits = Splits::from_raw(&raw, args.split.spec())?.to_device(env.device);
+    let n = args
+        .examples
+        .or(profile.eval_examples)
+        .unwrap_or(usize::MAX);
+    let test = splits.test.head(n);
+    let attack = bayes_robust::attack::MinNormAttack {
+        kappa: args.kappa.unwrap_or(profile.attack.kappa),
+        ..profile.attack.clone()
+    };
+    eprintln!(
+        "attacking {} test images against {} ({} steps, c = {}, κ = {})",
+        test.len(),
+        meta.model.describe(),
+        attack.steps,
+        attack.c,
+        attack.kappa
+    );
+    let t0 = std::time::Instant::now();
+    let (delta, outcome) = attack.run_split(mlp, &test, profile.attack_chunk);
+    let record = AttackSetRecord {
+        checkpoint: stem.clone(),
+        model: meta.model.describe(),
+        n: test.len(),
+        mean_distortion: outcome.mean_distortion(),
+        success_rate: outcome.success_rate(),
+        seconds: t0.elapsed().as_secs_f64(),
+        attack,
+    };
+    let dir = bayes_robust::experiment::cache::ArtifactDir::new(
+        args.out.parent().unwrap_or(Path::new(".")),
+    );
+    let name = args
+        .out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .context("--out needs a file name")?;
+    dir.discard(&name)?;
+    dir.write_with_tensors(
+        &name,
+        &[
+            ("delta", &delta.to_device(tch::Device::Cpu)),
+            ("norms", &outcome.norms.to_device(tch::Device::Cpu)),
+        ],
+        &record,
+    )?;
+    println!(
+        "mean distortion: {:.6}\nsuccess rate (%): {:.2}\nset: {}.safetensors",
+        record.mean_distortion,
+        100.0 * record.success_rate,
+        args.out.display()
+    );
+    Ok(())
+}
+
+/// `train --plan P`: the plan job that trains the model of this spec, run here.
+fn train_plan_model(args: &TrainArgs, env: &RunEnv) -> Result<()> {
+    let profile = args.plan.clone().unwrap_or_default();
+    let mut flags = vec!["run".to_owned(), "--profile".into(), profile.clone()];
+    if let Some(dir) = &args.runs_dir {
+        flags.push("--runs-dir".into());
+        flags.push(dir.display().to_string());
+    }
+    if args.quiet {
+        flags.push("--quiet".into());
+    }
+    let run_args = RunFlags::try_parse_from(flags)?.args;
+    let (cfg, plan) = text_plan_of(&run_args, env)?;
+    let (spec, _) = train_spec(args)?;
+    let spec_json = serde_json::to_value(&spec)?;
+    let job = plan
+        .jobs
+        .iter()
+        .find(|j| {
+            j.kind == bayes_robust::experiment::plan::JobKind::TrainModel
+                && j.key.config["spec"] == spec_json
+        })
+        .with_context(|| {
+            format!(
+                "no model of the {profile} plan is {} (`bayes-robust job status --profile {profile}` lists them)",
+                spec.describe()
+            )
+        })?;
+    let outcome = reproduce::run_job(&cfg, &job.key.id, &Default::default())?;
+    println!(
+        "{}: {} ({:?}); checkpoint {}",
+        job.label,
+        job.key.id,
+        outcome,
+        cfg.runs_dir
+            .join("models")
+            .join(format!("{}.safetensors", job.key.id))
+            .display()
+    );
+    Ok(())
+}
+
+/// The model spec of `train`'s flags and its checkpoint's name.
+fn train_spec(args: &TrainArgs) -> Result<(ModelSpec, String)> {
+    let arch: Arch = args.hidden.parse()?;
+    Ok(match args.model {
         ModelKind::Mlp => {
             if args.lambda < 0.0 || !args.lambda.is_finite() {
                 bail!("--lambda {} must be a finite value >= 0", args.lambda);
@@ -901,7 +1300,21 @@ fn train_command(
                 format!("bnn_{}_rho={}", arch, args.rho_init),
             )
         }
-    };
+    })
+}
+
+fn train_command(
+    args: &TrainArgs,
+    data_dir: &Path,
+    dataset: Dataset,
+    device: tch::Device,
+    master: u64,
+    threads: usize,
+) -> Result<()> {
+    if args.max_epochs == 0 {
+        bail!("--max-epochs must be at least 1");
+    }
+    let (spec, name) = train_spec(args)?;
     let raw = RawDataset::load(data_dir, policy(args.no_checksum, dataset))?;
     let splits = Splits::from_raw(&raw, args.split.spec())?.to_device(device);
     let (recipe, name) = match (args.protocol, args.model) {

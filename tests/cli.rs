@@ -432,3 +432,73 @@ fn eval_reads_a_checkpoint_written_by_hand_in_the_documented_format() {
     assert!(!o.status.success());
     assert!(err.contains("hand-made-bnn.safetensors"), "{err}");
 }
+
+/// `train --plan quick` writes the quick plan's own artifact (its key), which the plan
+/// then counts as cached; a spec the plan does not have is a clear error.
+#[test]
+fn train_for_a_plan_writes_the_plans_artifact_which_run_reuses() {
+    let runs = tempfile::tempdir().unwrap();
+    let mnist = common::real_mnist_dir();
+    let data = mnist.to_str().unwrap();
+    let runs_dir = runs.path().to_str().unwrap();
+    let status = || {
+        let o = bayes_robust(&[
+            "--threads",
+            "1",
+            "--data-dir",
+            data,
+            "job",
+            "status",
+            "--profile",
+            "quick",
+            "--runs-dir",
+            runs_dir,
+        ]);
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{out}\n{err}");
+        out
+    };
+    let row = |out: &str| -> String {
+        out.lines()
+            .find(|l| l.contains("train source/FC-10/lambda=0 |"))
+            .unwrap_or_else(|| panic!("no FC-10 source in {out}"))
+            .to_owned()
+    };
+    assert!(row(&status()).contains("| no |"));
+    let train = |hidden: &str| {
+        bayes_robust(&[
+            "--threads",
+            "1",
+            "--data-dir",
+            data,
+            "train",
+            "--model",
+            "mlp",
+            "--hidden",
+            hidden,
+            "--plan",
+            "quick",
+            "--runs-dir",
+            runs_dir,
+            "--quiet",
+        ])
+    };
+    let o = train("");
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(out.contains("Computed"), "{out}");
+    let after = status();
+    assert!(row(&after).contains("| yes |"), "{after}");
+    assert_eq!(
+        after.lines().filter(|l| l.contains("| yes |")).count(),
+        1,
+        "only that model"
+    );
+    let o = train("37");
+    let (_, err) = text(&o);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("no model of the quick plan is mlp FC-37-10"),
+        "{err}"
+    );
+}

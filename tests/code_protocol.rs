@@ -4,9 +4,8 @@
 mod common;
 
 use bayes_robust::attack::{Differentiable, TargetedAttack};
-use bayes_robust::data::{Dataset, INPUT_MAX, Split};
+use bayes_robust::data::{INPUT_MAX, Split};
 use bayes_robust::eval::{self, EvalChunks};
-use bayes_robust::experiment::Profile;
 use bayes_robust::experiment::code_protocol::{
     CodeBudget, CodeProfile, Evaluated, KeptSet, Multipliers, TrainingRow, reproduce_code,
     training_plan,
@@ -244,23 +243,7 @@ fn the_quick_code_protocol_runs_end_to_end_and_resumes() {
     let _g = common::torch_rng_lock();
     let runs = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
-    let cfg = ReproduceConfig {
-        profile: Profile::quick(),
-        master_seed: 20201218,
-        device: Device::Cpu,
-        threads: 2,
-        dataset: Dataset::Mnist,
-        data_dir: common::real_mnist_dir(),
-        runs_dir: runs.path().to_owned(),
-        out_dir: out.path().to_owned(),
-        verbose: false,
-        stop_after: None,
-        whitebox: false,
-        strength: false,
-        per_example: false,
-        prune_mode: None,
-        train_seeds: None,
-    };
+    let cfg = common::quick_config(runs.path(), out.path(), 2);
     tch::set_num_threads(2);
     let helper = ReproduceConfig {
         stop_after: Some(Stage::Train),

@@ -437,12 +437,15 @@ fn assert_golden_keys(runs: &Path, root: &Path) {
     );
 }
 
-/// A JSON value without its wall times (`seconds`, `wall_seconds`, anywhere).
+/// A JSON value without its wall times (`seconds`, `wall_seconds`) and who wrote it
+/// (`made_by`, the cache's `_integrity` record), anywhere.
 fn without_times(mut v: Value) -> Value {
     match &mut v {
         Value::Object(m) => {
             m.remove("seconds");
             m.remove("wall_seconds");
+            m.remove("made_by");
+            m.remove(cache::INTEGRITY);
             for x in m.values_mut() {
                 *x = without_times(x.take());
             }
@@ -512,11 +515,17 @@ fn assert_plan_of_cached_run(cfg: &ReproduceConfig) -> Plan {
     let kinds = |k: JobKind| plan.jobs.iter().filter(|j| j.kind == k).count();
     assert_eq!(kinds(JobKind::TrainModel), 23);
     assert_eq!(kinds(JobKind::MinNormSet), 12);
+    assert_eq!(
+        kinds(JobKind::Evaluation),
+        14,
+        "4 λ nets, 7 BNNs, Tables 3 and 4, calibration"
+    );
     plan
 }
 
-/// The plan drained by 2 worker processes (`bayes-robust job run`) into an empty runs
-/// folder makes the same artifacts as the in-process run.
+/// The plan drained by 2 worker processes (`bayes-robust job run`), in another job order,
+/// into an empty runs folder makes the same artifacts as the in-process run (one
+/// process, plan order).
 fn assert_workers_make_the_same_artifacts(cfg: &ReproduceConfig, plan: &Plan) {
     let runs = tempfile::tempdir().unwrap();
     let command_in = |job: &Job, dir: &Path| {
@@ -541,8 +550,17 @@ fn assert_workers_make_the_same_artifacts(cfg: &ReproduceConfig, plan: &Plan) {
         c
     };
     let command = |job: &Job| command_in(job, runs.path());
+    // Another job order than the in-process run's: of the jobs whose inputs are made,
+    // the last first (the min-norm sets and white-box jobs before the grid's other
+    // trainings).
+    let reordered = plan.in_reverse_ready_order();
+    reordered.check_order().unwrap();
+    assert_ne!(
+        reordered.jobs.iter().map(|j| &j.key.id).collect::<Vec<_>>(),
+        plan.jobs.iter().map(|j| &j.key.id).collect::<Vec<_>>()
+    );
     let report = drain(
-        plan,
+        &reordered,
         runs.path(),
         2,
         &command,
@@ -570,6 +588,108 @@ fn assert_workers_make_the_same_artifacts(cfg: &ReproduceConfig, plan: &Plan) {
         std::fs::read_dir(empty.path()).unwrap().count(),
         0,
         "nothing written"
+    );
+}
+
+/// `bayes-robust attack` on a source's checkpoint, with the quick profile's settings,
+/// makes the plan's perturbation set for that source bit for bit.
+fn assert_attack_of_a_checkpoint_gives_the_plans_set(cfg: &ReproduceConfig, plan: &Plan) {
+    let set = plan
+        .jobs
+        .iter()
+        .find(|j| j.kind == JobKind::MinNormSet)
+        .expect("a min-norm set");
+    let source = cfg.runs_dir.join("models").join(&set.inputs[0]);
+    let out = tempfile::tempdir().unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_bayes-robust"))
+        .args(["--threads", &cfg.threads.to_string(), "--seed"])
+        .arg(cfg.master_seed.to_string())
+        .arg("--data-dir")
+        .arg(&cfg.data_dir)
+        .args(["attack", "--profile", "quick", "--checkpoint"])
+        .arg(&source)
+        .arg("--out")
+        .arg(out.path().join("set"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let dir = cache::ArtifactDir::new(out.path());
+    let ours: Value = dir.read_json("set").unwrap().unwrap();
+    let plans: Value = cache::ArtifactDir::new(cfg.runs_dir.join("attacks"))
+        .read_json(&set.key.id)
+        .unwrap()
+        .unwrap();
+    for field in ["n", "mean_distortion", "success_rate", "attack"] {
+        assert_eq!(ours[field], plans[field], "{}: {field}", set.label);
+    }
+    assert!(
+        (printed(&text, "mean distortion:")[0] - plans["mean_distortion"].as_f64().unwrap()).abs()
+            < 1e-6
+    );
+    let tensor = |d: &cache::ArtifactDir, key: &str| {
+        d.read_tensors(key)
+            .unwrap()
+            .into_iter()
+            .find(|(n, _)| n == "delta")
+            .unwrap()
+            .1
+    };
+    let plan_dir = cache::ArtifactDir::new(cfg.runs_dir.join("attacks"));
+    assert!(
+        tensor(&dir, "set").equal(&tensor(&plan_dir, &set.key.id)),
+        "{}: the perturbations differ",
+        set.label
+    );
+}
+
+/// `bayes-robust whitebox` on a deterministic net's checkpoint, under its plan target's
+/// name, gives the plan's curve for it.
+fn assert_whitebox_of_a_checkpoint_gives_the_plans_curve(cfg: &ReproduceConfig, plan: &Plan) {
+    let job = plan
+        .jobs
+        .iter()
+        .find(|j| {
+            j.kind == JobKind::WhiteboxCurve && j.label.starts_with("white-box deterministic")
+        })
+        .unwrap_or_else(|| panic!("no deterministic white-box curve in the plan"));
+    assert_eq!(
+        job.key.config["profile"],
+        serde_json::to_value(&Profile::quick().whitebox).unwrap(),
+        "a main curve runs the profile's white-box settings"
+    );
+    let target = job.key.config["target"].as_str().unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_bayes-robust"))
+        .args(["--threads", &cfg.threads.to_string(), "--seed"])
+        .arg(cfg.master_seed.to_string())
+        .arg("--data-dir")
+        .arg(&cfg.data_dir)
+        .args([
+            "whitebox",
+            "--profile",
+            "quick",
+            "--name",
+            target,
+            "--checkpoint",
+        ])
+        .arg(cfg.runs_dir.join("models").join(&job.inputs[0]))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ours: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let plans: Value = cache::ArtifactDir::new(cfg.runs_dir.join("evals"))
+        .read_json(&job.key.id)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        without_times(ours),
+        without_times(plans["curve"].clone()),
+        "{}",
+        job.label
     );
 }
 
@@ -825,6 +945,8 @@ fn the_quick_profile_reproduces_every_cell_and_resumes_without_recomputing() {
     let plan = assert_plan_of_cached_run(&cfg);
     assert_workers_make_the_same_artifacts(&cfg, &plan);
     assert_eval_of_a_checkpoint_gives_table_1(&cfg, &plan, &first);
+    assert_attack_of_a_checkpoint_gives_the_plans_set(&cfg, &plan);
+    assert_whitebox_of_a_checkpoint_gives_the_plans_curve(&cfg, &plan);
     assert_training_curves(&written, &root.join("reports/quick"));
     let readme = std::fs::read_to_string(root.join("reports/quick/README.md")).unwrap();
     for heading in [

@@ -165,10 +165,24 @@ fn checkpoints_round_trip_and_fail_clearly() {
         Err(e) => panic!("expected missing, got {e}"),
         Ok(_) => panic!("loaded nothing"),
     }
-    // Truncated weights.
+    // Truncated weights: their SHA-256 is not the sidecar's.
     let weights_path = stem.with_extension("safetensors");
     let bytes = std::fs::read(&weights_path).unwrap();
     std::fs::write(&weights_path, &bytes[..bytes.len() / 2]).unwrap();
+    match TrainedModel::load(&spec, Device::Cpu, &stem) {
+        Err(e @ CheckpointError::Corrupt { .. }) => {
+            assert!(e.to_string().contains("model.safetensors"))
+        }
+        Err(e) => panic!("expected corrupt weights, got {e}"),
+        Ok(_) => panic!("truncated weights loaded"),
+    }
+    // Without a recorded hash (a checkpoint written elsewhere), the same file is still
+    // an error naming it, from the reader.
+    let sidecar = stem.with_extension("json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&sidecar).unwrap()).unwrap();
+    v.as_object_mut().unwrap().remove("weights_sha256");
+    std::fs::write(&sidecar, serde_json::to_vec(&v).unwrap()).unwrap();
     match TrainedModel::load(&spec, Device::Cpu, &stem) {
         Err(e @ CheckpointError::BadWeights { .. }) => {
             assert!(e.to_string().contains("model.safetensors"))

@@ -42,6 +42,32 @@ impl Default for MinNormAttack {
 }
 
 impl MinNormAttack {
+    /// Attacks every example of `split` in chunks of `chunk` (a chunk is one Adam
+    /// batch): the raw perturbations r = x' − x of a perturbation set (§4.2, before any
+    /// distortion budget), and the outcome of x + r clipped to the input box.
+    pub fn run_split(
+        &self,
+        model: &impl Differentiable,
+        split: &crate::data::Split,
+        chunk: usize,
+    ) -> (Tensor, AttackOutcome) {
+        let mut deltas = Vec::new();
+        let (mut successes, mut norms) = (Vec::new(), Vec::new());
+        for batch in split.batches(chunk) {
+            let out = self.run(model, &batch.images, &batch.labels);
+            deltas.push(&out.perturbed - &batch.images);
+            successes.push(out.success);
+            norms.push(out.norms);
+        }
+        let delta = Tensor::cat(&deltas, 0);
+        let outcome = AttackOutcome {
+            perturbed: clip_to_box(&(&split.images + &delta)),
+            success: Tensor::cat(&successes, 0),
+            norms: Tensor::cat(&norms, 0),
+        };
+        (delta, outcome)
+    }
+
     /// Attacks `x` (`[B, 784]`) with labels `y` (`[B]`) against `model`.
     ///
     /// Only the margin is differentiated by autograd, with respect to the clipped input

@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use tch::{Device, Kind, Tensor};
 
 use super::cache::{self, ArtifactDir};
-use super::reproduce::{
+use super::stage::{
     LIBTORCH_VERSION, Ready, ReproduceConfig, ReproduceError, Stage, TCH_VERSION, Timed,
     average_over_sets, bar, bnn_of, cached_eval, mlp_of, pct, write_results,
 };
@@ -717,9 +717,7 @@ impl CodePipeline<'_> {
         label: &str,
         source: &Ready,
     ) -> Result<(KeptSet, bool), ReproduceError> {
-        let TrainedModel::Mlp { mlp, .. } = &source.model else {
-            unreachable!("perturbation sources are deterministic nets")
-        };
+        let mlp = mlp_of(source)?;
         let split = self.attacked();
         let key = self.attack_key(label, &source.key);
         let cached = self.attacks_dir.read_json::<TargetedRecord>(&key)?;
@@ -748,9 +746,11 @@ impl CodePipeline<'_> {
                     seconds: t0.elapsed().as_secs_f64(),
                     attack: self.cp.attack.clone(),
                 };
-                self.attacks_dir
-                    .write_tensors(&key, &[("delta", &delta), ("success", &success)])?;
-                self.attacks_dir.write_json(&key, &record)?;
+                self.attacks_dir.write_with_tensors(
+                    &key,
+                    &[("delta", &delta), ("success", &success)],
+                    &record,
+                )?;
                 record
             }
         };
@@ -885,24 +885,28 @@ fn code_examples(
     grid_sources: &[CodeModel],
     sources: &[Ready],
     sets: &[KeptSet],
-) -> super::examples::PerturbationExamples {
+) -> Result<super::examples::PerturbationExamples, ReproduceError> {
     use super::examples::{PerturbationExamples, SourceSet};
-    PerturbationExamples::of_lambda_zero_sets(
+    Ok(PerturbationExamples::of_lambda_zero_sets(
         "code",
         "x' = x + r for the first kept validation examples of the set (the targeted attack succeeded on them), before any evaluation multiplier and unclipped, as the notebook keeps it",
         grid_sources
             .iter()
             .zip(sources)
             .zip(sets)
-            .map(|((cm, ready), set)| SourceSet {
-                spec: &cm.spec,
-                label: &set.label,
-                source: mlp_of(&ready.model),
-                clean: set.x.shallow_clone(),
-                perturbed: &set.x + &set.r,
-                labels: &set.labels,
-            }),
-    )
+            .map(|((cm, ready), set)| {
+                Ok(SourceSet {
+                    spec: &cm.spec,
+                    label: &set.label,
+                    source: mlp_of(ready)?,
+                    clean: set.x.shallow_clone(),
+                    perturbed: &set.x + &set.r,
+                    labels: &set.labels,
+                })
+            })
+            .collect::<Result<Vec<_>, ReproduceError>>()?
+            .into_iter(),
+    ))
 }
 
 pub fn reproduce_code(
@@ -998,7 +1002,7 @@ pub fn reproduce_code(
         return Ok(json!({ "stopped_after": "Attack", "stages": stages }));
     }
     let sets: Vec<KeptSet> = sets.into_iter().flatten().collect();
-    code_examples(&grid.sources, &sources, &sets).write(&cfg.out_dir)?;
+    code_examples(&grid.sources, &sources, &sets)?.write(&cfg.out_dir)?;
 
     // Stage 3: evaluations.
     let t0 = Instant::now();
@@ -1013,14 +1017,14 @@ pub fn reproduce_code(
     let ms = multiplier_grid(&cp.multipliers, mult);
     let (mi_bnn, mi_det) = (index_of(&ms, mult.bnn), index_of(&ms, mult.det));
     let rho_index = |rho: f64| RHO_INITS.iter().position(|r| *r == rho).unwrap_or(0);
-    let noise_bnn = bnn_of(&bnns[rho_index(TABLE3_RHO)].model);
+    let noise_bnn = bnn_of(&bnns[rho_index(TABLE3_RHO)])?;
     let noise_sigmas: Vec<f64> = noise_bnn
         .sigma_quantiles(&[0.5])
         .into_iter()
         .map(|q| q[0])
         .collect();
-    let noisy_det = BayesMlp::from_mlp(mlp_of(&dets[0].model), &noise_sigmas);
-    let noisy_matched = BayesMlp::from_mlp(mlp_of(&matched.model), &noise_sigmas);
+    let noisy_det = BayesMlp::from_mlp(mlp_of(&dets[0])?, &noise_sigmas);
+    let noisy_matched = BayesMlp::from_mlp(mlp_of(&matched)?, &noise_sigmas);
     // (name, group, model keys, evaluated)
     let mut evaluated: Vec<(String, &str, String, Evaluated)> = Vec::new();
     for (m, r) in grid.bnns.iter().zip(&bnns) {
@@ -1028,7 +1032,7 @@ pub fn reproduce_code(
             format!("BNN {}", m.label),
             "bnn",
             r.key.clone(),
-            Evaluated::Draws(bnn_of(&r.model)),
+            Evaluated::Draws(bnn_of(&r)?),
         ));
     }
     for (m, r) in grid.dets.iter().zip(&dets) {
@@ -1036,20 +1040,20 @@ pub fn reproduce_code(
             format!("deterministic {}", m.label),
             "det",
             r.key.clone(),
-            Evaluated::Det(mlp_of(&r.model)),
+            Evaluated::Det(mlp_of(&r)?),
         ));
     }
     evaluated.push((
         grid.matched_init.label.clone(),
         "control",
         matched.key.clone(),
-        Evaluated::Det(mlp_of(&matched.model)),
+        Evaluated::Det(mlp_of(&matched)?),
     ));
     evaluated.push((
         "deterministic, BNN recipe, Glorot init".into(),
         "control",
         members[0].key.clone(),
-        Evaluated::Det(mlp_of(&members[0].model)),
+        Evaluated::Det(mlp_of(&members[0])?),
     ));
     evaluated.push((
         format!(
@@ -1062,7 +1066,7 @@ pub fn reproduce_code(
             .map(|r| r.key.as_str())
             .collect::<Vec<_>>()
             .join("+"),
-        Evaluated::DeepEnsemble(members.iter().map(|r| mlp_of(&r.model)).collect()),
+        Evaluated::DeepEnsemble(members.iter().map(mlp_of).collect::<Result<_, _>>()?),
     ));
     evaluated.push((
         "deterministic lambda=0 + weight noise".into(),
@@ -1077,7 +1081,7 @@ pub fn reproduce_code(
         Evaluated::Draws(&noisy_matched),
     ));
     for (m, r) in grid.bnns.iter().zip(&bnns) {
-        let bnn = bnn_of(&r.model);
+        let bnn = bnn_of(&r)?;
         evaluated.push((
             format!("BNN {}, posterior mean", m.label),
             "control",
@@ -1113,7 +1117,7 @@ pub fn reproduce_code(
     );
     let ensemble_runs = |n: usize| (100 / n.max(1)).max(p.ensemble_runs).max(1);
     let (t3_eval, c) = cached_eval(&pipeline.evals_dir, &t3_key, || {
-        let bnn = bnn_of(&t3.model);
+        let bnn = bnn_of(&t3)?;
         let rows = sets
             .iter()
             .map(|s| {
@@ -1159,7 +1163,10 @@ pub fn reproduce_code(
             &pipeline.models_dir.stem(&bnns[t4_index].key),
         )?;
         let TrainedModel::Bnn { bnn, .. } = &mut t4_model else {
-            unreachable!("a BNN")
+            return Err(ReproduceError::WrongModel {
+                key: bnns[t4_index].key.clone(),
+                expected: "a BNN",
+            });
         };
         cached_eval(&pipeline.evals_dir, &t4_key, || {
             let mut out = Vec::new();
@@ -1238,9 +1245,9 @@ pub fn reproduce_code(
         .collect();
     let sigma = json!({
         "quantiles": SIGMA_QUANTILES,
-        "bnns": grid.bnns.iter().zip(&bnns).map(|(m, r)| json!({
-            "model": m.label, "layers": bnn_of(&r.model).sigma_quantiles(&SIGMA_QUANTILES),
-        })).collect::<Vec<_>>(),
+        "bnns": grid.bnns.iter().zip(&bnns).map(|(m, r)| Ok(json!({
+            "model": m.label, "layers": bnn_of(r)?.sigma_quantiles(&SIGMA_QUANTILES),
+        }))).collect::<Result<Vec<_>, ReproduceError>>()?,
         "noise_sigmas": noise_sigmas,
         "noise_note": format!("the weight-noise controls use, per layer, the median learned weight sigma of the code protocol's BNN rho_init={TABLE3_RHO}"),
     });

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use tch::{Kind, Tensor};
 
-use crate::model::checkpoint::{ModelSpec, write_atomic};
+use crate::fsio::write_atomic;
+use crate::model::checkpoint::ModelSpec;
 use crate::model::mlp::Mlp;
 
 #[derive(Debug, thiserror::Error)]

@@ -8,6 +8,7 @@
 
 use serde_json::{Value, json};
 
+use super::Profile;
 use super::cache::{self, ArtifactDir, CacheError};
 use super::whitebox::{WhiteboxChecks, WhiteboxProfile};
 use crate::attack::MinNormAttack;
@@ -77,6 +78,42 @@ pub fn min_norm_attack(
     Key::new(
         label,
         json!({"source": source_key, "attack": attack, "n": n, "chunk": chunk}),
+    )
+}
+
+/// The id of a perturbation set as evaluated: the raw attack `attack_key` under the
+/// profile's distortion budget (not an artifact; evaluations' keys name it).
+pub fn perturbation_set_id(
+    label: &str,
+    attack_key: &str,
+    max_rms_distortion: Option<f64>,
+) -> String {
+    cache::key(
+        label,
+        &json!({"attack": attack_key, "max_rms_distortion": max_rms_distortion}),
+    )
+}
+
+/// An evaluation `what` (a grid model's name, `table3`, `table4`, `calibration+…`) of
+/// the model(s) `model_key` on the clean splits and the sets `set_ids`, with the
+/// profile's evaluation settings.
+pub fn evaluation(
+    what: &str,
+    model_key: &str,
+    set_ids: &[String],
+    n_eval: usize,
+    profile: &Profile,
+    master_seed: u64,
+) -> Key {
+    let p = profile;
+    Key::new(
+        what,
+        json!({
+            "model": model_key, "sets": set_ids,
+            "n_eval": n_eval, "runs": p.single_draw_runs, "ensemble_ns": p.ensemble_ns,
+            "ensemble_runs": p.ensemble_runs, "prune_rates": p.prune_rates,
+            "prune_ensemble": p.prune_ensemble, "prune_runs": p.prune_runs, "master_seed": master_seed,
+        }),
     )
 }
 

@@ -9,6 +9,8 @@ pub mod keys;
 pub mod plan;
 pub mod reproduce;
 pub mod seeds;
+pub mod slurm;
+mod stage;
 pub mod strength;
 pub mod whitebox;
 pub mod whitebox_targets;

@@ -12,8 +12,9 @@ use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use super::cache::{ArtifactDir, ArtifactState};
 use super::keys::Key;
-use crate::model::checkpoint::CheckpointPaths;
+use crate::model::checkpoint::{CheckpointError, CheckpointPaths};
 
 /// What a job makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -29,6 +30,9 @@ pub enum JobKind {
     WhiteboxRerun,
     /// The gradient-free SPSA check against one target.
     Spsa,
+    /// An evaluation on the clean splits and every perturbation set: a λ net's or a
+    /// BNN's Tables 1–2 runs, Table 3's ensembles, Table 4's pruning, calibration.
+    Evaluation,
 }
 
 impl JobKind {
@@ -37,7 +41,10 @@ impl JobKind {
         match self {
             JobKind::TrainModel => "models",
             JobKind::MinNormSet => "attacks",
-            JobKind::WhiteboxCurve | JobKind::WhiteboxRerun | JobKind::Spsa => "evals",
+            JobKind::WhiteboxCurve
+            | JobKind::WhiteboxRerun
+            | JobKind::Spsa
+            | JobKind::Evaluation => "evals",
         }
     }
 }
@@ -56,13 +63,48 @@ pub struct Job {
 }
 
 impl Job {
-    /// Whether its artifact is complete in `runs` (a checkpoint's weights and sidecar,
-    /// or an artifact's JSON sidecar, which is written last).
+    /// Whether its artifact is complete and verified in `runs` (a checkpoint's weights
+    /// against its sidecar's hash, an artifact's record and tensors against its
+    /// integrity record).
     pub fn is_cached(&self, runs: &Path) -> bool {
+        self.state(runs) == ArtifactState::Complete
+    }
+
+    /// Whether its artifact in `runs` is absent, complete, or there but corrupt.
+    pub fn state(&self, runs: &Path) -> ArtifactState {
         let dir = runs.join(self.kind.folder());
         match self.kind {
-            JobKind::TrainModel => CheckpointPaths::new(&dir.join(&self.key.id)).exists(),
-            _ => dir.join(format!("{}.json", self.key.id)).exists(),
+            JobKind::TrainModel => {
+                let paths = CheckpointPaths::new(&dir.join(&self.key.id));
+                if !paths.sidecar.exists() {
+                    ArtifactState::Absent
+                } else if let Err(e) =
+                    paths.verify().and_then(|()| {
+                        paths.weights.exists().then_some(()).ok_or_else(|| {
+                            CheckpointError::Missing {
+                                path: paths.weights.clone(),
+                                what: "weights .safetensors",
+                            }
+                        })
+                    })
+                {
+                    ArtifactState::Corrupt(e.to_string())
+                } else {
+                    ArtifactState::Complete
+                }
+            }
+            _ => ArtifactDir::new(dir).state(&self.key.id),
+        }
+    }
+
+    /// Removes a corrupt artifact so that it is recomputed.
+    pub fn discard(&self, runs: &Path) -> std::io::Result<()> {
+        let dir = runs.join(self.kind.folder());
+        match self.kind {
+            JobKind::TrainModel => CheckpointPaths::new(&dir.join(&self.key.id)).remove(),
+            _ => ArtifactDir::new(dir)
+                .discard(&self.key.id)
+                .map_err(|e| std::io::Error::other(e.to_string())),
         }
     }
 }
@@ -123,6 +165,29 @@ impl Plan {
                 key: key.to_owned(),
                 profile: self.profile.clone(),
             })
+    }
+
+    /// The same jobs in another dependency order: Kahn's algorithm that takes, of the
+    /// jobs whose inputs are made, the last in plan order first. For tests of order
+    /// independence (each job seeds itself from its name, so its artifact must not
+    /// depend on it).
+    pub fn in_reverse_ready_order(&self) -> Plan {
+        let mut left: Vec<&Job> = self.jobs.iter().collect();
+        let mut made: HashSet<&str> = HashSet::new();
+        let mut jobs = Vec::with_capacity(left.len());
+        while let Some(i) = left
+            .iter()
+            .rposition(|j| j.inputs.iter().all(|k| made.contains(k.as_str())))
+        {
+            let job = left.remove(i);
+            made.insert(&job.key.id);
+            jobs.push(job.clone());
+        }
+        jobs.extend(left.into_iter().cloned());
+        Plan {
+            profile: self.profile.clone(),
+            jobs,
+        }
     }
 
     /// Which jobs are cached in `runs`, in plan order.

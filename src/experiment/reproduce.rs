@@ -7,136 +7,34 @@ mod plan_text;
 mod strength_stage;
 mod whitebox_stage;
 
-pub use plan_text::{JobRun, run_job, text_plan};
+use super::stage::{
+    GridModel, Ready, Timed, average_over_sets, bar, bnn_of, cached_eval, mlp_of, pct,
+    per_run_set_average, training_flops, write_results,
+};
+pub use super::stage::{
+    LIBTORCH_VERSION, ReproduceConfig, ReproduceError, Stage, StageReport, TCH_VERSION,
+};
+pub use plan_text::{
+    FAIL_JOB_ENV, JOBS_LOG, JobLogLine, JobRun, JobRunOptions, run_job, text_plan,
+};
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use serde_json::{Value, json};
 use tch::{Device, Kind, Tensor};
 
-use super::cache::{self, ArtifactDir, CacheError};
+use super::cache::{self, ArtifactDir};
 use super::keys::{self, Key};
-use super::{LAMBDAS, Profile, RHO_INITS, SOURCE_ARCHS, TABLE3_RHO, TABLE4_RHO, source_label};
+use super::{LAMBDAS, RHO_INITS, SOURCE_ARCHS, TABLE3_RHO, TABLE4_RHO, source_label};
 use crate::attack::{BudgetReading, MinNormAttack, clip_to_box};
-use crate::data::{self, ChecksumPolicy, Dataset, RawDataset, Split, SplitSpec, Splits};
+use crate::data::{ChecksumPolicy, Dataset, RawDataset, Split, SplitSpec, Splits};
 use crate::eval::{self, EvalChunks};
 use crate::model::bayes::{BayesConfig, BayesMlp, PruneMode};
-use crate::model::checkpoint::{CheckpointError, CheckpointPaths, ModelSpec, write_atomic};
+use crate::model::checkpoint::{CheckpointPaths, ModelSpec};
 use crate::model::mlp::{MlpConfig, MlpInit};
-use crate::model::{Arch, ModelError, WeightMode};
+use crate::model::{Arch, WeightMode};
 use crate::seed::SeedTree;
-use crate::stats::MeanCi;
-use crate::train::{self, Recipe, TrainError, TrainOptions, TrainedModel};
-
-/// The libtorch version tch 0.26 is built against (its build script enforces it).
-pub const LIBTORCH_VERSION: &str = "2.13.0";
-pub const TCH_VERSION: &str = "0.26";
-
-#[derive(Debug, thiserror::Error)]
-pub enum ReproduceError {
-    #[error(transparent)]
-    Data(#[from] data::DataError),
-    #[error(transparent)]
-    Train(#[from] TrainError),
-    #[error(transparent)]
-    Checkpoint(#[from] CheckpointError),
-    #[error(transparent)]
-    Cache(#[from] CacheError),
-    #[error(transparent)]
-    Model(#[from] ModelError),
-    #[error(transparent)]
-    Examples(#[from] super::examples::ExamplesError),
-    #[error(transparent)]
-    Plan(#[from] super::plan::PlanError),
-    #[error("job {job} cannot run: its input(s) {} are not in the runs folder; run their jobs first (`bayes-robust plan` lists them)", missing.join(", "))]
-    MissingInput { job: String, missing: Vec<String> },
-    #[error("model {key} is not {expected}")]
-    WrongModel { key: String, expected: &'static str },
-    #[error("cached artifact {key} lacks tensor {name:?}; delete it to recompute")]
-    MissingTensor { key: String, name: &'static str },
-    #[error("cannot write {path}: {reason}")]
-    Write { path: PathBuf, reason: String },
-}
-
-/// Everything a reproduction needs.
-#[derive(Debug, Clone)]
-pub struct ReproduceConfig {
-    pub profile: Profile,
-    pub master_seed: u64,
-    pub device: Device,
-    pub threads: usize,
-    /// Which dataset the models learn and are judged on (the paper: MNIST).
-    pub dataset: Dataset,
-    pub data_dir: PathBuf,
-    /// Artifacts: `<runs_dir>/{models,attacks,evals}/`.
-    pub runs_dir: PathBuf,
-    /// `results.json` goes here.
-    pub out_dir: PathBuf,
-    pub verbose: bool,
-    /// Stop after this stage without writing results (a helper process that shares
-    /// the work of another run on the same runs folder); `None` runs everything.
-    pub stop_after: Option<Stage>,
-    /// Also attack the evaluation models white-box (the profile's `whitebox` budget)
-    /// and add the curves and sanity checks to the results.
-    pub whitebox: bool,
-    /// Table 4's pruning; `None` is the protocol's own (global for the text, per tensor
-    /// for the code protocol).
-    pub prune_mode: Option<PruneMode>,
-    /// Training seeds of every evaluation model; `None` is the profile's
-    /// (`train_seeds`). More than 1 adds the seeds stage.
-    pub train_seeds: Option<usize>,
-    /// Also evaluate along the attack-strength axis (the profile's `strength` budget:
-    /// budget readings, multipliers, confidences κ, the paper-matched difficulty and the
-    /// controls).
-    pub strength: bool,
-    /// Also write each evaluation model's per-example results of Tables 1–2 and each
-    /// set's per-example distortion and success (`per_example.npz` beside results.json).
-    pub per_example: bool,
-}
-
-impl ReproduceConfig {
-    /// How many training seeds of the evaluation models this run makes.
-    pub fn train_seeds(&self) -> usize {
-        self.train_seeds.unwrap_or(self.profile.train_seeds).max(1)
-    }
-
-    /// The pruning of Table 4 under a protocol whose own mode is `default`.
-    pub fn prune_mode_or(&self, default: PruneMode) -> PruneMode {
-        self.prune_mode.unwrap_or(default)
-    }
-}
-
-/// A stage of the pipeline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stage {
-    Train,
-    Whitebox,
-    Attack,
-}
-
-/// What one stage did.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct StageReport {
-    pub stage: String,
-    /// Wall time of this run of the stage (small when artifacts were reused).
-    pub seconds: f64,
-    /// Wall time recorded by the artifacts when they were made.
-    pub artifact_seconds: f64,
-    pub computed: usize,
-    pub reused: usize,
-    /// Counted matrix-product FLOPs of the stage's work (made or reused).
-    #[serde(default)]
-    pub flops: f64,
-}
-
-/// A model of the grid: a stable name (seeds and cache keys derive from it), its
-/// table label and its spec.
-pub(super) struct GridModel {
-    pub(super) name: String,
-    pub(super) label: String,
-    pub(super) spec: ModelSpec,
-}
+use crate::train::{self, Recipe, TrainOptions, TrainedModel};
 
 fn mlp_model(name: String, label: String, arch: Arch, lambda: f64) -> GridModel {
     GridModel {
@@ -192,17 +90,6 @@ fn bayesian_models() -> Vec<GridModel> {
         .collect()
 }
 
-pub(super) fn bar(len: usize, label: &str, verbose: bool) -> indicatif::ProgressBar {
-    crate::progress::bar(len, &format!("{label:>8}"), "", verbose)
-}
-
-/// A trained grid model with its cache key.
-pub(super) struct Ready {
-    pub(super) key: String,
-    pub(super) model: TrainedModel,
-    pub(super) meta: crate::model::checkpoint::CheckpointMeta,
-}
-
 /// A perturbation set: the perturbed test images, their labels, and how the attack did
 /// against its source.
 struct PerturbationSet {
@@ -246,14 +133,6 @@ struct ModelEval {
     validation: Vec<f64>,
     test: Vec<f64>,
     sets: Vec<Vec<f64>>,
-}
-
-/// A cached evaluation and the wall time it took when it was made.
-#[derive(serde::Serialize, serde::Deserialize)]
-pub(super) struct Timed<T> {
-    pub(super) seconds: f64,
-    #[serde(flatten)]
-    pub(super) value: T,
 }
 
 /// Table 3's runs: `rows[set][n_index]` are the run accuracies of an N-draw ensemble.
@@ -377,10 +256,7 @@ impl Pipeline<'_> {
         );
         PerturbationSet {
             label: label.to_owned(),
-            key: cache::key(
-                label,
-                &json!({"attack": key, "max_rms_distortion": self.cfg.profile.max_rms_distortion}),
-            ),
+            key: self.set_id(label, &key),
             mean_distortion: outcome.mean_distortion(),
             success_rate: outcome.success_rate(),
             images: outcome.perturbed,
@@ -398,13 +274,7 @@ impl Pipeline<'_> {
         source: &Ready,
     ) -> Result<(PerturbationSet, bool), ReproduceError> {
         let raw = self.ensure_raw_attack(label, source, &self.cfg.profile.attack)?;
-        let set = self.capped_set(
-            label,
-            raw.key,
-            &raw.delta,
-            &raw.record,
-            mlp_of(&source.model),
-        );
+        let set = self.capped_set(label, raw.key, &raw.delta, &raw.record, mlp_of(&source)?);
         Ok((set, raw.reused))
     }
 
@@ -416,7 +286,7 @@ impl Pipeline<'_> {
         source: &Ready,
         attack: &MinNormAttack,
     ) -> Result<RawAttack, ReproduceError> {
-        let mlp = mlp_of(&source.model);
+        let mlp = mlp_of(&source)?;
         let n = self.test.len();
         let full_key = self.attack_key_of(label, &source.key, attack);
         full_key.write_beside(&self.attacks_dir)?;
@@ -439,22 +309,7 @@ impl Pipeline<'_> {
             });
         }
         let t0 = Instant::now();
-        let mut deltas = Vec::new();
-        let (mut successes, mut norms) = (Vec::new(), Vec::new());
-        for batch in self.test.batches(self.cfg.profile.attack_chunk) {
-            let out = attack.run(mlp, &batch.images, &batch.labels);
-            deltas.push(&out.perturbed - &batch.images);
-            successes.push(out.success);
-            norms.push(out.norms);
-        }
-        let delta = Tensor::cat(&deltas, 0);
-        let success = Tensor::cat(&successes, 0);
-        let norms = Tensor::cat(&norms, 0);
-        let outcome = crate::attack::AttackOutcome {
-            perturbed: clip_to_box(&(&self.test.images + &delta)),
-            success,
-            norms,
-        };
+        let (delta, outcome) = attack.run_split(mlp, &self.test, self.cfg.profile.attack_chunk);
         let record = AttackRecord {
             source: label.to_owned(),
             source_key: source.key.clone(),
@@ -464,14 +319,14 @@ impl Pipeline<'_> {
             seconds: t0.elapsed().as_secs_f64(),
             attack: attack.clone(),
         };
-        self.attacks_dir.write_tensors(
+        self.attacks_dir.write_with_tensors(
             &key,
             &[
                 ("delta", &delta.to_device(Device::Cpu)),
                 ("norms", &outcome.norms.to_device(Device::Cpu)),
             ],
+            &record,
         )?;
-        self.attacks_dir.write_json(&key, &record)?;
         Ok(RawAttack {
             key,
             delta,
@@ -480,17 +335,26 @@ impl Pipeline<'_> {
         })
     }
 
-    fn eval_key(&self, what: &str, model_key: &str, sets: &[PerturbationSet]) -> String {
-        let p = &self.cfg.profile;
-        cache::key(
+    fn eval_key(&self, what: &str, model_key: &str, sets: &[PerturbationSet]) -> Key {
+        let ids: Vec<String> = sets.iter().map(|s| s.key.clone()).collect();
+        self.eval_key_of(what, model_key, &ids)
+    }
+
+    /// The key of the evaluation `what` of `model_key` on the sets with ids `set_ids`.
+    fn eval_key_of(&self, what: &str, model_key: &str, set_ids: &[String]) -> Key {
+        keys::evaluation(
             what,
-            &json!({
-                "model": model_key, "sets": sets.iter().map(|s| &s.key).collect::<Vec<_>>(),
-                "n_eval": self.test.len(), "runs": p.single_draw_runs, "ensemble_ns": p.ensemble_ns,
-                "ensemble_runs": p.ensemble_runs, "prune_rates": p.prune_rates,
-                "prune_ensemble": p.prune_ensemble, "prune_runs": p.prune_runs, "master_seed": self.seeds.master(),
-            }),
+            model_key,
+            set_ids,
+            self.test.len(),
+            &self.cfg.profile,
+            self.seeds.master(),
         )
+    }
+
+    /// The id of the set of the source `label` whose raw attack is `attack_key`.
+    fn set_id(&self, label: &str, attack_key: &str) -> String {
+        keys::perturbation_set_id(label, attack_key, self.cfg.profile.max_rms_distortion)
     }
 
     fn splits_of<'s>(&'s self, sets: &'s [PerturbationSet]) -> Vec<(String, Split)> {
@@ -553,16 +417,24 @@ impl Pipeline<'_> {
         cached_eval(&self.evals_dir, key, compute)
     }
 
+    /// [`Pipeline::cached`] under a planned key, its preimage stored beside it.
+    fn cached_keyed<T: serde::Serialize + serde::de::DeserializeOwned>(
+        &self,
+        key: &Key,
+        compute: impl FnOnce() -> Result<T, ReproduceError>,
+    ) -> Result<(Timed<T>, bool), ReproduceError> {
+        key.write_beside(&self.evals_dir)?;
+        self.cached(&key.id, compute)
+    }
+
     fn eval_deterministic(
         &self,
         name: &str,
         ready: &Ready,
         sets: &[PerturbationSet],
     ) -> Result<(Timed<ModelEval>, bool), ReproduceError> {
-        let TrainedModel::Mlp { mlp, .. } = &ready.model else {
-            unreachable!("a deterministic model")
-        };
-        self.cached(&self.eval_key(name, &ready.key, sets), || {
+        let mlp = mlp_of(ready)?;
+        self.cached_keyed(&self.eval_key(name, &ready.key, sets), || {
             Ok(self.eval_all(sets, |_, split| {
                 vec![eval::accuracy(mlp, split, self.chunks)]
             }))
@@ -575,9 +447,9 @@ impl Pipeline<'_> {
         ready: &Ready,
         sets: &[PerturbationSet],
     ) -> Result<(Timed<ModelEval>, bool), ReproduceError> {
-        let bnn = bnn_of(&ready.model);
+        let bnn = bnn_of(&ready)?;
         let runs = self.cfg.profile.single_draw_runs;
-        self.cached(&self.eval_key(name, &ready.key, sets), || {
+        self.cached_keyed(&self.eval_key(name, &ready.key, sets), || {
             Ok(self.eval_all(sets, |split_name, split| {
                 self.seeds.seed_torch(&format!("eval/{name}/{split_name}"));
                 eval::single_draw_accuracies(bnn, split, runs, self.chunks)
@@ -595,9 +467,9 @@ impl Pipeline<'_> {
         ready: &Ready,
         sets: &[PerturbationSet],
     ) -> Result<(Timed<EnsembleEval>, bool), ReproduceError> {
-        let bnn = bnn_of(&ready.model);
+        let bnn = bnn_of(&ready)?;
         let ns = self.cfg.profile.ensemble_ns.clone();
-        self.cached(&self.eval_key("table3", &ready.key, sets), || {
+        self.cached_keyed(&self.eval_key("table3", &ready.key, sets), || {
             let rows = sets
                 .iter()
                 .map(|set| {
@@ -638,14 +510,18 @@ impl Pipeline<'_> {
             PruneMode::PerTensor => self.eval_key("table4-per-tensor", &ready.key, sets),
         };
         let p = self.cfg.profile.clone();
-        self.cached(&key, || {
+        self.cached_keyed(&key, || {
             let (mut per_rate, mut pruned_weights) = (Vec::new(), Vec::new());
             for &rate in &p.prune_rates {
+                let key = ready.key.clone();
                 let TrainedModel::Bnn { bnn, .. } = &mut ready.model else {
-                    unreachable!("a BNN")
+                    return Err(ReproduceError::WrongModel {
+                        key,
+                        expected: "a BNN",
+                    });
                 };
                 pruned_weights.push(bnn.prune_with(mode, rate)?);
-                let bnn = bnn_of(&ready.model);
+                let bnn = bnn_of(&ready)?;
                 per_rate.push(self.eval_all(sets, |split_name, split| {
                     self.seeds
                         .seed_torch(&format!("table4/rate={rate}/{split_name}"));
@@ -893,20 +769,6 @@ fn stopped(stage: Stage, stages: &[StageReport], cfg: &ReproduceConfig) -> Value
     json!({ "stopped_after": format!("{stage:?}"), "stages": stages })
 }
 
-pub(super) fn mlp_of(model: &TrainedModel) -> &crate::model::mlp::Mlp {
-    match model {
-        TrainedModel::Mlp { mlp, .. } => mlp,
-        TrainedModel::Bnn { .. } => unreachable!("a deterministic net"),
-    }
-}
-
-pub(super) fn bnn_of(model: &TrainedModel) -> &BayesMlp {
-    match model {
-        TrainedModel::Bnn { bnn, .. } => bnn,
-        TrainedModel::Mlp { .. } => unreachable!("a BNN"),
-    }
-}
-
 /// A 40-bin histogram of log10 SNR of every weight of `bnn`, and the log10 SNR below
 /// which each pruning rate prunes.
 fn snr_histogram(bnn: &BayesMlp, rates: &[f64]) -> Value {
@@ -935,38 +797,6 @@ fn snr_histogram(bnn: &BayesMlp, rates: &[f64]) -> Value {
     json!({ "log10_edges": edges, "counts": counts, "log10_thresholds": thresholds })
 }
 
-pub(super) fn pct(values: &[f64]) -> Value {
-    json!(MeanCi::from_values(values).map(|m| m.scaled(100.0)))
-}
-
-/// Per-run average over the perturbation sets (runs aligned by index), as a percent CI.
-pub(super) fn average_over_sets(sets: &[Vec<f64>]) -> Value {
-    pct(&per_run_set_average(sets))
-}
-
-/// Each run's average over the perturbation sets (runs aligned by index).
-pub(super) fn per_run_set_average(sets: &[Vec<f64>]) -> Vec<f64> {
-    let runs = sets.iter().map(Vec::len).min().unwrap_or(0);
-    (0..runs)
-        .map(|r| sets.iter().map(|s| s[r]).sum::<f64>() / sets.len() as f64)
-        .collect()
-}
-
-/// Counted FLOPs of training `ready` (the epochs it recorded) with `recipe` on `splits`.
-pub(super) fn training_flops(ready: &Ready, recipe: &Recipe, splits: &Splits) -> f64 {
-    let draws = match ready.model {
-        TrainedModel::Bnn { .. } => recipe.val_draws,
-        TrainedModel::Mlp { .. } => 1,
-    };
-    super::flops::training(
-        ready.meta.model.arch(),
-        ready.meta.epochs_run,
-        splits.train.len(),
-        splits.validation.len(),
-        draws,
-    )
-}
-
 /// Rows (one per set) of columns (one per model) of percent CIs, and the average row.
 fn table_rows(columns: &[ModelEval]) -> (Value, Value) {
     let n_sets = columns.first().map_or(0, |c| c.sets.len());
@@ -975,26 +805,6 @@ fn table_rows(columns: &[ModelEval]) -> (Value, Value) {
         .collect();
     let average: Vec<Value> = columns.iter().map(|c| average_over_sets(&c.sets)).collect();
     (Value::Array(rows), Value::Array(average))
-}
-
-/// The evaluation cached under `key` in `dir`, or else computed, timed and cached; and
-/// whether it was reused.
-pub(super) fn cached_eval<T: serde::Serialize + serde::de::DeserializeOwned>(
-    dir: &ArtifactDir,
-    key: &str,
-    compute: impl FnOnce() -> Result<T, ReproduceError>,
-) -> Result<(Timed<T>, bool), ReproduceError> {
-    if let Some(e) = dir.read_json(key)? {
-        return Ok((e, true));
-    }
-    let t0 = Instant::now();
-    let value = compute()?;
-    let e = Timed {
-        seconds: t0.elapsed().as_secs_f64(),
-        value,
-    };
-    dir.write_json(key, &e)?;
-    Ok((e, false))
 }
 
 /// results.json's `models`: each trained model of every group, with its validation
@@ -1023,39 +833,28 @@ fn text_examples(
     sources: &[GridModel],
     source_ready: &[Ready],
     sets: &[PerturbationSet],
-) -> super::examples::PerturbationExamples {
+) -> Result<super::examples::PerturbationExamples, ReproduceError> {
     use super::examples::{PerturbationExamples, SourceSet};
-    PerturbationExamples::of_lambda_zero_sets(
+    Ok(PerturbationExamples::of_lambda_zero_sets(
         "text",
         "x' is the set as evaluated: the min-norm perturbation under the profile's distortion budget, clipped to [0, 1]",
         sources
             .iter()
             .zip(source_ready)
             .zip(sets)
-            .map(|((gm, ready), set)| SourceSet {
-                spec: &gm.spec,
-                label: &set.label,
-                source: mlp_of(&ready.model),
-                clean: pipeline.test.images.shallow_clone(),
-                perturbed: set.images.shallow_clone(),
-                labels: &set.labels,
-            }),
-    )
-}
-
-/// Writes `results` to `<out_dir>/results.json` atomically; returns the path.
-pub(super) fn write_results(
-    cfg: &ReproduceConfig,
-    results: &Value,
-) -> Result<PathBuf, ReproduceError> {
-    let path = cfg.out_dir.join("results.json");
-    let write_err = |reason: String| ReproduceError::Write {
-        path: path.clone(),
-        reason,
-    };
-    let bytes = serde_json::to_vec_pretty(results).map_err(|e| write_err(e.to_string()))?;
-    write_atomic(&path, &bytes).map_err(|e| write_err(e.to_string()))?;
-    Ok(path)
+            .map(|((gm, ready), set)| {
+                Ok(SourceSet {
+                    spec: &gm.spec,
+                    label: &set.label,
+                    source: mlp_of(ready)?,
+                    clean: pipeline.test.images.shallow_clone(),
+                    perturbed: set.images.shallow_clone(),
+                    labels: &set.labels,
+                })
+            })
+            .collect::<Result<Vec<_>, ReproduceError>>()?
+            .into_iter(),
+    ))
 }
 
 impl<'a> Pipeline<'a> {
@@ -1090,10 +889,37 @@ fn load_raw(cfg: &ReproduceConfig) -> Result<RawDataset, ReproduceError> {
     )?)
 }
 
+/// The trained grid: each group's models (names, labels, specs) and their checkpoints.
+struct TrainedGrid {
+    sources: Vec<GridModel>,
+    dets: Vec<GridModel>,
+    bnns: Vec<GridModel>,
+    source_ready: Vec<Ready>,
+    det_ready: Vec<Ready>,
+    bnn_ready: Vec<Ready>,
+}
+
+impl TrainedGrid {
+    /// The BNN of the grid with this ρ_init (the first if none has it).
+    fn bnn_index(rho: f64) -> usize {
+        RHO_INITS.iter().position(|r| *r == rho).unwrap_or(0)
+    }
+}
+
+/// What the evaluation stage made: Tables 1–4 and calibration.
+struct Evaluations {
+    det: Vec<ModelEval>,
+    bnn: Vec<ModelEval>,
+    ensembles: EnsembleEval,
+    pruning: PruneEval,
+    calibration: CalibrationEval,
+}
+
 /// Runs the whole reproduction and writes `<out_dir>/results.json`; returns its value.
+/// The stages run in order: train, white-box (optional), attack, evaluate, per-example
+/// (optional), strength (optional), training seeds (K > 1); each appends its report.
 pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
     let started = Instant::now();
-    let p = &cfg.profile;
     let raw = load_raw(cfg)?;
     let pipeline = Pipeline::new(cfg, &raw)?;
     let mut stages = Vec::new();
@@ -1101,7 +927,85 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
     // are set (CPU runs only).
     let sgemm = (cfg.device == Device::Cpu).then(super::flops::sgemm_gflops);
 
-    // Stage 1: train (or load) every model.
+    let (grid, report) = train_stage(&pipeline)?;
+    stages.push(report);
+    let Some(mut grid) = grid.filter(|_| cfg.stop_after != Some(Stage::Train)) else {
+        return Ok(stopped(Stage::Train, &stages, cfg));
+    };
+    // White-box attacks need only the trained models, so they run before the transfer
+    // attacks.
+    let whitebox = if cfg.whitebox {
+        let models = whitebox_stage::Models {
+            dets: &grid.dets,
+            det_ready: &grid.det_ready,
+            bnn_ready: &grid.bnn_ready,
+        };
+        let (section, report) = whitebox_stage::run(&pipeline, &models)?;
+        stages.push(report);
+        if cfg.stop_after == Some(Stage::Whitebox) {
+            return Ok(stopped(Stage::Whitebox, &stages, cfg));
+        }
+        section
+    } else {
+        Value::Null
+    };
+    let (sets, report) = attack_stage(&pipeline, &grid)?;
+    stages.push(report);
+    let Some(sets) = sets.filter(|_| cfg.stop_after != Some(Stage::Attack)) else {
+        return Ok(stopped(Stage::Attack, &stages, cfg));
+    };
+    text_examples(&pipeline, &grid.sources, &grid.source_ready, &sets)?.write(&cfg.out_dir)?;
+    let (evals, report) = eval_stage(&pipeline, &mut grid, &sets)?;
+    stages.push(report);
+    let per_example_files = if cfg.per_example {
+        per_example_stage(&pipeline, &grid, &sets)?
+    } else {
+        Vec::new()
+    };
+    let strength = if cfg.strength {
+        let inputs = strength_stage::StrengthInputs {
+            sources: &grid.sources,
+            source_ready: &grid.source_ready,
+            dets: &grid.dets,
+            det_ready: &grid.det_ready,
+            bnns: &grid.bnns,
+            bnn_ready: &mut grid.bnn_ready,
+        };
+        let (section, report) = strength_stage::run(&pipeline, inputs)?;
+        stages.push(report);
+        serde_json::to_value(section).map_err(|e| ReproduceError::Write {
+            path: cfg.out_dir.join("results.json"),
+            reason: e.to_string(),
+        })?
+    } else {
+        Value::Null
+    };
+    let seeds_section = match seeds_stage(&pipeline, &grid, &sets)? {
+        Some((section, report)) => {
+            stages.push(report);
+            section
+        }
+        None => Value::Null,
+    };
+    let mut results = results_json(&pipeline, &grid, &sets, &evals)?;
+    results["whitebox"] = whitebox;
+    results["per_example_files"] = json!(per_example_files);
+    results["seeds"] = seeds_section;
+    results["strength"] = strength;
+    results["meta"] = meta_json(&pipeline, &raw, &stages, sgemm, started);
+    let path = write_results(cfg, &results)?;
+    if cfg.verbose {
+        print_stages(&stages, sgemm);
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(results)
+}
+
+/// Stage 1: train (or load) every model of the grid, sharing the work with other
+/// processes through claims; `None` when other processes still hold some of them (a
+/// helper told to stop after training does not wait).
+fn train_stage(pipeline: &Pipeline) -> Result<(Option<TrainedGrid>, StageReport), ReproduceError> {
+    let cfg = pipeline.cfg;
     let t0 = Instant::now();
     let (sources, dets, bnns) = (source_models(), deterministic_models(), bayesian_models());
     let all: Vec<&GridModel> = sources.iter().chain(&dets).chain(&bnns).collect();
@@ -1118,53 +1022,48 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
         },
     )?;
     progress.finish_and_clear();
-    let computed_here = ready.iter().flatten().count() - reused;
-    stages.push(StageReport {
+    let report = StageReport {
         stage: "train".into(),
         seconds: t0.elapsed().as_secs_f64(),
         artifact_seconds: ready.iter().flatten().map(|r| r.meta.wall_seconds).sum(),
-        computed: computed_here,
+        computed: ready.iter().flatten().count() - reused,
         reused,
         flops: ready
             .iter()
             .flatten()
             .map(|r| training_flops(r, &pipeline.recipe, &pipeline.splits))
             .sum(),
-    });
-    if cfg.stop_after == Some(Stage::Train) {
-        return Ok(stopped(Stage::Train, &stages, cfg));
-    }
-    let mut ready: Vec<Ready> = ready.into_iter().flatten().collect();
-    let mut bnn_ready = ready.split_off(sources.len() + dets.len());
-    let det_ready = ready.split_off(sources.len());
-    let source_ready = ready;
-
-    let index_of = |rho: f64| RHO_INITS.iter().position(|r| *r == rho).unwrap_or(0);
-
-    // Stage 2 (optional): white-box attacks on the evaluation models themselves. It
-    // needs only the trained models, so it runs before the transfer attacks.
-    let whitebox = if cfg.whitebox {
-        let models = whitebox_stage::Models {
-            dets: &dets,
-            det_ready: &det_ready,
-            bnn_ready: &bnn_ready,
-        };
-        let (section, report) = whitebox_stage::run(&pipeline, &models)?;
-        stages.push(report);
-        if cfg.stop_after == Some(Stage::Whitebox) {
-            return Ok(stopped(Stage::Whitebox, &stages, cfg));
-        }
-        section
-    } else {
-        Value::Null
     };
+    let Some(mut ready) = ready.into_iter().collect::<Option<Vec<Ready>>>() else {
+        return Ok((None, report));
+    };
+    let bnn_ready = ready.split_off(sources.len() + dets.len());
+    let det_ready = ready.split_off(sources.len());
+    let grid = TrainedGrid {
+        sources,
+        dets,
+        bnns,
+        source_ready: ready,
+        det_ready,
+        bnn_ready,
+    };
+    Ok((Some(grid), report))
+}
 
-    // Stage 3: the 12 perturbation sets.
+/// Stage 3: the 12 perturbation sets, one per source, shared through claims like the
+/// training; `None` when other processes still hold some of them.
+fn attack_stage(
+    pipeline: &Pipeline,
+    grid: &TrainedGrid,
+) -> Result<(Option<Vec<PerturbationSet>>, StageReport), ReproduceError> {
+    let cfg = pipeline.cfg;
+    let p = &cfg.profile;
     let t0 = Instant::now();
-    let progress = bar(sources.len(), "attack", cfg.verbose);
-    let keys: Vec<String> = sources
+    let progress = bar(grid.sources.len(), "attack", cfg.verbose);
+    let keys: Vec<String> = grid
+        .sources
         .iter()
-        .zip(&source_ready)
+        .zip(&grid.source_ready)
         .map(|(gm, r)| pipeline.attack_key(&gm.label, &r.key))
         .collect();
     let (sets, reused) = cache::share_work(
@@ -1173,19 +1072,20 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
         cfg.stop_after != Some(Stage::Attack),
         &progress,
         |i| {
-            progress.set_message(sources[i].label.clone());
-            pipeline.ensure_attack(&sources[i].label, &source_ready[i])
+            progress.set_message(grid.sources[i].label.clone());
+            pipeline.ensure_attack(&grid.sources[i].label, &grid.source_ready[i])
         },
     )?;
     progress.finish_and_clear();
-    stages.push(StageReport {
+    let report = StageReport {
         stage: "attack".into(),
         seconds: t0.elapsed().as_secs_f64(),
         artifact_seconds: sets.iter().flatten().map(|s| s.seconds).sum(),
         computed: sets.iter().flatten().count() - reused,
         reused,
         // Every step of every source's attack, and the passes that judge the set.
-        flops: sources
+        flops: grid
+            .sources
             .iter()
             .map(|gm| {
                 let arch = gm.spec.arch();
@@ -1194,218 +1094,235 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
                     + super::flops::forward(arch, 3.0 * n)
             })
             .sum(),
-    });
-    if cfg.stop_after == Some(Stage::Attack) {
-        return Ok(stopped(Stage::Attack, &stages, cfg));
-    }
-    let sets: Vec<PerturbationSet> = sets.into_iter().flatten().collect();
-    text_examples(&pipeline, &sources, &source_ready, &sets).write(&cfg.out_dir)?;
+    };
+    Ok((sets.into_iter().collect(), report))
+}
 
-    // Stage 4: evaluations.
+/// Stage 4: Tables 1–4 and calibration on the clean splits and every set.
+fn eval_stage(
+    pipeline: &Pipeline,
+    grid: &mut TrainedGrid,
+    sets: &[PerturbationSet],
+) -> Result<(Evaluations, StageReport), ReproduceError> {
+    let cfg = pipeline.cfg;
     let t0 = Instant::now();
-    let progress = bar(dets.len() + bnns.len() + 3, "eval", cfg.verbose);
+    let n_evals = grid.dets.len() + grid.bnns.len() + 3;
+    let progress = bar(n_evals, "eval", cfg.verbose);
     let (mut reused, mut eval_seconds) = (0, 0.0);
-    let mut det_evals = Vec::new();
-    for (gm, r) in dets.iter().zip(&det_ready) {
-        progress.set_message(gm.name.clone());
-        let (e, c) = pipeline.eval_deterministic(&gm.name, r, &sets)?;
-        reused += c as usize;
-        eval_seconds += e.seconds;
-        det_evals.push(e.value);
+    let mut tally = |seconds: f64, was_cached: bool| {
+        reused += was_cached as usize;
+        eval_seconds += seconds;
         progress.inc(1);
+    };
+    let mut det = Vec::new();
+    for (gm, r) in grid.dets.iter().zip(&grid.det_ready) {
+        progress.set_message(gm.name.clone());
+        let (e, c) = pipeline.eval_deterministic(&gm.name, r, sets)?;
+        tally(e.seconds, c);
+        det.push(e.value);
     }
-    let mut bnn_evals = Vec::new();
-    for (gm, r) in bnns.iter().zip(&bnn_ready) {
+    let mut bnn = Vec::new();
+    for (gm, r) in grid.bnns.iter().zip(&grid.bnn_ready) {
         progress.set_message(gm.name.clone());
-        let (e, c) = pipeline.eval_single_draws(&gm.name, r, &sets)?;
-        reused += c as usize;
-        eval_seconds += e.seconds;
-        bnn_evals.push(e.value);
-        progress.inc(1);
+        let (e, c) = pipeline.eval_single_draws(&gm.name, r, sets)?;
+        tally(e.seconds, c);
+        bnn.push(e.value);
     }
     progress.set_message("table 3");
-    let (ens, c) = pipeline.eval_ensembles(&bnn_ready[index_of(TABLE3_RHO)], &sets)?;
-    reused += c as usize;
-    eval_seconds += ens.seconds;
-    let ens = ens.value;
-    progress.inc(1);
+    let (ensembles, c) =
+        pipeline.eval_ensembles(&grid.bnn_ready[TrainedGrid::bnn_index(TABLE3_RHO)], sets)?;
+    tally(ensembles.seconds, c);
     progress.set_message("table 4");
-    let (prune, c) = pipeline.eval_pruning(&mut bnn_ready[index_of(TABLE4_RHO)], &sets)?;
-    reused += c as usize;
-    eval_seconds += prune.seconds;
-    let prune = prune.value;
-    progress.inc(1);
+    let (pruning, c) = pipeline.eval_pruning(
+        &mut grid.bnn_ready[TrainedGrid::bnn_index(TABLE4_RHO)],
+        sets,
+    )?;
+    tally(pruning.seconds, c);
     progress.set_message("calibration");
-    let calibration_key = pipeline.eval_key(
+    let (calibration, c) = calibration_eval(pipeline, grid, sets)?;
+    tally(calibration.seconds, c);
+    progress.finish_and_clear();
+    let report = StageReport {
+        stage: "eval".into(),
+        seconds: t0.elapsed().as_secs_f64(),
+        artifact_seconds: eval_seconds,
+        computed: n_evals - reused,
+        reused,
+        flops: eval_flops(pipeline, grid, sets.len()),
+    };
+    let evals = Evaluations {
+        det,
+        bnn,
+        ensembles: ensembles.value,
+        pruning: pruning.value,
+        calibration: calibration.value,
+    };
+    Ok((evals, report))
+}
+
+/// Counted FLOPs of the evaluation stage: passes over validation, test and the sets
+/// (calibration: test and the sets).
+fn eval_flops(pipeline: &Pipeline, grid: &TrainedGrid, n_sets: usize) -> f64 {
+    let p = &pipeline.cfg.profile;
+    let arch = Arch::new(&[100, 100]);
+    let n = pipeline.test.len() as f64;
+    let splits = (2 + n_sets) as f64;
+    let table3: usize = p
+        .ensemble_ns
+        .iter()
+        .map(|&k| k * pipeline.ensemble_runs_for(k))
+        .sum();
+    let (dets, bnns) = (grid.dets.len(), grid.bnns.len());
+    let passes = splits * (dets + bnns * p.single_draw_runs) as f64
+        + (n_sets * table3) as f64
+        + splits * (p.prune_rates.len() * p.prune_runs * p.prune_ensemble) as f64
+        + (1 + n_sets) as f64 * (dets + p.prune_ensemble) as f64;
+    super::flops::forward(&arch, passes * n)
+}
+
+/// Calibration and detection of the λ nets and the Table 3 BNN's ensemble, cached.
+fn calibration_eval(
+    pipeline: &Pipeline,
+    grid: &TrainedGrid,
+    sets: &[PerturbationSet],
+) -> Result<(Timed<CalibrationEval>, bool), ReproduceError> {
+    let p = &pipeline.cfg.profile;
+    let t3 = &grid.bnn_ready[TrainedGrid::bnn_index(TABLE3_RHO)];
+    let key = pipeline.eval_key(
         &format!("calibration+bootstrap{CALIBRATION_RESAMPLES}"),
         &format!(
             "{}+{}",
-            bnn_ready[index_of(TABLE3_RHO)].key,
-            det_ready
+            t3.key,
+            grid.det_ready
                 .iter()
                 .map(|r| r.key.as_str())
                 .collect::<Vec<_>>()
                 .join("+")
         ),
-        &sets,
+        sets,
     );
-    let (calibration, c) = pipeline.cached(&calibration_key, || {
-        let mut rows: Vec<CalibrationRow> = dets
+    pipeline.cached_keyed(&key, || {
+        let mut rows: Vec<CalibrationRow> = grid
+            .dets
             .iter()
-            .zip(&det_ready)
+            .zip(&grid.det_ready)
             .map(|(gm, r)| {
                 calibration_row(
                     &format!("deterministic {}", gm.label),
                     &r.model,
                     &pipeline.test,
-                    &sets,
+                    sets,
                     1,
                     1,
                     &pipeline.seeds,
                 )
             })
             .collect();
-        let r = &bnn_ready[index_of(TABLE3_RHO)];
         rows.push(calibration_row(
             &format!(
                 "BNN rho_init={TABLE3_RHO}, ensemble of {}",
                 p.prune_ensemble
             ),
-            &r.model,
+            &t3.model,
             &pipeline.test,
-            &sets,
+            sets,
             p.prune_ensemble,
             p.draw_chunk,
             &pipeline.seeds,
         ));
         Ok(CalibrationEval { rows })
-    })?;
-    reused += c as usize;
-    eval_seconds += calibration.seconds;
-    let calibration = calibration.value;
-    progress.inc(1);
-    progress.finish_and_clear();
-    let n_evals = dets.len() + bnns.len() + 3;
-    let eval_flops = {
-        // Passes over validation, test and the sets (calibration: test and the sets).
-        let arch = Arch::new(&[100, 100]);
-        let n = pipeline.test.len() as f64;
-        let splits = (2 + sets.len()) as f64;
-        let table3: usize = p
-            .ensemble_ns
-            .iter()
-            .map(|&k| k * pipeline.ensemble_runs_for(k))
-            .sum();
-        let passes = splits * (dets.len() + bnns.len() * p.single_draw_runs) as f64
-            + (sets.len() * table3) as f64
-            + splits * (p.prune_rates.len() * p.prune_runs * p.prune_ensemble) as f64
-            + (1 + sets.len()) as f64 * (dets.len() + p.prune_ensemble) as f64;
-        super::flops::forward(&arch, passes * n)
-    };
-    stages.push(StageReport {
-        stage: "eval".into(),
-        seconds: t0.elapsed().as_secs_f64(),
-        artifact_seconds: eval_seconds,
-        computed: n_evals - reused,
-        reused,
-        flops: eval_flops,
-    });
+    })
+}
 
-    // Stage 4a (optional): the per-example results of Tables 1–2.
-    let per_example_files = if cfg.per_example {
-        let models: Vec<per_example::Evaluated> = dets
-            .iter()
-            .zip(&det_ready)
+/// Stage 4a: the per-example results of Tables 1–2 (`per_example.npz` and `.json`);
+/// the names of the files written.
+fn per_example_stage(
+    pipeline: &Pipeline,
+    grid: &TrainedGrid,
+    sets: &[PerturbationSet],
+) -> Result<Vec<String>, ReproduceError> {
+    let cfg = pipeline.cfg;
+    fn of<'g>(
+        group: &'static str,
+        gms: &'g [GridModel],
+        ready: &'g [Ready],
+    ) -> Vec<per_example::Evaluated<'g>> {
+        gms.iter()
+            .zip(ready)
             .enumerate()
             .map(|(index, (gm, ready))| per_example::Evaluated {
                 name: &gm.name,
-                group: "deterministic",
+                group,
                 index,
                 ready,
             })
-            .chain(
-                bnns.iter()
-                    .zip(&bnn_ready)
-                    .enumerate()
-                    .map(|(index, (gm, ready))| per_example::Evaluated {
-                        name: &gm.name,
-                        group: "bnn",
-                        index,
-                        ready,
-                    }),
-            )
-            .collect();
-        std::fs::create_dir_all(&cfg.out_dir).map_err(|e| ReproduceError::Write {
-            path: cfg.out_dir.clone(),
-            reason: e.to_string(),
-        })?;
-        per_example::export(&pipeline, &models, &source_ready, &sets, &cfg.out_dir)?
+            .collect()
+    }
+    let mut models = of("deterministic", &grid.dets, &grid.det_ready);
+    models.extend(of("bnn", &grid.bnns, &grid.bnn_ready));
+    std::fs::create_dir_all(&cfg.out_dir).map_err(|e| ReproduceError::Write {
+        path: cfg.out_dir.clone(),
+        reason: e.to_string(),
+    })?;
+    Ok(
+        per_example::export(pipeline, &models, &grid.source_ready, sets, &cfg.out_dir)?
             .iter()
             .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-            .collect::<Vec<_>>()
-    } else {
-        Vec::new()
-    };
+            .collect(),
+    )
+}
 
-    // Stage 4b (optional): the strength axis.
-    let strength = if cfg.strength {
-        let inputs = strength_stage::StrengthInputs {
-            sources: &sources,
-            source_ready: &source_ready,
-            dets: &dets,
-            det_ready: &det_ready,
-            bnns: &bnns,
-            bnn_ready: &mut bnn_ready,
-        };
-        let (section, report) = strength_stage::run(&pipeline, inputs)?;
-        stages.push(report);
-        serde_json::to_value(section).map_err(|e| ReproduceError::Write {
-            path: cfg.out_dir.join("results.json"),
-            reason: e.to_string(),
-        })?
-    } else {
-        Value::Null
-    };
-
-    // Stage 5 (with more than one training seed): the evaluation models retrained with
-    // seeds 1..K as stacked grids, and evaluated on the same sets.
+/// Stage 5 (with more than one training seed): the evaluation models retrained with
+/// seeds 1..K as stacked grids, and evaluated on the same sets.
+fn seeds_stage(
+    pipeline: &Pipeline,
+    grid: &TrainedGrid,
+    sets: &[PerturbationSet],
+) -> Result<Option<(Value, StageReport)>, ReproduceError> {
+    let cfg = pipeline.cfg;
     let k = cfg.train_seeds();
-    let seeds_section = if k > 1 {
-        let stage = super::seeds::SeedsStage {
-            seeds: &pipeline.seeds,
-            recipe: &pipeline.recipe,
-            splits: &pipeline.splits,
-            eval_splits: pipeline.splits_of(&sets).into_iter().collect(),
-            sets_key: sets
-                .iter()
-                .map(|s| s.key.as_str())
-                .collect::<Vec<_>>()
-                .join("+"),
-            models_dir: &pipeline.models_dir,
-            evals_dir: &pipeline.evals_dir,
-            dataset: cfg.dataset,
-            device: cfg.device,
-            verbose: cfg.verbose,
-            train_seeds: k,
-            draws: p.seed_draws,
-        };
-        let (section, report) = super::seeds::run(&stage, &dets, &bnns, &det_ready, &bnn_ready)?;
-        stages.push(report);
-        section
-    } else {
-        Value::Null
+    if k <= 1 {
+        return Ok(None);
+    }
+    let stage = super::seeds::SeedsStage {
+        seeds: &pipeline.seeds,
+        recipe: &pipeline.recipe,
+        splits: &pipeline.splits,
+        eval_splits: pipeline.splits_of(sets).into_iter().collect(),
+        sets_key: sets
+            .iter()
+            .map(|s| s.key.as_str())
+            .collect::<Vec<_>>()
+            .join("+"),
+        models_dir: &pipeline.models_dir,
+        evals_dir: &pipeline.evals_dir,
+        dataset: cfg.dataset,
+        device: cfg.device,
+        verbose: cfg.verbose,
+        train_seeds: k,
+        draws: cfg.profile.seed_draws,
     };
+    super::seeds::run(
+        &stage,
+        &grid.dets,
+        &grid.bnns,
+        &grid.det_ready,
+        &grid.bnn_ready,
+    )
+    .map(Some)
+}
 
-    // Assemble results.json in the shape of paper_tables.json.
-    let (bnn_rows, bnn_avg) = table_rows(&bnn_evals);
-    let (det_rows, det_avg) = table_rows(&det_evals);
+/// Table 3 in results.json: per set and N the ensemble's runs, their averages, and the
+/// paper's protocol (max(100/N, 1) runs of each cell).
+fn table3_json(pipeline: &Pipeline, ens: &EnsembleEval) -> Value {
+    let p = &pipeline.cfg.profile;
     let n_idx: Vec<usize> = (0..ens.n_samples.len()).collect();
-    let ens_rows: Vec<Value> = ens
+    let rows: Vec<Value> = ens
         .rows
         .iter()
         .map(|row| Value::Array(row.iter().map(|runs| pct(runs)).collect()))
         .collect();
-    let ens_avg: Vec<Value> = n_idx
+    let average: Vec<Value> = n_idx
         .iter()
         .map(|&j| {
             average_over_sets(
@@ -1433,65 +1350,96 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
         .iter()
         .map(|&j| paper_rows.iter().map(|r| r[j]).sum::<f64>() / paper_rows.len() as f64)
         .collect();
+    json!({
+        "note": format!("BNN rho_init={TABLE3_RHO}; each cell over max(100/N, {}) runs of an N-draw ensemble", p.ensemble_runs),
+        "n_samples": ens.n_samples,
+        "runs": ens.n_samples.iter().map(|n| pipeline.ensemble_runs_for(*n)).collect::<Vec<_>>(),
+        "rows": rows,
+        "average": average,
+        "paper_protocol": { "runs": paper_runs, "rows": paper_rows, "average": paper_avg },
+    })
+}
+
+/// Table 4 in results.json: per pruning rate the clean and perturbed accuracy, and the
+/// SNR histogram with each rate's threshold.
+fn table4_json(
+    pipeline: &Pipeline,
+    grid: &TrainedGrid,
+    prune: &PruneEval,
+    n_sets: usize,
+) -> Result<Value, ReproduceError> {
+    let cfg = pipeline.cfg;
+    let p = &cfg.profile;
     let snr_histogram = snr_histogram(
-        bnn_of(&bnn_ready[index_of(TABLE4_RHO)].model),
+        bnn_of(&grid.bnn_ready[TrainedGrid::bnn_index(TABLE4_RHO)])?,
         &p.prune_rates,
     );
-    let prune_rows: Vec<Value> = (0..sets.len())
+    let rows: Vec<Value> = (0..n_sets)
         .map(|i| Value::Array(prune.per_rate.iter().map(|e| pct(&e.sets[i])).collect()))
         .collect();
-    let results = json!({
+    Ok(json!({
+        "note": format!("BNN rho_init={TABLE4_RHO}; SNR |mu|/sigma pruning {}, ensemble of {} draws, {} runs per cell", match cfg.prune_mode_or(PruneMode::Global) { PruneMode::Global => "ranked over all weight matrices together (biases kept)", PruneMode::PerTensor => "per tensor, weights and biases" }, p.prune_ensemble, p.prune_runs),
+        "mode": cfg.prune_mode_or(PruneMode::Global),
+        "rate_percent": prune.rates.iter().map(|r| r * 100.0).collect::<Vec<_>>(),
+        "pruned_weights": prune.pruned_weights,
+        "snr_histogram": snr_histogram,
+        "clean_validation": prune.per_rate.iter().map(|e| pct(&e.validation)).collect::<Vec<_>>(),
+        "clean_test": prune.per_rate.iter().map(|e| pct(&e.test)).collect::<Vec<_>>(),
+        "rows": rows,
+        "average": prune.per_rate.iter().map(|e| average_over_sets(&e.sets)).collect::<Vec<_>>(),
+    }))
+}
+
+/// results.json in the shape of paper_tables.json, without the optional stages'
+/// sections and the metadata (the caller adds them).
+fn results_json(
+    pipeline: &Pipeline,
+    grid: &TrainedGrid,
+    sets: &[PerturbationSet],
+    evals: &Evaluations,
+) -> Result<Value, ReproduceError> {
+    let p = &pipeline.cfg.profile;
+    let (bnn_rows, bnn_avg) = table_rows(&evals.bnn);
+    let (det_rows, det_avg) = table_rows(&evals.det);
+    let lambdas: Vec<f64> = LAMBDAS.iter().map(|l| l.0).collect();
+    let column = |evals: &[ModelEval], split: fn(&ModelEval) -> &[f64]| -> Vec<Value> {
+        evals.iter().map(|e| pct(split(e))).collect()
+    };
+    Ok(json!({
         "source": format!("bayes-robust {} reproduction, profile {}; all accuracies in percent as {{mean, ci95, runs}}", env!("CARGO_PKG_VERSION"), p.name),
         "attack_sources": sets.iter().map(|s| &s.label).collect::<Vec<_>>(),
         "table1_clean": {
             "bnn": {
                 "rho_init": RHO_INITS,
-                "validation": bnn_evals.iter().map(|e| pct(&e.validation)).collect::<Vec<_>>(),
-                "test": bnn_evals.iter().map(|e| pct(&e.test)).collect::<Vec<_>>(),
+                "validation": column(&evals.bnn, |e| &e.validation),
+                "test": column(&evals.bnn, |e| &e.test),
             },
             "deterministic": {
-                "lambda": LAMBDAS.iter().map(|l| l.0).collect::<Vec<_>>(),
-                "validation": det_evals.iter().map(|e| pct(&e.validation)).collect::<Vec<_>>(),
-                "test": det_evals.iter().map(|e| pct(&e.test)).collect::<Vec<_>>(),
+                "lambda": lambdas,
+                "validation": column(&evals.det, |e| &e.validation),
+                "test": column(&evals.det, |e| &e.test),
             },
         },
         "table2_perturbed": {
             "bnn": { "rho_init": RHO_INITS, "rows": bnn_rows, "average": bnn_avg },
-            "deterministic": { "lambda": LAMBDAS.iter().map(|l| l.0).collect::<Vec<_>>(), "rows": det_rows, "average": det_avg },
+            "deterministic": { "lambda": lambdas, "rows": det_rows, "average": det_avg },
         },
-        "table3_ensemble": {
-            "note": format!("BNN rho_init={TABLE3_RHO}; each cell over max(100/N, {}) runs of an N-draw ensemble", p.ensemble_runs),
-            "n_samples": ens.n_samples,
-            "runs": ens.n_samples.iter().map(|n| pipeline.ensemble_runs_for(*n)).collect::<Vec<_>>(),
-            "rows": ens_rows,
-            "average": ens_avg,
-            "paper_protocol": { "runs": paper_runs, "rows": paper_rows, "average": paper_avg },
-        },
-        "table4_pruning": {
-            "note": format!("BNN rho_init={TABLE4_RHO}; SNR |mu|/sigma pruning {}, ensemble of {} draws, {} runs per cell", match cfg.prune_mode_or(PruneMode::Global) { PruneMode::Global => "ranked over all weight matrices together (biases kept)", PruneMode::PerTensor => "per tensor, weights and biases" }, p.prune_ensemble, p.prune_runs),
-            "mode": cfg.prune_mode_or(PruneMode::Global),
-            "rate_percent": prune.rates.iter().map(|r| r * 100.0).collect::<Vec<_>>(),
-            "pruned_weights": prune.pruned_weights,
-            "snr_histogram": snr_histogram,
-            "clean_validation": prune.per_rate.iter().map(|e| pct(&e.validation)).collect::<Vec<_>>(),
-            "clean_test": prune.per_rate.iter().map(|e| pct(&e.test)).collect::<Vec<_>>(),
-            "rows": prune_rows,
-            "average": prune.per_rate.iter().map(|e| average_over_sets(&e.sets)).collect::<Vec<_>>(),
-        },
+        "table3_ensemble": table3_json(pipeline, &evals.ensembles),
+        "table4_pruning": table4_json(pipeline, grid, &evals.pruning, sets.len())?,
         "calibration": {
             "note": format!("ECE ({ECE_BINS} bins) and NLL of the clean test set and of each perturbation set; AUROC of predictive entropy (and, for the BNN, mutual information) separating each perturbation set from the clean test images. The BNN (rho_init={TABLE3_RHO}) is its {}-draw ensemble. Intervals: 95% percentile bootstrap over the {} test images ({CALIBRATION_RESAMPLES} resamples; each perturbed image is resampled with its clean original).", p.prune_ensemble, pipeline.test.len()),
-            "rows": calibration.rows,
+            "rows": evals.calibration.rows,
         },
-        "whitebox": whitebox,
-        "per_example_files": per_example_files,
-        "seeds": seeds_section,
-        "strength": strength,
+        "whitebox": Value::Null,
+        "per_example_files": [],
+        "seeds": Value::Null,
+        "strength": Value::Null,
         "sigma": {
             "quantiles": super::code_protocol::SIGMA_QUANTILES,
-            "bnns": bnns.iter().zip(&bnn_ready).map(|(gm, r)| json!({
+            "bnns": grid.bnns.iter().zip(&grid.bnn_ready).map(|(gm, r)| Ok(json!({
                 "model": gm.label,
-                "layers": bnn_of(&r.model).sigma_quantiles(&super::code_protocol::SIGMA_QUANTILES),
-            })).collect::<Vec<_>>(),
+                "layers": bnn_of(r)?.sigma_quantiles(&super::code_protocol::SIGMA_QUANTILES),
+            }))).collect::<Result<Vec<_>, ReproduceError>>()?,
         },
         "perturbation_sets": sets.iter().map(|s| json!({
             "source": s.label, "n": s.labels.size()[0], "mean_distortion": s.mean_distortion,
@@ -1500,40 +1448,54 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
             "capped_fraction": s.capped_fraction,
         })).collect::<Vec<_>>(),
         "perturbation_examples_file": super::examples::EXAMPLES_FILE,
-        "models": model_rows(&[(super::ModelGroup::Source, &source_ready), (super::ModelGroup::Deterministic, &det_ready), (super::ModelGroup::Bnn, &bnn_ready)]),
-        "meta": {
-            "profile": p,
-            "master_seed": cfg.master_seed,
-            "dataset": cfg.dataset.name(),
-            "versions": { "bayes_robust": env!("CARGO_PKG_VERSION"), "tch": TCH_VERSION, "libtorch": LIBTORCH_VERSION },
-            "threads": cfg.threads,
-            "device": format!("{:?}", cfg.device),
-            "n_validation": pipeline.validation.len(),
-            "n_test": pipeline.test.len(),
-            "data_checksums": raw.files().iter().map(|f| f.checksum.to_string()).collect::<Vec<_>>(),
-            "stages": stages,
-            "sgemm_gflops": sgemm,
-            "cpu": crate::runtime::cpu_description(),
-            "wall_seconds": started.elapsed().as_secs_f64(),
-            "command": format!("bayes-robust --seed {} --threads {}{} reproduce --profile {}{}{}{}{}{}", cfg.master_seed, cfg.threads, if cfg.dataset == Dataset::Mnist { String::new() } else { format!(" --dataset {}", cfg.dataset) }, p.name, if cfg.whitebox { " --whitebox" } else { "" }, if cfg.strength { " --strength" } else { "" }, if cfg.per_example { " --per-example" } else { "" }, if cfg.prune_mode_or(PruneMode::Global) == PruneMode::PerTensor { " --pruning per-tensor" } else { "" }, if k != p.train_seeds { format!(" --train-seeds {k}") } else { String::new() }),
-        },
-    });
-    let path = write_results(cfg, &results)?;
-    if cfg.verbose {
-        for s in &stages {
-            eprintln!(
-                "{:>8}: {:>8.1}s now, {:>8.1}s when made; {} computed, {} reused; {:.0} GFLOP counted, {:.1} GFLOP/s when made{}",
-                s.stage,
-                s.seconds,
-                s.artifact_seconds,
-                s.computed,
-                s.reused,
-                s.flops / 1e9,
-                s.flops / 1e9 / s.artifact_seconds.max(1e-9),
-                sgemm.map_or(String::new(), |g| format!(" (sgemm now {g:.1})")),
-            );
-        }
-        eprintln!("wrote {}", path.display());
+        "models": model_rows(&[(super::ModelGroup::Source, &grid.source_ready), (super::ModelGroup::Deterministic, &grid.det_ready), (super::ModelGroup::Bnn, &grid.bnn_ready)]),
+        "meta": Value::Null,
+    }))
+}
+
+/// results.json's `meta`: the profile, seeds, versions, machine, data checksums, each
+/// stage's report and the command that reruns it.
+fn meta_json(
+    pipeline: &Pipeline,
+    raw: &RawDataset,
+    stages: &[StageReport],
+    sgemm: Option<f64>,
+    started: Instant,
+) -> Value {
+    let cfg = pipeline.cfg;
+    let p = &cfg.profile;
+    let k = cfg.train_seeds();
+    json!({
+        "profile": p,
+        "master_seed": cfg.master_seed,
+        "dataset": cfg.dataset.name(),
+        "versions": { "bayes_robust": env!("CARGO_PKG_VERSION"), "tch": TCH_VERSION, "libtorch": LIBTORCH_VERSION },
+        "threads": cfg.threads,
+        "device": format!("{:?}", cfg.device),
+        "n_validation": pipeline.validation.len(),
+        "n_test": pipeline.test.len(),
+        "data_checksums": raw.files().iter().map(|f| f.checksum.to_string()).collect::<Vec<_>>(),
+        "stages": stages,
+        "sgemm_gflops": sgemm,
+        "cpu": crate::runtime::cpu_description(),
+        "wall_seconds": started.elapsed().as_secs_f64(),
+        "command": format!("bayes-robust --seed {} --threads {}{} reproduce --profile {}{}{}{}{}{}", cfg.master_seed, cfg.threads, if cfg.dataset == Dataset::Mnist { String::new() } else { format!(" --dataset {}", cfg.dataset) }, p.name, if cfg.whitebox { " --whitebox" } else { "" }, if cfg.strength { " --strength" } else { "" }, if cfg.per_example { " --per-example" } else { "" }, if cfg.prune_mode_or(PruneMode::Global) == PruneMode::PerTensor { " --pruning per-tensor" } else { "" }, if k != p.train_seeds { format!(" --train-seeds {k}") } else { String::new() }),
+    })
+}
+
+/// Each stage's wall time now and when its artifacts were made, and its counted work.
+fn print_stages(stages: &[StageReport], sgemm: Option<f64>) {
+    for s in stages {
+        eprintln!(
+            "{:>8}: {:>8.1}s now, {:>8.1}s when made; {} computed, {} reused; {:.0} GFLOP counted, {:.1} GFLOP/s when made{}",
+            s.stage,
+            s.seconds,
+            s.artifact_seconds,
+            s.computed,
+            s.reused,
+            s.flops / 1e9,
+            s.flops / 1e9 / s.artifact_seconds.max(1e-9),
+            sgemm.map_or(String::new(), |g| format!(" (sgemm now {g:.1})")),
+        );
     }
-    Ok(results)
 }

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use tch::{Device, Kind, Tensor};
 
 use super::cache::{self, ArtifactDir};
-use super::reproduce::{
+use super::stage::{
     GridModel, Ready, ReproduceError, StageReport, Timed, bar, per_run_set_average, training_flops,
 };
 use crate::data::{Split, SplitSpec, Splits};
@@ -184,14 +184,14 @@ impl SeedsStage<'_> {
             seconds: t0.elapsed().as_secs_f64(),
             value: SeedEval { runs },
         };
-        self.evals_dir.write_tensors(
+        self.evals_dir.write_with_tensors(
             &key,
             &[(
                 "per_example",
                 &Tensor::stack(&per_example, 0).to_device(Device::Cpu),
             )],
+            &e,
         )?;
-        self.evals_dir.write_json(&key, &e)?;
         Ok((e, per_example, false))
     }
 }

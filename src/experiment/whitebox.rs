@@ -269,6 +269,22 @@ pub enum Target<'a> {
     FrozenSample(&'a BayesMlp),
 }
 
+impl<'a> Target<'a> {
+    /// `model` attacked as `kind`, or `None` where the kind does not fit the model (a
+    /// BNN kind of a deterministic net, or the reverse).
+    pub fn of(model: &'a crate::train::TrainedModel, kind: TargetKind) -> Option<Self> {
+        use crate::train::TrainedModel::{Bnn, Mlp};
+        Some(match (kind, model) {
+            (TargetKind::Deterministic, Mlp { mlp, .. }) => Target::Deterministic(mlp),
+            (TargetKind::SingleDraw, Bnn { bnn, .. }) => Target::SingleDraw(bnn),
+            (TargetKind::Ensemble { k }, Bnn { bnn, .. }) => Target::Ensemble { bnn, k },
+            (TargetKind::PosteriorMean, Bnn { bnn, .. }) => Target::PosteriorMean(bnn),
+            (TargetKind::FrozenSample, Bnn { bnn, .. }) => Target::FrozenSample(bnn),
+            _ => return None,
+        })
+    }
+}
+
 /// A [`Target`]'s attacked model and deployed model as one differentiable dispatch.
 enum Model<'a> {
     Mlp(&'a Mlp),

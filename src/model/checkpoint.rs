@@ -1,6 +1,10 @@
 //! Checkpoints: a model's variables as safetensors plus a JSON sidecar that says what
-//! the model is and how it was trained. Both are written atomically (temp file, then
-//! rename), the sidecar last, so a checkpoint whose sidecar exists is complete.
+//! the model is, how it was trained, who wrote it and the SHA-256 of the weights file.
+//! Both are fsynced private temporary files until published; the sidecar is published
+//! first with a link that fails if one exists (so of two writers the first wins), then
+//! the weights are renamed into place. A reader checks the weights against the recorded
+//! hash, so a truncated, corrupt or half-published checkpoint is an error that names
+//! its file, never a model.
 
 use std::path::{Path, PathBuf};
 
@@ -8,6 +12,7 @@ use tch::nn;
 
 use super::bayes::BayesConfig;
 use super::mlp::MlpConfig;
+use crate::fsio::{self, Provenance};
 
 /// What a checkpoint holds.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -80,6 +85,13 @@ pub struct CheckpointMeta {
     /// One entry per epoch, as recorded by the trainer.
     #[serde(default)]
     pub history: serde_json::Value,
+    /// The SHA-256 of the weights file, recorded by [`save`] (optional for a checkpoint
+    /// written elsewhere; checked on every load when present).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights_sha256: Option<String>,
+    /// Who wrote it (recorded by [`save`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub made_by: Option<Provenance>,
 }
 
 pub const CHECKPOINT_FORMAT: u32 = 1;
@@ -103,6 +115,14 @@ pub enum CheckpointError {
     },
     #[error("cannot write checkpoint {path}: {reason}")]
     Write { path: PathBuf, reason: String },
+    #[error(
+        "checkpoint weights {path} are corrupt or incomplete: SHA-256 {found}, its sidecar records {expected}; delete it and its .json to recompute"
+    )]
+    Corrupt {
+        path: PathBuf,
+        expected: String,
+        found: String,
+    },
 }
 
 /// A checkpoint's two files: `<stem>.safetensors` and `<stem>.json`.
@@ -121,29 +141,48 @@ impl CheckpointPaths {
         }
     }
 
-    /// Whether a complete checkpoint (sidecar present) exists.
+    /// Whether a complete checkpoint exists: sidecar and weights present and, where the
+    /// sidecar records the weights' hash, the weights match it.
     pub fn exists(&self) -> bool {
-        self.sidecar.is_file() && self.weights.is_file()
+        self.sidecar.is_file() && self.weights.is_file() && self.verify().is_ok()
+    }
+
+    /// Checks the weights against the sidecar's recorded SHA-256 (a checkpoint without
+    /// one, written elsewhere, passes).
+    pub fn verify(&self) -> Result<(), CheckpointError> {
+        let meta = read_sidecar(&self.sidecar)?;
+        let Some(expected) = &meta.weights_sha256 else {
+            return Ok(());
+        };
+        let found = fsio::sha256_file(&self.weights).map_err(|_| CheckpointError::Missing {
+            path: self.weights.clone(),
+            what: "weights .safetensors",
+        })?;
+        if &found != expected {
+            return Err(CheckpointError::Corrupt {
+                path: self.weights.clone(),
+                expected: expected.clone(),
+                found,
+            });
+        }
+        Ok(())
+    }
+
+    /// Removes both files (a corrupt checkpoint, before it is recomputed).
+    pub fn remove(&self) -> std::io::Result<()> {
+        for p in [&self.sidecar, &self.weights] {
+            match std::fs::remove_file(p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
     }
 }
 
-/// Writes `bytes` to `path` through a temporary file and a rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp{}",
-        path.file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
-}
-
-/// Saves `vs` and `meta` under `stem`.
+/// Saves `vs` and `meta` under `stem`, recording the weights' SHA-256 and this process
+/// as the writer. A complete checkpoint already there (another writer finished first)
+/// stands and this copy is discarded; an incomplete or corrupt one is replaced.
 pub fn save(
     vs: &nn::VarStore,
     meta: &CheckpointMeta,
@@ -157,37 +196,62 @@ pub fn save(
     if let Some(dir) = paths.weights.parent() {
         std::fs::create_dir_all(dir).map_err(|e| werr(dir, e.to_string()))?;
     }
-    // An old sidecar must not vouch for new, half-written weights.
-    if paths.sidecar.exists() {
-        std::fs::remove_file(&paths.sidecar).map_err(|e| werr(&paths.sidecar, e.to_string()))?;
+    if paths.sidecar.exists() && paths.verify().is_err() {
+        paths
+            .remove()
+            .map_err(|e| werr(&paths.sidecar, e.to_string()))?;
     }
-    let tmp = PathBuf::from(format!(
-        "{}.tmp{}.safetensors",
-        stem.to_string_lossy(),
-        std::process::id()
-    ));
-    vs.save(&tmp).map_err(|e| werr(&tmp, e.to_string()))?;
-    std::fs::rename(&tmp, &paths.weights).map_err(|e| werr(&paths.weights, e.to_string()))?;
-    let json = serde_json::to_vec_pretty(meta).map_err(|e| werr(&paths.sidecar, e.to_string()))?;
-    write_atomic(&paths.sidecar, &json).map_err(|e| werr(&paths.sidecar, e.to_string()))?;
+    let me = Provenance::here();
+    let weights_tmp = fsio::private_tmp(&paths.weights, &me);
+    let staged = (|| {
+        vs.save(&weights_tmp).map_err(|e| e.to_string())?;
+        std::fs::File::open(&weights_tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| e.to_string())?;
+        fsio::sha256_file(&weights_tmp).map_err(|e| e.to_string())
+    })();
+    let sha = staged.map_err(|reason| {
+        let _ = std::fs::remove_file(&weights_tmp);
+        werr(&weights_tmp, reason)
+    })?;
+    let meta = CheckpointMeta {
+        weights_sha256: Some(sha),
+        made_by: Some(me.clone()),
+        ..meta.clone()
+    };
+    let json = serde_json::to_vec_pretty(&meta).map_err(|e| werr(&paths.sidecar, e.to_string()))?;
+    let sidecar_tmp = fsio::private_tmp(&paths.sidecar, &me);
+    let published = fsio::write_synced(&sidecar_tmp, &json)
+        .and_then(|()| fsio::publish_new(&sidecar_tmp, &paths.sidecar))
+        .map_err(|e| werr(&paths.sidecar, e.to_string()))?;
+    if !published {
+        let _ = std::fs::remove_file(&weights_tmp);
+        return Ok(paths);
+    }
+    std::fs::rename(&weights_tmp, &paths.weights)
+        .and_then(|()| fsio::sync_parent(&paths.weights))
+        .map_err(|e| werr(&paths.weights, e.to_string()))?;
     Ok(paths)
 }
 
 /// Reads a checkpoint's sidecar.
 pub fn read_meta(stem: &Path) -> Result<CheckpointMeta, CheckpointError> {
-    let paths = CheckpointPaths::new(stem);
-    let text = std::fs::read_to_string(&paths.sidecar).map_err(|_| CheckpointError::Missing {
-        path: paths.sidecar.clone(),
+    read_sidecar(&CheckpointPaths::new(stem).sidecar)
+}
+
+fn read_sidecar(sidecar: &Path) -> Result<CheckpointMeta, CheckpointError> {
+    let text = std::fs::read_to_string(sidecar).map_err(|_| CheckpointError::Missing {
+        path: sidecar.to_owned(),
         what: "sidecar .json",
     })?;
     let meta: CheckpointMeta =
         serde_json::from_str(&text).map_err(|e| CheckpointError::BadSidecar {
-            path: paths.sidecar.clone(),
+            path: sidecar.to_owned(),
             reason: e.to_string(),
         })?;
     if meta.format != CHECKPOINT_FORMAT {
         return Err(CheckpointError::BadSidecar {
-            path: paths.sidecar,
+            path: sidecar.to_owned(),
             reason: format!(
                 "format {} (this build reads {CHECKPOINT_FORMAT})",
                 meta.format
@@ -219,6 +283,7 @@ pub fn load_into(
             what: "weights .safetensors",
         });
     }
+    paths.verify()?;
     vs.load(&paths.weights)
         .map_err(|source| CheckpointError::BadWeights {
             path: paths.weights.clone(),

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::data::Dataset;
-use crate::model::checkpoint::write_atomic;
+use crate::fsio::write_atomic;
 use crate::stats::MeanCi;
 use plots::{Family, Figure, Line, Series};
 

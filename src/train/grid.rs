@@ -533,6 +533,7 @@ pub fn fit_grid_and_save(
         .map(|(((model, outcome), m), stem)| {
             let meta = super::checkpoint_meta(&m.spec, recipe, &m.seeds, &outcome)?;
             crate::model::checkpoint::save(model.vs(), &meta, stem)?;
+            let meta = crate::model::checkpoint::read_meta(stem)?;
             Ok((model, meta))
         })
         .collect()

@@ -614,6 +614,9 @@ pub fn train_and_save(
     };
     let meta = checkpoint_meta(spec, recipe, seeds, &outcome)?;
     checkpoint::save(model.vs(), &meta, stem)?;
+    // The sidecar as written: with the weights' hash and its writer (or, where another
+    // writer finished first, theirs).
+    let meta = checkpoint::read_meta(stem)?;
     Ok((model, meta))
 }
 
@@ -636,5 +639,7 @@ pub fn checkpoint_meta(
         wall_seconds: outcome.wall_seconds,
         recipe: serde_json::to_value(recipe)?,
         history: serde_json::to_value(&outcome.history)?,
+        weights_sha256: None,
+        made_by: None,
     })
 }

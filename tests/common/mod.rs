@@ -209,3 +209,29 @@ pub fn svg_texts(svg: &str) -> Vec<String> {
         .filter_map(|n| n.text().map(|t| t.trim().to_owned()))
         .collect()
 }
+
+/// The quick profile on real MNIST with the default seed, the runs and results folders
+/// given, and every optional stage off.
+pub fn quick_config(
+    runs: &std::path::Path,
+    out: &std::path::Path,
+    threads: usize,
+) -> bayes_robust::experiment::reproduce::ReproduceConfig {
+    bayes_robust::experiment::reproduce::ReproduceConfig {
+        profile: bayes_robust::experiment::Profile::quick(),
+        master_seed: 20201218,
+        device: tch::Device::Cpu,
+        threads,
+        dataset: bayes_robust::data::Dataset::Mnist,
+        data_dir: real_mnist_dir(),
+        runs_dir: runs.to_owned(),
+        out_dir: out.to_owned(),
+        verbose: false,
+        stop_after: None,
+        whitebox: false,
+        strength: false,
+        per_example: false,
+        prune_mode: None,
+        train_seeds: None,
+    }
+}

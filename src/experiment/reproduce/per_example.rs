@@ -12,11 +12,12 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 use tch::{Kind, Tensor};
 
-use super::{PerturbationSet, Pipeline, Ready, ReproduceError, bnn_of, mlp_of};
+use super::{PerturbationSet, Pipeline, Ready, ReproduceError, mlp_of};
 use crate::data::IMAGE_DIM;
 use crate::eval;
 use crate::experiment::cache;
 use crate::model::checkpoint::ModelSpec;
+use crate::train::TrainedModel;
 
 /// An evaluation model of Tables 1–2 and where its cells sit in `results.json`.
 pub(super) struct Evaluated<'a> {
@@ -70,7 +71,7 @@ impl Pipeline<'_> {
     ) -> Result<Tensor, ReproduceError> {
         let key = cache::key(
             &format!("per-example-{}", e.name.replace('/', "_")),
-            &json!({ "eval": self.eval_key(e.name, &e.ready.key, sets) }),
+            &json!({ "eval": self.eval_key(e.name, &e.ready.key, sets).id }),
         );
         if self
             .evals_dir
@@ -91,27 +92,22 @@ impl Pipeline<'_> {
         let counts: Vec<Tensor> = self
             .splits_of(sets)
             .iter()
-            .map(|(split_name, split)| match e.ready.meta.model {
-                ModelSpec::Mlp { .. } => {
-                    eval::correct_flags(mlp_of(&e.ready.model), split, self.chunks)
-                }
-                ModelSpec::Bnn { .. } => {
+            .map(|(split_name, split)| match &e.ready.model {
+                TrainedModel::Mlp { mlp, .. } => eval::correct_flags(mlp, split, self.chunks),
+                TrainedModel::Bnn { bnn, .. } => {
                     // The seed of the same cell's evaluation (`eval_single_draws`).
                     self.seeds
                         .seed_torch(&format!("eval/{}/{split_name}", e.name));
-                    eval::single_draw_correct_counts(
-                        bnn_of(&e.ready.model),
-                        split,
-                        runs,
-                        self.chunks,
-                    )
+                    eval::single_draw_correct_counts(bnn, split, runs, self.chunks)
                 }
             })
             .collect();
         let counts = Tensor::stack(&counts, 0).to_device(tch::Device::Cpu);
-        self.evals_dir.write_tensors(&key, &[("counts", &counts)])?;
-        self.evals_dir
-            .write_json(&key, &json!({ "model": e.ready.key, "runs": runs }))?;
+        self.evals_dir.write_with_tensors(
+            &key,
+            &[("counts", &counts)],
+            &json!({ "model": e.ready.key, "runs": runs }),
+        )?;
         Ok(counts)
     }
 }
@@ -134,6 +130,7 @@ pub(super) fn export(
     let runs: Vec<usize> = models.iter().map(|e| e.runs(pipeline)).collect();
     let correct = Tensor::stack(&counts, 0).to_kind(Kind::Uint8);
     let clean = &pipeline.test.images;
+    let sources: Vec<_> = sources.iter().map(mlp_of).collect::<Result<_, _>>()?;
     let (rms, fooled): (Vec<Tensor>, Vec<Tensor>) = tch::no_grad(|| {
         sets.iter()
             .zip(sources)
@@ -144,7 +141,7 @@ pub(super) fn export(
                     .sum_dim_intlist([1].as_slice(), false, Kind::Float)
                     / IMAGE_DIM as f64)
                     .sqrt();
-                let fooled = mlp_of(&src.model)
+                let fooled = src
                     .forward(&s.images)
                     .argmax(-1, false)
                     .ne_tensor(&s.labels)
@@ -194,7 +191,7 @@ pub(super) fn export(
     };
     let json_path = out_dir.join("per_example.json");
     let text = serde_json::to_string_pretty(&index).map_err(|e| err(&json_path, e.to_string()))?;
-    crate::model::checkpoint::write_atomic(&json_path, text.as_bytes())
+    crate::fsio::write_atomic(&json_path, text.as_bytes())
         .map_err(|e| err(&json_path, e.to_string()))?;
     Ok(vec![npz, json_path])
 }

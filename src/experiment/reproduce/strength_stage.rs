@@ -144,8 +144,9 @@ impl Stage<'_, '_> {
     }
 
     /// The sets of a point and how each did against its source.
-    fn point(&self, spec: &PointSpec, sources: &[Ready]) -> StrengthPoint {
+    fn point(&self, spec: &PointSpec, sources: &[Ready]) -> Result<StrengthPoint, ReproduceError> {
         let x = &self.pipeline.test.images;
+        let sources: Vec<_> = sources.iter().map(mlp_of).collect::<Result<_, _>>()?;
         let sets: Vec<SetAtStrength> = spec
             .per_set
             .iter()
@@ -153,7 +154,7 @@ impl Stage<'_, '_> {
             .map(|(i, &hm)| {
                 let split = self.images(i, hm);
                 let outcome = AttackOutcome::evaluate(
-                    mlp_of(&sources[i].model),
+                    sources[i],
                     x,
                     &split.labels,
                     split.images.shallow_clone(),
@@ -171,7 +172,7 @@ impl Stage<'_, '_> {
             })
             .collect();
         let mean = sets.iter().map(|s| s.mean_distortion).sum::<f64>() / sets.len().max(1) as f64;
-        StrengthPoint {
+        Ok(StrengthPoint {
             name: spec.name.clone(),
             strengths: spec
                 .per_set
@@ -180,7 +181,7 @@ impl Stage<'_, '_> {
                 .collect(),
             sets,
             mean_distortion: mean,
-        }
+        })
     }
 
     /// The libtorch seed name of one cell: Table 2's own for its sets (so a sampled
@@ -331,7 +332,7 @@ fn eval_models<'m>(
     bnns: &[GridModel],
     bnn_ready: &'m [Ready],
     controls: &'m Controls,
-) -> Vec<EvalModel<'m>> {
+) -> Result<Vec<EvalModel<'m>>, ReproduceError> {
     let mut models: Vec<EvalModel> = Vec::new();
     for (gm, r) in dets.iter().zip(det_ready) {
         models.push(EvalModel {
@@ -341,11 +342,11 @@ fn eval_models<'m>(
             rho_init: None,
             lambda: gm.spec.lambda(),
             key: r.key.clone(),
-            evaluated: Evaluated::Det(mlp_of(&r.model)),
+            evaluated: Evaluated::Det(mlp_of(r)?),
         });
     }
     for (gm, r) in bnns.iter().zip(bnn_ready) {
-        let bnn = bnn_of(&r.model);
+        let bnn = bnn_of(r)?;
         for (family, suffix, what, evaluated) in [
             (Family::BnnDraw, "", "one draw", Evaluated::Draws(bnn)),
             (
@@ -380,7 +381,7 @@ fn eval_models<'m>(
         rho_init: None,
         lambda: Some(0.0),
         key: c.matched.key.clone(),
-        evaluated: Evaluated::Det(mlp_of(&c.matched.model)),
+        evaluated: Evaluated::Det(mlp_of(&c.matched)?),
     });
     let first = &det_ready[0];
     let members: Vec<&Ready> = std::iter::once(first).chain(&c.members).collect();
@@ -398,9 +399,14 @@ fn eval_models<'m>(
             .map(|r| r.key.as_str())
             .collect::<Vec<_>>()
             .join("+"),
-        evaluated: Evaluated::DeepEnsemble(members.iter().map(|r| mlp_of(&r.model)).collect()),
+        evaluated: Evaluated::DeepEnsemble(
+            members
+                .iter()
+                .map(|r| mlp_of(r))
+                .collect::<Result<_, _>>()?,
+        ),
     });
-    models
+    Ok(models)
 }
 
 /// A claim point before evaluation: its name, the knob it was matched along (empty
@@ -535,7 +541,7 @@ pub(in crate::experiment) fn run(
         inputs.bnns,
         inputs.bnn_ready,
         &controls,
-    );
+    )?;
     let specs: Vec<PointSpec> = sweep(&sp)
         .iter()
         .filter_map(|s| {
@@ -549,7 +555,7 @@ pub(in crate::experiment) fn run(
     let points: Vec<StrengthPoint> = specs
         .iter()
         .map(|s| stage.point(s, inputs.source_ready))
-        .collect();
+        .collect::<Result<_, _>>()?;
     let progress = super::bar(models.len(), "strength", verbose);
     let mut rows = Vec::new();
     for m in &models {
@@ -597,7 +603,7 @@ pub(in crate::experiment) fn run(
             name: c.spec.name.clone(),
             axis: c.axis,
             matched: c.matched,
-            point: stage.point(&c.spec, inputs.source_ready),
+            point: stage.point(&c.spec, inputs.source_ready)?,
             comparisons: comparisons(&point_rows, 1),
             claims: claims_at(&point_rows, &paper_claims, compare),
             models: point_rows,
@@ -858,7 +864,7 @@ fn ensemble_rows(
             rho_init: Some(rho),
             lambda: None,
             key: bnn_ready[i].key.clone(),
-            evaluated: Evaluated::Ensemble(bnn_of(&bnn_ready[i].model), n),
+            evaluated: Evaluated::Ensemble(bnn_of(&bnn_ready[i])?, n),
         };
         let row = stage.evaluate(&model, std::slice::from_ref(spec), runs);
         if let crate::train::TrainedModel::Bnn { bnn, .. } = &mut bnn_ready[i].model {

@@ -13,7 +13,6 @@ use crate::experiment::whitebox::{self, Target, WhiteboxProfile};
 use crate::experiment::whitebox_targets::{GridRef, Role, TargetKind, WhiteboxPlan, every_bnn_ks};
 use crate::experiment::{RHO_INITS, TABLE4_RHO};
 use crate::model::Arch;
-use crate::train::TrainedModel;
 
 /// The trained models a white-box target can refer to.
 pub(super) struct Models<'a> {
@@ -44,20 +43,7 @@ impl<'a> Models<'a> {
                 _ => "a BNN",
             },
         };
-        Ok(match (kind, &ready.model) {
-            (TargetKind::Deterministic, TrainedModel::Mlp { mlp, .. }) => {
-                Target::Deterministic(mlp)
-            }
-            (TargetKind::SingleDraw, TrainedModel::Bnn { bnn, .. }) => Target::SingleDraw(bnn),
-            (TargetKind::Ensemble { k }, TrainedModel::Bnn { bnn, .. }) => {
-                Target::Ensemble { bnn, k }
-            }
-            (TargetKind::PosteriorMean, TrainedModel::Bnn { bnn, .. }) => {
-                Target::PosteriorMean(bnn)
-            }
-            (TargetKind::FrozenSample, TrainedModel::Bnn { bnn, .. }) => Target::FrozenSample(bnn),
-            _ => return Err(wrong()),
-        })
+        Target::of(&ready.model, kind).ok_or_else(wrong)
     }
 }
 
