@@ -131,6 +131,25 @@ pub fn publish_new(tmp: &Path, path: &Path) -> std::io::Result<bool> {
     Ok(linked)
 }
 
+/// Writes a file with `write(tmp)`, fsyncs it and returns its SHA-256; on any failure
+/// the temporary is removed and the reason returned.
+pub fn stage(
+    tmp: &Path,
+    write: impl FnOnce(&Path) -> Result<(), String>,
+) -> Result<String, String> {
+    let staged = write(tmp)
+        .and_then(|()| {
+            std::fs::File::open(tmp)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| e.to_string())
+        })
+        .and_then(|()| sha256_file(tmp).map_err(|e| e.to_string()));
+    if staged.is_err() {
+        let _ = std::fs::remove_file(tmp);
+    }
+    staged
+}
+
 /// The SHA-256 of `bytes`, as 64 lower-case hex digits.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)

@@ -119,17 +119,10 @@ impl ArtifactDir {
         };
         std::fs::create_dir_all(&self.root).map_err(|e| err(e.to_string()))?;
         let tmp = fsio::private_tmp(&path, &Provenance::here());
-        let staged = (|| {
-            tch::Tensor::write_safetensors(tensors, &tmp).map_err(|e| e.to_string())?;
-            std::fs::File::open(&tmp)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| e.to_string())?;
-            fsio::sha256_file(&tmp).map_err(|e| e.to_string())
-        })();
-        let sha = staged.map_err(|reason| {
-            let _ = std::fs::remove_file(&tmp);
-            err(reason)
-        })?;
+        let sha = fsio::stage(&tmp, |t| {
+            tch::Tensor::write_safetensors(tensors, t).map_err(|e| e.to_string())
+        })
+        .map_err(err)?;
         let won = self.publish(key, record, Some(sha));
         if !matches!(won, Ok(true)) {
             let _ = std::fs::remove_file(&tmp);

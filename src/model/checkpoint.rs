@@ -203,17 +203,8 @@ pub fn save(
     }
     let me = Provenance::here();
     let weights_tmp = fsio::private_tmp(&paths.weights, &me);
-    let staged = (|| {
-        vs.save(&weights_tmp).map_err(|e| e.to_string())?;
-        std::fs::File::open(&weights_tmp)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| e.to_string())?;
-        fsio::sha256_file(&weights_tmp).map_err(|e| e.to_string())
-    })();
-    let sha = staged.map_err(|reason| {
-        let _ = std::fs::remove_file(&weights_tmp);
-        werr(&weights_tmp, reason)
-    })?;
+    let sha = fsio::stage(&weights_tmp, |t| vs.save(t).map_err(|e| e.to_string()))
+        .map_err(|reason| werr(&weights_tmp, reason))?;
     let meta = CheckpointMeta {
         weights_sha256: Some(sha),
         made_by: Some(me.clone()),
