@@ -11,6 +11,7 @@ use bayes_robust::experiment::Profile;
 use bayes_robust::experiment::code_protocol::{self, CodeBudget, Multipliers};
 use bayes_robust::experiment::plan::Plan;
 use bayes_robust::experiment::reproduce::{self, ReproduceConfig, Stage};
+use bayes_robust::experiment::stage::{dataset_folder, default_folders};
 use bayes_robust::model::bayes::{BayesConfig, PruneMode};
 use bayes_robust::model::checkpoint::ModelSpec;
 use bayes_robust::model::mlp::{MlpConfig, MlpInit};
@@ -464,10 +465,7 @@ fn run(cli: Cli) -> Result<()> {
     let dataset = cli.global.dataset;
     let data_dir = data::resolve_data_dir(cli.global.data_dir.as_deref(), dataset);
     // Every default folder of a non-MNIST dataset carries its name.
-    let folder = |profile: &str| match dataset {
-        Dataset::Mnist => profile.to_owned(),
-        d => format!("{d}-{profile}"),
-    };
+    let folder = |profile: &str| dataset_folder(dataset, profile);
     let env = || RunEnv {
         seed: cli.global.seed,
         threads,
@@ -556,10 +554,7 @@ struct RunEnv {
 impl RunEnv {
     /// A default folder's name: a non-MNIST dataset's carries the dataset's name.
     fn folder(&self, profile: &str) -> String {
-        match self.dataset {
-            Dataset::Mnist => profile.to_owned(),
-            d => format!("{d}-{profile}"),
-        }
+        dataset_folder(self.dataset, profile)
     }
 }
 
@@ -831,7 +826,6 @@ fn run_setup(args: ReproduceArgs, env: &RunEnv) -> Result<RunSetup> {
     let device = env.device;
     let threads = env.threads;
     let data_dir = env.data_dir.clone();
-    let folder = |p: &str| env.folder(p);
     let profile = profile_named(&args.profile)?;
     let code = args.protocol == ProtocolArg::Code;
     let default_mult = if code {
@@ -887,13 +881,10 @@ fn run_setup(args: ReproduceArgs, env: &RunEnv) -> Result<RunSetup> {
     }
     let budget: CodeBudget = args.code_budget.map_or(CodeBudget::AsWritten, Into::into);
     let suffix = if code { budget.dir_suffix() } else { "" };
+    let [default_runs, default_out] = default_folders(&profile, dataset, suffix);
     let cfg = ReproduceConfig {
-        runs_dir: args.runs_dir.unwrap_or_else(|| {
-            PathBuf::from("runs").join(format!("{}{suffix}", folder(profile.runs_folder())))
-        }),
-        out_dir: args.out_dir.unwrap_or_else(|| {
-            PathBuf::from("reports").join(format!("{}{suffix}", folder(&profile.name)))
-        }),
+        runs_dir: args.runs_dir.unwrap_or(default_runs),
+        out_dir: args.out_dir.unwrap_or(default_out),
         profile,
         dataset,
         master_seed: env.seed,

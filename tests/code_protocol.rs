@@ -6,13 +6,15 @@ mod common;
 use bayes_robust::attack::{Differentiable, TargetedAttack};
 use bayes_robust::data::{INPUT_MAX, Split};
 use bayes_robust::eval::{self, EvalChunks};
+use bayes_robust::experiment::Profile;
 use bayes_robust::experiment::code_protocol::{
-    CodeBudget, CodeProfile, Evaluated, KeptSet, Multipliers, TrainingRow, reproduce_code,
-    training_plan,
+    CodeBudget, CodeProfile, Evaluated, KeptSet, Multipliers, SweepRole, TrainingRow, planned_keys,
+    reproduce_code, training_plan,
 };
 use bayes_robust::experiment::reproduce::{ReproduceConfig, Stage};
 use bayes_robust::model::bayes::{BayesConfig, BayesMlp, PruneMode};
 use bayes_robust::model::{Arch, WeightMode};
+use bayes_robust::report::margin::role_of;
 use proptest::prelude::*;
 use serde_json::Value;
 use tch::{Device, Kind, Tensor, nn};
@@ -262,6 +264,37 @@ fn the_quick_code_protocol_runs_end_to_end_and_resumes() {
             .collect()
     };
     assert_eq!(computed(&first), [0, 12, 33]);
+    // Every model and attack made is a planned key, with its preimage beside it.
+    let planned: Vec<String> = planned_keys(
+        &cfg.profile,
+        cfg.dataset,
+        cfg.master_seed,
+        CodeBudget::AsWritten,
+    )
+    .into_iter()
+    .map(|k| k.id)
+    .collect();
+    for folder in ["models", "attacks"] {
+        let made: Vec<String> = std::fs::read_dir(runs.path().join(folder))
+            .unwrap()
+            .filter_map(|e| {
+                let name = e.unwrap().file_name().into_string().ok()?;
+                let id = name.strip_suffix(".json")?;
+                (!id.ends_with(".key")).then(|| id.to_owned())
+            })
+            .collect();
+        assert!(!made.is_empty(), "{folder}");
+        for id in &made {
+            assert!(planned.contains(id), "{folder}/{id} is not planned");
+            assert!(
+                runs.path()
+                    .join(folder)
+                    .join(format!("{id}.key.json"))
+                    .exists(),
+                "{id}"
+            );
+        }
+    }
     assert_eq!(first["protocol"], "code");
     let sets = first["perturbation_sets"].as_array().unwrap();
     assert_eq!(sets.len(), 12);
@@ -274,6 +307,20 @@ fn the_quick_code_protocol_runs_end_to_end_and_resumes() {
     let models = first["sweep"]["models"].as_array().unwrap();
     // 7 BNNs, 4 λ nets, 5 controls, and the posterior mean and a frozen draw of each BNN.
     assert_eq!(models.len(), 7 + 4 + 5 + 14);
+    // Every row carries its typed role, once each, and its group is the role's; the
+    // report reads the same role from the name of a row without one (older files).
+    let mut roles: Vec<SweepRole> = Vec::new();
+    for m in models {
+        let role: SweepRole = serde_json::from_value(m["role"].clone()).unwrap();
+        assert_eq!(m["group"], role.group(), "{}", m["name"]);
+        assert!(!roles.contains(&role), "{role:?} twice");
+        roles.push(role);
+        let mut older = m.clone();
+        older.as_object_mut().unwrap().remove("role");
+        assert_eq!(role_of(&older), Some(role), "{}", m["name"]);
+    }
+    assert_eq!(roles[0], SweepRole::Bnn { rho_init: -30.0 });
+    assert!(roles.contains(&SweepRole::DeepEnsemble { members: 2 }));
     // Table 2 is the sweep at the group's multiplier.
     let (i15, i3) = (
         ms.iter().position(|m| *m == 1.5).unwrap(),
@@ -520,4 +567,46 @@ fn prune_modes_differ_in_what_they_rank_together() {
         .sum(Kind::Int64)
         .int64_value(&[]);
     assert_eq!(kept, 35);
+}
+
+/// The code protocol's model and attack keys of the paper and quick profiles, both
+/// budgets, against `fixtures/golden-keys/code-plans.txt` (made from the code before the
+/// keys moved into `experiment::keys`); `BAYES_ROBUST_BLESS_KEYS=1` rewrites it. The
+/// committed reports/paper-code models are all in today's paper plan.
+#[test]
+fn the_code_protocols_model_and_attack_keys_keep_their_golden_ids() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let golden = root.join("fixtures/golden-keys/code-plans.txt");
+    let mut ours = String::new();
+    let mut paper_as_written = Vec::new();
+    for profile in ["paper", "quick"] {
+        for budget in [CodeBudget::AsWritten, CodeBudget::TrainedToAccuracy] {
+            let p = Profile::by_name(profile).unwrap();
+            for k in planned_keys(&p, bayes_robust::data::Dataset::Mnist, 20201218, budget) {
+                ours += &format!("{profile}{} {}\n", budget.dir_suffix(), k.id);
+                if profile == "paper" && budget == CodeBudget::AsWritten {
+                    paper_as_written.push(k.id);
+                }
+            }
+        }
+    }
+    if std::env::var_os("BAYES_ROBUST_BLESS_KEYS").is_some() {
+        std::fs::write(&golden, &ours).unwrap();
+    }
+    let expected =
+        std::fs::read_to_string(&golden).unwrap_or_else(|e| panic!("{}: {e}", golden.display()));
+    assert_eq!(ours, expected, "the code protocol's keys changed");
+    let committed: Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("reports/paper-code/results.json")).unwrap(),
+    )
+    .unwrap();
+    let models = committed["models"].as_array().unwrap();
+    assert!(models.len() > 20);
+    for m in models {
+        let key = m["key"].as_str().unwrap();
+        assert!(
+            paper_as_written.iter().any(|k| k == key),
+            "{key} is not in the paper plan"
+        );
+    }
 }

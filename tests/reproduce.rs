@@ -1263,3 +1263,22 @@ fn the_committed_profiles_plans_keep_their_golden_keys() {
         }
     }
 }
+
+#[test]
+fn the_recorded_command_names_folders_that_are_not_the_defaults() {
+    use bayes_robust::experiment::stage::default_folders;
+    let [runs, out] = default_folders(&Profile::quick(), Dataset::Mnist, "");
+    assert_eq!(runs, Path::new("runs/quick"));
+    assert_eq!(out, Path::new("reports/quick"));
+    let cfg = common::quick_config(&runs, &out, 1);
+    assert_eq!(cfg.folder_flags(""), "");
+    // The code protocol's defaults carry its suffix: the text folders are not its own.
+    assert_eq!(
+        cfg.folder_flags("-code"),
+        " --runs-dir runs/quick --out-dir reports/quick"
+    );
+    let moved = common::quick_config(Path::new("/tmp/r"), &out, 1);
+    assert_eq!(moved.folder_flags(""), " --runs-dir /tmp/r");
+    let [fm_runs, _] = default_folders(&Profile::seeds(), Dataset::FashionMnist, "-code");
+    assert_eq!(fm_runs, Path::new("runs/fashion-mnist-paper-code"));
+}

@@ -22,14 +22,16 @@ use std::time::Instant;
 use serde_json::{Value, json};
 use tch::{Device, Kind, Tensor};
 
+use super::Profile;
 use super::cache::{self, ArtifactDir};
+use super::keys::{self, Key};
 use super::stage::{
     LIBTORCH_VERSION, Ready, ReproduceConfig, ReproduceError, Stage, TCH_VERSION, Timed,
     average_over_sets, bar, bnn_of, cached_eval, mlp_of, pct, write_results,
 };
 use super::{LAMBDAS, RHO_INITS, SOURCE_ARCHS, TABLE3_RHO, TABLE4_RHO, source_label};
 use crate::attack::TargetedAttack;
-use crate::data::{ChecksumPolicy, RawDataset, Split, SplitSpec, Splits};
+use crate::data::{ChecksumPolicy, Dataset, RawDataset, Split, SplitSpec, Splits};
 use crate::eval::{self, EvalChunks};
 use crate::model::bayes::{BayesConfig, BayesMlp, MixturePrior, PruneMode};
 use crate::model::checkpoint::{CheckpointPaths, ModelSpec};
@@ -543,6 +545,65 @@ struct TrainingRows {
 /// 100-draw ensemble's test accuracy).
 pub const TRAINING_ENSEMBLE_DRAWS: usize = 100;
 
+/// The seeds of model `m` under the protocol's seed tree `seeds`.
+fn model_seeds(seeds: &SeedTree, m: &CodeModel) -> SeedTree {
+    seeds.child(&format!("train/{}", m.name))
+}
+
+/// Model `m`'s key ([`keys::code_model`]); a member of a stacked grid also names the
+/// grid's members.
+fn model_key(seeds: &SeedTree, dataset: Dataset, m: &CodeModel, grid: &Grid) -> Key {
+    let names: Option<Vec<&str>> = m.family.as_ref().map(|family| {
+        grid.family(family)
+            .iter()
+            .map(|g| g.name.as_str())
+            .collect()
+    });
+    keys::code_model(
+        &m.name,
+        &m.spec,
+        &m.recipe,
+        seeds.master(),
+        &model_seeds(seeds, m).prefix(),
+        dataset,
+        names.as_deref(),
+    )
+}
+
+/// The targeted attack's key on the first `n` validation images of the source `label`.
+fn attack_key(cp: &CodeProfile, label: &str, source_key: &str, n: usize) -> Key {
+    keys::targeted_attack(label, source_key, &cp.attack, n, cp.attack_chunk)
+}
+
+/// The keys of every model the code protocol trains under `budget` and of every
+/// targeted attack it makes (training order, then the sources' order), computed
+/// without data or training: what `fixtures/golden-keys/code-plans.txt` pins.
+pub fn planned_keys(
+    profile: &Profile,
+    dataset: Dataset,
+    master_seed: u64,
+    budget: CodeBudget,
+) -> Vec<Key> {
+    let cp = profile.code.with_budget(budget);
+    let grid = Grid::new(&cp, budget);
+    let seeds = SeedTree::new(master_seed).child("code");
+    let models: Vec<Key> = grid
+        .all()
+        .into_iter()
+        .map(|m| model_key(&seeds, dataset, m, &grid))
+        .collect();
+    let n = SplitSpec::PAPER
+        .validation
+        .min(cp.attack_examples.unwrap_or(usize::MAX));
+    let attacks: Vec<Key> = grid
+        .sources
+        .iter()
+        .zip(&models)
+        .map(|(m, k)| attack_key(&cp, &m.label, &k.id, n))
+        .collect();
+    models.into_iter().chain(attacks).collect()
+}
+
 struct CodePipeline<'a> {
     cfg: &'a ReproduceConfig,
     cp: CodeProfile,
@@ -561,26 +622,11 @@ struct CodePipeline<'a> {
 
 impl CodePipeline<'_> {
     fn model_seeds(&self, m: &CodeModel) -> SeedTree {
-        self.seeds.child(&format!("train/{}", m.name))
+        model_seeds(&self.seeds, m)
     }
 
-    /// A model's key: its spec, recipe and seeds; a member of a stacked grid also the
-    /// grid's member names (as the seeds study's grids).
-    fn model_key(&self, m: &CodeModel, grid: &Grid) -> String {
-        let mut config = json!({
-            "spec": m.spec, "recipe": m.recipe, "master_seed": self.seeds.master(),
-            "seed_name": self.model_seeds(m).prefix(), "split": SplitSpec::PAPER,
-            "data": self.cfg.dataset.name(), "protocol": "code",
-        });
-        if let (Some(family), Some(map)) = (&m.family, config.as_object_mut()) {
-            let names: Vec<&str> = grid
-                .family(family)
-                .iter()
-                .map(|g| g.name.as_str())
-                .collect();
-            map.insert("trained".into(), json!({ "stacked_grid": names }));
-        }
-        cache::key(&m.name, &config)
+    fn model_key(&self, m: &CodeModel, grid: &Grid) -> Key {
+        model_key(&self.seeds, self.cfg.dataset, m, grid)
     }
 
     /// Trains every member of the stacked grid `family` at once and saves each.
@@ -595,7 +641,7 @@ impl CodePipeline<'_> {
             .collect();
         let stems: Vec<_> = models
             .iter()
-            .map(|m| self.models_dir.stem(&self.model_key(m, grid)))
+            .map(|m| self.models_dir.stem(&self.model_key(m, grid).id))
             .collect();
         let options = TrainOptions {
             verbose: self.cfg.verbose,
@@ -615,7 +661,7 @@ impl CodePipeline<'_> {
 
     fn ensure_model(&self, m: &CodeModel, grid: &Grid) -> Result<(Ready, bool), ReproduceError> {
         let key = self.model_key(m, grid);
-        let stem = self.models_dir.stem(&key);
+        let stem = self.models_dir.stem(&key.id);
         let exists = CheckpointPaths::new(&stem).exists();
         // A grid member saved by this process (with the member that trained its grid)
         // was computed here, not reused.
@@ -645,6 +691,8 @@ impl CodePipeline<'_> {
                 &options,
             )?
         };
+        key.write_beside(&self.models_dir)?;
+        let key = key.id;
         Ok((Ready { key, model, meta }, reused))
     }
 
@@ -705,11 +753,8 @@ impl CodePipeline<'_> {
             .head(self.cp.attack_examples.unwrap_or(usize::MAX))
     }
 
-    fn attack_key(&self, label: &str, source_key: &str) -> String {
-        cache::key(
-            &format!("targeted-{label}"),
-            &json!({"source": source_key, "attack": self.cp.attack, "n": self.attacked().len(), "chunk": self.cp.attack_chunk, "keep": "smallest successful r of any step"}),
-        )
+    fn attack_key(&self, label: &str, source_key: &str) -> Key {
+        attack_key(&self.cp, label, source_key, self.attacked().len())
     }
 
     fn ensure_attack(
@@ -719,7 +764,8 @@ impl CodePipeline<'_> {
     ) -> Result<(KeptSet, bool), ReproduceError> {
         let mlp = mlp_of(source)?;
         let split = self.attacked();
-        let key = self.attack_key(label, &source.key);
+        let planned = self.attack_key(label, &source.key);
+        let key = planned.id.clone();
         let cached = self.attacks_dir.read_json::<TargetedRecord>(&key)?;
         let reused = cached.is_some();
         let record = match cached {
@@ -754,6 +800,7 @@ impl CodePipeline<'_> {
                 record
             }
         };
+        planned.write_beside(&self.attacks_dir)?;
         let tensors = self.attacks_dir.read_tensors(&key)?;
         let get = |name: &'static str| {
             tensors
@@ -877,8 +924,6 @@ fn rows_at(evals: &[&SweepEval], mi: usize, n_sets: usize) -> (Value, Value) {
 /// The quantiles of learned σ reported per layer.
 pub const SIGMA_QUANTILES: [f64; 5] = [0.05, 0.25, 0.5, 0.75, 0.95];
 
-/// Runs the code protocol with `budget`'s training budgets and writes
-/// `<out_dir>/results.json`; returns its value.
 /// The perturbation grid's examples: the first kept examples of each source family's
 /// λ = 0 set, at m = 1.
 fn code_examples(
@@ -909,6 +954,738 @@ fn code_examples(
     ))
 }
 
+/// The code protocol's trained models by role, each in [`Grid`] order.
+struct CodeTrained {
+    sources: Vec<Ready>,
+    dets: Vec<Ready>,
+    bnns: Vec<Ready>,
+    matched: Ready,
+    members: Vec<Ready>,
+}
+
+impl CodeTrained {
+    /// `ready` (every model of `grid`, in [`Grid::all`] order) split by role.
+    fn split(grid: &Grid, ready: Vec<Ready>) -> Result<Self, ReproduceError> {
+        let mut it = ready.into_iter();
+        let mut take = |n: usize| it.by_ref().take(n).collect::<Vec<_>>();
+        let sources = take(grid.sources.len());
+        let dets = take(grid.dets.len());
+        let bnns = take(grid.bnns.len());
+        let matched = take(1).pop().ok_or_else(|| ReproduceError::MissingModel {
+            name: grid.matched_init.name.clone(),
+        })?;
+        let members = take(grid.members.len());
+        Ok(Self {
+            sources,
+            dets,
+            bnns,
+            matched,
+            members,
+        })
+    }
+
+    /// Every model, in [`Grid::all`] order.
+    fn all(&self) -> Vec<&Ready> {
+        self.sources
+            .iter()
+            .chain(&self.dets)
+            .chain(&self.bnns)
+            .chain(std::iter::once(&self.matched))
+            .chain(&self.members)
+            .collect()
+    }
+
+    /// The BNN trained with `rho_init` (the first one if the grid lacks it).
+    fn bnn(&self, rho_init: f64) -> &Ready {
+        &self.bnns[rho_index(rho_init)]
+    }
+}
+
+fn rho_index(rho_init: f64) -> usize {
+    RHO_INITS.iter().position(|r| *r == rho_init).unwrap_or(0)
+}
+
+/// The runs of an N-draw ensemble in Table 3: max(100/N, the profile's runs).
+fn ensemble_runs(ensemble_runs: usize, n: usize) -> usize {
+    (100 / n.max(1)).max(ensemble_runs).max(1)
+}
+
+/// One stage's line of `meta.stages`.
+fn stage_line(
+    stage: &str,
+    t0: Instant,
+    artifact_seconds: f64,
+    computed: usize,
+    reused: usize,
+) -> Value {
+    json!({
+        "stage": stage, "seconds": t0.elapsed().as_secs_f64(),
+        "artifact_seconds": artifact_seconds, "computed": computed, "reused": reused,
+    })
+}
+
+/// What a run stopped after `stage` (a helper process) returns instead of results.
+fn stopped(stage: &str, stages: Vec<Value>) -> Value {
+    json!({ "stopped_after": stage, "stages": stages })
+}
+
+/// Stage 1: every model of `grid`, trained or loaded; `None` when the run stops after it.
+fn code_train_stage(
+    pipeline: &CodePipeline,
+    grid: &Grid,
+    stages: &mut Vec<Value>,
+) -> Result<Option<CodeTrained>, ReproduceError> {
+    let cfg = pipeline.cfg;
+    let t0 = Instant::now();
+    let all = grid.all();
+    let progress = bar(all.len(), "train", cfg.verbose);
+    let keys: Vec<String> = all.iter().map(|m| pipeline.model_key(m, grid).id).collect();
+    let (ready, reused) = cache::share_work(
+        &pipeline.models_dir,
+        &keys,
+        cfg.stop_after != Some(Stage::Train),
+        &progress,
+        |i| {
+            progress.set_message(all[i].name.clone());
+            pipeline.ensure_model(all[i], grid)
+        },
+    )?;
+    progress.finish_and_clear();
+    let ready: Vec<Ready> = ready.into_iter().flatten().collect();
+    let artifact_seconds = ready.iter().map(|r| r.meta.wall_seconds).sum();
+    stages.push(stage_line(
+        "train",
+        t0,
+        artifact_seconds,
+        ready.len() - reused,
+        reused,
+    ));
+    if cfg.stop_after == Some(Stage::Train) {
+        return Ok(None);
+    }
+    CodeTrained::split(grid, ready).map(Some)
+}
+
+/// Stage 2: the targeted attack on every source, kept where it succeeded; `None` when
+/// the run stops after it.
+fn code_attack_stage(
+    pipeline: &CodePipeline,
+    grid: &Grid,
+    sources: &[Ready],
+    stages: &mut Vec<Value>,
+) -> Result<Option<Vec<KeptSet>>, ReproduceError> {
+    let cfg = pipeline.cfg;
+    let t0 = Instant::now();
+    let progress = bar(sources.len(), "attack", cfg.verbose);
+    let keys: Vec<String> = grid
+        .sources
+        .iter()
+        .zip(sources)
+        .map(|(m, r)| pipeline.attack_key(&m.label, &r.key).id)
+        .collect();
+    let (sets, reused) = cache::share_work(
+        &pipeline.attacks_dir,
+        &keys,
+        cfg.stop_after != Some(Stage::Attack),
+        &progress,
+        |i| {
+            progress.set_message(grid.sources[i].label.clone());
+            pipeline.ensure_attack(&grid.sources[i].label, &sources[i])
+        },
+    )?;
+    progress.finish_and_clear();
+    let sets: Vec<KeptSet> = sets.into_iter().flatten().collect();
+    let artifact_seconds = sets.iter().map(|s| s.seconds).sum();
+    stages.push(stage_line(
+        "attack",
+        t0,
+        artifact_seconds,
+        sets.len() - reused,
+        reused,
+    ));
+    if cfg.stop_after == Some(Stage::Attack) {
+        return Ok(None);
+    }
+    Ok(Some(sets))
+}
+
+/// The weight-noise controls: the λ = 0 net and the matched-init net with test-time
+/// Gaussian weight noise of, per layer, the median learned σ of the ρ_init =
+/// [`TABLE3_RHO`] BNN.
+struct NoiseControls {
+    sigmas: Vec<f64>,
+    det: BayesMlp,
+    matched: BayesMlp,
+}
+
+impl NoiseControls {
+    fn new(trained: &CodeTrained) -> Result<Self, ReproduceError> {
+        let sigmas: Vec<f64> = bnn_of(trained.bnn(TABLE3_RHO))?
+            .sigma_quantiles(&[0.5])
+            .into_iter()
+            .map(|q| q[0])
+            .collect();
+        Ok(Self {
+            det: BayesMlp::from_mlp(mlp_of(&trained.dets[0])?, &sigmas),
+            matched: BayesMlp::from_mlp(mlp_of(&trained.matched)?, &sigmas),
+            sigmas,
+        })
+    }
+}
+
+/// What an evaluation model of the code protocol's sweep is: results.json's
+/// `sweep.models[].role`, by which the report finds its rows (never by their names).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SweepRole {
+    /// A BNN of the ρ_init grid, one fresh draw per run (Tables 1–2, BNN side).
+    Bnn {
+        rho_init: f64,
+    },
+    /// A net of the λ grid (Tables 1–2, deterministic side).
+    Deterministic {
+        lambda: f64,
+    },
+    /// The deterministic net with the BNN's recipe and μ initialisation.
+    MatchedInit,
+    /// The deterministic net with the BNN's recipe and Glorot initialisation.
+    MatchedGlorot,
+    /// The softmax average of that many matched-recipe Glorot nets.
+    DeepEnsemble {
+        members: usize,
+    },
+    /// The λ = 0 net with test-time weight noise of the learned σ.
+    NoisyDeterministic,
+    /// The matched-init net with the same weight noise.
+    NoisyMatchedInit,
+    PosteriorMean {
+        rho_init: f64,
+    },
+    FrozenSample {
+        rho_init: f64,
+    },
+}
+
+impl SweepRole {
+    /// Its `group` in results.json: `bnn` and `det` are the rows of Tables 1–2, every
+    /// other model is a `control`.
+    pub fn group(self) -> &'static str {
+        match self {
+            SweepRole::Bnn { .. } => "bnn",
+            SweepRole::Deterministic { .. } => "det",
+            _ => "control",
+        }
+    }
+}
+
+/// A model of the sweep: its row name, role, the keys of the models it is made of
+/// (the sweep's cache key names them) and how it is evaluated.
+struct EvalModel<'a> {
+    name: String,
+    role: SweepRole,
+    keys: String,
+    model: Evaluated<'a>,
+}
+
+/// Every evaluation model of the sweep, in the order of results.json's `sweep.models`:
+/// the BNNs, the λ grid, then the controls.
+fn evaluated_models<'a>(
+    grid: &Grid,
+    t: &'a CodeTrained,
+    noise: &'a NoiseControls,
+) -> Result<Vec<EvalModel<'a>>, ReproduceError> {
+    let row = |name: String, role, keys: String, model| EvalModel {
+        name,
+        role,
+        keys,
+        model,
+    };
+    let mut out = Vec::new();
+    for (m, r) in grid.bnns.iter().zip(&t.bnns) {
+        let (model, role) = (Evaluated::Draws(bnn_of(r)?), bnn_role(m)?);
+        out.push(row(format!("BNN {}", m.label), role, r.key.clone(), model));
+    }
+    for (m, r) in grid.dets.iter().zip(&t.dets) {
+        let model = Evaluated::Det(mlp_of(r)?);
+        let role = match m.spec {
+            ModelSpec::Mlp { lambda, .. } => SweepRole::Deterministic { lambda },
+            ModelSpec::Bnn { .. } => return Err(wrong_spec(m, "a deterministic net")),
+        };
+        out.push(row(
+            format!("deterministic {}", m.label),
+            role,
+            r.key.clone(),
+            model,
+        ));
+    }
+    let matched = Evaluated::Det(mlp_of(&t.matched)?);
+    let (matched_name, matched_key) = (grid.matched_init.label.clone(), t.matched.key.clone());
+    out.push(row(
+        matched_name,
+        SweepRole::MatchedInit,
+        matched_key,
+        matched,
+    ));
+    let glorot = Evaluated::Det(mlp_of(&t.members[0])?);
+    let glorot_name = "deterministic, BNN recipe, Glorot init".to_owned();
+    out.push(row(
+        glorot_name,
+        SweepRole::MatchedGlorot,
+        t.members[0].key.clone(),
+        glorot,
+    ));
+    let ensemble = Evaluated::DeepEnsemble(t.members.iter().map(mlp_of).collect::<Result<_, _>>()?);
+    let member_keys: Vec<&str> = t.members.iter().map(|r| r.key.as_str()).collect();
+    let members = t.members.len();
+    let ensemble_name = format!("deep ensemble of {members} (BNN recipe, Glorot init)");
+    let ensemble_role = SweepRole::DeepEnsemble { members };
+    out.push(row(
+        ensemble_name,
+        ensemble_role,
+        member_keys.join("+"),
+        ensemble,
+    ));
+    let noisy = |r: &Ready| format!("{}+noise{:?}", r.key, noise.sigmas);
+    out.push(row(
+        "deterministic lambda=0 + weight noise".into(),
+        SweepRole::NoisyDeterministic,
+        noisy(&t.dets[0]),
+        Evaluated::Draws(&noise.det),
+    ));
+    out.push(row(
+        "deterministic, BNN recipe, BNN init + weight noise".into(),
+        SweepRole::NoisyMatchedInit,
+        noisy(&t.matched),
+        Evaluated::Draws(&noise.matched),
+    ));
+    for (m, r) in grid.bnns.iter().zip(&t.bnns) {
+        let (bnn, rho_init) = (bnn_of(r)?, bnn_rho(m)?);
+        let mean = Evaluated::Mode(bnn, WeightMode::Mean);
+        let (name, role) = (
+            format!("BNN {}, posterior mean", m.label),
+            SweepRole::PosteriorMean { rho_init },
+        );
+        out.push(row(name, role, r.key.clone(), mean));
+        let frozen = Evaluated::Mode(bnn, WeightMode::Frozen(0));
+        let (name, role) = (
+            format!("BNN {}, frozen sample", m.label),
+            SweepRole::FrozenSample { rho_init },
+        );
+        out.push(row(name, role, r.key.clone(), frozen));
+    }
+    Ok(out)
+}
+
+/// The error for a grid model whose spec is not the kind its place in the grid needs.
+fn wrong_spec(m: &CodeModel, expected: &'static str) -> ReproduceError {
+    ReproduceError::WrongModel {
+        key: m.name.clone(),
+        expected,
+    }
+}
+
+/// The ρ_init of a model of the BNN grid.
+fn bnn_rho(m: &CodeModel) -> Result<f64, ReproduceError> {
+    match &m.spec {
+        ModelSpec::Bnn { config } => Ok(config.rho_init),
+        ModelSpec::Mlp { .. } => Err(wrong_spec(m, "a BNN")),
+    }
+}
+
+fn bnn_role(m: &CodeModel) -> Result<SweepRole, ReproduceError> {
+    bnn_rho(m).map(|rho_init| SweepRole::Bnn { rho_init })
+}
+
+/// Stage 3's results: the training table, each evaluation model's sweep (in
+/// [`evaluated_models`] order), Table 3's runs and Table 4's rates.
+struct CodeEvaluations {
+    training: Vec<TrainingRow>,
+    sweeps: Vec<SweepEval>,
+    table3: Vec<Vec<Vec<f64>>>,
+    table4: Vec<PruneRate>,
+}
+
+/// Counts a stage's reused evaluations and the wall time its artifacts recorded.
+#[derive(Default)]
+struct Tally {
+    reused: usize,
+    seconds: f64,
+}
+
+impl Tally {
+    fn add<T>(&mut self, (timed, reused): (Timed<T>, bool)) -> T {
+        self.reused += reused as usize;
+        self.seconds += timed.seconds;
+        timed.value
+    }
+}
+
+impl CodePipeline<'_> {
+    /// Table 3: ensembles of the ρ_init = [`TABLE3_RHO`] BNN at the BNN multiplier,
+    /// `rows[set][n]`.
+    fn table3(
+        &self,
+        t3: &Ready,
+        sets: &[KeptSet],
+        m_bnn: f64,
+    ) -> Result<(Timed<EnsembleRows>, bool), ReproduceError> {
+        let p = &self.cfg.profile;
+        let key = cache::key(
+            "code-table3",
+            &json!({"model": t3.key, "sets": sets.iter().map(|s| &s.key).collect::<Vec<_>>(), "m": m_bnn,
+                    "ns": p.ensemble_ns, "runs": p.ensemble_runs, "master_seed": self.cfg.master_seed}),
+        );
+        cached_eval(&self.evals_dir, &key, || {
+            let bnn = bnn_of(t3)?;
+            let rows = sets
+                .iter()
+                .map(|s| {
+                    let split = s.at(m_bnn);
+                    p.ensemble_ns
+                        .iter()
+                        .map(|&n| {
+                            self.seeds.seed_torch(&format!("table3/N={n}/{}", s.label));
+                            let runs = ensemble_runs(p.ensemble_runs, n);
+                            eval::ensemble_accuracies(bnn, &split, n, runs, self.chunks)
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .collect::<Vec<_>>();
+            Ok(EnsembleRows { rows })
+        })
+    }
+
+    /// Table 4: `prune_mode` SNR pruning of the ρ_init = [`TABLE4_RHO`] BNN (`spec`,
+    /// cached under `model_key`), ensembles at the BNN multiplier. The BNN is loaded
+    /// afresh: pruning changes it, and the evaluation models borrow the first copy.
+    fn table4(
+        &self,
+        spec: &ModelSpec,
+        model_key: &str,
+        sets: &[KeptSet],
+        m_bnn: f64,
+        prune_mode: PruneMode,
+    ) -> Result<(Timed<PruneRates>, bool), ReproduceError> {
+        let p = &self.cfg.profile;
+        let key = cache::key(
+            match prune_mode {
+                PruneMode::PerTensor => "code-table4",
+                PruneMode::Global => "code-table4-global",
+            },
+            &with_eval_examples(
+                json!({"model": model_key, "sets": sets.iter().map(|s| &s.key).collect::<Vec<_>>(), "m": m_bnn,
+                       "rates": p.prune_rates, "n": p.prune_ensemble, "runs": p.prune_runs, "master_seed": self.cfg.master_seed}),
+                p.eval_examples,
+            ),
+        );
+        let (mut model, _) =
+            TrainedModel::load(spec, self.cfg.device, &self.models_dir.stem(model_key))?;
+        let TrainedModel::Bnn { bnn, .. } = &mut model else {
+            return Err(ReproduceError::WrongModel {
+                key: model_key.to_owned(),
+                expected: "a BNN",
+            });
+        };
+        cached_eval(&self.evals_dir, &key, || {
+            let mut out = Vec::new();
+            for &rate in &p.prune_rates {
+                let pruned = match prune_mode {
+                    PruneMode::PerTensor => bnn.prune_per_tensor(rate)?,
+                    PruneMode::Global => vec![bnn.prune(rate)?],
+                };
+                let acc = |tag: &str, split: &Split| {
+                    self.seeds.seed_torch(&format!("table4/rate={rate}/{tag}"));
+                    eval::ensemble_accuracies(
+                        &*bnn,
+                        split,
+                        p.prune_ensemble,
+                        p.prune_runs,
+                        self.chunks,
+                    )
+                };
+                out.push(PruneRate {
+                    pruned_per_tensor: pruned,
+                    validation: acc("validation", &self.clean_validation),
+                    test: acc("test", &self.clean_test),
+                    sets: sets.iter().map(|s| acc(&s.label, &s.at(m_bnn))).collect(),
+                });
+            }
+            bnn.unprune();
+            Ok(PruneRates { rates: out })
+        })
+    }
+}
+
+/// Stage 3: the training table, the sweep of every evaluation model, Tables 3 and 4.
+#[allow(clippy::too_many_arguments)]
+fn code_eval_stage(
+    pipeline: &CodePipeline,
+    grid: &Grid,
+    trained: &CodeTrained,
+    sets: &[KeptSet],
+    evaluated: &[EvalModel],
+    ms: &[f64],
+    mult: Multipliers,
+    stages: &mut Vec<Value>,
+) -> Result<CodeEvaluations, ReproduceError> {
+    let cfg = pipeline.cfg;
+    let t0 = Instant::now();
+    let mut tally = Tally::default();
+    let training = tally
+        .add(pipeline.training_rows(&grid.all(), &trained.all())?)
+        .rows;
+    let progress = bar(evaluated.len() + 2, "eval", cfg.verbose);
+    let mut sweeps = Vec::new();
+    for e in evaluated {
+        progress.set_message(e.name.clone());
+        sweeps.push(tally.add(pipeline.sweep(&e.name, &e.keys, &e.model, sets, ms)?));
+        progress.inc(1);
+    }
+    progress.set_message("table 3");
+    let table3 = tally
+        .add(pipeline.table3(trained.bnn(TABLE3_RHO), sets, mult.bnn)?)
+        .rows;
+    progress.inc(1);
+    progress.set_message("table 4");
+    let t4 = rho_index(TABLE4_RHO);
+    let prune_mode = cfg.prune_mode_or(PruneMode::PerTensor);
+    let t4_run = pipeline.table4(
+        &grid.bnns[t4].spec,
+        &trained.bnns[t4].key,
+        sets,
+        mult.bnn,
+        prune_mode,
+    )?;
+    let table4 = tally.add(t4_run).rates;
+    progress.finish_and_clear();
+    let computed = evaluated.len() + 3 - tally.reused;
+    stages.push(stage_line(
+        "eval",
+        t0,
+        tally.seconds,
+        computed,
+        tally.reused,
+    ));
+    Ok(CodeEvaluations {
+        training,
+        sweeps,
+        table3,
+        table4,
+    })
+}
+
+/// One finished run of the code protocol: what results.json is made of.
+struct CodeRun<'a> {
+    pipeline: &'a CodePipeline<'a>,
+    grid: &'a Grid,
+    trained: &'a CodeTrained,
+    sets: &'a [KeptSet],
+    evaluated: &'a [EvalModel<'a>],
+    evals: &'a CodeEvaluations,
+    noise: &'a NoiseControls,
+    /// The sweep's multipliers, sorted.
+    ms: &'a [f64],
+    mult: Multipliers,
+    budget: CodeBudget,
+}
+
+impl CodeRun<'_> {
+    /// The sweeps of the evaluation models in `group`, in sweep order.
+    fn group(&self, group: &str) -> Vec<&SweepEval> {
+        self.evaluated
+            .iter()
+            .zip(&self.evals.sweeps)
+            .filter(|(e, _)| e.role.group() == group)
+            .map(|(_, s)| s)
+            .collect()
+    }
+
+    fn tables_1_2(&self) -> (Value, Value) {
+        let (bnn, det) = (self.group("bnn"), self.group("det"));
+        let n_sets = self.sets.len();
+        let (bnn_rows, bnn_avg) = rows_at(&bnn, index_of(self.ms, self.mult.bnn), n_sets);
+        let (det_rows, det_avg) = rows_at(&det, index_of(self.ms, self.mult.det), n_sets);
+        let lambdas: Vec<f64> = LAMBDAS.iter().map(|l| l.0).collect();
+        let clean = |sweeps: &[&SweepEval], test: bool| {
+            sweeps
+                .iter()
+                .map(|e| pct(if test { &e.test } else { &e.validation }))
+                .collect::<Vec<_>>()
+        };
+        let table1 = json!({
+            "bnn": { "rho_init": RHO_INITS, "validation": clean(&bnn, false), "test": clean(&bnn, true) },
+            "deterministic": { "lambda": lambdas, "validation": clean(&det, false), "test": clean(&det, true) },
+        });
+        let table2 = json!({
+            "note": format!("kept validation examples of each set, evaluated at x + m r with m = {} for BNNs and m = {} for deterministic nets", self.mult.bnn, self.mult.det),
+            "bnn": { "rho_init": RHO_INITS, "rows": bnn_rows, "average": bnn_avg },
+            "deterministic": { "lambda": lambdas, "rows": det_rows, "average": det_avg },
+        });
+        (table1, table2)
+    }
+
+    fn table3_json(&self) -> Value {
+        let p = &self.pipeline.cfg.profile;
+        let rows = &self.evals.table3;
+        let avg: Vec<Value> = (0..p.ensemble_ns.len())
+            .map(|j| average_over_sets(&rows.iter().map(|row| row[j].clone()).collect::<Vec<_>>()))
+            .collect();
+        json!({
+            "note": format!("BNN rho_init={TABLE3_RHO} at m = {}; each cell over max(100/N, {}) runs of an N-draw ensemble", self.mult.bnn, p.ensemble_runs),
+            "n_samples": p.ensemble_ns,
+            "runs": p.ensemble_ns.iter().map(|n| ensemble_runs(p.ensemble_runs, *n)).collect::<Vec<_>>(),
+            "rows": rows.iter().map(|row| Value::Array(row.iter().map(|runs| pct(runs)).collect())).collect::<Vec<_>>(),
+            "average": avg,
+        })
+    }
+
+    fn table4_json(&self) -> Value {
+        let cfg = self.pipeline.cfg;
+        let p = &cfg.profile;
+        let prune_mode = cfg.prune_mode_or(PruneMode::PerTensor);
+        let t4 = &self.evals.table4;
+        let how = match prune_mode {
+            PruneMode::PerTensor => "per tensor, weights and biases (the notebook)",
+            PruneMode::Global => "ranked over all weight matrices together (the paper's text)",
+        };
+        json!({
+            "note": format!("BNN rho_init={TABLE4_RHO}; SNR |mu|/sigma pruning {how}, ensemble of {} draws at m = {}, {} runs per cell", p.prune_ensemble, self.mult.bnn, p.prune_runs),
+            "mode": prune_mode,
+            "rate_percent": p.prune_rates.iter().map(|r| r * 100.0).collect::<Vec<_>>(),
+            "pruned_per_tensor": t4.iter().map(|r| &r.pruned_per_tensor).collect::<Vec<_>>(),
+            "clean_validation": t4.iter().map(|r| pct(&r.validation)).collect::<Vec<_>>(),
+            "clean_test": t4.iter().map(|r| pct(&r.test)).collect::<Vec<_>>(),
+            "rows": (0..self.sets.len()).map(|i| Value::Array(t4.iter().map(|r| pct(&r.sets[i])).collect())).collect::<Vec<_>>(),
+            "average": t4.iter().map(|r| average_over_sets(&r.sets)).collect::<Vec<_>>(),
+        })
+    }
+
+    fn sweep_json(&self) -> Value {
+        let models: Vec<Value> = self
+            .evaluated
+            .iter()
+            .zip(&self.evals.sweeps)
+            .map(|(e, s)| {
+                json!({
+                    "name": e.name, "group": e.role.group(), "role": e.role,
+                    "clean_validation": pct(&s.validation), "clean_test": pct(&s.test),
+                    "sets": s.sets.iter().map(|per_m| per_m.iter().map(|runs| pct(runs)).collect::<Vec<_>>()).collect::<Vec<_>>(),
+                    "average": (0..self.ms.len()).map(|mi| average_over_sets(&s.sets.iter().map(|per_m| per_m[mi].clone()).collect::<Vec<_>>())).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        json!({
+            "note": "accuracy of every evaluation model on every set at x + m r, for each multiplier m; sampled models over `runs` single-draw runs",
+            "multipliers": self.ms,
+            "models": models,
+        })
+    }
+
+    fn sigma_json(&self) -> Result<Value, ReproduceError> {
+        let bnns = self
+            .grid
+            .bnns
+            .iter()
+            .zip(&self.trained.bnns)
+            .map(|(m, r)| {
+                Ok(json!({ "model": m.label, "layers": bnn_of(r)?.sigma_quantiles(&SIGMA_QUANTILES) }))
+            })
+            .collect::<Result<Vec<_>, ReproduceError>>()?;
+        Ok(json!({
+            "quantiles": SIGMA_QUANTILES,
+            "bnns": bnns,
+            "noise_sigmas": self.noise.sigmas,
+            "noise_note": format!("the weight-noise controls use, per layer, the median learned weight sigma of the code protocol's BNN rho_init={TABLE3_RHO}"),
+        }))
+    }
+
+    /// results.json, in the shape of the text protocol's for Tables 1–4.
+    fn results_json(&self, meta: Value) -> Result<Value, ReproduceError> {
+        let (table1, table2) = self.tables_1_2();
+        let p = &self.pipeline.cfg.profile;
+        Ok(json!({
+            "source": format!("bayes-robust {} reproduction under the authors' code protocol, profile {}; all accuracies in percent as {{mean, ci95, runs}}", env!("CARGO_PKG_VERSION"), p.name),
+            "protocol": "code",
+            "budget": self.budget,
+            "multipliers": { "bnn": self.mult.bnn, "det": self.mult.det },
+            "training": {
+                "note": format!("every model's training budget and the accuracy it reached (validation: the trainer's, of the weights kept; test: a deterministic net's, or a BNN's {TRAINING_ENSEMBLE_DRAWS}-draw ensemble's), budget {}", self.budget.label()),
+                "models": self.evals.training,
+            },
+            "attack_sources": self.sets.iter().map(|s| &s.label).collect::<Vec<_>>(),
+            "perturbation_examples_file": super::examples::EXAMPLES_FILE,
+            "table1_clean": table1,
+            "table2_perturbed": table2,
+            "table3_ensemble": self.table3_json(),
+            "table4_pruning": self.table4_json(),
+            "sweep": self.sweep_json(),
+            "sigma": self.sigma_json()?,
+            "perturbation_sets": self.sets.iter().map(|s| json!({
+                "source": s.label, "n": s.kept(), "n_attacked": s.n_attacked,
+                "kept_fraction": s.kept() as f64 / s.n_attacked.max(1) as f64,
+                "mean_distortion": s.mean_distortion, "attack_seconds": s.seconds,
+            })).collect::<Vec<_>>(),
+            "models": self.trained.all().iter().zip(self.grid.all()).map(|(r, m)| json!({
+                "name": m.name, "model": r.meta.model.describe(), "key": r.key, "epochs_run": r.meta.epochs_run,
+                "final_validation_accuracy": r.meta.best_validation_accuracy,
+                "train_seconds": r.meta.wall_seconds, "recipe": r.meta.recipe,
+            })).collect::<Vec<_>>(),
+            "meta": meta,
+        }))
+    }
+
+    /// The command that remakes this run.
+    fn command(&self) -> String {
+        let cfg = self.pipeline.cfg;
+        let budget = match self.budget {
+            CodeBudget::AsWritten => "",
+            CodeBudget::TrainedToAccuracy => " --code-budget trained",
+        };
+        let mult = if self.mult == Multipliers::CODE {
+            String::new()
+        } else {
+            format!(
+                " --multiplier-bnn {} --multiplier-det {}",
+                self.mult.bnn, self.mult.det
+            )
+        };
+        let pruning = match cfg.prune_mode_or(PruneMode::PerTensor) {
+            PruneMode::Global => " --pruning global",
+            PruneMode::PerTensor => "",
+        };
+        format!(
+            "bayes-robust --seed {} --threads {} reproduce --profile {} --protocol code{budget}{mult}{pruning}{}",
+            cfg.master_seed,
+            cfg.threads,
+            cfg.profile.name,
+            cfg.folder_flags(self.budget.dir_suffix()),
+        )
+    }
+
+    fn meta_json(&self, raw: &RawDataset, stages: Vec<Value>, started: Instant) -> Value {
+        let cfg = self.pipeline.cfg;
+        json!({
+            "profile": cfg.profile,
+            "code_profile": self.pipeline.cp,
+            "protocol": "code",
+            "master_seed": cfg.master_seed,
+            "versions": { "bayes_robust": env!("CARGO_PKG_VERSION"), "tch": TCH_VERSION, "libtorch": LIBTORCH_VERSION },
+            "threads": cfg.threads,
+            "device": format!("{:?}", cfg.device),
+            "n_validation": self.pipeline.clean_validation.len(),
+            "n_test": self.pipeline.clean_test.len(),
+            "n_attacked": self.pipeline.attacked().len(),
+            "data_checksums": raw.files().iter().map(|f| f.checksum.to_string()).collect::<Vec<_>>(),
+            "stages": stages,
+            "wall_seconds": started.elapsed().as_secs_f64(),
+            "command": self.command(),
+        })
+    }
+}
+
+/// Runs the code protocol with `budget`'s training budgets and writes
+/// `<out_dir>/results.json`; returns its value (or, for a run stopped after a stage,
+/// what it did).
 pub fn reproduce_code(
     cfg: &ReproduceConfig,
     mult: Multipliers,
@@ -931,408 +1708,44 @@ pub fn reproduce_code(
         models_dir,
         attacks_dir,
         evals_dir,
-        chunks: EvalChunks {
-            examples: 10_000,
-            draws: p.draw_chunk,
-        },
+        chunks: p.eval_chunks(),
         trained_families: Default::default(),
     };
-    let mut stages = Vec::new();
-
-    // Stage 1: train.
-    let t0 = Instant::now();
     let grid = Grid::new(&cp, budget);
-    let all = grid.all();
-    let progress = bar(all.len(), "train", cfg.verbose);
-    let keys: Vec<String> = all.iter().map(|m| pipeline.model_key(m, &grid)).collect();
-    let (ready, reused) = cache::share_work(
-        &pipeline.models_dir,
-        &keys,
-        cfg.stop_after != Some(Stage::Train),
-        &progress,
-        |i| {
-            progress.set_message(all[i].name.clone());
-            pipeline.ensure_model(all[i], &grid)
-        },
-    )?;
-    progress.finish_and_clear();
-    stages.push(json!({
-        "stage": "train", "seconds": t0.elapsed().as_secs_f64(),
-        "artifact_seconds": ready.iter().flatten().map(|r| r.meta.wall_seconds).sum::<f64>(),
-        "computed": ready.iter().flatten().count() - reused, "reused": reused,
-    }));
-    if cfg.stop_after == Some(Stage::Train) {
-        return Ok(json!({ "stopped_after": "Train", "stages": stages }));
-    }
-    let mut ready: Vec<Ready> = ready.into_iter().flatten().collect();
-    let n_src = grid.sources.len();
-    let members = ready.split_off(n_src + grid.dets.len() + grid.bnns.len() + 1);
-    let matched_one = ready.split_off(n_src + grid.dets.len() + grid.bnns.len());
-    let matched = &matched_one[0];
-    let bnns = ready.split_off(n_src + grid.dets.len());
-    let dets = ready.split_off(n_src);
-    let sources = ready;
-
-    // Stage 2: the targeted attacks.
-    let t0 = Instant::now();
-    let progress = bar(sources.len(), "attack", cfg.verbose);
-    let keys: Vec<String> = grid
-        .sources
-        .iter()
-        .zip(&sources)
-        .map(|(m, r)| pipeline.attack_key(&m.label, &r.key))
-        .collect();
-    let (sets, reused) = cache::share_work(
-        &pipeline.attacks_dir,
-        &keys,
-        cfg.stop_after != Some(Stage::Attack),
-        &progress,
-        |i| {
-            progress.set_message(grid.sources[i].label.clone());
-            pipeline.ensure_attack(&grid.sources[i].label, &sources[i])
-        },
-    )?;
-    progress.finish_and_clear();
-    stages.push(json!({
-        "stage": "attack", "seconds": t0.elapsed().as_secs_f64(),
-        "artifact_seconds": sets.iter().flatten().map(|s| s.seconds).sum::<f64>(),
-        "computed": sets.iter().flatten().count() - reused, "reused": reused,
-    }));
-    if cfg.stop_after == Some(Stage::Attack) {
-        return Ok(json!({ "stopped_after": "Attack", "stages": stages }));
-    }
-    let sets: Vec<KeptSet> = sets.into_iter().flatten().collect();
-    code_examples(&grid.sources, &sources, &sets)?.write(&cfg.out_dir)?;
-
-    // Stage 3: evaluations.
-    let t0 = Instant::now();
-    let all_ready: Vec<&Ready> = sources
-        .iter()
-        .chain(&dets)
-        .chain(&bnns)
-        .chain(&matched_one)
-        .chain(&members)
-        .collect();
-    let (training, training_reused) = pipeline.training_rows(&grid.all(), &all_ready)?;
+    let mut stages = Vec::new();
+    let Some(trained) = code_train_stage(&pipeline, &grid, &mut stages)? else {
+        return Ok(stopped("Train", stages));
+    };
+    let Some(sets) = code_attack_stage(&pipeline, &grid, &trained.sources, &mut stages)? else {
+        return Ok(stopped("Attack", stages));
+    };
+    code_examples(&grid.sources, &trained.sources, &sets)?.write(&cfg.out_dir)?;
     let ms = multiplier_grid(&cp.multipliers, mult);
-    let (mi_bnn, mi_det) = (index_of(&ms, mult.bnn), index_of(&ms, mult.det));
-    let rho_index = |rho: f64| RHO_INITS.iter().position(|r| *r == rho).unwrap_or(0);
-    let noise_bnn = bnn_of(&bnns[rho_index(TABLE3_RHO)])?;
-    let noise_sigmas: Vec<f64> = noise_bnn
-        .sigma_quantiles(&[0.5])
-        .into_iter()
-        .map(|q| q[0])
-        .collect();
-    let noisy_det = BayesMlp::from_mlp(mlp_of(&dets[0])?, &noise_sigmas);
-    let noisy_matched = BayesMlp::from_mlp(mlp_of(&matched)?, &noise_sigmas);
-    // (name, group, model keys, evaluated)
-    let mut evaluated: Vec<(String, &str, String, Evaluated)> = Vec::new();
-    for (m, r) in grid.bnns.iter().zip(&bnns) {
-        evaluated.push((
-            format!("BNN {}", m.label),
-            "bnn",
-            r.key.clone(),
-            Evaluated::Draws(bnn_of(&r)?),
-        ));
-    }
-    for (m, r) in grid.dets.iter().zip(&dets) {
-        evaluated.push((
-            format!("deterministic {}", m.label),
-            "det",
-            r.key.clone(),
-            Evaluated::Det(mlp_of(&r)?),
-        ));
-    }
-    evaluated.push((
-        grid.matched_init.label.clone(),
-        "control",
-        matched.key.clone(),
-        Evaluated::Det(mlp_of(&matched)?),
-    ));
-    evaluated.push((
-        "deterministic, BNN recipe, Glorot init".into(),
-        "control",
-        members[0].key.clone(),
-        Evaluated::Det(mlp_of(&members[0])?),
-    ));
-    evaluated.push((
-        format!(
-            "deep ensemble of {} (BNN recipe, Glorot init)",
-            members.len()
-        ),
-        "control",
-        members
-            .iter()
-            .map(|r| r.key.as_str())
-            .collect::<Vec<_>>()
-            .join("+"),
-        Evaluated::DeepEnsemble(members.iter().map(mlp_of).collect::<Result<_, _>>()?),
-    ));
-    evaluated.push((
-        "deterministic lambda=0 + weight noise".into(),
-        "control",
-        format!("{}+noise{noise_sigmas:?}", dets[0].key),
-        Evaluated::Draws(&noisy_det),
-    ));
-    evaluated.push((
-        "deterministic, BNN recipe, BNN init + weight noise".into(),
-        "control",
-        format!("{}+noise{noise_sigmas:?}", matched.key),
-        Evaluated::Draws(&noisy_matched),
-    ));
-    for (m, r) in grid.bnns.iter().zip(&bnns) {
-        let bnn = bnn_of(&r)?;
-        evaluated.push((
-            format!("BNN {}, posterior mean", m.label),
-            "control",
-            r.key.clone(),
-            Evaluated::Mode(bnn, WeightMode::Mean),
-        ));
-        evaluated.push((
-            format!("BNN {}, frozen sample", m.label),
-            "control",
-            r.key.clone(),
-            Evaluated::Mode(bnn, WeightMode::Frozen(0)),
-        ));
-    }
-    let progress = bar(evaluated.len() + 2, "eval", cfg.verbose);
-    let (mut reused, mut eval_seconds) = (training_reused as usize, training.seconds);
-    let mut sweeps = Vec::new();
-    for (name, _, keys, model) in &evaluated {
-        progress.set_message(name.clone());
-        let (e, c) = pipeline.sweep(name, keys, model, &sets, &ms)?;
-        reused += c as usize;
-        eval_seconds += e.seconds;
-        sweeps.push(e.value);
-        progress.inc(1);
-    }
-
-    // Table 3: ensembles of the ρ_init = −3 BNN at the BNN multiplier.
-    progress.set_message("table 3");
-    let t3 = &bnns[rho_index(TABLE3_RHO)];
-    let t3_key = cache::key(
-        "code-table3",
-        &json!({"model": t3.key, "sets": sets.iter().map(|s| &s.key).collect::<Vec<_>>(), "m": mult.bnn,
-                "ns": p.ensemble_ns, "runs": p.ensemble_runs, "master_seed": cfg.master_seed}),
-    );
-    let ensemble_runs = |n: usize| (100 / n.max(1)).max(p.ensemble_runs).max(1);
-    let (t3_eval, c) = cached_eval(&pipeline.evals_dir, &t3_key, || {
-        let bnn = bnn_of(&t3)?;
-        let rows = sets
-            .iter()
-            .map(|s| {
-                let split = s.at(mult.bnn);
-                p.ensemble_ns
-                    .iter()
-                    .map(|&n| {
-                        pipeline
-                            .seeds
-                            .seed_torch(&format!("table3/N={n}/{}", s.label));
-                        eval::ensemble_accuracies(bnn, &split, n, ensemble_runs(n), pipeline.chunks)
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .collect::<Vec<_>>();
-        Ok(EnsembleRows { rows })
-    })?;
-    reused += c as usize;
-    eval_seconds += t3_eval.seconds;
-    let t3_rows = t3_eval.value.rows;
-    progress.inc(1);
-
-    // Table 4: per-tensor pruning of the ρ_init = −2 BNN, ensembles of 100 at ×m_bnn.
-    progress.set_message("table 4");
-    let t4_index = rho_index(TABLE4_RHO);
-    let prune_mode = cfg.prune_mode_or(PruneMode::PerTensor);
-    let t4_key = cache::key(
-        match prune_mode {
-            PruneMode::PerTensor => "code-table4",
-            PruneMode::Global => "code-table4-global",
-        },
-        &with_eval_examples(
-            json!({"model": bnns[t4_index].key, "sets": sets.iter().map(|s| &s.key).collect::<Vec<_>>(), "m": mult.bnn,
-                   "rates": p.prune_rates, "n": p.prune_ensemble, "runs": p.prune_runs, "master_seed": cfg.master_seed}),
-            p.eval_examples,
-        ),
-    );
-    let (t4_eval, c) = {
-        // A second copy of the model: the evaluation list above borrows the first.
-        let (mut t4_model, _) = TrainedModel::load(
-            &grid.bnns[t4_index].spec,
-            cfg.device,
-            &pipeline.models_dir.stem(&bnns[t4_index].key),
-        )?;
-        let TrainedModel::Bnn { bnn, .. } = &mut t4_model else {
-            return Err(ReproduceError::WrongModel {
-                key: bnns[t4_index].key.clone(),
-                expected: "a BNN",
-            });
-        };
-        cached_eval(&pipeline.evals_dir, &t4_key, || {
-            let mut out = Vec::new();
-            for &rate in &p.prune_rates {
-                let pruned = match prune_mode {
-                    PruneMode::PerTensor => bnn.prune_per_tensor(rate)?,
-                    PruneMode::Global => vec![bnn.prune(rate)?],
-                };
-                let acc = |tag: &str, split: &Split| {
-                    pipeline
-                        .seeds
-                        .seed_torch(&format!("table4/rate={rate}/{tag}"));
-                    eval::ensemble_accuracies(
-                        &*bnn,
-                        split,
-                        p.prune_ensemble,
-                        p.prune_runs,
-                        pipeline.chunks,
-                    )
-                };
-                out.push(PruneRate {
-                    pruned_per_tensor: pruned,
-                    validation: acc("validation", &pipeline.clean_validation),
-                    test: acc("test", &pipeline.clean_test),
-                    sets: sets
-                        .iter()
-                        .map(|s| acc(&s.label, &s.at(mult.bnn)))
-                        .collect(),
-                });
-            }
-            bnn.unprune();
-            Ok(PruneRates { rates: out })
-        })?
+    let noise = NoiseControls::new(&trained)?;
+    let evaluated = evaluated_models(&grid, &trained, &noise)?;
+    let evals = code_eval_stage(
+        &pipeline,
+        &grid,
+        &trained,
+        &sets,
+        &evaluated,
+        &ms,
+        mult,
+        &mut stages,
+    )?;
+    let run = CodeRun {
+        pipeline: &pipeline,
+        grid: &grid,
+        trained: &trained,
+        sets: &sets,
+        evaluated: &evaluated,
+        evals: &evals,
+        noise: &noise,
+        ms: &ms,
+        mult,
+        budget,
     };
-    reused += c as usize;
-    eval_seconds += t4_eval.seconds;
-    let t4 = t4_eval.value.rates;
-    progress.inc(1);
-    progress.finish_and_clear();
-    stages.push(json!({
-        "stage": "eval", "seconds": t0.elapsed().as_secs_f64(), "artifact_seconds": eval_seconds,
-        "computed": evaluated.len() + 3 - reused, "reused": reused,
-    }));
-
-    // results.json, in the shape of the text protocol's for Tables 1–4.
-    let n_sets = sets.len();
-    let group = |g: &str| -> Vec<&SweepEval> {
-        evaluated
-            .iter()
-            .zip(&sweeps)
-            .filter(|((_, gr, _, _), _)| *gr == g)
-            .map(|(_, s)| s)
-            .collect()
-    };
-    let (bnn_sweeps, det_sweeps) = (group("bnn"), group("det"));
-    let (bnn_rows, bnn_avg) = rows_at(&bnn_sweeps, mi_bnn, n_sets);
-    let (det_rows, det_avg) = rows_at(&det_sweeps, mi_det, n_sets);
-    let t3_table_rows: Vec<Value> = t3_rows
-        .iter()
-        .map(|row| Value::Array(row.iter().map(|runs| pct(runs)).collect()))
-        .collect();
-    let t3_avg: Vec<Value> = (0..p.ensemble_ns.len())
-        .map(|j| average_over_sets(&t3_rows.iter().map(|row| row[j].clone()).collect::<Vec<_>>()))
-        .collect();
-    let sweep_models: Vec<Value> = evaluated
-        .iter()
-        .zip(&sweeps)
-        .map(|((name, g, _, _), s)| {
-            json!({
-                "name": name, "group": g,
-                "clean_validation": pct(&s.validation), "clean_test": pct(&s.test),
-                "sets": s.sets.iter().map(|per_m| per_m.iter().map(|runs| pct(runs)).collect::<Vec<_>>()).collect::<Vec<_>>(),
-                "average": (0..ms.len()).map(|mi| average_over_sets(&s.sets.iter().map(|per_m| per_m[mi].clone()).collect::<Vec<_>>())).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
-    let sigma = json!({
-        "quantiles": SIGMA_QUANTILES,
-        "bnns": grid.bnns.iter().zip(&bnns).map(|(m, r)| Ok(json!({
-            "model": m.label, "layers": bnn_of(r)?.sigma_quantiles(&SIGMA_QUANTILES),
-        }))).collect::<Result<Vec<_>, ReproduceError>>()?,
-        "noise_sigmas": noise_sigmas,
-        "noise_note": format!("the weight-noise controls use, per layer, the median learned weight sigma of the code protocol's BNN rho_init={TABLE3_RHO}"),
-    });
-    let results = json!({
-        "source": format!("bayes-robust {} reproduction under the authors' code protocol, profile {}; all accuracies in percent as {{mean, ci95, runs}}", env!("CARGO_PKG_VERSION"), p.name),
-        "protocol": "code",
-        "budget": budget,
-        "multipliers": { "bnn": mult.bnn, "det": mult.det },
-        "training": {
-            "note": format!("every model's training budget and the accuracy it reached (validation: the trainer's, of the weights kept; test: a deterministic net's, or a BNN's {TRAINING_ENSEMBLE_DRAWS}-draw ensemble's), budget {}", budget.label()),
-            "models": training.value.rows,
-        },
-        "attack_sources": sets.iter().map(|s| &s.label).collect::<Vec<_>>(),
-        "perturbation_examples_file": super::examples::EXAMPLES_FILE,
-        "table1_clean": {
-            "bnn": {
-                "rho_init": RHO_INITS,
-                "validation": bnn_sweeps.iter().map(|e| pct(&e.validation)).collect::<Vec<_>>(),
-                "test": bnn_sweeps.iter().map(|e| pct(&e.test)).collect::<Vec<_>>(),
-            },
-            "deterministic": {
-                "lambda": LAMBDAS.iter().map(|l| l.0).collect::<Vec<_>>(),
-                "validation": det_sweeps.iter().map(|e| pct(&e.validation)).collect::<Vec<_>>(),
-                "test": det_sweeps.iter().map(|e| pct(&e.test)).collect::<Vec<_>>(),
-            },
-        },
-        "table2_perturbed": {
-            "note": format!("kept validation examples of each set, evaluated at x + m r with m = {} for BNNs and m = {} for deterministic nets", mult.bnn, mult.det),
-            "bnn": { "rho_init": RHO_INITS, "rows": bnn_rows, "average": bnn_avg },
-            "deterministic": { "lambda": LAMBDAS.iter().map(|l| l.0).collect::<Vec<_>>(), "rows": det_rows, "average": det_avg },
-        },
-        "table3_ensemble": {
-            "note": format!("BNN rho_init={TABLE3_RHO} at m = {}; each cell over max(100/N, {}) runs of an N-draw ensemble", mult.bnn, p.ensemble_runs),
-            "n_samples": p.ensemble_ns,
-            "runs": p.ensemble_ns.iter().map(|n| ensemble_runs(*n)).collect::<Vec<_>>(),
-            "rows": t3_table_rows,
-            "average": t3_avg,
-        },
-        "table4_pruning": {
-            "note": format!("BNN rho_init={TABLE4_RHO}; SNR |mu|/sigma pruning {}, ensemble of {} draws at m = {}, {} runs per cell", match prune_mode { PruneMode::PerTensor => "per tensor, weights and biases (the notebook)", PruneMode::Global => "ranked over all weight matrices together (the paper's text)" }, p.prune_ensemble, mult.bnn, p.prune_runs),
-            "mode": prune_mode,
-            "rate_percent": p.prune_rates.iter().map(|r| r * 100.0).collect::<Vec<_>>(),
-            "pruned_per_tensor": t4.iter().map(|r| &r.pruned_per_tensor).collect::<Vec<_>>(),
-            "clean_validation": t4.iter().map(|r| pct(&r.validation)).collect::<Vec<_>>(),
-            "clean_test": t4.iter().map(|r| pct(&r.test)).collect::<Vec<_>>(),
-            "rows": (0..n_sets).map(|i| Value::Array(t4.iter().map(|r| pct(&r.sets[i])).collect())).collect::<Vec<_>>(),
-            "average": t4.iter().map(|r| average_over_sets(&r.sets)).collect::<Vec<_>>(),
-        },
-        "sweep": {
-            "note": "accuracy of every evaluation model on every set at x + m r, for each multiplier m; sampled models over `runs` single-draw runs",
-            "multipliers": ms,
-            "models": sweep_models,
-        },
-        "sigma": sigma,
-        "perturbation_sets": sets.iter().map(|s| json!({
-            "source": s.label, "n": s.kept(), "n_attacked": s.n_attacked,
-            "kept_fraction": s.kept() as f64 / s.n_attacked.max(1) as f64,
-            "mean_distortion": s.mean_distortion, "attack_seconds": s.seconds,
-        })).collect::<Vec<_>>(),
-        "models": all_ready.iter().zip(grid.all()).map(|(r, m)| json!({
-            "name": m.name, "model": r.meta.model.describe(), "key": r.key, "epochs_run": r.meta.epochs_run,
-            "final_validation_accuracy": r.meta.best_validation_accuracy,
-            "train_seconds": r.meta.wall_seconds, "recipe": r.meta.recipe,
-        })).collect::<Vec<_>>(),
-        "meta": {
-            "profile": p,
-            "code_profile": cp,
-            "protocol": "code",
-            "master_seed": cfg.master_seed,
-            "versions": { "bayes_robust": env!("CARGO_PKG_VERSION"), "tch": TCH_VERSION, "libtorch": LIBTORCH_VERSION },
-            "threads": cfg.threads,
-            "device": format!("{:?}", cfg.device),
-            "n_validation": pipeline.clean_validation.len(),
-            "n_test": pipeline.clean_test.len(),
-            "n_attacked": pipeline.attacked().len(),
-            "data_checksums": raw.files().iter().map(|f| f.checksum.to_string()).collect::<Vec<_>>(),
-            "stages": stages,
-            "wall_seconds": started.elapsed().as_secs_f64(),
-            "command": format!("bayes-robust --seed {} --threads {} reproduce --profile {} --protocol code{}{}{}",
-                cfg.master_seed, cfg.threads, p.name,
-                match budget { CodeBudget::AsWritten => "", CodeBudget::TrainedToAccuracy => " --code-budget trained" },
-                if mult == Multipliers::CODE { String::new() } else { format!(" --multiplier-bnn {} --multiplier-det {}", mult.bnn, mult.det) },
-                if prune_mode == PruneMode::Global { " --pruning global" } else { "" }),
-        },
-    });
+    let results = run.results_json(run.meta_json(&raw, stages, started))?;
     let path = write_results(cfg, &results)?;
     if cfg.verbose {
         eprintln!("wrote {}", path.display());

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::Profile;
 use super::cache::{self, ArtifactDir, CacheError};
 use super::whitebox::{WhiteboxChecks, WhiteboxProfile};
-use crate::attack::MinNormAttack;
+use crate::attack::{MinNormAttack, TargetedAttack};
 use crate::data::{Dataset, SplitSpec};
 use crate::model::checkpoint::ModelSpec;
 use crate::train::Recipe;
@@ -144,5 +144,45 @@ pub fn spsa(
     Key::new(
         &format!("whitebox-spsa-{target}"),
         json!({"model": model_key, "target": target, "profile": profile, "checks": checks, "master_seed": master_seed}),
+    )
+}
+
+/// A trained model of the code protocol's grid; a member of a stacked grid (the
+/// trained-to-accuracy variant) also names its grid's members, as the seeds study's
+/// grids do.
+pub fn code_model(
+    name: &str,
+    spec: &ModelSpec,
+    recipe: &Recipe,
+    master_seed: u64,
+    seed_name: &str,
+    dataset: Dataset,
+    stacked_grid: Option<&[&str]>,
+) -> Key {
+    // The text protocol's model preimage with the protocol (and grid) added; serde_json
+    // maps are sorted, so where a field is inserted does not change the hash.
+    let mut config = model(name, spec, recipe, master_seed, seed_name, dataset).config;
+    if let Some(map) = config.as_object_mut() {
+        map.insert("protocol".into(), json!("code"));
+        if let Some(names) = stacked_grid {
+            map.insert("trained".into(), json!({ "stacked_grid": names }));
+        }
+    }
+    Key::new(name, config)
+}
+
+/// The code protocol's targeted attack on the first `n` validation images against the
+/// source `source_key`, in chunks of `chunk`, keeping each example's smallest
+/// successful perturbation.
+pub fn targeted_attack(
+    label: &str,
+    source_key: &str,
+    attack: &TargetedAttack,
+    n: usize,
+    chunk: usize,
+) -> Key {
+    Key::new(
+        &format!("targeted-{label}"),
+        json!({"source": source_key, "attack": attack, "n": n, "chunk": chunk, "keep": "smallest successful r of any step"}),
     )
 }

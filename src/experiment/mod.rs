@@ -10,7 +10,7 @@ pub mod plan;
 pub mod reproduce;
 pub mod seeds;
 pub mod slurm;
-mod stage;
+pub mod stage;
 pub mod strength;
 pub mod whitebox;
 pub mod whitebox_targets;
@@ -113,6 +113,15 @@ pub enum Protocol {
 }
 
 impl Profile {
+    /// The evaluation batching of this profile: 10,000 examples and `draw_chunk` weight
+    /// draws per chunk.
+    pub fn eval_chunks(&self) -> crate::eval::EvalChunks {
+        crate::eval::EvalChunks {
+            draws: self.draw_chunk,
+            ..Default::default()
+        }
+    }
+
     pub fn paper() -> Self {
         Self {
             name: "paper".into(),

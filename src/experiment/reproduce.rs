@@ -874,10 +874,7 @@ impl<'a> Pipeline<'a> {
             models_dir,
             attacks_dir,
             evals_dir,
-            chunks: EvalChunks {
-                examples: 10_000,
-                draws: p.draw_chunk,
-            },
+            chunks: p.eval_chunks(),
         })
     }
 }
@@ -1479,7 +1476,7 @@ fn meta_json(
         "sgemm_gflops": sgemm,
         "cpu": crate::runtime::cpu_description(),
         "wall_seconds": started.elapsed().as_secs_f64(),
-        "command": format!("bayes-robust --seed {} --threads {}{} reproduce --profile {}{}{}{}{}{}", cfg.master_seed, cfg.threads, if cfg.dataset == Dataset::Mnist { String::new() } else { format!(" --dataset {}", cfg.dataset) }, p.name, if cfg.whitebox { " --whitebox" } else { "" }, if cfg.strength { " --strength" } else { "" }, if cfg.per_example { " --per-example" } else { "" }, if cfg.prune_mode_or(PruneMode::Global) == PruneMode::PerTensor { " --pruning per-tensor" } else { "" }, if k != p.train_seeds { format!(" --train-seeds {k}") } else { String::new() }),
+        "command": format!("bayes-robust --seed {} --threads {}{} reproduce --profile {}{}{}{}{}{}{}", cfg.master_seed, cfg.threads, if cfg.dataset == Dataset::Mnist { String::new() } else { format!(" --dataset {}", cfg.dataset) }, p.name, if cfg.whitebox { " --whitebox" } else { "" }, if cfg.strength { " --strength" } else { "" }, if cfg.per_example { " --per-example" } else { "" }, if cfg.prune_mode_or(PruneMode::Global) == PruneMode::PerTensor { " --pruning per-tensor" } else { "" }, if k != p.train_seeds { format!(" --train-seeds {k}") } else { String::new() }, cfg.folder_flags("")),
     })
 }
 

@@ -43,6 +43,8 @@ pub enum ReproduceError {
     MissingInput { job: String, missing: Vec<String> },
     #[error("job {key} failed on purpose ($BAYES_ROBUST_FAIL_JOB names it)")]
     InjectedFailure { key: String },
+    #[error("model {name} was not made by the train stage")]
+    MissingModel { name: String },
     #[error("model {key} is not {expected}")]
     WrongModel { key: String, expected: &'static str },
     #[error("cached artifact {key} lacks tensor {name:?}; delete it to recompute")]
@@ -96,6 +98,45 @@ impl ReproduceConfig {
     /// The pruning of Table 4 under a protocol whose own mode is `default`.
     pub fn prune_mode_or(&self, default: PruneMode) -> PruneMode {
         self.prune_mode.unwrap_or(default)
+    }
+}
+
+/// A default folder's name for `profile` on `dataset`: a non-MNIST dataset's carries
+/// the dataset's name (`fashion-mnist-short`).
+pub fn dataset_folder(dataset: Dataset, profile: &str) -> String {
+    match dataset {
+        Dataset::Mnist => profile.to_owned(),
+        d => format!("{d}-{profile}"),
+    }
+}
+
+/// The default runs folder and report folder of `profile` on `dataset`, with `suffix`
+/// after the profile's name (the code protocol's `-code`, `-code-trained`):
+/// `runs/<folder><suffix>` (the seeds profile shares the paper's) and
+/// `reports/<folder><suffix>`.
+pub fn default_folders(profile: &Profile, dataset: Dataset, suffix: &str) -> [PathBuf; 2] {
+    let runs = dataset_folder(dataset, profile.runs_folder());
+    let report = dataset_folder(dataset, &profile.name);
+    [
+        PathBuf::from("runs").join(format!("{runs}{suffix}")),
+        PathBuf::from("reports").join(format!("{report}{suffix}")),
+    ]
+}
+
+impl ReproduceConfig {
+    /// The `--runs-dir` and `--out-dir` flags of the recorded command, for whichever
+    /// folder is not the default of this run's protocol (`suffix` as in
+    /// [`default_folders`]); empty when both are.
+    pub fn folder_flags(&self, suffix: &str) -> String {
+        let [runs, out] = default_folders(&self.profile, self.dataset, suffix);
+        let mut flags = String::new();
+        if self.runs_dir != runs {
+            flags += &format!(" --runs-dir {}", self.runs_dir.display());
+        }
+        if self.out_dir != out {
+            flags += &format!(" --out-dir {}", self.out_dir.display());
+        }
+        flags
     }
 }
 

@@ -222,9 +222,39 @@ pub fn spsa_flops(
     super::flops::forward(arch, queries * examples as f64)
 }
 
-/// PGD's L∞ accuracy for `model` at `eps_pixels`, from its curve.
-fn pgd_at(curves: &[Value], model: &str, eps_pixels: f64) -> Option<MeanCi> {
-    let curve = curves.iter().find(|c| c["model"] == model)?;
+/// Which model a curve (or an SPSA result) attacks and how: what pairs a curve with
+/// its reruns, its SPSA result and the BNN's other EOT curves, never its name. Stored
+/// in results.json as each curve's `target`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CurveTarget {
+    /// The cache key of the attacked model.
+    pub model_key: String,
+    #[serde(flatten)]
+    pub kind: TargetKind,
+}
+
+impl CurveTarget {
+    /// The target of `curve` (its `target` field), if it has one.
+    pub fn of(curve: &Value) -> Option<Self> {
+        serde_json::from_value(curve.get("target")?.clone()).ok()
+    }
+}
+
+/// Whether `curve` is a rerun of a masking check (it names the curve it `doubles`).
+fn is_rerun(curve: &Value) -> bool {
+    !curve["doubles"].is_null()
+}
+
+/// The main curve (not a rerun) of `target`.
+fn main_curve<'a>(curves: &'a [Value], target: &CurveTarget) -> Option<&'a Value> {
+    curves
+        .iter()
+        .find(|c| !is_rerun(c) && CurveTarget::of(c).as_ref() == Some(target))
+}
+
+/// PGD's L∞ accuracy against `target` at `eps_pixels`, from its main curve.
+fn pgd_at(curves: &[Value], target: &CurveTarget, eps_pixels: f64) -> Option<MeanCi> {
+    let curve = main_curve(curves, target)?;
     let eps: Vec<f64> = serde_json::from_value(curve["linf"]["eps_pixels"].clone()).ok()?;
     let i = eps.iter().position(|e| (e - eps_pixels).abs() < 1e-12)?;
     serde_json::from_value(curve["linf"]["accuracy"][i].clone()).ok()
@@ -238,7 +268,7 @@ pub fn spsa_checks(curves: &[Value], spsa: &mut [Value]) -> Vec<Check> {
         .filter_map(|s| {
             let model = s["model"].as_str()?.to_owned();
             let eps = s["eps_pixels"].as_f64()?;
-            let pgd = pgd_at(curves, &model, eps)?;
+            let pgd = pgd_at(curves, &CurveTarget::of(s)?, eps)?;
             s["pgd_accuracy"] = json!(pgd);
             let gf: MeanCi = serde_json::from_value(s["accuracy"].clone()).ok()?;
             let slack = pgd.half_width().max(gf.half_width());
@@ -597,11 +627,8 @@ pub fn sanity_checks(curves: &[Value]) -> Vec<Check> {
     }
     // Twice the steps should not change the result beyond its CI (else the attack had
     // not converged).
-    for c in curves {
-        let Some(base) = c["doubles"]
-            .as_str()
-            .and_then(|b| curves.iter().find(|x| x["model"] == b))
-        else {
+    for c in curves.iter().filter(|c| is_rerun(c)) {
+        let Some(base) = CurveTarget::of(c).and_then(|t| main_curve(curves, &t)) else {
             continue;
         };
         // What the rerun changed (curves made before `varies` existed doubled the steps).
@@ -618,20 +645,29 @@ pub fn sanity_checks(curves: &[Value]) -> Vec<Check> {
     }
     // More EOT samples should not change the result beyond its CI (else the attack
     // has not converged on the ensemble's expected gradient): per BNN, its two EOT
-    // curves with the most samples (in the order made, fewest first).
+    // curves with the most samples, the BNNs in the order of their first curve.
+    let mut eot: Vec<(String, usize, &Value)> = curves
+        .iter()
+        .filter(|c| !is_rerun(c))
+        .filter_map(|c| match CurveTarget::of(c)? {
+            CurveTarget {
+                model_key,
+                kind: TargetKind::Ensemble { k },
+            } => Some((model_key, k, c)),
+            _ => None,
+        })
+        .collect();
+    eot.sort_by_key(|e| e.1);
     let mut bnns: Vec<&str> = Vec::new();
-    fn eot_of(c: &Value) -> Option<&str> {
-        let m = c["model"].as_str()?;
-        (c["doubles"].is_null() && m.contains("EOT k=")).then(|| m.split(", ").next())?
-    }
-    for b in curves.iter().filter_map(eot_of) {
-        if !bnns.contains(&b) {
-            bnns.push(b);
+    for c in curves.iter().filter_map(CurveTarget::of) {
+        let known = bnns.contains(&c.model_key.as_str());
+        if let (false, Some(e)) = (known, eot.iter().find(|e| e.0 == c.model_key)) {
+            bnns.push(e.0.as_str());
         }
     }
     for bnn in bnns {
-        let eot: Vec<&Value> = curves.iter().filter(|c| eot_of(c) == Some(bnn)).collect();
-        let [.., fewer, more] = eot.as_slice() else {
+        let of_bnn: Vec<&Value> = eot.iter().filter(|e| e.0 == bnn).map(|e| e.2).collect();
+        let [.., fewer, more] = of_bnn.as_slice() else {
             continue;
         };
         for norm in ["linf", "l2"] {

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use super::curve_id::{CurveId, CurveModel};
 use super::plots::{
     Family, Figure, GrayImage, ImageCell, ImageGrid, ImageRow, PanelLegend, PixelScale, Series,
     SmallMultiples,
@@ -228,37 +229,38 @@ pub fn training_section(r: &Value, out_dir: &Path, md: &mut String) -> Result<Ve
     )?])
 }
 
-/// A white-box curve's panel (the model attacked) and series (what of it: a λ, one
-/// draw, an ensemble through EOT k, the posterior mean, a frozen sample), read from the
-/// names results.json gives its curves; `None` for the reruns of the masking checks.
-fn whitebox_panel_and_series(model: &str) -> Option<(String, String, Family)> {
-    if let Some(lambda) = model.strip_prefix("deterministic ") {
-        return Some((
+/// A white-box curve's panel (the model attacked: the λ nets share one, each BNN has
+/// its own, ordered by ρ_init after them), its series name (what of the model: a λ,
+/// one draw, an ensemble through EOT k, the posterior mean, a frozen sample) and
+/// colour; `None` for the reruns of the masking checks.
+fn whitebox_panel_and_series(r: &Value, c: &Value) -> Option<(String, f64, String, Family)> {
+    let id = CurveId::of(r, c).filter(|id| !id.rerun)?;
+    let name = c["model"].as_str().unwrap_or("?");
+    Some(match id.model {
+        CurveModel::Deterministic { .. } => (
             "deterministic FC-100-100-10".into(),
-            format!("deterministic {}", lambda.replace("lambda", "λ")),
-            Family::Deterministic,
-        ));
-    }
-    let (bnn, what) = model.split_once(", ")?;
-    if what.contains('(') {
-        return None;
-    }
-    let family = if what.starts_with("posterior mean") || what.starts_with("frozen sample") {
-        Family::Control
-    } else {
-        Family::Bnn
-    };
-    Some((bnn.replace("rho_init", "ρ_init"), what.to_owned(), family))
+            f64::NEG_INFINITY,
+            name.replace("lambda", "λ"),
+            id.family(),
+        ),
+        CurveModel::Bnn { rho_init } => (
+            format!("BNN ρ_init={rho_init}"),
+            rho_init,
+            name.split_once(", ")
+                .map_or(name, |(_, what)| what)
+                .to_owned(),
+            id.family(),
+        ),
+    })
 }
 
 /// The white-box accuracy of every model under one norm, in small multiples: the
 /// deterministic λ nets in one panel, then one panel per BNN.
 pub fn whitebox_multiples(r: &Value, norm: &str) -> Option<SmallMultiples> {
     let curves = r["whitebox"]["curves"].as_array()?;
-    let mut panels: Vec<(String, Vec<Series>)> = Vec::new();
+    let mut panels: Vec<(String, f64, Vec<Series>)> = Vec::new();
     for c in curves {
-        let Some((panel, name, family)) = c["model"].as_str().and_then(whitebox_panel_and_series)
-        else {
+        let Some((panel, order, name, family)) = whitebox_panel_and_series(r, c) else {
             continue;
         };
         let xs_key = if norm == "linf" { "eps_pixels" } else { "eps" };
@@ -270,21 +272,15 @@ pub fn whitebox_multiples(r: &Value, norm: &str) -> Option<SmallMultiples> {
             .map(|(x, a)| (*x, a.mean, a.ci95[0], a.ci95[1]))
             .collect();
         let s = Series::ours(name, family, points);
-        match panels.iter_mut().find(|(t, _)| *t == panel) {
-            Some((_, series)) => series.push(s),
-            None => panels.push((panel, vec![s])),
+        match panels.iter_mut().find(|(t, _, _)| *t == panel) {
+            Some((_, _, series)) => series.push(s),
+            None => panels.push((panel, order, vec![s])),
         }
     }
     if panels.is_empty() {
         return None;
     }
-    // ρ_init in the grid's order after the deterministic nets.
-    let rho_of = |t: &str| -> f64 {
-        t.strip_prefix("BNN ρ_init=")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(f64::NEG_INFINITY)
-    };
-    panels.sort_by(|a, b| rho_of(&a.0).total_cmp(&rho_of(&b.0)));
+    panels.sort_by(|a, b| a.1.total_cmp(&b.1));
     let (unit, what) = if norm == "linf" {
         ("L∞ ε ([0, 1] pixel units)", "L∞")
     } else {
@@ -294,7 +290,7 @@ pub fn whitebox_multiples(r: &Value, norm: &str) -> Option<SmallMultiples> {
         title: format!("White-box {what} PGD: robust accuracy of every model, one panel each"),
         panels: panels
             .into_iter()
-            .map(|(title, series)| Figure::new(&title, unit, "accuracy (%)", series))
+            .map(|(title, _, series)| Figure::new(&title, unit, "accuracy (%)", series))
             .collect(),
         columns: 4,
         legend: PanelLegend::Shared,

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::plots::{Family, Figure, Line, Series, SeriesLabelPosition};
 use super::{ReportError, Result, at, best, ours, paper};
-use crate::experiment::code_protocol::{CodeBudget, TrainingRow};
+use crate::experiment::code_protocol::{CodeBudget, SweepRole, TrainingRow};
 use crate::stats::MeanCi;
 
 /// `{mean, ci95, runs}` as "m [lo, hi]" with a sign.
@@ -33,12 +33,55 @@ fn verdict(d: &MeanCi, a: &str, b: &str) -> String {
     }
 }
 
-/// A model of the code protocol's sweep, by name.
-fn sweep_model<'a>(code: &'a Value, name: &str) -> Option<&'a Value> {
+/// A row of the code protocol's sweep: its typed `role`, or for results.json older
+/// than it, the role read from its name (here and nowhere else).
+pub fn role_of(row: &Value) -> Option<SweepRole> {
+    match serde_json::from_value(row["role"].clone()) {
+        Ok(role) => Some(role),
+        Err(_) => role_from_name(row["name"].as_str()?),
+    }
+}
+
+fn role_from_name(name: &str) -> Option<SweepRole> {
+    Some(match name {
+        "deterministic, BNN recipe, BNN init" => SweepRole::MatchedInit,
+        "deterministic, BNN recipe, Glorot init" => SweepRole::MatchedGlorot,
+        "deterministic lambda=0 + weight noise" => SweepRole::NoisyDeterministic,
+        "deterministic, BNN recipe, BNN init + weight noise" => SweepRole::NoisyMatchedInit,
+        n if n.starts_with("deep ensemble of ") => SweepRole::DeepEnsemble {
+            members: n["deep ensemble of ".len()..]
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()?,
+        },
+        n if n.starts_with("deterministic lambda=") => SweepRole::Deterministic {
+            lambda: n["deterministic lambda=".len()..].parse().ok()?,
+        },
+        n => {
+            let rest = n.strip_prefix("BNN rho_init=")?;
+            match rest.split_once(", ") {
+                None => SweepRole::Bnn {
+                    rho_init: rest.parse().ok()?,
+                },
+                Some((rho, "posterior mean")) => SweepRole::PosteriorMean {
+                    rho_init: rho.parse().ok()?,
+                },
+                Some((rho, "frozen sample")) => SweepRole::FrozenSample {
+                    rho_init: rho.parse().ok()?,
+                },
+                Some(_) => return None,
+            }
+        }
+    })
+}
+
+/// The first model of the code protocol's sweep whose role passes `is`.
+fn sweep_model(code: &Value, is: impl Fn(SweepRole) -> bool) -> Option<&Value> {
     code["sweep"]["models"]
         .as_array()?
         .iter()
-        .find(|m| m["name"] == name)
+        .find(|m| role_of(m).is_some_and(&is))
 }
 
 fn multipliers(code: &Value) -> Vec<f64> {
@@ -55,13 +98,21 @@ fn m_index(code: &Value, m: f64) -> Result<usize> {
         .ok_or_else(|| ReportError::MissingCell(format!("/sweep/multipliers ({m})")))
 }
 
-/// The set-averaged accuracy of a sweep model at multiplier m.
-fn average_at(code: &Value, name: &str, m: f64) -> Result<MeanCi> {
+/// The set-averaged accuracy of sweep row `model` at multiplier m.
+fn row_average(code: &Value, model: &Value, m: f64) -> Result<MeanCi> {
     let i = m_index(code, m)?;
-    let model = sweep_model(code, name)
-        .ok_or_else(|| ReportError::MissingCell(format!("/sweep/models ({name})")))?;
+    let name = model["name"].as_str().unwrap_or("?");
     serde_json::from_value(model["average"][i].clone())
         .map_err(|_| ReportError::MissingCell(format!("/sweep/models ({name})/average/{i}")))
+}
+
+/// The set-averaged accuracy at multiplier m of the sweep model with `role`, and its
+/// name.
+fn average_at(code: &Value, role: SweepRole, m: f64) -> Result<(String, MeanCi)> {
+    let model = sweep_model(code, |r| r == role)
+        .ok_or_else(|| ReportError::MissingCell(format!("/sweep/models ({role:?})")))?;
+    let name = model["name"].as_str().unwrap_or("?").to_owned();
+    Ok((name, row_average(code, model, m)?))
 }
 
 /// The best (highest-mean) set average at m among the sweep models of a group.
@@ -198,7 +249,7 @@ pub fn code_sections(
     for model in code["sweep"]["models"].as_array().into_iter().flatten() {
         let name = model["name"].as_str().unwrap_or("?");
         let get = |m: f64| {
-            average_at(code, name, m)
+            row_average(code, model, m)
                 .map(|c| cell(&c))
                 .unwrap_or_else(|_| "–".into())
         };
@@ -227,7 +278,7 @@ pub fn code_sections(
         let cells: Vec<String> = ms
             .iter()
             .map(|m| {
-                average_at(code, name, *m)
+                row_average(code, model, *m)
                     .map(|c| format!("{:.1}", c.mean))
                     .unwrap_or_else(|_| "–".into())
             })
@@ -235,33 +286,27 @@ pub fn code_sections(
         let _ = writeln!(md, "| {name} | {} |", cells.join(" | "));
     }
     let mut series = Vec::new();
-    let wanted = |name: &str| {
-        [
-            "BNN rho_init=-30",
-            "BNN rho_init=-3",
-            "BNN rho_init=-1.5",
-            "deterministic lambda=0",
-            "deterministic lambda=1e-2",
-            "deterministic, BNN recipe, BNN init",
-            "deterministic, BNN recipe, Glorot init",
-        ]
-        .contains(&name)
-            || name.starts_with("deep ensemble")
+    // The figure's models: three BNNs, two λ nets and the matched-recipe controls.
+    let wanted = |role: SweepRole| match role {
+        SweepRole::Bnn { rho_init } => [-30.0, -3.0, -1.5].contains(&rho_init),
+        SweepRole::Deterministic { lambda } => [0.0, 1e-2].contains(&lambda),
+        SweepRole::MatchedInit | SweepRole::MatchedGlorot | SweepRole::DeepEnsemble { .. } => true,
+        _ => false,
     };
     for model in code["sweep"]["models"].as_array().into_iter().flatten() {
         let name = model["name"].as_str().unwrap_or("?");
-        if !wanted(name) {
+        let Some(role) = role_of(model).filter(|r| wanted(*r)) else {
             continue;
-        }
+        };
         let points = ms
             .iter()
             .filter_map(|m| {
-                average_at(code, name, *m)
+                row_average(code, model, *m)
                     .ok()
                     .map(|c| (*m, c.mean, c.ci95[0], c.ci95[1]))
             })
             .collect();
-        series.push(Series::ours(name, super::family_of_model(name), points));
+        series.push(Series::ours(name, family_of_role(role), points));
     }
     series.truncate(8);
     let mut fig = Figure::new(
@@ -365,8 +410,16 @@ fn variant_label(code: &Value) -> String {
     format!("code, {}", budget_of(code).label())
 }
 
-/// The control that holds the BNN's recipe and initialisation.
-const MATCHED_CONTROL: &str = "deterministic, BNN recipe, BNN init";
+/// The colour of a sweep model: the BNNs sampled, the λ nets, the deep ensemble, and
+/// every other control.
+fn family_of_role(role: SweepRole) -> Family {
+    match role {
+        SweepRole::Bnn { .. } => Family::Bnn,
+        SweepRole::Deterministic { .. } => Family::Deterministic,
+        SweepRole::DeepEnsemble { .. } => Family::DeepEnsemble,
+        _ => Family::Control,
+    }
+}
 
 /// The code protocol's margin taken apart, from one variant's results: the margin at
 /// the notebooks' multipliers, at equal multipliers, and against the controls.
@@ -384,8 +437,10 @@ struct Decomposition {
     never_vs_control: MeanCi,
     /// Best BNN − the ρ_init = −30 BNN.
     best_vs_never: MeanCi,
+    /// The name of the matched-recipe, matched-init control.
+    control_name: String,
     /// Best BNN − each further control, both ×mb.
-    extra: Vec<(&'static str, MeanCi)>,
+    extra: Vec<(String, MeanCi)>,
 }
 
 impl Decomposition {
@@ -402,19 +457,20 @@ impl Decomposition {
             let (_, d) = best_of_group(code, "det", m)?;
             equal.push((m, b.minus_independent(&d)));
         }
-        let control = average_at(code, MATCHED_CONTROL, mb)?;
+        let (control_name, control) = average_at(code, SweepRole::MatchedInit, mb)?;
         let (best_name, best_bnn) = best_of_group(code, "bnn", mb)?;
-        let never = average_at(code, "BNN rho_init=-30", mb)?;
+        let (_, never) = average_at(code, SweepRole::Bnn { rho_init: -30.0 }, mb)?;
         let extra = [
-            "deterministic, BNN recipe, Glorot init",
-            "deterministic, BNN recipe, BNN init + weight noise",
-            "deep ensemble of 5 (BNN recipe, Glorot init)",
+            |r| r == SweepRole::MatchedGlorot,
+            |r| r == SweepRole::NoisyMatchedInit,
+            |r| matches!(r, SweepRole::DeepEnsemble { .. }),
         ]
         .into_iter()
-        .filter_map(|other| {
-            average_at(code, other, mb)
-                .ok()
-                .map(|c| (other, best_bnn.minus_independent(&c)))
+        .filter_map(|is: fn(SweepRole) -> bool| {
+            let model = sweep_model(code, is)?;
+            let c = row_average(code, model, mb).ok()?;
+            let name = model["name"].as_str().unwrap_or("?").to_owned();
+            Some((name, best_bnn.minus_independent(&c)))
         })
         .collect();
         Ok(Self {
@@ -423,6 +479,7 @@ impl Decomposition {
             margin,
             equal,
             best_name,
+            control_name,
             vs_control: best_bnn.minus_independent(&control),
             never_vs_control: never.minus_independent(&control),
             best_vs_never: best_bnn.minus_independent(&never),
@@ -498,7 +555,8 @@ impl Decomposition {
         }
         let _ = writeln!(
             md,
-            "- Against a deterministic net trained with the BNN's own recipe and initialisation ({MATCHED_CONTROL}), the best BNN ({}) scores {} at ×{mb} ({}); the ρ_init = −30 BNN, which does not sample, scores {} against the same control ({}).",
+            "- Against a deterministic net trained with the BNN's own recipe and initialisation ({}), the best BNN ({}) scores {} at ×{mb} ({}); the ρ_init = −30 BNN, which does not sample, scores {} against the same control ({}).",
+            self.control_name,
             self.best_name,
             signed(&self.vs_control),
             verdict(&self.vs_control, "BNN", "control"),

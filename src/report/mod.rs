@@ -2,6 +2,7 @@
 //! README with Tables 1–4 (ours ± CI beside the paper's value and the difference), the
 //! paper's claims checked, run metadata, and SVG figures out.
 
+mod curve_id;
 mod gallery;
 pub mod margin;
 pub mod plots;
@@ -16,7 +17,10 @@ use serde_json::Value;
 use crate::data::Dataset;
 use crate::fsio::write_atomic;
 use crate::stats::MeanCi;
+use curve_id::{CurveId, CurveModel};
 use plots::{Family, Figure, Line, Series};
+
+use crate::experiment::whitebox::TargetKind;
 
 use crate::experiment::code_protocol::CodeBudget;
 
@@ -409,20 +413,6 @@ fn positions(n: usize) -> Vec<f64> {
 
 fn figure(title: &str, x: &str, y: &str, series: Vec<Series>) -> Figure {
     Figure::new(title, x, y, series)
-}
-
-/// The colour family of a model as results.json names it (the experiment writes
-/// "BNN …", "deterministic …" and "deep ensemble …"; anything else is a control).
-pub(super) fn family_of_model(name: &str) -> Family {
-    if name.starts_with("BNN") && !name.contains("posterior mean") && !name.contains("frozen") {
-        Family::Bnn
-    } else if name.starts_with("deep ensemble") {
-        Family::DeepEnsemble
-    } else if name.starts_with("deterministic lambda") {
-        Family::Deterministic
-    } else {
-        Family::Control
-    }
 }
 
 /// The names of the 12 perturbation sources (a categorical axis).
@@ -1171,29 +1161,12 @@ fn spread_ci(values: &Value, ci: &Value, digits: usize) -> String {
     )
 }
 
-/// ρ_init of a white-box curve's BNN and whether it is the deployed ensemble, from its
-/// name (`BNN rho_init=<ρ>, one draw` or `…, ensemble of N, EOT k=<k>`); `None` for
-/// other curves.
-fn bnn_curve_kind(model: &str) -> Option<(f64, bool)> {
-    let (rho, rest) = model.strip_prefix("BNN rho_init=")?.split_once(", ")?;
-    let rho: f64 = rho.parse().ok()?;
-    match rest {
-        "one draw" => Some((rho, false)),
-        r if r.starts_with("ensemble of") => Some((rho, true)),
-        _ => None,
-    }
-}
-
 /// The index of the L2 budget where the most robust deterministic net is nearest 50%
 /// accuracy: the budget that separates models best.
-fn separating_l2_budget(curves: &[Value]) -> Option<usize> {
+fn separating_l2_budget(r: &Value, curves: &[Value]) -> Option<usize> {
     let dets: Vec<Vec<MeanCi>> = curves
         .iter()
-        .filter(|c| {
-            c["model"]
-                .as_str()
-                .is_some_and(|m| m.starts_with("deterministic "))
-        })
+        .filter(|c| CurveId::of(r, c).is_some_and(|id| id.is_deterministic() && !id.rerun))
         .filter_map(|c| serde_json::from_value(c["l2"]["accuracy"].clone()).ok())
         .collect();
     let n = dets.iter().map(Vec::len).min()?;
@@ -1218,18 +1191,17 @@ fn every_bnn_section(
     // Per ρ_init: the one-draw curve and the ensemble curve with the every-BNN k.
     let mut rows: Vec<(f64, Option<&Value>, Option<&Value>)> = Vec::new();
     for c in curves {
-        let model = c["model"].as_str().unwrap_or("");
-        let Some((rho, ensemble)) = bnn_curve_kind(model) else {
+        let Some(id) = CurveId::of(r, c).filter(|id| !id.rerun) else {
             continue;
         };
-        if c["doubles"].is_string()
-            || (ensemble
-                && !ensemble_suffix
-                    .as_ref()
-                    .is_some_and(|s| model.ends_with(s.as_str())))
-        {
+        let Some(rho) = id.rho_init() else {
             continue;
-        }
+        };
+        let ensemble = match id.kind {
+            TargetKind::SingleDraw => false,
+            TargetKind::Ensemble { k: ck } if Some(ck as u64) == k => true,
+            _ => continue,
+        };
         let i = match rows.iter().position(|(x, _, _)| *x == rho) {
             Some(i) => i,
             None => {
@@ -1278,7 +1250,7 @@ fn every_bnn_section(
                 .join(" | "),
             "---|".repeat(eps.len())
         );
-        let at_figure = separating_l2_budget(curves);
+        let at_figure = separating_l2_budget(r, curves);
         for (i, (rho, one, ens)) in rows.iter().enumerate() {
             let (one, ens) = (acc(*one, norm), acc(*ens, norm));
             let _ = writeln!(
@@ -1307,41 +1279,52 @@ fn every_bnn_section(
         return Ok(Vec::new());
     }
     // Every target of each BNN at that budget.
-    let mut ks: Vec<u64> = curves
+    let mut ks: Vec<usize> = curves
         .iter()
-        .filter(|c| c["doubles"].is_null())
-        .filter_map(|c| c["model"].as_str()?.rsplit_once(", EOT k=")?.1.parse().ok())
+        .filter_map(|c| match CurveId::of(r, c)? {
+            CurveId {
+                kind: TargetKind::Ensemble { k },
+                rerun: false,
+                ..
+            } => Some(k),
+            _ => None,
+        })
         .collect();
     ks.sort_unstable();
     ks.dedup();
-    let mut kinds = vec!["one draw".to_owned()];
-    kinds.extend(ks.iter().map(|k| format!("EOT k={k}")));
-    kinds.extend(["posterior mean".to_owned(), "frozen sample".to_owned()]);
+    let mut kinds = vec![("one draw".to_owned(), TargetKind::SingleDraw)];
+    kinds.extend(
+        ks.iter()
+            .map(|&k| (format!("EOT k={k}"), TargetKind::Ensemble { k })),
+    );
+    kinds.extend([
+        ("posterior mean".to_owned(), TargetKind::PosteriorMean),
+        ("frozen sample".to_owned(), TargetKind::FrozenSample),
+    ]);
     let _ = writeln!(
         md,
         "Every target of each BNN at L2 ε = {} (ensembles: the deployed {}-draw rule, attacked through EOT over k draws):\n\n| ρ_init | {} |\n|---|{}",
         fmt_param(eps),
         r["whitebox"]["profile"]["deployed_draws"],
-        kinds.join(" | "),
+        kinds
+            .iter()
+            .map(|(label, _)| label.as_str())
+            .collect::<Vec<_>>()
+            .join(" | "),
         "---|".repeat(kinds.len())
     );
     for (rho, _, _) in &rows {
-        let prefix = format!("BNN rho_init={rho}, ");
+        let want = |kind| CurveId {
+            model: CurveModel::Bnn { rho_init: *rho },
+            kind,
+            rerun: false,
+        };
         let cells: Vec<String> = kinds
             .iter()
-            .map(|kind| {
+            .map(|(_, kind)| {
                 curves
                     .iter()
-                    .find(|c| {
-                        c["doubles"].is_null()
-                            && c["model"].as_str().is_some_and(|m| {
-                                m.strip_prefix(&prefix).is_some_and(|rest| {
-                                    rest == kind
-                                        || (rest.starts_with("ensemble of")
-                                            && rest.ends_with(&format!(", {kind}")))
-                                })
-                            })
-                    })
+                    .find(|c| CurveId::of(r, c) == Some(want(*kind)))
                     .and_then(|c| {
                         let v: Vec<MeanCi> =
                             serde_json::from_value(c["l2"]["accuracy"].clone()).ok()?;
@@ -1380,7 +1363,7 @@ fn every_bnn_section(
     f.x_axis = plots::rho_axis(&rows.iter().map(|r| r.0).collect::<Vec<_>>());
     for c in curves {
         let model = c["model"].as_str().unwrap_or("");
-        if model.starts_with("deterministic ")
+        if CurveId::of(r, c).is_some_and(|id| id.is_deterministic() && !id.rerun)
             && let Ok(v) = serde_json::from_value::<Vec<MeanCi>>(c["l2"]["accuracy"].clone())
             && let Some(j) = serde_json::from_value::<Vec<f64>>(c["l2"]["eps"].clone())
                 .ok()
@@ -1405,32 +1388,31 @@ fn every_bnn_section(
 }
 
 /// The transfer accuracy (Table 2 or 3 average) a white-box curve is compared with:
-/// the same model on the paper's perturbation sets.
-fn transfer_reference(r: &Value, model: &str) -> Option<MeanCi> {
-    let lambdas = params(r, "/table1_clean/deterministic/lambda").ok()?;
-    for (j, l) in lambdas.iter().enumerate() {
-        if model == format!("deterministic lambda={}", fmt_param(*l)) {
-            return ours(r, &format!("/table2_perturbed/deterministic/average/{j}")).ok();
+/// the same model, attacked the same way, on the paper's perturbation sets; `None` for
+/// the reruns of the masking checks and for targets no table has.
+fn transfer_reference(r: &Value, curve: &Value) -> Option<MeanCi> {
+    let id = CurveId::of(r, curve).filter(|id| !id.rerun)?;
+    match (id.model, id.kind) {
+        (CurveModel::Deterministic { lambda }, _) => {
+            let lambdas = params(r, "/table1_clean/deterministic/lambda").ok()?;
+            let j = lambdas.iter().position(|l| *l == lambda)?;
+            ours(r, &format!("/table2_perturbed/deterministic/average/{j}")).ok()
         }
+        (CurveModel::Bnn { rho_init }, TargetKind::SingleDraw) => {
+            let rhos = params(r, "/table1_clean/bnn/rho_init").ok()?;
+            let j = rhos.iter().position(|x| *x == rho_init)?;
+            ours(r, &format!("/table2_perturbed/bnn/average/{j}")).ok()
+        }
+        // Table 3 has the ensemble of its one BNN only.
+        (CurveModel::Bnn { rho_init }, TargetKind::Ensemble { .. })
+            if rho_init == crate::experiment::TABLE3_RHO =>
+        {
+            let ns = params(r, "/table3_ensemble/n_samples").ok()?;
+            let j = ns.len().checked_sub(1)?;
+            ours(r, &format!("/table3_ensemble/average/{j}")).ok()
+        }
+        _ => None,
     }
-    let rho: f64 = model
-        .strip_prefix("BNN rho_init=")?
-        .split(',')
-        .next()?
-        .parse()
-        .ok()?;
-    if model.ends_with("one draw") {
-        let rhos = params(r, "/table1_clean/bnn/rho_init").ok()?;
-        let j = rhos.iter().position(|x| *x == rho)?;
-        return ours(r, &format!("/table2_perturbed/bnn/average/{j}")).ok();
-    }
-    // Table 3 has the ensemble of its one BNN only.
-    if model.contains("ensemble of") && rho == crate::experiment::TABLE3_RHO {
-        let ns = params(r, "/table3_ensemble/n_samples").ok()?;
-        let j = ns.len().checked_sub(1)?;
-        return ours(r, &format!("/table3_ensemble/average/{j}")).ok();
-    }
-    None
 }
 
 /// The white-box section: robust accuracy vs ε per norm (tables and figures), the
@@ -1490,7 +1472,7 @@ fn whitebox_section(r: &Value, md: &mut String, out_dir: &Path) -> Result<Vec<Pa
                     && let Some(j) = eps.iter().position(|e| *e >= max_transfer_norm)
                     && let Ok(acc) =
                         serde_json::from_value::<Vec<MeanCi>>(c[norm]["accuracy"].clone())
-                    && let Some(t) = transfer_reference(r, model)
+                    && let Some(t) = transfer_reference(r, c)
                 {
                     l2_transfer_rows.push((model.to_owned(), eps[j], acc[j], t));
                 }
@@ -1514,7 +1496,7 @@ fn whitebox_section(r: &Value, md: &mut String, out_dir: &Path) -> Result<Vec<Pa
             );
             series.push(Series::ours(
                 model,
-                family_of_model(model),
+                CurveId::of(r, c).map_or(Family::Control, |id| id.family()),
                 eps.iter()
                     .zip(&acc)
                     .map(|(e, m)| (*e, m.mean, m.ci95[0], m.ci95[1]))
@@ -1522,7 +1504,7 @@ fn whitebox_section(r: &Value, md: &mut String, out_dir: &Path) -> Result<Vec<Pa
             ));
             if norm == "l2"
                 && let Some(j) = eps.iter().position(|e| *e >= max_transfer_norm)
-                && let Some(t) = transfer_reference(r, model)
+                && let Some(t) = transfer_reference(r, c)
             {
                 l2_transfer_rows.push((model.to_owned(), eps[j], acc[j], t));
             }

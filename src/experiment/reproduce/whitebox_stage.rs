@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::{GridModel, Pipeline, Ready, ReproduceError, StageReport, WhiteboxCurve, bar};
 use crate::data::Split;
 use crate::experiment::keys::Key;
-use crate::experiment::whitebox::{self, Target, WhiteboxProfile};
+use crate::experiment::whitebox::{self, CurveTarget, Target, WhiteboxProfile};
 use crate::experiment::whitebox_targets::{GridRef, Role, TargetKind, WhiteboxPlan, every_bnn_ks};
 use crate::experiment::{RHO_INITS, TABLE4_RHO};
 use crate::model::Arch;
@@ -53,6 +53,8 @@ pub(super) struct CurveJob<'a> {
     pub flops: f64,
     name: String,
     target: Target<'a>,
+    /// What results.json records as the curve's `target`.
+    curve_target: CurveTarget,
     profile: WhiteboxProfile,
     what: CurveWhat,
 }
@@ -96,6 +98,10 @@ pub(super) fn curve_jobs<'a>(
         .map(|a| {
             let t = &plan.targets[a.target];
             let target = models.target(t.model, t.kind)?;
+            let curve_target = CurveTarget {
+                model_key: models.ready(t.model)?.key.clone(),
+                kind: t.kind,
+            };
             let (name, what, flops) = match a.role {
                 Role::Main(_) => (
                     t.name.clone(),
@@ -124,6 +130,7 @@ pub(super) fn curve_jobs<'a>(
                 flops,
                 name,
                 target,
+                curve_target,
                 profile: a.profile,
                 what,
             })
@@ -203,6 +210,9 @@ pub(super) fn run(
         seconds += c.seconds;
         flops += job.flops;
         let mut curve = c.value.curve;
+        if let Some(obj) = curve.as_object_mut() {
+            obj.insert("target".into(), json!(job.curve_target));
+        }
         match job.what {
             CurveWhat::Main { every_bnn } => {
                 if every_bnn {
