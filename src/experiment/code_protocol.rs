@@ -274,17 +274,58 @@ fn mlp_spec(arch: Arch, init: MlpInit, lambda: f64) -> ModelSpec {
     }
 }
 
-/// The grid: 12 sources, the λ grid, the ρ_init grid and the controls, in that order.
-struct Grid {
-    sources: Vec<CodeModel>,
-    dets: Vec<CodeModel>,
-    bnns: Vec<CodeModel>,
+/// One `T` per model of the code protocol's grid, by role: 12 sources, the λ grid, the
+/// ρ_init grid and the controls, in that order ([`ByRole::all`]).
+struct ByRole<T> {
+    sources: Vec<T>,
+    dets: Vec<T>,
+    bnns: Vec<T>,
     /// The matched-recipe net with the BNN's μ initialisation.
-    matched_init: CodeModel,
+    matched_init: T,
     /// Matched-recipe nets with Glorot initialisation; member 0 is the single control,
     /// all of them the deep ensemble.
-    members: Vec<CodeModel>,
+    members: Vec<T>,
 }
+
+impl<T> ByRole<T> {
+    fn all(&self) -> Vec<&T> {
+        self.sources
+            .iter()
+            .chain(&self.dets)
+            .chain(&self.bnns)
+            .chain(std::iter::once(&self.matched_init))
+            .chain(&self.members)
+            .collect()
+    }
+
+    /// `items`, one per model in [`ByRole::all`] order, arranged by the same roles;
+    /// `None` unless there is exactly one per model.
+    fn arrange<U>(&self, items: Vec<U>) -> Option<ByRole<U>> {
+        if items.len() != self.all().len() {
+            return None;
+        }
+        let mut it = items.into_iter();
+        let mut take = |n: usize| it.by_ref().take(n).collect::<Vec<_>>();
+        let sources = take(self.sources.len());
+        let dets = take(self.dets.len());
+        let bnns = take(self.bnns.len());
+        let matched_init = take(1).pop()?;
+        let members = take(self.members.len());
+        Some(ByRole {
+            sources,
+            dets,
+            bnns,
+            matched_init,
+            members,
+        })
+    }
+}
+
+/// The models the code protocol trains.
+type Grid = ByRole<CodeModel>;
+
+/// The code protocol's trained models, by role.
+type CodeTrained = ByRole<Ready>;
 
 impl Grid {
     fn new(cp: &CodeProfile, budget: CodeBudget) -> Self {
@@ -361,16 +402,6 @@ impl Grid {
             matched_init,
             members,
         }
-    }
-
-    fn all(&self) -> Vec<&CodeModel> {
-        self.sources
-            .iter()
-            .chain(&self.dets)
-            .chain(&self.bnns)
-            .chain(std::iter::once(&self.matched_init))
-            .chain(&self.members)
-            .collect()
     }
 
     /// The members of the stacked grid `family`, in grid order.
@@ -954,47 +985,7 @@ fn code_examples(
     ))
 }
 
-/// The code protocol's trained models by role, each in [`Grid`] order.
-struct CodeTrained {
-    sources: Vec<Ready>,
-    dets: Vec<Ready>,
-    bnns: Vec<Ready>,
-    matched: Ready,
-    members: Vec<Ready>,
-}
-
 impl CodeTrained {
-    /// `ready` (every model of `grid`, in [`Grid::all`] order) split by role.
-    fn split(grid: &Grid, ready: Vec<Ready>) -> Result<Self, ReproduceError> {
-        let mut it = ready.into_iter();
-        let mut take = |n: usize| it.by_ref().take(n).collect::<Vec<_>>();
-        let sources = take(grid.sources.len());
-        let dets = take(grid.dets.len());
-        let bnns = take(grid.bnns.len());
-        let matched = take(1).pop().ok_or_else(|| ReproduceError::MissingModel {
-            name: grid.matched_init.name.clone(),
-        })?;
-        let members = take(grid.members.len());
-        Ok(Self {
-            sources,
-            dets,
-            bnns,
-            matched,
-            members,
-        })
-    }
-
-    /// Every model, in [`Grid::all`] order.
-    fn all(&self) -> Vec<&Ready> {
-        self.sources
-            .iter()
-            .chain(&self.dets)
-            .chain(&self.bnns)
-            .chain(std::iter::once(&self.matched))
-            .chain(&self.members)
-            .collect()
-    }
-
     /// The BNN trained with `rho_init` (the first one if the grid lacks it).
     fn bnn(&self, rho_init: f64) -> &Ready {
         &self.bnns[rho_index(rho_init)]
@@ -1063,7 +1054,14 @@ fn code_train_stage(
     if cfg.stop_after == Some(Stage::Train) {
         return Ok(None);
     }
-    CodeTrained::split(grid, ready).map(Some)
+    let made = ready.len();
+    let trained = grid
+        .arrange(ready)
+        .ok_or_else(|| ReproduceError::IncompleteTraining {
+            made,
+            planned: grid.all().len(),
+        })?;
+    Ok(Some(trained))
 }
 
 /// Stage 2: the targeted attack on every source, kept where it succeeded; `None` when
@@ -1127,7 +1125,7 @@ impl NoiseControls {
             .collect();
         Ok(Self {
             det: BayesMlp::from_mlp(mlp_of(&trained.dets[0])?, &sigmas),
-            matched: BayesMlp::from_mlp(mlp_of(&trained.matched)?, &sigmas),
+            matched: BayesMlp::from_mlp(mlp_of(&trained.matched_init)?, &sigmas),
             sigmas,
         })
     }
@@ -1218,8 +1216,8 @@ fn evaluated_models<'a>(
             model,
         ));
     }
-    let matched = Evaluated::Det(mlp_of(&t.matched)?);
-    let (matched_name, matched_key) = (grid.matched_init.label.clone(), t.matched.key.clone());
+    let matched = Evaluated::Det(mlp_of(&t.matched_init)?);
+    let (matched_name, matched_key) = (grid.matched_init.label.clone(), t.matched_init.key.clone());
     out.push(row(
         matched_name,
         SweepRole::MatchedInit,
@@ -1255,7 +1253,7 @@ fn evaluated_models<'a>(
     out.push(row(
         "deterministic, BNN recipe, BNN init + weight noise".into(),
         SweepRole::NoisyMatchedInit,
-        noisy(&t.matched),
+        noisy(&t.matched_init),
         Evaluated::Draws(&noise.matched),
     ));
     for (m, r) in grid.bnns.iter().zip(&t.bnns) {

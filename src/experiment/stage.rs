@@ -43,8 +43,8 @@ pub enum ReproduceError {
     MissingInput { job: String, missing: Vec<String> },
     #[error("job {key} failed on purpose ($BAYES_ROBUST_FAIL_JOB names it)")]
     InjectedFailure { key: String },
-    #[error("model {name} was not made by the train stage")]
-    MissingModel { name: String },
+    #[error("the train stage made {made} of the {planned} models of the grid")]
+    IncompleteTraining { made: usize, planned: usize },
     #[error("model {key} is not {expected}")]
     WrongModel { key: String, expected: &'static str },
     #[error("cached artifact {key} lacks tensor {name:?}; delete it to recompute")]

@@ -645,7 +645,7 @@ pub fn sanity_checks(curves: &[Value]) -> Vec<Check> {
     }
     // More EOT samples should not change the result beyond its CI (else the attack
     // has not converged on the ensemble's expected gradient): per BNN, its two EOT
-    // curves with the most samples, the BNNs in the order of their first curve.
+    // curves with the most samples, the BNNs in the order of their first EOT curve.
     let mut eot: Vec<(String, usize, &Value)> = curves
         .iter()
         .filter(|c| !is_rerun(c))
@@ -657,16 +657,15 @@ pub fn sanity_checks(curves: &[Value]) -> Vec<Check> {
             _ => None,
         })
         .collect();
-    eot.sort_by_key(|e| e.1);
-    let mut bnns: Vec<&str> = Vec::new();
-    for c in curves.iter().filter_map(CurveTarget::of) {
-        let known = bnns.contains(&c.model_key.as_str());
-        if let (false, Some(e)) = (known, eot.iter().find(|e| e.0 == c.model_key)) {
-            bnns.push(e.0.as_str());
+    let mut bnns: Vec<String> = Vec::new();
+    for (key, ..) in &eot {
+        if !bnns.contains(key) {
+            bnns.push(key.clone());
         }
     }
-    for bnn in bnns {
-        let of_bnn: Vec<&Value> = eot.iter().filter(|e| e.0 == bnn).map(|e| e.2).collect();
+    eot.sort_by_key(|e| e.1);
+    for bnn in &bnns {
+        let of_bnn: Vec<&Value> = eot.iter().filter(|e| e.0 == *bnn).map(|e| e.2).collect();
         let [.., fewer, more] = of_bnn.as_slice() else {
             continue;
         };
