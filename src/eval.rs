@@ -72,6 +72,17 @@ fn single_draw_correct(
     })
 }
 
+/// [`single_draw_correct`] as one `[runs, n]` float tensor of 0/1: whether each run
+/// (one fresh weight draw) classifies each example correctly.
+pub fn single_draw_correct_table(
+    model: &impl Classifier,
+    split: &Split,
+    runs: usize,
+    chunks: EvalChunks,
+) -> Tensor {
+    Tensor::cat(&single_draw_correct(model, split, runs, chunks), 0).to_kind(Kind::Float)
+}
+
 /// [`single_draw_correct`]'s runs' accuracies in [0, 1].
 pub fn single_draw_accuracies(
     model: &impl Classifier,

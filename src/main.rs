@@ -219,7 +219,9 @@ struct ReproduceArgs {
     pruning: Option<PruningArg>,
     /// Retrain every evaluation model with K training seeds (seed 0 is the main run;
     /// the rest train as stacked grids) and report CIs across seeds and the paired
-    /// margin test. Default: the profile's (paper 3, short 1, quick 2); 1 skips the stage.
+    /// margin test; with --strength also the strength axis's headline comparisons
+    /// across the seeds (the matched-init control retrained too). Default: the
+    /// profile's (paper 3, short 1, quick 2); 1 skips the stage.
     #[arg(long, value_name = "K")]
     train_seeds: Option<usize>,
     /// Evaluation multiplier for the deterministic λ grid (code protocol; default 3).

@@ -244,7 +244,28 @@ fn the_strength_section_renders_its_claims_and_figure_from_typed_results() {
             assert!(md.contains(&row), "missing {row}");
         }
     }
+    // The committed run has 5 training seeds: the part across seeds gives each
+    // comparison's CIs and verdict, and the figure marks the across-seed margin.
+    let seeds = section
+        .seeds
+        .as_ref()
+        .expect("reports/short has a seeds part");
+    assert_eq!(seeds.train_seeds, 5);
+    for p in &seeds.points {
+        for c in &p.comparisons {
+            let across = c.across_seeds.unwrap();
+            let cell = format!(
+                "| {} | {} | {:+.2} [{:+.2}, {:+.2}] |",
+                p.name, c.name, across.mean, across.ci95[0], across.ci95[1]
+            );
+            assert!(md.contains(&cell), "missing {cell}");
+        }
+    }
     let svg = std::fs::read_to_string(out.path().join("strength_margin.svg")).unwrap();
+    assert!(
+        svg.contains("across 5 training seeds"),
+        "no across-seeds series"
+    );
     for label in [
         "the authors&apos; code protocol",
         "paper&apos;s margin (+15.4)",
@@ -257,4 +278,56 @@ fn the_strength_section_renders_its_claims_and_figure_from_typed_results() {
             "no {label:?} in the figure"
         );
     }
+}
+
+/// The typed sections of results.json read every committed report that has them and
+/// write back exactly the JSON they read (the seeds section, the strength section with
+/// its seeds part), so that experiment and report share one type and the committed
+/// files stay readable.
+#[test]
+fn typed_sections_round_trip_through_every_committed_results_file() {
+    use bayes_robust::experiment::seeds::SeedsSection;
+    use bayes_robust::experiment::strength::StrengthSection;
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("reports");
+    let (mut seeds, mut strength) = (0, 0);
+    for entry in std::fs::read_dir(&root).unwrap() {
+        let path = entry.unwrap().path().join("results.json");
+        if !path.exists() {
+            continue;
+        }
+        let r = report::read_json(&path).unwrap();
+        if r["seeds"].is_object() {
+            let typed: SeedsSection = serde_json::from_value(r["seeds"].clone())
+                .unwrap_or_else(|e| panic!("{}: seeds: {e}", path.display()));
+            assert_eq!(
+                serde_json::to_value(&typed).unwrap(),
+                r["seeds"],
+                "{}",
+                path.display()
+            );
+            seeds += 1;
+        }
+        if r["strength"].is_object() {
+            let typed: StrengthSection = serde_json::from_value(r["strength"].clone())
+                .unwrap_or_else(|e| panic!("{}: strength: {e}", path.display()));
+            let mut back = serde_json::to_value(&typed).unwrap();
+            // Files written before a field existed get its default on the way in.
+            if r["strength"]["profile"].get("seed_multipliers").is_none() {
+                back["profile"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("seed_multipliers");
+            }
+            assert_eq!(back, r["strength"], "{}", path.display());
+            strength += 1;
+        }
+    }
+    assert!(
+        seeds >= 2,
+        "reports/seeds and reports/paper have a seeds section"
+    );
+    assert!(
+        strength >= 2,
+        "reports/short and reports/short-seed1 have a strength section"
+    );
 }

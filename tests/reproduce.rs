@@ -207,6 +207,81 @@ fn assert_same_shape(paper: &Value, ours: &Value, path: &str) {
 /// paper-matched m and κ) those 27 and the two BNN ensembles.
 const STRENGTH_EVALS: u64 = 27 + 3 * 29;
 
+/// The strength axis across training seeds (issue 19, item 5): the paper-matched m and
+/// the quick profile's m = 1 and 2, each with the three headline comparisons at both
+/// seeds. At m = 1, seed 0, a deterministic net's set average is Table 2's; a paired
+/// bootstrap's mean is the margin itself (the same images, averaged the other way).
+fn assert_strength_across_seeds(r: &Value) {
+    use bayes_robust::experiment::strength::{Family, SeedsAtStrength, StrengthSection};
+    let s: StrengthSection = serde_json::from_value(r["strength"].clone()).expect("typed");
+    let seeds: SeedsAtStrength = s.seeds.expect("a seeds part with --train-seeds 2");
+    assert_eq!(seeds.train_seeds, 2);
+    let names: Vec<&str> = seeds.points.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["paper-matched difficulty (multiplier m)", "m=1", "m=2"]
+    );
+    let matched = s.claim_points.iter().find(|c| c.name == names[0]).unwrap();
+    assert_eq!(seeds.points[0].strengths, matched.point.strengths);
+    // 4 λ nets, 7 BNNs, the matched-init control.
+    assert_eq!(seeds.models.len(), 12);
+    let one = 1;
+    for (i, m) in seeds
+        .models
+        .iter()
+        .filter(|m| m.family == Family::Deterministic)
+        .enumerate()
+    {
+        let table2 = r["table2_perturbed"]["deterministic"]["average"][i]["mean"]
+            .as_f64()
+            .unwrap();
+        let ours = m.average[one][0].mean;
+        assert!(
+            (table2 - ours).abs() < 1e-6,
+            "{}: {table2} vs {ours}",
+            m.label
+        );
+        assert_ne!(
+            m.average[one][0], m.average[one][1],
+            "{}: seed 1 is its own",
+            m.label
+        );
+    }
+    for p in &seeds.points {
+        assert_eq!(p.comparisons.len(), 3, "{}", p.name);
+        for c in &p.comparisons {
+            assert_eq!(c.per_seed.len(), 2);
+            let (across, both) = (c.across_seeds.unwrap(), c.seeds_and_images.unwrap());
+            assert_eq!(across.runs, 2);
+            // Both CIs estimate the same mean margin, from either side of the pairing.
+            assert!(
+                (both.mean - across.mean).abs() < 1e-3,
+                "{both:?} vs {across:?}"
+            );
+            assert_eq!(
+                c.verdict,
+                Some(
+                    bayes_robust::experiment::strength::SeedComparison::verdict_of(
+                        &across,
+                        Some(&both)
+                    )
+                )
+            );
+            for m in &c.per_seed {
+                let boot = m.paired_bootstrap.unwrap();
+                assert!(
+                    (boot.mean - m.over_draws.mean).abs() < 1e-3,
+                    "{} {}: {boot:?} vs {:?}",
+                    p.name,
+                    c.name,
+                    m.over_draws
+                );
+                assert!(boot.ci95[0] <= boot.mean && boot.mean <= boot.ci95[1]);
+            }
+        }
+    }
+}
+
 /// The strength axis against the tables it must agree with.
 fn assert_strength_axis(r: &Value) {
     use bayes_robust::attack::BudgetReading;
@@ -790,7 +865,7 @@ fn the_quick_profile_reproduces_every_cell_and_resumes_without_recomputing() {
         assert!(d < 0.10, "{}: distortion {d}", s["source"]);
         assert_eq!(s["n"], 500);
     }
-    assert_eq!(computed(&first), [0, 0, 0, 14, STRENGTH_EVALS, 22]);
+    assert_eq!(computed(&first), [0, 0, 0, 14, STRENGTH_EVALS, 22, 24]);
     assert_strength_axis(&first);
     assert_per_example(&first, &root, &root.join("reports/quick"));
     for stage in first["meta"]["stages"].as_array().unwrap() {
@@ -829,6 +904,7 @@ fn the_quick_profile_reproduces_every_cell_and_resumes_without_recomputing() {
         let margin = m["margin"].as_f64().unwrap();
         assert!(lo <= margin && margin <= hi, "{m}");
     }
+    assert_strength_across_seeds(&first);
     let wb = &first["whitebox"];
     // Nine targets, the same five for each of the six other BNNs (one draw, ensemble
     // through EOT k = 1 and 5, posterior mean, frozen sample), the BNN's single draw
@@ -991,7 +1067,7 @@ fn the_quick_profile_reproduces_every_cell_and_resumes_without_recomputing() {
 
     // The same flags again: everything is reused and the numbers are identical.
     let second = reproduce(&cfg).expect("the rerun runs");
-    assert_eq!(computed(&second), [0, 0, 0, 0, 0, 0]);
+    assert_eq!(computed(&second), [0, 0, 0, 0, 0, 0, 0]);
     assert_eq!(first["seeds"], second["seeds"]);
     assert_eq!(first["whitebox"], second["whitebox"]);
     assert_eq!(first["table2_perturbed"], second["table2_perturbed"]);

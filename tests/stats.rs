@@ -64,3 +64,64 @@ fn the_paired_bootstrap_matches_the_normal_interval_of_a_mean() {
     assert!(c.ci95[0] < 0.0 && 0.0 < c.ci95[1], "{c:?}");
     assert!(paired_bootstrap(&[], 10, &mut rng).is_none());
 }
+
+/// The two-level bootstrap against what it must reduce to: with one group its interval
+/// is the paired bootstrap's width (images only); with groups that differ only by a
+/// constant shift it widens by the spread of those shifts, which the paired bootstrap of
+/// the pooled differences never sees.
+#[test]
+fn the_two_level_bootstrap_counts_groups_and_examples() {
+    use bayes_robust::stats::{paired_bootstrap, two_level_bootstrap};
+    use rand_chacha::ChaCha20Rng;
+    use rand_chacha::rand_core::SeedableRng;
+    let diffs: Vec<f64> = (0..2000)
+        .map(|i| if i % 10 < 3 { 1.0 } else { 0.0 })
+        .collect();
+    let one = two_level_bootstrap(
+        std::slice::from_ref(&diffs),
+        2000,
+        &mut ChaCha20Rng::seed_from_u64(5),
+    )
+    .unwrap();
+    let paired = paired_bootstrap(&diffs, 2000, &mut ChaCha20Rng::seed_from_u64(5)).unwrap();
+    assert!((one.mean - 0.3).abs() < 1e-12);
+    assert_eq!(one.runs, 1);
+    assert!(
+        (one.half_width() - paired.half_width()).abs() < 0.003,
+        "{one:?} vs {paired:?}"
+    );
+    // Five groups shifted by −0.2, −0.1, 0, +0.1, +0.2: the same mean, and an interval
+    // at least as wide as the shifts' own spread (sd 0.158 over 5 groups: se 0.071).
+    let shifted: Vec<Vec<f64>> = [-0.2, -0.1, 0.0, 0.1, 0.2]
+        .iter()
+        .map(|s| diffs.iter().map(|d| d + s).collect())
+        .collect();
+    let mut rng = ChaCha20Rng::seed_from_u64(6);
+    let two = two_level_bootstrap(&shifted, 2000, &mut rng).unwrap();
+    assert!((two.mean - 0.3).abs() < 1e-12);
+    assert_eq!(two.runs, 5);
+    assert!(two.half_width() > 0.1, "{two:?}");
+    assert!(two.ci95[0] <= two.mean && two.mean <= two.ci95[1]);
+    // Groups of different lengths, or none, give no interval.
+    assert!(two_level_bootstrap(&[diffs.clone(), vec![1.0]], 10, &mut rng).is_none());
+    assert!(two_level_bootstrap(&[], 10, &mut rng).is_none());
+}
+
+proptest! {
+    #[test]
+    fn the_two_level_interval_contains_the_mean_of_identical_groups(
+        values in prop::collection::vec(-1.0f64..1.0, 2..60),
+        groups in 1usize..5,
+    ) {
+        use bayes_robust::stats::two_level_bootstrap;
+        use rand_chacha::ChaCha20Rng;
+        use rand_chacha::rand_core::SeedableRng;
+        let same: Vec<Vec<f64>> = vec![values.clone(); groups];
+        let m = two_level_bootstrap(&same, 200, &mut ChaCha20Rng::seed_from_u64(1)).unwrap();
+        let mean = values.iter().sum::<f64>() / values.len() as f64;
+        prop_assert!((m.mean - mean).abs() < 1e-12);
+        prop_assert!(m.ci95[0] <= m.ci95[1]);
+        prop_assert!(m.ci95[0] >= values.iter().cloned().fold(f64::INFINITY, f64::min) - 1e-12);
+        prop_assert!(m.ci95[1] <= values.iter().cloned().fold(f64::NEG_INFINITY, f64::max) + 1e-12);
+    }
+}

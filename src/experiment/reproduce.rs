@@ -4,6 +4,7 @@
 
 mod per_example;
 mod plan_text;
+mod strength_seeds;
 mod strength_stage;
 mod whitebox_stage;
 
@@ -959,7 +960,7 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
     } else {
         Vec::new()
     };
-    let strength = if cfg.strength {
+    let mut strength = if cfg.strength {
         let inputs = strength_stage::StrengthInputs {
             sources: &grid.sources,
             source_ready: &grid.source_ready,
@@ -970,18 +971,30 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
         };
         let (section, report) = strength_stage::run(&pipeline, inputs)?;
         stages.push(report);
-        serde_json::to_value(section).map_err(|e| ReproduceError::Write {
-            path: cfg.out_dir.join("results.json"),
-            reason: e.to_string(),
-        })?
+        Some(section)
     } else {
-        Value::Null
+        None
     };
-    let seeds_section = match seeds_stage(&pipeline, &grid, &sets)? {
-        Some((section, report)) => {
+    let seeds_stage = seeds_stage_of(&pipeline, &sets);
+    let seeds_section = match seeds_stage_run(&seeds_stage, &grid)? {
+        Some((section, report, extra)) => {
             stages.push(report);
-            section
+            if let Some(strength) = strength.as_mut() {
+                let inputs = strength_seeds::SeedsInputs {
+                    grid: &grid,
+                    extra: &extra,
+                    section: strength,
+                };
+                let (seeds, report) = strength_seeds::run(&pipeline, &seeds_stage, inputs)?;
+                stages.push(report);
+                strength.seeds = Some(seeds);
+            }
+            section_value(cfg, &section)?
         }
+        None => Value::Null,
+    };
+    let strength = match strength {
+        Some(section) => section_value(cfg, &section)?,
         None => Value::Null,
     };
     let mut results = results_json(&pipeline, &grid, &sets, &evals)?;
@@ -1269,19 +1282,24 @@ fn per_example_stage(
     )
 }
 
-/// Stage 5 (with more than one training seed): the evaluation models retrained with
-/// seeds 1..K as stacked grids, and evaluated on the same sets.
-fn seeds_stage(
-    pipeline: &Pipeline,
-    grid: &TrainedGrid,
+/// A typed section of results.json as JSON.
+fn section_value(
+    cfg: &ReproduceConfig,
+    section: &impl serde::Serialize,
+) -> Result<Value, ReproduceError> {
+    serde_json::to_value(section).map_err(|e| ReproduceError::Write {
+        path: cfg.out_dir.join("results.json"),
+        reason: e.to_string(),
+    })
+}
+
+/// What the seeds stage works with: the pipeline's data and folders, and the sets.
+fn seeds_stage_of<'p>(
+    pipeline: &'p Pipeline,
     sets: &[PerturbationSet],
-) -> Result<Option<(Value, StageReport)>, ReproduceError> {
+) -> super::seeds::SeedsStage<'p> {
     let cfg = pipeline.cfg;
-    let k = cfg.train_seeds();
-    if k <= 1 {
-        return Ok(None);
-    }
-    let stage = super::seeds::SeedsStage {
+    super::seeds::SeedsStage {
         seeds: &pipeline.seeds,
         recipe: &pipeline.recipe,
         splits: &pipeline.splits,
@@ -1296,11 +1314,30 @@ fn seeds_stage(
         dataset: cfg.dataset,
         device: cfg.device,
         verbose: cfg.verbose,
-        train_seeds: k,
+        train_seeds: cfg.train_seeds(),
         draws: cfg.profile.seed_draws,
-    };
+    }
+}
+
+/// Stage 5 (with more than one training seed): the evaluation models retrained with
+/// seeds 1..K as stacked grids, and evaluated on the same sets; also returns the
+/// models of seeds 1..K.
+fn seeds_stage_run(
+    stage: &super::seeds::SeedsStage,
+    grid: &TrainedGrid,
+) -> Result<
+    Option<(
+        super::seeds::SeedsSection,
+        StageReport,
+        super::seeds::ExtraSeeds,
+    )>,
+    ReproduceError,
+> {
+    if stage.train_seeds <= 1 {
+        return Ok(None);
+    }
     super::seeds::run(
-        &stage,
+        stage,
         &grid.dets,
         &grid.bnns,
         &grid.det_ready,

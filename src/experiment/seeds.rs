@@ -5,7 +5,7 @@
 //! margin (best BNN − best deterministic net) per seed with a paired bootstrap over the
 //! identical test images, and across seeds.
 
-use serde_json::{Value, json};
+use serde_json::json;
 use tch::{Device, Kind, Tensor};
 
 use super::cache::{self, ArtifactDir};
@@ -20,6 +20,62 @@ use crate::seed::SeedTree;
 use crate::stats::{MeanCi, paired_bootstrap};
 use crate::train::grid::{GridMember, fit_grid_and_save};
 use crate::train::{Recipe, TrainOptions, TrainedModel};
+
+/// One model at one training seed (results.json's `seeds.models[].per_seed[]`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SeedRow {
+    pub seed: usize,
+    pub model_key: String,
+    pub best_epoch: usize,
+    /// Clean test accuracy, percent (CI over weight draws).
+    pub clean: Option<MeanCi>,
+    /// Table 2's average over the 12 sets, percent (CI over weight draws).
+    pub sets_average: Option<MeanCi>,
+}
+
+/// One evaluation model across its training seeds (`seeds.models[]`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SeedsModel {
+    /// The model's label (`lambda=0`, `rho_init=-3`).
+    pub model: String,
+    pub bayesian: bool,
+    pub per_seed: Vec<SeedRow>,
+    /// The seeds' set averages: mean and Student-t CI over seeds, percent.
+    pub across_seeds: Option<MeanCi>,
+    /// Their standard deviation over seeds, points.
+    pub seed_sd: f64,
+}
+
+/// The paper's margin at one seed (`seeds.margin.per_seed[]`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SeedsMargin {
+    pub seed: usize,
+    pub best_bnn: String,
+    pub best_deterministic: String,
+    /// Best BNN − best deterministic net by Table 2's set average, points.
+    pub margin: f64,
+    /// Over the identical test images, points.
+    pub paired_bootstrap: Option<MeanCi>,
+}
+
+/// The margin per seed and across the seeds (`seeds.margin`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MarginAcrossSeeds {
+    pub per_seed: Vec<SeedsMargin>,
+    pub across_seeds: Option<MeanCi>,
+}
+
+/// results.json's `seeds` section.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SeedsSection {
+    pub train_seeds: usize,
+    /// Single weight draws per BNN evaluation.
+    pub draws: usize,
+    pub bootstrap_resamples: usize,
+    pub note: String,
+    pub models: Vec<SeedsModel>,
+    pub margin: MarginAcrossSeeds,
+}
 
 /// Bootstrap resamples of the paired margin test.
 pub const BOOTSTRAP_RESAMPLES: usize = 2000;
@@ -70,7 +126,11 @@ impl SeedsStage<'_> {
     /// Seeds 1..K of every model of `family`, in the order seed-major, model-minor:
     /// each block of [`seed_blocks`] one stacked grid, trained unless all its members
     /// are cached.
-    fn ensure_family(&self, family: &[GridModel], tag: &str) -> Result<Vec<Ready>, ReproduceError> {
+    pub(super) fn ensure_family(
+        &self,
+        family: &[GridModel],
+        tag: &str,
+    ) -> Result<Vec<Ready>, ReproduceError> {
         let mut ready = Vec::new();
         for block in seed_blocks(self.train_seeds) {
             ready.extend(self.ensure_block(family, tag, block)?);
@@ -237,7 +297,7 @@ type Family = Vec<Vec<(Vec<f64>, Vec<Tensor>)>>;
 
 /// `models[model][seed]`: each model's seed-0 model, then its seeds 1.. from `extra`
 /// (seed-major, model-minor).
-fn arrange<'a>(seed0: &'a [Ready], extra: &'a [Ready]) -> Vec<Vec<&'a Ready>> {
+pub(super) fn arrange<'a>(seed0: &'a [Ready], extra: &'a [Ready]) -> Vec<Vec<&'a Ready>> {
     let n = seed0.len().max(1);
     let mut by_model: Vec<Vec<&Ready>> = seed0.iter().map(|r| vec![r]).collect();
     for (i, r) in extra.iter().enumerate() {
@@ -246,16 +306,24 @@ fn arrange<'a>(seed0: &'a [Ready], extra: &'a [Ready]) -> Vec<Vec<&'a Ready>> {
     by_model
 }
 
+/// The models seeds 1..K of the seeds stage trained, seed-major and model-minor per
+/// family (see [`arrange`]).
+pub(super) struct ExtraSeeds {
+    pub dets: Vec<Ready>,
+    pub bnns: Vec<Ready>,
+}
+
 /// Runs the seeds stage over `family_dets` and `family_bnns`, whose seed-0 models are
 /// `seed0_dets` and `seed0_bnns` (the main pipeline's). Returns the `seeds` section of
-/// results.json and the seconds spent training and evaluating when artifacts were made.
+/// results.json, the seconds spent training and evaluating when artifacts were made,
+/// and the models of seeds 1..K.
 pub(super) fn run(
     stage: &SeedsStage,
     dets: &[GridModel],
     bnns: &[GridModel],
     seed0_dets: &[Ready],
     seed0_bnns: &[Ready],
-) -> Result<(Value, StageReport), ReproduceError> {
+) -> Result<(SeedsSection, StageReport, ExtraSeeds), ReproduceError> {
     let started = std::time::Instant::now();
     let k = stage.train_seeds;
     let extra_dets = stage.ensure_family(dets, "det")?;
@@ -298,13 +366,13 @@ pub(super) fn run(
                     computed += 1;
                 }
                 let avg = per_run_set_average(&e.value.runs[2..]);
-                seed_rows.push(json!({
-                    "seed": s,
-                    "model_key": ready.key,
-                    "best_epoch": ready.meta.best_epoch,
-                    "clean": summarize_percent(&e.value.runs[1]),
-                    "sets_average": summarize_percent(&avg),
-                }));
+                seed_rows.push(SeedRow {
+                    seed: s,
+                    model_key: ready.key.clone(),
+                    best_epoch: ready.meta.best_epoch,
+                    clean: summarize_percent(&e.value.runs[1]),
+                    sets_average: summarize_percent(&avg),
+                });
                 per_seed.push((avg, per_example));
                 progress.inc(1);
             }
@@ -312,13 +380,13 @@ pub(super) fn run(
                 .iter()
                 .map(|(avg, _)| avg.iter().sum::<f64>() / avg.len().max(1) as f64)
                 .collect();
-            rows.push(json!({
-                "model": gm.label,
-                "bayesian": matches!(gm.spec, ModelSpec::Bnn { .. }),
-                "per_seed": seed_rows,
-                "across_seeds": summarize_percent(&means),
-                "seed_sd": 100.0 * sd(&means),
-            }));
+            rows.push(SeedsModel {
+                model: gm.label.clone(),
+                bayesian: matches!(gm.spec, ModelSpec::Bnn { .. }),
+                per_seed: seed_rows,
+                across_seeds: summarize_percent(&means),
+                seed_sd: 100.0 * sd(&means),
+            });
             fam.push(per_seed);
         }
         outcomes.push(fam);
@@ -352,23 +420,30 @@ pub(super) fn run(
         let mut rng = stage.seeds.rng(&format!("seeds/bootstrap/seed={s}"));
         let boot = paired_bootstrap(&diff, BOOTSTRAP_RESAMPLES, &mut rng).map(|m| m.scaled(100.0));
         margin_values.push(100.0 * (b_acc - d_acc));
-        margins.push(json!({
-            "seed": s,
-            "best_bnn": bnns[b].label,
-            "best_deterministic": dets[d].label,
-            "margin": 100.0 * (b_acc - d_acc),
-            "paired_bootstrap": boot,
-        }));
+        margins.push(SeedsMargin {
+            seed: s,
+            best_bnn: bnns[b].label.clone(),
+            best_deterministic: dets[d].label.clone(),
+            margin: 100.0 * (b_acc - d_acc),
+            paired_bootstrap: boot,
+        });
     }
     let across = MeanCi::from_values(&margin_values);
-    let section = json!({
-        "train_seeds": k,
-        "draws": stage.draws,
-        "bootstrap_resamples": BOOTSTRAP_RESAMPLES,
-        "note": format!("Seed 0 is the main run's models; seeds 1..{} retrain every evaluation model from new initialisations and data orders (each family in stacked grids of {SEED_BLOCK} seeds). Accuracies in percent: per seed with a CI over {} single weight draws (BNNs), across seeds with a Student-t CI over the {k} seeds. The margin is best BNN − best deterministic net by Table 2's average over the 12 sets, per seed with a paired bootstrap CI over the identical test images ({BOOTSTRAP_RESAMPLES} resamples).", k - 1, stage.draws),
-        "models": rows,
-        "margin": { "per_seed": margins, "across_seeds": across },
-    });
+    let section = SeedsSection {
+        train_seeds: k,
+        draws: stage.draws,
+        bootstrap_resamples: BOOTSTRAP_RESAMPLES,
+        note: format!(
+            "Seed 0 is the main run's models; seeds 1..{} retrain every evaluation model from new initialisations and data orders (each family in stacked grids of {SEED_BLOCK} seeds). Accuracies in percent: per seed with a CI over {} single weight draws (BNNs), across seeds with a Student-t CI over the {k} seeds. The margin is best BNN − best deterministic net by Table 2's average over the 12 sets, per seed with a paired bootstrap CI over the identical test images ({BOOTSTRAP_RESAMPLES} resamples).",
+            k - 1,
+            stage.draws
+        ),
+        models: rows,
+        margin: MarginAcrossSeeds {
+            per_seed: margins,
+            across_seeds: across,
+        },
+    };
     let report = StageReport {
         stage: "seeds".into(),
         seconds: started.elapsed().as_secs_f64(),
@@ -377,7 +452,11 @@ pub(super) fn run(
         reused,
         flops,
     };
-    Ok((section, report))
+    let extra = ExtraSeeds {
+        dets: extra_dets,
+        bnns: extra_bnns,
+    };
+    Ok((section, report, extra))
 }
 
 fn sd(values: &[f64]) -> f64 {

@@ -31,6 +31,14 @@ pub struct StrengthProfile {
     /// Members of the deep ensemble of default-init deterministic nets (the first is the
     /// λ = 0 net of the grid).
     pub ensemble_members: usize,
+    /// Multipliers m (per-example cap, κ = 0) at which the headline comparisons are
+    /// measured across training seeds, beside the paper-matched m.
+    #[serde(default = "seed_multipliers")]
+    pub seed_multipliers: Vec<f64>,
+}
+
+fn seed_multipliers() -> Vec<f64> {
+    vec![1.0, 1.5, 2.0]
 }
 
 impl StrengthProfile {
@@ -43,6 +51,7 @@ impl StrengthProfile {
             matched_runs: 100,
             ensemble_runs: 5,
             ensemble_members: 5,
+            seed_multipliers: seed_multipliers(),
         }
     }
 
@@ -55,6 +64,7 @@ impl StrengthProfile {
             matched_runs: 4,
             ensemble_runs: 2,
             ensemble_members: 2,
+            seed_multipliers: vec![1.0, 2.0],
         }
     }
 }
@@ -284,12 +294,34 @@ pub struct MatchedSet {
     pub why_not: Option<String>,
 }
 
+/// What a claim point varies: the budget reading (m = 1), or the knob along which it
+/// matches the paper's difficulty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ClaimAxis {
+    #[serde(rename = "reading")]
+    Reading,
+    #[serde(rename = "m")]
+    Multiplier,
+    #[serde(rename = "kappa")]
+    Kappa,
+}
+
+impl std::fmt::Display for ClaimAxis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ClaimAxis::Reading => "reading",
+            ClaimAxis::Multiplier => "m",
+            ClaimAxis::Kappa => "kappa",
+        })
+    }
+}
+
 /// A claim point: the 12 sets at one reading of difficulty, every model at
 /// `matched_runs`, and the four claims on it.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ClaimPoint {
     pub name: String,
-    pub axis: String,
+    pub axis: ClaimAxis,
     pub matched: Vec<MatchedSet>,
     pub point: StrengthPoint,
     pub models: Vec<ModelRow>,
@@ -307,6 +339,84 @@ pub struct StrengthSection {
     pub models: Vec<ModelRow>,
     pub comparisons: Vec<Comparison>,
     pub claim_points: Vec<ClaimPoint>,
+    /// The headline comparisons across training seeds (with `--train-seeds` K > 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seeds: Option<SeedsAtStrength>,
+}
+
+/// One headline comparison at one training seed: the margin in points with its CI over
+/// weight draws (independent runs, combined in quadrature), and with a paired bootstrap
+/// CI over the test images (the same images under both models).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SeedMargin {
+    pub seed: usize,
+    pub a: String,
+    pub b: String,
+    pub over_draws: MeanCi,
+    pub paired_bootstrap: Option<MeanCi>,
+}
+
+/// One headline comparison at one point: per training seed, and across the seeds
+/// (Student t over the per-seed margins) with the verdict that CI gives.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SeedComparison {
+    pub name: String,
+    pub per_seed: Vec<SeedMargin>,
+    pub across_seeds: Option<MeanCi>,
+    /// The mean margin with a two-level bootstrap CI: seeds and test images resampled
+    /// together ([`crate::stats::two_level_bootstrap`]).
+    pub seeds_and_images: Option<MeanCi>,
+    /// Holds or reversed only where both CIs (across seeds, and seeds with images)
+    /// exclude 0 on the same side; `None` with one seed.
+    pub verdict: Option<Verdict>,
+}
+
+impl SeedComparison {
+    /// The verdict both CIs agree on (unresolved where they do not).
+    pub fn verdict_of(across: &MeanCi, both: Option<&MeanCi>) -> Verdict {
+        let a = Verdict::of(across);
+        match both.map(Verdict::of) {
+            Some(b) if b != a => Verdict::Unresolved,
+            _ => a,
+        }
+    }
+}
+
+/// A point of the seeds study: the 12 sets at their strengths and the comparisons there.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SeedPoint {
+    pub name: String,
+    pub strengths: Vec<Strength>,
+    /// Mean of the sets' mean distortions.
+    pub mean_distortion: f64,
+    pub comparisons: Vec<SeedComparison>,
+}
+
+/// One model of the seeds study: its set average (percent, CI over weight draws) per
+/// point and seed, `average[point][seed]`, and across the seeds per point.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SeedModelRow {
+    pub name: String,
+    pub label: String,
+    pub family: Family,
+    pub rho_init: Option<f64>,
+    pub lambda: Option<f64>,
+    pub average: Vec<Vec<MeanCi>>,
+    pub across_seeds: Vec<Option<MeanCi>>,
+}
+
+/// Issue 19's item 5: the headline comparisons at the paper-matched multiplier and at
+/// fixed multipliers, across the training seeds of every evaluation model and of the
+/// matched-init control.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SeedsAtStrength {
+    pub note: String,
+    pub train_seeds: usize,
+    /// Single-draw runs per BNN and set.
+    pub runs: usize,
+    pub bootstrap_resamples: usize,
+    pub points: Vec<SeedPoint>,
+    pub models: Vec<SeedModelRow>,
 }
 
 /// The row among `rows` with the highest mean at point `i`.
@@ -316,41 +426,61 @@ pub fn best_at<'a>(rows: &[&'a ModelRow], i: usize) -> Option<&'a ModelRow> {
         .max_by(|a, b| a.average[i].mean.total_cmp(&b.average[i].mean))
 }
 
-/// The three comparisons of the strength axis at every point: best BNN (one draw) −
-/// best deterministic λ net; best BNN − the matched-init control; ρ_init = −3 − ρ_init =
-/// −30 (sampling at the paper's Table 3 width against a BNN that never samples).
-pub fn comparisons(models: &[ModelRow], points: usize) -> Vec<Comparison> {
-    let of = |f: Family| -> Vec<&ModelRow> { models.iter().filter(|m| m.family == f).collect() };
-    let (bnns, dets, ctrl) = (
-        of(Family::BnnDraw),
-        of(Family::Deterministic),
-        of(Family::MatchedInit),
-    );
-    let rho = |r: f64| bnns.iter().copied().find(|m| m.rho_init == Some(r));
-    fn best_pairs<'m>(
-        bnns: &[&'m ModelRow],
-        others: &[&'m ModelRow],
-        points: usize,
-    ) -> Option<Vec<(&'m ModelRow, &'m ModelRow)>> {
-        (0..points)
-            .map(|i| Some((best_at(bnns, i)?, best_at(others, i)?)))
-            .collect()
-    }
-    let fixed = rho(-3.0).zip(rho(-30.0)).map(|pair| vec![pair; points]);
+/// The three headline comparisons of the strength axis (issue 19): best BNN (one draw)
+/// − best deterministic λ net; best BNN − the matched-init control; ρ_init = −3 −
+/// ρ_init = −30 (sampling at the paper's Table 3 width against a BNN that never
+/// samples).
+pub const HEADLINES: [&str; 3] = [
+    "best BNN - best deterministic",
+    "best BNN - matched-init control",
+    "rho_init=-3 - rho_init=-30",
+];
+
+/// The (name, A, B) indices into `rows` of the headline comparisons, given each row's
+/// family and ρ_init and the score that ranks rows ("best" is the highest; on a tie the
+/// later row, as [`best_at`]). A comparison whose rows are missing is left out.
+pub fn headline_pairs(
+    rows: &[(Family, Option<f64>)],
+    score: impl Fn(usize) -> f64,
+) -> Vec<(&'static str, usize, usize)> {
+    let best = |f: Family| {
+        (0..rows.len())
+            .filter(|&j| rows[j].0 == f)
+            .max_by(|&a, &b| score(a).total_cmp(&score(b)))
+    };
+    let rho =
+        |r: f64| (0..rows.len()).find(|&j| rows[j].0 == Family::BnnDraw && rows[j].1 == Some(r));
+    let bnn = best(Family::BnnDraw);
     [
-        (
-            "best BNN - best deterministic",
-            best_pairs(&bnns, &dets, points),
-        ),
-        (
-            "best BNN - matched-init control",
-            best_pairs(&bnns, &ctrl, points),
-        ),
-        ("rho_init=-3 - rho_init=-30", fixed),
+        (HEADLINES[0], bnn, best(Family::Deterministic)),
+        (HEADLINES[1], bnn, best(Family::MatchedInit)),
+        (HEADLINES[2], rho(-3.0), rho(-30.0)),
     ]
     .into_iter()
-    .filter_map(|(name, pairs)| Some(comparison(name, &pairs?)))
+    .filter_map(|(name, a, b)| Some((name, a?, b?)))
     .collect()
+}
+
+/// The three headline comparisons ([`HEADLINES`]) at every point.
+pub fn comparisons(models: &[ModelRow], points: usize) -> Vec<Comparison> {
+    let kinds: Vec<(Family, Option<f64>)> = models.iter().map(|m| (m.family, m.rho_init)).collect();
+    let per_point: Vec<Vec<(&'static str, usize, usize)>> = (0..points)
+        .map(|i| headline_pairs(&kinds, |j| models[j].average[i].mean))
+        .collect();
+    HEADLINES
+        .iter()
+        .filter_map(|&name| {
+            let pairs: Option<Vec<(&ModelRow, &ModelRow)>> = per_point
+                .iter()
+                .map(|p| {
+                    p.iter()
+                        .find(|(n, _, _)| *n == name)
+                        .map(|&(_, a, b)| (&models[a], &models[b]))
+                })
+                .collect();
+            Some(comparison(name, &pairs?))
+        })
+        .collect()
 }
 
 /// A − B at point i for each (A, B) = `pairs[i]`.

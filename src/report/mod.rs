@@ -8,6 +8,7 @@ pub mod margin;
 pub mod plots;
 pub mod seeds;
 pub mod strength;
+mod strength_seeds;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

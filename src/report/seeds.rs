@@ -9,11 +9,8 @@ use serde_json::Value;
 
 use super::plots::{self, Family, Series};
 use super::{ReportError, Result, figure, paper};
+use crate::experiment::seeds::SeedsSection;
 use crate::stats::MeanCi;
-
-fn ci(v: &Value) -> Option<MeanCi> {
-    serde_json::from_value(v.clone()).ok()
-}
 
 fn fmt_ci(c: &Option<MeanCi>, signed: bool) -> String {
     match c {
@@ -30,17 +27,14 @@ pub fn seeds_section(
     md: &mut String,
     out_dir: &Path,
 ) -> Result<Vec<PathBuf>> {
-    let s = &r["seeds"];
-    let models = s["models"]
-        .as_array()
-        .ok_or_else(|| ReportError::MissingCell("/seeds/models".into()))?;
-    let k = s["train_seeds"].as_u64().unwrap_or(0);
+    let s: SeedsSection = serde_json::from_value(r["seeds"].clone())
+        .map_err(|e| ReportError::MissingCell(format!("/seeds ({e})")))?;
+    let k = s.train_seeds;
     let command = r["meta"]["command"].as_str().unwrap_or("?");
     let _ = writeln!(
         md,
         "## Beyond the paper: several training seeds\n\n{}\n\nMade by `{command}`: {k} training seeds (the profile's default is {}; `--train-seeds K` sets it).\n",
-        s["note"].as_str().unwrap_or(""),
-        r["meta"]["profile"]["train_seeds"]
+        s.note, r["meta"]["profile"]["train_seeds"]
     );
     let _ = writeln!(
         md,
@@ -54,23 +48,20 @@ pub fn seeds_section(
     let mut per_seed_series = Vec::new();
     let mut mean_points = Vec::new();
     let mut names = Vec::new();
-    for (i, m) in models.iter().enumerate() {
-        let seeds: Vec<Option<MeanCi>> = m["per_seed"]
-            .as_array()
-            .map(|a| a.iter().map(|x| ci(&x["sets_average"])).collect())
-            .unwrap_or_default();
-        let across = ci(&m["across_seeds"]);
+    for (i, m) in s.models.iter().enumerate() {
+        let seeds: Vec<Option<MeanCi>> = m.per_seed.iter().map(|x| x.sets_average).collect();
+        let across = m.across_seeds;
         let _ = writeln!(
             md,
             "| {} | {} | {} | {:.2} | {} |",
-            m["model"].as_str().unwrap_or("?"),
+            m.model,
             seeds
                 .iter()
                 .map(|c| c.map_or("–".into(), |c| format!("{:.2}", c.mean)))
                 .collect::<Vec<_>>()
                 .join(" | "),
             fmt_ci(&across, false),
-            m["seed_sd"].as_f64().unwrap_or(f64::NAN),
+            m.seed_sd,
             seeds
                 .first()
                 .copied()
@@ -92,11 +83,10 @@ pub fn seeds_section(
                 ));
             }
         }
-        let name = m["model"].as_str().unwrap_or("?");
-        names.push(name.to_owned());
+        names.push(m.model.clone());
         if let Some(a) = across {
             mean_points.push((
-                if m["bayesian"] == true {
+                if m.bayesian {
                     Family::Bnn
                 } else {
                     Family::Deterministic
@@ -149,14 +139,11 @@ pub fn seeds_section(
         md,
         "### The margin per seed, paired on the same test images\n\n| seed | best BNN | best deterministic | margin (points) | paired bootstrap 95% CI |\n|---|---|---|---|---|"
     );
-    let per_seed = s["margin"]["per_seed"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let per_seed = &s.margin.per_seed;
     let mut positive = 0;
     let mut negative = 0;
-    for m in &per_seed {
-        let boot = ci(&m["paired_bootstrap"]);
+    for m in per_seed {
+        let boot = m.paired_bootstrap;
         if let Some(b) = boot {
             positive += (b.ci95[0] > 0.0) as usize;
             negative += (b.ci95[1] < 0.0) as usize;
@@ -164,17 +151,17 @@ pub fn seeds_section(
         let _ = writeln!(
             md,
             "| {} | {} | {} | {:+.2} | {} |",
-            m["seed"],
-            m["best_bnn"].as_str().unwrap_or("?"),
-            m["best_deterministic"].as_str().unwrap_or("?"),
-            m["margin"].as_f64().unwrap_or(f64::NAN),
+            m.seed,
+            m.best_bnn,
+            m.best_deterministic,
+            m.margin,
             boot.map_or("–".into(), |b| format!(
                 "[{:+.2}, {:+.2}]",
                 b.ci95[0], b.ci95[1]
             ))
         );
     }
-    let across = ci(&s["margin"]["across_seeds"]);
+    let across = s.margin.across_seeds;
     let verdict = match across {
         Some(a) if a.ci95[0] > 0.0 && a.ci95[0] <= paper_margin && paper_margin <= a.ci95[1] => {
             "survives: positive across seeds, and the paper's size is inside our CI"

@@ -11,7 +11,8 @@ use super::plots::{Family, Figure, Line, Series, SeriesLabelPosition};
 use super::{ReportError, Result, embed_figure};
 use crate::attack::BudgetReading;
 use crate::experiment::strength::{
-    ClaimPoint, Comparison, Family as StrengthFamily, StrengthPoint, StrengthSection, Verdict,
+    ClaimPoint, Comparison, Family as StrengthFamily, HEADLINES, StrengthPoint, StrengthSection,
+    Verdict,
 };
 use crate::stats::MeanCi;
 
@@ -289,6 +290,32 @@ fn code_curve(code: &Value) -> Option<Series> {
     ))
 }
 
+/// Best BNN − best deterministic net across the training seeds (Student-t CI over the
+/// seeds) at each point of the seeds study.
+fn across_seeds_series(seeds: &crate::experiment::strength::SeedsAtStrength) -> Option<Series> {
+    let points: Vec<(f64, f64, f64, f64)> = seeds
+        .points
+        .iter()
+        .filter_map(|p| {
+            let c = p.comparisons.iter().find(|c| c.name == HEADLINES[0])?;
+            let a = c.across_seeds.as_ref()?;
+            Some((p.mean_distortion, a.mean, a.ci95[0], a.ci95[1]))
+        })
+        .collect();
+    (!points.is_empty()).then(|| {
+        Series::ours(
+            format!(
+                "{}, across {} training seeds",
+                short_name(HEADLINES[0]),
+                seeds.train_seeds
+            ),
+            Family::Deterministic,
+            points,
+        )
+        .points_only()
+    })
+}
+
 fn margin_figure(
     section: &StrengthSection,
     paper_margin: Option<f64>,
@@ -355,6 +382,7 @@ fn margin_figure(
             );
         }
     }
+    series.extend(section.seeds.as_ref().and_then(across_seeds_series));
     series.extend(code.and_then(code_curve));
     let mut f = Figure::new(
         "Best-BNN margins vs attack strength (text protocol, per-example cap)",
@@ -492,6 +520,9 @@ pub fn strength_section(
         for c in &section.comparisons {
             let _ = writeln!(md, "- {}", verdict_line(c, &section, &idx));
         }
+    }
+    if let Some(seeds) = &section.seeds {
+        super::strength_seeds::seeds_part(seeds, md);
     }
     let _ = writeln!(md, "\n### The claim points in full");
     for cp in &section.claim_points {

@@ -18,8 +18,8 @@ use crate::eval;
 use crate::experiment::cache;
 use crate::experiment::code_protocol::Evaluated;
 use crate::experiment::strength::{
-    ClaimAt, ClaimPoint, Family, MatchedSet, ModelRow, SetAtStrength, Strength, StrengthError,
-    StrengthPoint, StrengthProfile, StrengthSection, Verdict, best_at, comparisons,
+    ClaimAt, ClaimAxis, ClaimPoint, Family, MatchedSet, ModelRow, SetAtStrength, Strength,
+    StrengthError, StrengthPoint, StrengthProfile, StrengthSection, Verdict, best_at, comparisons,
     matched_strength, sweep,
 };
 use crate::experiment::{TABLE3_RHO, TABLE4_RHO};
@@ -44,7 +44,7 @@ pub(in crate::experiment) struct StrengthInputs<'r> {
 
 /// The text-protocol controls: a deterministic FC-100-100-10 from the BNN's μ
 /// initialisation, and the deep ensemble's members after the first (the λ = 0 net).
-fn control_models(members: usize) -> (GridModel, Vec<GridModel>) {
+pub(super) fn control_models(members: usize) -> (GridModel, Vec<GridModel>) {
     let fc100 = |init| ModelSpec::Mlp {
         config: MlpConfig {
             arch: Arch::new(&[100, 100]),
@@ -246,7 +246,7 @@ impl Stage<'_, '_> {
     }
 }
 
-fn pct(runs: &[f64]) -> MeanCi {
+pub(super) fn pct(runs: &[f64]) -> MeanCi {
     eval::summarize_percent(runs).unwrap_or(MeanCi {
         mean: f64::NAN,
         ci95: [f64::NAN; 2],
@@ -412,7 +412,7 @@ fn eval_models<'m>(
 /// A claim point before evaluation: its name, the knob it was matched along (empty
 /// `matched` when it was not matched) and its sets.
 struct ClaimSpec {
-    axis: String,
+    axis: ClaimAxis,
     matched: Vec<MatchedSet>,
     spec: PointSpec,
 }
@@ -428,8 +428,8 @@ fn claim_specs(
     paper_det0: Option<&[f64]>,
 ) -> Result<Vec<ClaimSpec>, ReproduceError> {
     let n = inputs.sources.len();
-    let claim = |name: &str, axis: &str, matched: Vec<MatchedSet>, per_set| ClaimSpec {
-        axis: axis.to_owned(),
+    let claim = |name: &str, axis: ClaimAxis, matched: Vec<MatchedSet>, per_set| ClaimSpec {
+        axis,
         matched,
         spec: PointSpec {
             name: name.to_owned(),
@@ -440,7 +440,7 @@ fn claim_specs(
     if let Some(h) = stage.held_index(BudgetReading::SetMean, 0.0) {
         out.push(claim(
             "set-mean budget, m=1",
-            "reading",
+            ClaimAxis::Reading,
             Vec::new(),
             vec![(h, 1.0); n],
         ));
@@ -451,7 +451,7 @@ fn claim_specs(
     if let Some((matched, per_set)) = match_multiplier(stage, specs, det0, paper) {
         out.push(claim(
             "paper-matched difficulty (multiplier m)",
-            "m",
+            ClaimAxis::Multiplier,
             matched,
             per_set,
         ));
@@ -459,7 +459,7 @@ fn claim_specs(
     if let Some((matched, per_set)) = match_kappa(stage, inputs, specs, det0, paper, kappas)? {
         out.push(claim(
             "paper-matched difficulty (confidence kappa)",
-            "kappa",
+            ClaimAxis::Kappa,
             matched,
             per_set,
         ));
@@ -636,6 +636,7 @@ pub(in crate::experiment) fn run(
         points,
         models: rows,
         claim_points,
+        seeds: None,
     };
     Ok((section, report))
 }
