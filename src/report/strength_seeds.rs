@@ -37,14 +37,8 @@ fn per_seed_signs(c: &SeedComparison) -> (usize, usize) {
 /// One sentence per comparison at a point, from the CIs.
 fn sentence(point: &str, c: &SeedComparison, seeds: usize) -> String {
     let (up, down) = per_seed_signs(c);
-    let across = c
-        .across_seeds
-        .as_ref()
-        .map_or("no CI".to_owned(), |a| ci(a));
-    let both = c
-        .seeds_and_images
-        .as_ref()
-        .map_or("no CI".to_owned(), |a| ci(a));
+    let across = c.across_seeds.as_ref().map_or("no CI".to_owned(), ci);
+    let both = c.seeds_and_images.as_ref().map_or("no CI".to_owned(), ci);
     format!(
         "At {point}, {}: {across} across {seeds} seeds, {both} with seeds and test images resampled together ({}); per seed, the paired bootstrap over test images puts {up} of {seeds} above 0 and {down} below 0.",
         c.name,

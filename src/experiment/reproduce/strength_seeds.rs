@@ -264,31 +264,7 @@ pub(super) fn run(
         reused: 0,
     };
 
-    let det_by_model = arrange(&grid.det_ready, &inputs.extra.dets);
-    let bnn_by_model = arrange(&grid.bnn_ready, &inputs.extra.bnns);
-    let control_by_seed: Vec<&Ready> = std::iter::once(&control0).chain(&control_extra).collect();
-    let mut models: Vec<StudyModel> = Vec::new();
-    for (gms, by_model, family) in [
-        (&grid.dets, &det_by_model, Family::Deterministic),
-        (&grid.bnns, &bnn_by_model, Family::BnnDraw),
-    ] {
-        models.extend(gms.iter().zip(by_model).map(|(gm, seeds)| StudyModel {
-            gm,
-            label: match family {
-                Family::BnnDraw => format!("BNN {}, one draw", gm.label),
-                _ => format!("deterministic {}", gm.label),
-            },
-            family,
-            by_seed: seeds.clone(),
-        }));
-    }
-    models.push(StudyModel {
-        gm: &control_gm,
-        label: control_gm.label.clone(),
-        family: Family::MatchedInit,
-        by_seed: control_by_seed,
-    });
-
+    let models = study_models(grid, inputs.extra, (&control_gm, &control0, &control_extra));
     let progress = super::bar(models.len() * k, "strength seeds", cfg.verbose);
     let mut measured: Vec<Vec<Measured>> = Vec::new();
     for m in &models {
@@ -363,6 +339,39 @@ pub(super) fn run(
         flops,
     };
     Ok((section, report))
+}
+
+/// The study's models, each with its models by seed: the λ nets and BNNs (seed 0 the
+/// grid's, then the seeds stage's), then the matched-init control.
+fn study_models<'r>(
+    grid: &'r TrainedGrid,
+    extra: &'r ExtraSeeds,
+    (control_gm, control0, control_extra): (&'r GridModel, &'r Ready, &'r [Ready]),
+) -> Vec<StudyModel<'r>> {
+    let det_by_model = arrange(&grid.det_ready, &extra.dets);
+    let bnn_by_model = arrange(&grid.bnn_ready, &extra.bnns);
+    let mut models: Vec<StudyModel> = Vec::new();
+    for (gms, by_model, family) in [
+        (&grid.dets, det_by_model, Family::Deterministic),
+        (&grid.bnns, bnn_by_model, Family::BnnDraw),
+    ] {
+        models.extend(gms.iter().zip(by_model).map(|(gm, by_seed)| StudyModel {
+            gm,
+            label: match family {
+                Family::BnnDraw => format!("BNN {}, one draw", gm.label),
+                _ => format!("deterministic {}", gm.label),
+            },
+            family,
+            by_seed,
+        }));
+    }
+    models.push(StudyModel {
+        gm: control_gm,
+        label: control_gm.label.clone(),
+        family: Family::MatchedInit,
+        by_seed: std::iter::once(control0).chain(control_extra).collect(),
+    });
+    models
 }
 
 /// The headline comparisons at point `i`, per seed and across the seeds.
