@@ -126,6 +126,7 @@ impl Study<'_, '_> {
                     name: "per_image",
                 })?;
             self.reused += 1;
+            self.seconds += e.seconds;
             return Ok(Measured {
                 runs: e.value.runs,
                 per_image,
