@@ -68,14 +68,21 @@ pub fn seeds_section(
                 .flatten()
                 .map_or("–".into(), |c| format!("{:.2}", c.half_width())),
         );
+        // One series for every seed's point (offset by seed): the legend stays short
+        // enough to leave the data alone.
         for (j, c) in seeds.iter().enumerate() {
             if let Some(c) = c {
-                if per_seed_series.len() <= j {
+                if per_seed_series.is_empty() {
                     per_seed_series.push(
-                        Series::ours(format!("seed {j}"), Family::Other, Vec::new()).points_only(),
+                        Series::ours(
+                            "one training seed each, 95% CI over weight draws",
+                            Family::Other,
+                            Vec::new(),
+                        )
+                        .points_only(),
                     );
                 }
-                per_seed_series[j].points.push((
+                per_seed_series[0].points.push((
                     i as f64 + 0.06 * j as f64 - 0.12,
                     c.mean,
                     c.ci95[0],
