@@ -225,7 +225,8 @@ fn assert_strength_across_seeds(r: &Value) {
     assert_eq!(seeds.points[0].strengths, matched.point.strengths);
     // 4 λ nets, 7 BNNs, the matched-init control.
     assert_eq!(seeds.models.len(), 12);
-    let one = 1;
+    // The index of the point m = 1 (after the paper-matched one).
+    let m1 = 1;
     for (i, m) in seeds
         .models
         .iter()
@@ -235,14 +236,14 @@ fn assert_strength_across_seeds(r: &Value) {
         let table2 = r["table2_perturbed"]["deterministic"]["average"][i]["mean"]
             .as_f64()
             .unwrap();
-        let ours = m.average[one][0].mean;
+        let ours = m.average[m1][0].mean;
         assert!(
             (table2 - ours).abs() < 1e-6,
             "{}: {table2} vs {ours}",
             m.label
         );
         assert_ne!(
-            m.average[one][0], m.average[one][1],
+            m.average[m1][0], m.average[m1][1],
             "{}: seed 1 is its own",
             m.label
         );

@@ -975,9 +975,16 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
     } else {
         None
     };
-    let seeds_stage = seeds_stage_of(&pipeline, &sets);
-    let seeds_section = match seeds_stage_run(&seeds_stage, &grid)? {
-        Some((section, report, extra)) => {
+    let seeds_stage = (cfg.train_seeds() > 1).then(|| seeds_stage_of(&pipeline, &sets));
+    let seeds_section = match &seeds_stage {
+        Some(seeds_stage) => {
+            let (section, report, extra) = super::seeds::run(
+                seeds_stage,
+                &grid.dets,
+                &grid.bnns,
+                &grid.det_ready,
+                &grid.bnn_ready,
+            )?;
             stages.push(report);
             if let Some(strength) = strength.as_mut() {
                 let inputs = strength_seeds::SeedsInputs {
@@ -985,7 +992,7 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
                     extra: &extra,
                     section: strength,
                 };
-                let (seeds, report) = strength_seeds::run(&pipeline, &seeds_stage, inputs)?;
+                let (seeds, report) = strength_seeds::run(&pipeline, seeds_stage, inputs)?;
                 stages.push(report);
                 strength.seeds = Some(seeds);
             }
@@ -1293,7 +1300,8 @@ fn section_value(
     })
 }
 
-/// What the seeds stage works with: the pipeline's data and folders, and the sets.
+/// Stage 5 (with more than one training seed, [`super::seeds::run`]): what it works
+/// with, the pipeline's data and folders and the sets.
 fn seeds_stage_of<'p>(
     pipeline: &'p Pipeline,
     sets: &[PerturbationSet],
@@ -1317,33 +1325,6 @@ fn seeds_stage_of<'p>(
         train_seeds: cfg.train_seeds(),
         draws: cfg.profile.seed_draws,
     }
-}
-
-/// Stage 5 (with more than one training seed): the evaluation models retrained with
-/// seeds 1..K as stacked grids, and evaluated on the same sets; also returns the
-/// models of seeds 1..K.
-fn seeds_stage_run(
-    stage: &super::seeds::SeedsStage,
-    grid: &TrainedGrid,
-) -> Result<
-    Option<(
-        super::seeds::SeedsSection,
-        StageReport,
-        super::seeds::ExtraSeeds,
-    )>,
-    ReproduceError,
-> {
-    if stage.train_seeds <= 1 {
-        return Ok(None);
-    }
-    super::seeds::run(
-        stage,
-        &grid.dets,
-        &grid.bnns,
-        &grid.det_ready,
-        &grid.bnn_ready,
-    )
-    .map(Some)
 }
 
 /// Table 3 in results.json: per set and N the ensemble's runs, their averages, and the

@@ -16,7 +16,7 @@ use crate::experiment::strength::{
 };
 use crate::stats::MeanCi;
 
-fn ci(c: &MeanCi) -> String {
+pub(super) fn ci(c: &MeanCi) -> String {
     format!("{:+.2} [{:+.2}, {:+.2}]", c.mean, c.ci95[0], c.ci95[1])
 }
 

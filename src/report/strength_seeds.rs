@@ -5,12 +5,8 @@
 
 use std::fmt::Write as _;
 
+use super::strength::ci;
 use crate::experiment::strength::{SeedComparison, SeedsAtStrength, Verdict};
-use crate::stats::MeanCi;
-
-fn ci(c: &MeanCi) -> String {
-    format!("{:+.2} [{:+.2}, {:+.2}]", c.mean, c.ci95[0], c.ci95[1])
-}
 
 fn word(v: Option<Verdict>) -> &'static str {
     match v {

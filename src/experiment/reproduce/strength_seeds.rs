@@ -3,21 +3,22 @@
 //! `seed_multipliers`, for every training seed of the evaluation models and of the
 //! matched-init control. Per seed a margin has two CIs: over weight draws (as the
 //! strength section's) and a paired bootstrap over the test images, the same images
-//! under both models; across seeds a Student-t CI over the per-seed margins.
+//! under both models; across seeds a Student-t CI over the per-seed margins and a
+//! two-level bootstrap over seeds and images together.
 
 use std::time::Instant;
 
 use serde_json::json;
 use tch::{Kind, Tensor};
 
-use super::strength_stage::{control_models, pct as percent};
+use super::strength_stage::{control_models, pct as percent, row_label};
 use super::{GridModel, Pipeline, Ready, ReproduceError, StageReport, Timed, TrainedGrid, mlp_of};
 use crate::attack::BudgetReading;
 use crate::attack::budget::{at_strength, mean_distortion};
 use crate::data::Split;
 use crate::eval;
 use crate::experiment::keys::Key;
-use crate::experiment::seeds::{ExtraSeeds, SeedsStage, arrange};
+use crate::experiment::seeds::{BOOTSTRAP_RESAMPLES, ExtraSeeds, SeedsStage, arrange};
 use crate::experiment::strength::{
     ClaimAxis, Family, HEADLINES, SeedComparison, SeedMargin, SeedModelRow, SeedPoint,
     SeedsAtStrength, Strength, StrengthSection, headline_pairs,
@@ -25,9 +26,6 @@ use crate::experiment::strength::{
 use crate::model::checkpoint::ModelSpec;
 use crate::stats::{MeanCi, paired_bootstrap, two_level_bootstrap};
 use crate::train::TrainedModel;
-
-/// Bootstrap resamples of each paired margin.
-pub const BOOTSTRAP_RESAMPLES: usize = 2000;
 
 /// What the stage works on: the grid (its models are seed 0), the seeds stage's models
 /// of seeds 1..K, and the strength section it extends.
@@ -319,7 +317,7 @@ pub(super) fn run(
             .sum::<f64>();
     let section = SeedsAtStrength {
         note: format!(
-            "The strength axis's three headline comparisons across {k} training seeds (seed 0: the main run's models; seeds 1..{}: the seeds study's, and the matched-init control retrained with the same seed names), at the paper-matched multiplier and at m in {:?} (per-example cap, kappa = 0; the same 12 sets for every seed). Per seed: 'best' is chosen at that seed; the margin's CI over {} single weight draws per BNN and set (combined in quadrature), and a paired bootstrap CI over the {} test images ({BOOTSTRAP_RESAMPLES} resamples). Across seeds: Student t over the {k} per-seed margins. Points.",
+            "The strength axis's three headline comparisons across {k} training seeds (seed 0: the main run's models; seeds 1..{}: the seeds study's, and the matched-init control retrained with the same seed names), at the paper-matched multiplier and at m in {:?} (per-example cap, kappa = 0; the same 12 sets for every seed). Per seed: 'best' is chosen at that seed; the margin's CI over {} single weight draws per BNN and set (combined in quadrature), and a paired bootstrap CI over the {} test images ({BOOTSTRAP_RESAMPLES} resamples). Across seeds: Student t over the {k} per-seed margins, and a two-level bootstrap resampling seeds and test images together; a verdict is positive or negative only where both CIs exclude 0 on the same side. Points.",
             k - 1,
             cfg.profile.strength.seed_multipliers,
             study.runs,
@@ -358,10 +356,7 @@ fn study_models<'r>(
     ] {
         models.extend(gms.iter().zip(by_model).map(|(gm, by_seed)| StudyModel {
             gm,
-            label: match family {
-                Family::BnnDraw => format!("BNN {}, one draw", gm.label),
-                _ => format!("deterministic {}", gm.label),
-            },
+            label: row_label(gm, family),
             family,
             by_seed,
         }));

@@ -324,6 +324,19 @@ fn train_controls(pipeline: &Pipeline, sp: &StrengthProfile) -> Result<Controls,
     })
 }
 
+/// The label of a grid model's row under `family`: `deterministic lambda=0`, `BNN
+/// rho_init=-3, one draw` (posterior mean, frozen sample); other families, the model's own.
+pub(super) fn row_label(gm: &GridModel, family: Family) -> String {
+    let bnn = |what: &str| format!("BNN {}, {what}", gm.label);
+    match family {
+        Family::Deterministic => format!("deterministic {}", gm.label),
+        Family::BnnDraw => bnn("one draw"),
+        Family::BnnMean => bnn("posterior mean"),
+        Family::BnnFrozen => bnn("frozen sample"),
+        _ => gm.label.clone(),
+    }
+}
+
 /// Every model the stage evaluates at every strength: the λ nets, each BNN as one draw,
 /// posterior mean and frozen sample, the matched-init control and the deep ensemble.
 fn eval_models<'m>(
@@ -337,7 +350,7 @@ fn eval_models<'m>(
     for (gm, r) in dets.iter().zip(det_ready) {
         models.push(EvalModel {
             name: gm.name.clone(),
-            label: format!("deterministic {}", gm.label),
+            label: row_label(gm, Family::Deterministic),
             family: Family::Deterministic,
             rho_init: None,
             lambda: gm.spec.lambda(),
@@ -347,24 +360,22 @@ fn eval_models<'m>(
     }
     for (gm, r) in bnns.iter().zip(bnn_ready) {
         let bnn = bnn_of(r)?;
-        for (family, suffix, what, evaluated) in [
-            (Family::BnnDraw, "", "one draw", Evaluated::Draws(bnn)),
+        for (family, suffix, evaluated) in [
+            (Family::BnnDraw, "", Evaluated::Draws(bnn)),
             (
                 Family::BnnMean,
                 "/mean",
-                "posterior mean",
                 Evaluated::Mode(bnn, WeightMode::Mean),
             ),
             (
                 Family::BnnFrozen,
                 "/frozen",
-                "frozen sample",
                 Evaluated::Mode(bnn, WeightMode::Frozen(0)),
             ),
         ] {
             models.push(EvalModel {
                 name: format!("{}{suffix}", gm.name),
-                label: format!("BNN {}, {what}", gm.label),
+                label: row_label(gm, family),
                 family,
                 rho_init: gm.spec.rho_init(),
                 lambda: None,
