@@ -13,6 +13,7 @@ pub mod fsio;
 pub mod model;
 pub mod progress;
 pub mod report;
+pub mod results;
 pub mod runtime;
 pub mod seed;
 pub mod stats;

@@ -10,7 +10,7 @@ use bayes_robust::eval::{self, EvalChunks};
 use bayes_robust::experiment::Profile;
 use bayes_robust::experiment::code_protocol::{self, CodeBudget, Multipliers};
 use bayes_robust::experiment::plan::Plan;
-use bayes_robust::experiment::reproduce::{self, ReproduceConfig, Stage};
+use bayes_robust::experiment::reproduce::{self, ReproduceConfig};
 use bayes_robust::experiment::stage::{dataset_folder, default_folders};
 use bayes_robust::model::bayes::{BayesConfig, PruneMode};
 use bayes_robust::model::checkpoint::ModelSpec;
@@ -69,8 +69,8 @@ enum Command {
     #[command(name = "run", alias = "reproduce")]
     Reproduce(ReproduceArgs),
     /// The plan of content-keyed jobs of a run (text protocol: training, the min-norm
-    /// sets, white-box), which are cached, and an estimate of the work left; computes
-    /// nothing.
+    /// sets, the evaluations, white-box; code protocol: training and the targeted
+    /// sets), which are cached, and an estimate of the work left; computes nothing.
     Plan {
         #[command(flatten)]
         args: ReproduceArgs,
@@ -180,16 +180,13 @@ struct ReproduceArgs {
     /// Hide progress bars and per-epoch lines.
     #[arg(long)]
     quiet: bool,
-    /// Run the plan's jobs (training, the min-norm sets, white-box) in this many local
-    /// worker processes, each with --threads threads, before the rest runs in this
-    /// process; 1 (default) runs everything here. The numbers do not depend on it.
+    /// Run the plan's jobs (text protocol: training, the min-norm sets, the
+    /// evaluations, white-box; code protocol: training and the targeted sets) in this
+    /// many local worker processes, each with --threads threads, before the rest runs
+    /// in this process; 1 (default) runs them here. The numbers do not depend on it.
+    /// Several `run`s on one runs folder share the jobs through claims.
     #[arg(long, default_value_t = 1)]
     workers: usize,
-    /// Stop after this stage, writing no results: run it beside a full `reproduce` on
-    /// the same runs folder to share that stage's work (each process claims the
-    /// artifacts it computes; a killed process's claims are taken over).
-    #[arg(long, value_enum)]
-    stop_after: Option<StageArg>,
     /// Also attack the evaluation models white-box (PGD on each model itself, EOT on
     /// the BNN's ensemble) and report the curves and gradient-masking checks.
     #[arg(long)]
@@ -262,13 +259,6 @@ enum ProtocolArg {
     Code,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum StageArg {
-    Train,
-    Whitebox,
-    Attack,
-}
-
 #[derive(Subcommand)]
 enum DataCommand {
     /// Load, verify and summarise the dataset; exits non-zero on any problem.
@@ -335,6 +325,39 @@ struct EvalArgs {
     /// Skip the SHA-256 check of the data (subsets only).
     #[arg(long)]
     no_checksum: bool,
+    /// Also evaluate on this perturbation set (repeatable): one written by `attack
+    /// --out`, or a plan's min-norm set (`runs/<profile>/attacks/<key>`); its stem or
+    /// either file. Its perturbations r of the first n test images are held to
+    /// --budget and evaluated at x + m·r, clipped to the input box.
+    #[arg(long = "set")]
+    sets: Vec<PathBuf>,
+    /// How a set is held to the paper's distortion bound of 0.10 (§4.2).
+    #[arg(long, value_enum, default_value_t = BudgetArg::PerExampleCap)]
+    budget: BudgetArg,
+    /// The evaluation multiplier m of x + m·r.
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    multiplier: f64,
+}
+
+/// How `eval --set` holds a set to the distortion bound.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BudgetArg {
+    /// Each perturbation above the bound is scaled back onto it (the plan's sets).
+    PerExampleCap,
+    /// The whole set is scaled so that its mean distortion is at most the bound.
+    SetMean,
+    /// The perturbations as they are.
+    None,
+}
+
+impl From<BudgetArg> for bayes_robust::attack::BudgetReading {
+    fn from(b: BudgetArg) -> Self {
+        match b {
+            BudgetArg::PerExampleCap => Self::PerExampleCap,
+            BudgetArg::SetMean => Self::SetMean,
+            BudgetArg::None => Self::None,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -351,6 +374,13 @@ struct AttackArgs {
     /// The attack's confidence κ (default: the profile's).
     #[arg(long, allow_negative_numbers = true)]
     kappa: Option<f64>,
+    /// The weight c of ‖r‖₂ against the margin loss at the start (default: the
+    /// profile's).
+    #[arg(long)]
+    c: Option<f64>,
+    /// Rounds of the per-example search on c; 0 keeps c fixed (default: the profile's).
+    #[arg(long)]
+    search_rounds: Option<usize>,
     /// Where the set goes (`<out>.safetensors`, `<out>.json`; replaced if there).
     #[arg(long)]
     out: PathBuf,
@@ -570,35 +600,38 @@ struct RunSetup {
 
 fn reproduce_command(args: ReproduceArgs, env: &RunEnv) -> Result<()> {
     let workers = args.workers;
-    let RunSetup {
-        cfg,
-        code,
-        mult,
-        budget,
-    } = run_setup(args, env)?;
     if workers == 0 {
         bail!("--workers 0: at least one process must run the plan");
     }
-    if !code {
-        let plan = reproduce::text_plan(&cfg)?;
-        let sgemm =
-            (cfg.device == tch::Device::Cpu).then(bayes_robust::experiment::flops::sgemm_gflops);
-        eprintln!("plan: {}", plan.summary(&cfg.runs_dir, sgemm));
-        if workers > 1 {
-            drain_in_workers(&plan, &cfg, env, workers)?;
-        }
-    } else if workers > 1 {
-        bail!(
-            "--workers applies to the text protocol's plan (the code protocol runs in one process)"
-        );
-    }
-    if code {
-        code_protocol::reproduce_code(&cfg, mult, budget)?;
+    let setup = run_setup(args, env)?;
+    let plan = plan_of(&setup)?;
+    let cfg = &setup.cfg;
+    let sgemm =
+        (cfg.device == tch::Device::Cpu).then(bayes_robust::experiment::flops::sgemm_gflops);
+    eprintln!("plan: {}", plan.summary(&cfg.runs_dir, sgemm));
+    let report = if workers > 1 {
+        drain_in_workers(&plan, &setup, env, workers)?
+    } else if setup.code {
+        code_protocol::run_code_plan(cfg, setup.budget)?
     } else {
-        reproduce::reproduce(&cfg)?;
-    }
-    if cfg.stop_after.is_some() {
-        return Ok(());
+        reproduce::run_plan(cfg)?
+    };
+    eprintln!(
+        "plan: {} job(s) computed in {}, {} already cached, {} made by another process",
+        report.computed,
+        if workers > 1 {
+            format!("{workers} worker processes")
+        } else {
+            "this process".to_owned()
+        },
+        report.already_cached,
+        report.left_to_others
+    );
+    let (code, budget) = (setup.code, setup.budget);
+    if code {
+        code_protocol::reproduce_code(cfg, setup.mult, budget)?;
+    } else {
+        reproduce::reproduce(cfg)?;
     }
     let tables = Path::new("reports/paper_tables.json");
     render_report(&cfg.out_dir, tables)?;
@@ -617,9 +650,10 @@ fn reproduce_command(args: ReproduceArgs, env: &RunEnv) -> Result<()> {
 /// flags, `job run <key>`.
 fn worker_command(
     job: &bayes_robust::experiment::plan::Job,
-    cfg: &ReproduceConfig,
+    setup: &RunSetup,
     env: &RunEnv,
 ) -> std::process::Command {
+    let cfg = &setup.cfg;
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("bayes-robust"));
     let mut c = std::process::Command::new(exe);
     c.arg("--seed").arg(env.seed.to_string());
@@ -639,30 +673,33 @@ fn worker_command(
     if cfg.whitebox {
         c.arg("--whitebox");
     }
+    if setup.code {
+        c.args(["--protocol", "code"]);
+        if setup.budget == CodeBudget::TrainedToAccuracy {
+            c.args(["--code-budget", "trained"]);
+        }
+    }
     c
 }
 
 fn drain_in_workers(
     plan: &bayes_robust::experiment::plan::Plan,
-    cfg: &ReproduceConfig,
+    setup: &RunSetup,
     env: &RunEnv,
     workers: usize,
-) -> Result<()> {
+) -> Result<bayes_robust::experiment::plan::DrainReport> {
+    let cfg = &setup.cfg;
     let left = plan.summary(&cfg.runs_dir, None).to_compute;
     let progress = bayes_robust::progress::bar(left, "   jobs", "", cfg.verbose);
     let report = bayes_robust::experiment::plan::drain(
         plan,
         &cfg.runs_dir,
         workers,
-        &|job| worker_command(job, cfg, env),
+        &|job| worker_command(job, setup, env),
         &progress,
     )?;
     progress.finish_and_clear();
-    eprintln!(
-        "workers: {} job(s) computed in {workers} worker processes, {} already cached, {} made by another process",
-        report.computed, report.already_cached, report.left_to_others
-    );
-    Ok(())
+    Ok(report)
 }
 
 /// What `plan` and `job status` print.
@@ -672,18 +709,24 @@ enum PlanView {
     Status,
 }
 
-/// The checked configuration and the text protocol's plan of these run flags.
-fn text_plan_of(args: &ReproduceArgs, env: &RunEnv) -> Result<(ReproduceConfig, Plan)> {
+/// The plan of a checked run configuration: the text or the code protocol's.
+fn plan_of(setup: &RunSetup) -> Result<Plan> {
+    Ok(if setup.code {
+        code_protocol::code_plan(&setup.cfg, setup.budget)?
+    } else {
+        reproduce::text_plan(&setup.cfg)?
+    })
+}
+
+/// The checked configuration and the plan of these run flags.
+fn run_plan_of(args: &ReproduceArgs, env: &RunEnv) -> Result<(ReproduceConfig, Plan)> {
     let setup = run_setup(args.clone(), env)?;
-    if setup.code {
-        bail!("--protocol code has no plan yet: `run --protocol code` runs it in one process");
-    }
-    let plan = reproduce::text_plan(&setup.cfg)?;
+    let plan = plan_of(&setup)?;
     Ok((setup.cfg, plan))
 }
 
 fn plan_command(args: &ReproduceArgs, env: &RunEnv, view: PlanView) -> Result<()> {
-    let (cfg, plan) = text_plan_of(args, env)?;
+    let (cfg, plan) = run_plan_of(args, env)?;
     let cfg = &cfg;
     let cached = plan.cached(&cfg.runs_dir);
     println!("| kind | key | cached | GFLOP | what |\n|---|---|---|---|---|");
@@ -709,7 +752,7 @@ fn plan_command(args: &ReproduceArgs, env: &RunEnv, view: PlanView) -> Result<()
     );
     if view == PlanView::Summary {
         println!(
-            "Cached jobs are not listed (`bayes-robust job status` lists every job). The strength axis, the per-example export and the training seeds run inside `run` after these."
+            "Cached jobs are not listed (`bayes-robust job status` lists every job). After these, `run` makes in its own process the strength axis, the per-example export and the training seeds (text protocol), or the evaluations (code protocol)."
         );
     }
     Ok(())
@@ -718,7 +761,7 @@ fn plan_command(args: &ReproduceArgs, env: &RunEnv, view: PlanView) -> Result<()
 /// `plan --emit slurm|json`: the plan as a Slurm submission script or as data, on stdout.
 fn emit_plan(args: &ReproduceArgs, emit: &EmitArgs, env: &RunEnv) -> Result<()> {
     use bayes_robust::experiment::slurm;
-    let (cfg, plan) = text_plan_of(args, env)?;
+    let (cfg, plan) = run_plan_of(args, env)?;
     let cfg = &cfg;
     let cached = plan.cached(&cfg.runs_dir);
     let sizing = slurm::Sizing {
@@ -798,10 +841,12 @@ fn job_run_command(
 ) -> Result<()> {
     use bayes_robust::experiment::plan::{EXIT_CLAIMED, EXIT_MISSING_INPUT};
     let setup = run_setup(args.clone(), env)?;
-    if setup.code {
-        bail!("--protocol code has no plan yet");
-    }
-    match reproduce::run_job(&setup.cfg, key, opts) {
+    let outcome = if setup.code {
+        code_protocol::run_code_job(&setup.cfg, setup.budget, key, opts)
+    } else {
+        reproduce::run_job(&setup.cfg, key, opts)
+    };
+    match outcome {
         Ok(reproduce::JobRun::Computed) => {
             eprintln!("job {key}: computed");
             Ok(())
@@ -894,11 +939,6 @@ fn run_setup(args: ReproduceArgs, env: &RunEnv) -> Result<RunSetup> {
         threads,
         data_dir,
         verbose: !args.quiet,
-        stop_after: args.stop_after.map(|s| match s {
-            StageArg::Train => Stage::Train,
-            StageArg::Whitebox => Stage::Whitebox,
-            StageArg::Attack => Stage::Attack,
-        }),
         whitebox: args.whitebox,
         strength: args.strength,
         per_example: args.per_example,
@@ -1029,52 +1069,122 @@ fn eval_command(args: &EvalArgs, env: &RunEnv) -> Result<()> {
     if args.runs == 0 || args.ensemble_runs == 0 || args.ensemble.contains(&0) {
         bail!("--runs, --ensemble-runs and every --ensemble size must be at least 1");
     }
+    if !(args.multiplier.is_finite() && args.multiplier >= 0.0) {
+        bail!(
+            "--multiplier {}: must be a finite number ≥ 0",
+            args.multiplier
+        );
+    }
     let stem = checkpoint_stem(&args.checkpoint);
     let meta = bayes_robust::model::checkpoint::read_meta(&stem)?;
     let (model, _) = TrainedModel::load(&meta.model, env.device, &stem)?;
     let raw = RawDataset::load(&env.data_dir, policy(args.no_checksum, env.dataset))?;
     let splits = Splits::from_raw(&raw, args.split.spec())?.to_device(env.device);
     let n = args.examples.unwrap_or(usize::MAX);
-    let chunks = EvalChunks {
-        examples: 10_000,
-        draws: 10,
-    };
     let seeds = SeedTree::new(env.seed);
     println!("checkpoint: {} ({})", stem.display(), meta.model.describe());
     for (name, split) in [
         ("validation", splits.validation.head(n)),
         ("test", splits.test.head(n)),
     ] {
-        match &model {
-            TrainedModel::Mlp { mlp, .. } => {
+        print_accuracies(name, &model, &split, args, &seeds);
+    }
+    for path in &args.sets {
+        let (name, split) = perturbation_set(path, &splits.test, args, env.device)?;
+        print_accuracies(&name, &model, &split, args, &seeds);
+    }
+    Ok(())
+}
+
+/// The set at `path` (tensor `delta`, the raw r of the first n test images) held to
+/// `--budget` at x + m·r, with its name; prints its size and mean distortion.
+fn perturbation_set(
+    path: &Path,
+    test: &bayes_robust::data::Split,
+    args: &EvalArgs,
+    device: tch::Device,
+) -> Result<(String, bayes_robust::data::Split)> {
+    use bayes_robust::attack::{BudgetReading, budget};
+    let stem = checkpoint_stem(path);
+    let key = stem
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .with_context(|| format!("--set {}: needs a file name", path.display()))?;
+    let dir =
+        bayes_robust::experiment::cache::ArtifactDir::new(stem.parent().unwrap_or(Path::new(".")));
+    let delta = dir
+        .read_tensors(&key)?
+        .into_iter()
+        .find(|(n, _)| n == "delta")
+        .map(|(_, t)| t.to_device(device))
+        .with_context(|| format!("--set {}: no tensor `delta` in it", path.display()))?;
+    let n = delta.size().first().copied().unwrap_or(0) as usize;
+    if delta.size().len() != 2 || n == 0 || n > test.len() {
+        bail!(
+            "--set {}: perturbations of shape {:?}, not [n ≤ {}, 784] of the test images",
+            path.display(),
+            delta.size(),
+            test.len()
+        );
+    }
+    let test = test.head(n);
+    let reading = BudgetReading::from(args.budget);
+    let (r, scaled) = reading.apply(&delta, 0.10);
+    let images = budget::at_strength(&test.images, &r, args.multiplier);
+    println!(
+        "set {key}: {n} test images, {} (scaled {:.1}%), m = {}, mean distortion {:.4}",
+        reading.label(),
+        100.0 * scaled,
+        args.multiplier,
+        budget::mean_distortion(&test.images, &images)
+    );
+    let split = bayes_robust::data::Split {
+        images,
+        labels: test.labels,
+    };
+    Ok((format!("set {key}"), split))
+}
+
+/// Prints a net's accuracy on `split`, or a BNN's single-draw and ensemble accuracies.
+fn print_accuracies(
+    name: &str,
+    model: &TrainedModel,
+    split: &bayes_robust::data::Split,
+    args: &EvalArgs,
+    seeds: &SeedTree,
+) {
+    let chunks = EvalChunks {
+        examples: 10_000,
+        draws: 10,
+    };
+    match model {
+        TrainedModel::Mlp { mlp, .. } => {
+            println!(
+                "{name} accuracy (%): {:.2}",
+                100.0 * eval::accuracy(mlp, split, chunks)
+            );
+        }
+        TrainedModel::Bnn { bnn, .. } => {
+            seeds.seed_torch(&format!("eval-checkpoint/{name}/single"));
+            let runs = eval::single_draw_accuracies(bnn, split, args.runs, chunks);
+            if let Some(m) = eval::summarize_percent(&runs) {
                 println!(
-                    "{name} accuracy (%): {:.2}",
-                    100.0 * eval::accuracy(mlp, &split, chunks)
+                    "{name} one draw (%): {:.2} [{:.2}, {:.2}] over {} runs",
+                    m.mean, m.ci95[0], m.ci95[1], args.runs
                 );
             }
-            TrainedModel::Bnn { bnn, .. } => {
-                seeds.seed_torch(&format!("eval-checkpoint/{name}/single"));
-                let runs = eval::single_draw_accuracies(bnn, &split, args.runs, chunks);
-                if let Some(m) = eval::summarize_percent(&runs) {
+            for &k in &args.ensemble {
+                seeds.seed_torch(&format!("eval-checkpoint/{name}/ensemble-{k}"));
+                let acc = eval::ensemble_accuracies(bnn, split, k, args.ensemble_runs, chunks);
+                if let Some(m) = eval::summarize_percent(&acc) {
                     println!(
-                        "{name} one draw (%): {:.2} [{:.2}, {:.2}] over {} runs",
-                        m.mean, m.ci95[0], m.ci95[1], args.runs
+                        "{name} ensemble of {k} (%): {:.2} [{:.2}, {:.2}] over {} runs",
+                        m.mean, m.ci95[0], m.ci95[1], args.ensemble_runs
                     );
-                }
-                for &k in &args.ensemble {
-                    seeds.seed_torch(&format!("eval-checkpoint/{name}/ensemble-{k}"));
-                    let acc = eval::ensemble_accuracies(bnn, &split, k, args.ensemble_runs, chunks);
-                    if let Some(m) = eval::summarize_percent(&acc) {
-                        println!(
-                            "{name} ensemble of {k} (%): {:.2} [{:.2}, {:.2}] over {} runs",
-                            m.mean, m.ci95[0], m.ci95[1], args.ensemble_runs
-                        );
-                    }
                 }
             }
         }
     }
-    Ok(())
 }
 
 /// The profile of `--profile`, or an error listing the profiles.
@@ -1171,8 +1281,13 @@ fn attack_command(args: &AttackArgs, env: &RunEnv) -> Result<()> {
     let test = splits.test.head(n);
     let attack = bayes_robust::attack::MinNormAttack {
         kappa: args.kappa.unwrap_or(profile.attack.kappa),
+        c: args.c.unwrap_or(profile.attack.c),
+        search_rounds: args.search_rounds.unwrap_or(profile.attack.search_rounds),
         ..profile.attack.clone()
     };
+    if !(attack.c.is_finite() && attack.c > 0.0) {
+        bail!("--c {}: the weight of the norm must be positive", attack.c);
+    }
     eprintln!(
         "attacking {} test images against {} ({} steps, c = {}, κ = {})",
         test.len(),
@@ -1230,7 +1345,7 @@ fn train_plan_model(args: &TrainArgs, env: &RunEnv) -> Result<()> {
         flags.push("--quiet".into());
     }
     let run_args = RunFlags::try_parse_from(flags)?.args;
-    let (cfg, plan) = text_plan_of(&run_args, env)?;
+    let (cfg, plan) = run_plan_of(&run_args, env)?;
     let (spec, _) = train_spec(args)?;
     let spec_json = serde_json::to_value(&spec)?;
     let job = plan

@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::{Command, Output};
 
 fn bayes_robust(args: &[&str]) -> Output {
@@ -346,6 +347,17 @@ fn printed_value(out: &str, tag: &str) -> f64 {
 fn eval_reads_a_checkpoint_written_by_hand_in_the_documented_format() {
     let dir = common::real_mnist_dir();
     let d = tempfile::tempdir().unwrap();
+    let eval = |checkpoint: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "eval",
+            "--checkpoint",
+            checkpoint.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        bayes_robust(&args)
+    };
     // An FC-10 net whose weights are zero and whose bias picks class 3: it scores the
     // share of 3s among the 10,000 test images (1,010, from `data check`).
     let stem = d.path().join("hand-made-mlp");
@@ -363,13 +375,7 @@ fn eval_reads_a_checkpoint_written_by_hand_in_the_documented_format() {
         r#"{"format": 1, "model": {"kind": "mlp", "config": {"arch": {"hidden": []}, "init": "GlorotUniform"}, "lambda": 0.0}}"#,
     )
     .unwrap();
-    let o = bayes_robust(&[
-        "--data-dir",
-        dir.to_str().unwrap(),
-        "eval",
-        "--checkpoint",
-        stem.to_str().unwrap(),
-    ]);
+    let o = eval(&stem, &[]);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}\n{err}");
     assert!(
@@ -394,19 +400,10 @@ fn eval_reads_a_checkpoint_written_by_hand_in_the_documented_format() {
         "arch": {"hidden": []}, "prior": {"pi": 0.5, "sigma1": 0.36787944117144233, "sigma2": 0.0009118819655545162},
         "rho_init": -30.0, "mu_init_std": 0.26}}});
     std::fs::write(stem.with_extension("json"), bnn.to_string()).unwrap();
-    let o = bayes_robust(&[
-        "--data-dir",
-        dir.to_str().unwrap(),
-        "eval",
-        "--checkpoint",
-        stem.with_extension("safetensors").to_str().unwrap(),
-        "--runs",
-        "3",
-        "--ensemble",
-        "5",
-        "--ensemble-runs",
-        "2",
-    ]);
+    let o = eval(
+        &stem.with_extension("safetensors"),
+        &["--runs", "3", "--ensemble", "5", "--ensemble-runs", "2"],
+    );
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}\n{err}");
     assert!(
@@ -417,17 +414,21 @@ fn eval_reads_a_checkpoint_written_by_hand_in_the_documented_format() {
         (printed_value(&out, "test ensemble of 5 (%):") - 10.28).abs() < 1e-6,
         "{out}"
     );
+    // A set that is not one (a checkpoint), or is not there, is an error naming it.
+    for (set, says) in [
+        (stem.to_str().unwrap().to_owned(), "no tensor `delta`"),
+        (format!("{}/no-such-set", dir.display()), "no-such-set"),
+    ] {
+        let o = eval(&stem, &["--set", &set]);
+        let (_, err) = text(&o);
+        assert!(!o.status.success(), "--set {set}");
+        assert!(err.contains(says), "{err}");
+    }
     // A truncated weights file is an error that names it.
     let weights = stem.with_extension("safetensors");
     let bytes = std::fs::read(&weights).unwrap();
     std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
-    let o = bayes_robust(&[
-        "--data-dir",
-        dir.to_str().unwrap(),
-        "eval",
-        "--checkpoint",
-        stem.to_str().unwrap(),
-    ]);
+    let o = eval(&stem, &[]);
     let (_, err) = text(&o);
     assert!(!o.status.success());
     assert!(err.contains("hand-made-bnn.safetensors"), "{err}");

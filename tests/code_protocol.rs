@@ -8,10 +8,10 @@ use bayes_robust::data::{INPUT_MAX, Split};
 use bayes_robust::eval::{self, EvalChunks};
 use bayes_robust::experiment::Profile;
 use bayes_robust::experiment::code_protocol::{
-    CodeBudget, CodeProfile, Evaluated, KeptSet, Multipliers, SweepRole, TrainingRow, planned_keys,
-    reproduce_code, training_plan,
+    CodeBudget, CodeProfile, Evaluated, KeptSet, Multipliers, SweepRole, TrainingRow, code_plan,
+    planned_keys, reproduce_code, run_code_plan, training_plan,
 };
-use bayes_robust::experiment::reproduce::{ReproduceConfig, Stage};
+use bayes_robust::experiment::reproduce::ReproduceConfig;
 use bayes_robust::model::bayes::{BayesConfig, BayesMlp, PruneMode};
 use bayes_robust::model::{Arch, WeightMode};
 use bayes_robust::report::margin::role_of;
@@ -247,12 +247,13 @@ fn the_quick_code_protocol_runs_end_to_end_and_resumes() {
     let out = tempfile::tempdir().unwrap();
     let cfg = common::quick_config(runs.path(), out.path(), 2);
     tch::set_num_threads(2);
-    let helper = ReproduceConfig {
-        stop_after: Some(Stage::Train),
-        ..cfg.clone()
-    };
-    let stopped = reproduce_code(&helper, Multipliers::CODE, CodeBudget::AsWritten).unwrap();
-    assert_eq!(stopped["stopped_after"], "Train");
+    // The plan (every model and targeted set) drained in this process, as `run` does
+    // first; its outputs are the planned keys.
+    let plan = code_plan(&cfg, CodeBudget::AsWritten).unwrap();
+    plan.check_order().unwrap();
+    let drained = run_code_plan(&cfg, CodeBudget::AsWritten).unwrap();
+    assert_eq!(drained.computed, plan.jobs.len());
+    assert!(plan.jobs.iter().all(|j| j.is_cached(runs.path())));
     let first = reproduce_code(&cfg, Multipliers::CODE, CodeBudget::AsWritten)
         .expect("the code protocol runs");
     let computed = |v: &Value| -> Vec<u64> {
@@ -263,7 +264,7 @@ fn the_quick_code_protocol_runs_end_to_end_and_resumes() {
             .map(|s| s["computed"].as_u64().unwrap())
             .collect()
     };
-    assert_eq!(computed(&first), [0, 12, 33]);
+    assert_eq!(computed(&first), [0, 0, 33]);
     // Every model and attack made is a planned key, with its preimage beside it.
     let planned: Vec<String> = planned_keys(
         &cfg.profile,
@@ -431,13 +432,24 @@ fn the_quick_code_protocol_runs_end_to_end_and_resumes() {
         out_dir: trained_out.path().to_owned(),
         ..cfg.clone()
     };
+    // Its plan trains each stacked grid as one job that makes all its members.
+    let trained_plan = code_plan(&trained_cfg, CodeBudget::TrainedToAccuracy).unwrap();
+    let outputs = trained_plan.jobs.iter().flat_map(|j| j.outputs()).count();
+    assert_eq!(outputs, 26 + 12);
+    assert_eq!(
+        trained_plan.jobs.len(),
+        6 + 12,
+        "3 source grids, λ, BNN, controls"
+    );
+    let drained = run_code_plan(&trained_cfg, CodeBudget::TrainedToAccuracy).unwrap();
+    assert_eq!(drained.computed, trained_plan.jobs.len());
     let trained = reproduce_code(
         &trained_cfg,
         Multipliers::CODE,
         CodeBudget::TrainedToAccuracy,
     )
     .unwrap();
-    assert_eq!(computed(&trained), [26, 12, 33]);
+    assert_eq!(computed(&trained), [0, 0, 33]);
     assert_eq!(trained["budget"], "trained-to-accuracy");
     let budget = &cfg.profile.code.trained;
     let rows: Vec<TrainingRow> =

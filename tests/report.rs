@@ -289,13 +289,28 @@ fn typed_sections_round_trip_through_every_committed_results_file() {
     use bayes_robust::experiment::seeds::SeedsSection;
     use bayes_robust::experiment::strength::StrengthSection;
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("reports");
-    let (mut seeds, mut strength) = (0, 0);
+    use bayes_robust::results::{Table1, Table2};
+    let (mut seeds, mut strength, mut tables) = (0, 0, 0);
     for entry in std::fs::read_dir(&root).unwrap() {
         let path = entry.unwrap().path().join("results.json");
         if !path.exists() {
             continue;
         }
         let r = report::read_json(&path).unwrap();
+        let t1: Table1 = serde_json::from_value(r["table1_clean"].clone())
+            .unwrap_or_else(|e| panic!("{}: table 1: {e}", path.display()));
+        let t2: Table2 = serde_json::from_value(r["table2_perturbed"].clone())
+            .unwrap_or_else(|e| panic!("{}: table 2: {e}", path.display()));
+        assert_eq!(serde_json::to_value(&t1).unwrap(), r["table1_clean"]);
+        assert_eq!(serde_json::to_value(&t2).unwrap(), r["table2_perturbed"]);
+        assert_eq!(t2.bnn.rows.len(), 12, "{}", path.display());
+        assert!(
+            t2.bnn
+                .rows
+                .iter()
+                .all(|row| row.len() == t2.bnn.rho_init.len())
+        );
+        tables += 1;
         if r["seeds"].is_object() {
             let typed: SeedsSection = serde_json::from_value(r["seeds"].clone())
                 .unwrap_or_else(|e| panic!("{}: seeds: {e}", path.display()));
@@ -330,4 +345,5 @@ fn typed_sections_round_trip_through_every_committed_results_file() {
         strength >= 2,
         "reports/short and reports/short-seed1 have a strength section"
     );
+    assert!(tables >= 7, "every committed report has Tables 1 and 2");
 }

@@ -9,7 +9,7 @@ use bayes_robust::data::Dataset;
 use bayes_robust::experiment::Profile;
 use bayes_robust::experiment::cache;
 use bayes_robust::experiment::plan::{EXIT_MISSING_INPUT, Job, JobKind, Plan, drain};
-use bayes_robust::experiment::reproduce::{ReproduceConfig, Stage, reproduce, text_plan};
+use bayes_robust::experiment::reproduce::{ReproduceConfig, reproduce, run_plan, text_plan};
 use serde_json::Value;
 
 /// The numbers on the line of `out` that starts with `tag`.
@@ -540,26 +540,28 @@ fn without_times(mut v: Value) -> Value {
 /// records and curves up to wall times.
 fn assert_same_artifacts(plan: &Plan, a: &Path, b: &Path) {
     for job in &plan.jobs {
-        let stem = |root: &Path| root.join(job.kind.folder()).join(&job.key.id);
-        let read_json = |root: &Path| -> Value {
-            let path = PathBuf::from(format!("{}.json", stem(root).display()));
-            serde_json::from_str(
-                &std::fs::read_to_string(&path)
-                    .unwrap_or_else(|e| panic!("{}: {e}", path.display())),
-            )
-            .unwrap()
-        };
-        assert_eq!(
-            without_times(read_json(a)),
-            without_times(read_json(b)),
-            "{}",
-            job.label
-        );
-        if matches!(job.kind, JobKind::TrainModel | JobKind::MinNormSet) {
-            let bytes = |root: &Path| {
-                std::fs::read(format!("{}.safetensors", stem(root).display())).unwrap()
+        for id in job.outputs() {
+            let stem = |root: &Path| root.join(job.kind.folder()).join(id);
+            let read_json = |root: &Path| -> Value {
+                let path = PathBuf::from(format!("{}.json", stem(root).display()));
+                serde_json::from_str(
+                    &std::fs::read_to_string(&path)
+                        .unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+                )
+                .unwrap()
             };
-            assert!(bytes(a) == bytes(b), "{}: tensors differ", job.label);
+            assert_eq!(
+                without_times(read_json(a)),
+                without_times(read_json(b)),
+                "{} ({id})",
+                job.label
+            );
+            if matches!(job.kind, JobKind::TrainModel | JobKind::MinNormSet) {
+                let bytes = |root: &Path| {
+                    std::fs::read(format!("{}.safetensors", stem(root).display())).unwrap()
+                };
+                assert!(bytes(a) == bytes(b), "{} ({id}): tensors differ", job.label);
+            }
         }
     }
 }
@@ -576,25 +578,34 @@ fn assert_plan_of_cached_run(cfg: &ReproduceConfig) -> Plan {
     );
     let made = artifact_keys(&cfg.runs_dir);
     for job in &plan.jobs {
-        let id = format!("{}/{}", job.kind.folder(), job.key.id);
-        assert!(made.contains(&id), "{id} is not an artifact of the run");
-        let preimage = cfg
-            .runs_dir
-            .join(job.kind.folder())
-            .join(format!("{}.key.json", job.key.id));
-        let v: Value = serde_json::from_str(&std::fs::read_to_string(&preimage).unwrap()).unwrap();
-        assert_eq!(
-            cache::key(v["name"].as_str().unwrap(), &v["config"]),
-            job.key.id
-        );
+        for out in job.outputs() {
+            let id = format!("{}/{out}", job.kind.folder());
+            assert!(made.contains(&id), "{id} is not an artifact of the run");
+            let preimage = cfg
+                .runs_dir
+                .join(job.kind.folder())
+                .join(format!("{out}.key.json"));
+            let v: Value =
+                serde_json::from_str(&std::fs::read_to_string(&preimage).unwrap()).unwrap();
+            assert_eq!(cache::key(v["name"].as_str().unwrap(), &v["config"]), out);
+        }
     }
     let kinds = |k: JobKind| plan.jobs.iter().filter(|j| j.kind == k).count();
-    assert_eq!(kinds(JobKind::TrainModel), 23);
+    // The grid's 23 models, and seed 1 of the 4 λ nets and of the 7 BNNs as two
+    // stacked grids (quick: 2 training seeds).
+    assert_eq!(kinds(JobKind::TrainModel), 23 + 2);
+    let grids: Vec<usize> = plan
+        .jobs
+        .iter()
+        .filter(|j| !j.also.is_empty())
+        .map(|j| j.outputs().count())
+        .collect();
+    assert_eq!(grids, [4, 7]);
     assert_eq!(kinds(JobKind::MinNormSet), 12);
     assert_eq!(
         kinds(JobKind::Evaluation),
-        14,
-        "4 λ nets, 7 BNNs, Tables 3 and 4, calibration"
+        14 + 2 * 11,
+        "4 λ nets, 7 BNNs, Tables 3 and 4, calibration; the 11 at both seeds"
     );
     plan
 }
@@ -777,11 +788,23 @@ fn assert_eval_of_a_checkpoint_gives_table_1(cfg: &ReproduceConfig, plan: &Plan,
         .find(|j| j.label == "train det/lambda=0")
         .expect("the λ = 0 net's training job");
     let stem = cfg.runs_dir.join("models").join(&job.key.id);
+    // The first source's min-norm set as the plan made it (raw, before the cap).
+    let set = plan
+        .jobs
+        .iter()
+        .find(|j| j.kind == JobKind::MinNormSet)
+        .expect("a min-norm set");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_bayes-robust"))
         .arg("--data-dir")
         .arg(&cfg.data_dir)
         .args(["eval", "--examples", "500", "--checkpoint"])
         .arg(&stem)
+        .arg("--set")
+        .arg(
+            cfg.runs_dir
+                .join("attacks")
+                .join(format!("{}.json", set.key.id)),
+        )
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -800,6 +823,20 @@ fn assert_eval_of_a_checkpoint_gives_table_1(cfg: &ReproduceConfig, plan: &Plan,
             "{split}: eval {ours} against Table 1 {table}"
         );
     }
+    // On the set, under the plan's per-example cap at m = 1: Table 2's cell of the
+    // λ = 0 net on that set.
+    assert!(
+        set.label
+            .ends_with(r["attack_sources"][0].as_str().unwrap())
+    );
+    let ours = printed(&text, &format!("set {} accuracy (%):", set.key.id))[0];
+    let table = r["table2_perturbed"]["deterministic"]["rows"][0][0]["mean"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        (ours - table).abs() < 0.006,
+        "set: eval {ours} against Table 2 {table}"
+    );
 }
 
 #[test]
@@ -817,7 +854,6 @@ fn the_quick_profile_reproduces_every_cell_and_resumes_without_recomputing() {
         runs_dir: runs.path().to_owned(),
         out_dir: root.join("reports/quick"),
         verbose: false,
-        stop_after: None,
         whitebox: true,
         strength: true,
         per_example: true,
@@ -825,24 +861,19 @@ fn the_quick_profile_reproduces_every_cell_and_resumes_without_recomputing() {
         train_seeds: None,
     };
     tch::set_num_threads(2);
-    // A helper told to stop after the attacks computes models and sets and writes no
-    // results; the full run then reuses all of it.
-    let helper = ReproduceConfig {
-        stop_after: Some(Stage::Attack),
-        ..cfg.clone()
-    };
-    let stopped = reproduce(&helper).expect("the helper runs");
-    assert_eq!(stopped["stopped_after"], "Attack");
+    // The executor makes every job of the plan in this process (what `run` does
+    // first); assembling the results then reuses all of it.
+    let drained = run_plan(&cfg).expect("the quick plan drains");
+    let n_jobs = text_plan(&cfg).unwrap().jobs.len();
+    assert_eq!((drained.computed, drained.already_cached), (n_jobs, 0));
     let computed = |v: &Value| -> Vec<u64> {
         v["meta"]["stages"]
             .as_array()
-            .or(v["stages"].as_array())
             .unwrap()
             .iter()
             .map(|s| s["computed"].as_u64().unwrap())
             .collect()
     };
-    assert_eq!(computed(&stopped), [23, 50, 12]);
     let first = reproduce(&cfg).expect("the quick profile runs");
     let written: Value = serde_json::from_str(
         &std::fs::read_to_string(root.join("reports/quick/results.json")).unwrap(),
@@ -866,7 +897,7 @@ fn the_quick_profile_reproduces_every_cell_and_resumes_without_recomputing() {
         assert!(d < 0.10, "{}: distortion {d}", s["source"]);
         assert_eq!(s["n"], 500);
     }
-    assert_eq!(computed(&first), [0, 0, 0, 14, STRENGTH_EVALS, 22, 24]);
+    assert_eq!(computed(&first), [0, 0, 0, 0, STRENGTH_EVALS, 0, 24]);
     assert_strength_axis(&first);
     assert_per_example(&first, &root, &root.join("reports/quick"));
     for stage in first["meta"]["stages"].as_array().unwrap() {
@@ -1100,52 +1131,6 @@ fn an_interrupted_artifact_is_not_trusted() {
     assert!(err.contains("k.json") && err.contains("delete it"), "{err}");
 }
 
-/// The pid of a process that has exited (its claim is stale).
-fn dead_pid() -> u32 {
-    let mut child = std::process::Command::new("true").spawn().unwrap();
-    let pid = child.id();
-    child.wait().unwrap();
-    pid
-}
-
-#[test]
-fn a_claimed_artifact_is_left_to_its_live_owner_and_a_stale_claim_is_taken_over() {
-    use bayes_robust::experiment::cache::{ArtifactDir, CacheError, share_work};
-    let d = tempfile::tempdir().unwrap();
-    let dir = ArtifactDir::new(d.path());
-    let keys: Vec<String> = ["a", "b", "c"].iter().map(|k| k.to_string()).collect();
-    // b is held by a live process (this one, through another claim file), c by a dead one.
-    std::fs::write(d.path().join(".b.claim"), std::process::id().to_string()).unwrap();
-    std::fs::write(d.path().join(".c.claim"), dead_pid().to_string()).unwrap();
-    let hidden = indicatif::ProgressBar::hidden();
-    let (out, reused) = share_work::<_, CacheError>(&dir, &keys, false, &hidden, |i| {
-        Ok((keys[i].clone(), i == 0))
-    })
-    .unwrap();
-    assert_eq!(out, [Some("a".to_string()), None, Some("c".to_string())]);
-    assert_eq!(reused, 1);
-    assert!(
-        d.path().join(".b.claim").exists(),
-        "a live claim is not touched"
-    );
-    assert!(!d.path().join(".a.claim").exists(), "claims are released");
-    assert!(
-        !d.path().join(".c.claim").exists(),
-        "a stale claim is taken over, then released"
-    );
-
-    // Waiting: b is taken up once its owner releases the claim.
-    let claim = d.path().join(".b.claim");
-    let release = std::thread::spawn(move || {
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        std::fs::remove_file(claim).unwrap();
-    });
-    let (out, _) =
-        share_work::<_, CacheError>(&dir, &keys, true, &hidden, |i| Ok((i, false))).unwrap();
-    release.join().unwrap();
-    assert_eq!(out, [Some(0), Some(1), Some(2)]);
-}
-
 #[test]
 fn keys_with_dots_keep_their_whole_name() {
     use bayes_robust::experiment::cache::ArtifactDir;
@@ -1282,7 +1267,7 @@ fn the_committed_profiles_plans_keep_their_golden_keys() {
             .map(str::to_owned)
             .collect()
     };
-    let plan_ids = |profile: Profile, whitebox: bool| -> Vec<String> {
+    let plan_of = |profile: Profile, whitebox: bool| -> Plan {
         let cfg = ReproduceConfig {
             profile,
             master_seed: 20201218,
@@ -1293,15 +1278,16 @@ fn the_committed_profiles_plans_keep_their_golden_keys() {
             runs_dir: PathBuf::from("/nonexistent/runs"),
             out_dir: PathBuf::from("/nonexistent/reports"),
             verbose: false,
-            stop_after: None,
             whitebox,
             strength: false,
             per_example: false,
             prune_mode: None,
             train_seeds: None,
         };
-        text_plan(&cfg)
-            .unwrap()
+        text_plan(&cfg).unwrap()
+    };
+    let plan_ids = |profile: Profile, whitebox: bool| -> Vec<String> {
+        plan_of(profile, whitebox)
             .jobs
             .iter()
             .map(|j| j.key.id.clone())
@@ -1309,11 +1295,32 @@ fn the_committed_profiles_plans_keep_their_golden_keys() {
     };
     let paper = plan_ids(Profile::paper(), true);
     assert_eq!(paper, golden("paper-plan.txt"));
-    assert_eq!(
-        plan_ids(Profile::seeds(), true),
-        paper,
+    // The seeds profile's plan is the paper's with seeds 3 and 4 added: it shares the
+    // paper's cache.
+    let seeds_plan = plan_of(Profile::seeds(), true);
+    assert!(
+        paper
+            .iter()
+            .all(|k| seeds_plan.jobs.iter().any(|j| &j.key.id == k)),
         "seeds shares the paper's cache"
     );
+    // The training seeds' stacked grids are jobs with every member as an output: the
+    // committed runs' seed models (made before they were jobs) are all planned.
+    for dir in ["paper", "seeds"] {
+        let r: Value = serde_json::from_str(
+            &std::fs::read_to_string(root.join("reports").join(dir).join("results.json")).unwrap(),
+        )
+        .unwrap();
+        for m in r["seeds"]["models"].as_array().unwrap() {
+            for s in m["per_seed"].as_array().unwrap() {
+                let key = s["model_key"].as_str().unwrap();
+                assert!(
+                    seeds_plan.job(key).is_ok(),
+                    "reports/{dir}: seed model {key} is not planned"
+                );
+            }
+        }
+    }
     assert_eq!(plan_ids(Profile::short(), true), golden("short-plan.txt"));
     let short_run: Vec<String> = golden("short.txt");
     for id in plan_ids(Profile::short(), false) {

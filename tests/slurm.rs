@@ -552,6 +552,7 @@ fn toy_plan() -> (Plan, Vec<bool>) {
     use bayes_robust::experiment::keys::Key;
     let job = |name: &str, kind, inputs: &[&Key]| Job {
         key: Key::new(name, serde_json::json!({ "name": name })),
+        also: Vec::new(),
         kind,
         label: name.to_owned(),
         inputs: inputs.iter().map(|k| k.id.clone()).collect(),

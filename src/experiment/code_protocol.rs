@@ -17,6 +17,10 @@
 //! weight noise of a BNN's learned σ, and a deep ensemble of independently trained
 //! deterministic nets. Every evaluation model is also swept over multipliers.
 
+mod plan_code;
+
+pub use plan_code::{code_plan, run_code_job, run_code_plan};
+
 use std::time::Instant;
 
 use serde_json::{Value, json};
@@ -26,8 +30,8 @@ use super::Profile;
 use super::cache::{self, ArtifactDir};
 use super::keys::{self, Key};
 use super::stage::{
-    LIBTORCH_VERSION, Ready, ReproduceConfig, ReproduceError, Stage, TCH_VERSION, Timed,
-    average_over_sets, bar, bnn_of, cached_eval, mlp_of, pct, write_results,
+    LIBTORCH_VERSION, Ready, ReproduceConfig, ReproduceError, TCH_VERSION, Timed, average_cell,
+    average_over_sets, bar, bnn_of, cached_eval, cell, each_item, mlp_of, pct, write_results,
 };
 use super::{LAMBDAS, RHO_INITS, SOURCE_ARCHS, TABLE3_RHO, TABLE4_RHO, source_label};
 use crate::attack::TargetedAttack;
@@ -37,6 +41,9 @@ use crate::model::bayes::{BayesConfig, BayesMlp, MixturePrior, PruneMode};
 use crate::model::checkpoint::{CheckpointPaths, ModelSpec};
 use crate::model::mlp::{Mlp, MlpConfig, MlpInit};
 use crate::model::{Arch, WeightMode};
+use crate::results::{
+    BnnClean, BnnPerturbed, Cell, DetClean, DetPerturbed, Table1, Table2, rows_by_set,
+};
 use crate::seed::SeedTree;
 use crate::train::grid::{GridMember, fit_grid_and_save};
 use crate::train::{self, Recipe, Reduction, TrainOptions, TrainedModel};
@@ -595,7 +602,7 @@ fn model_key(seeds: &SeedTree, dataset: Dataset, m: &CodeModel, grid: &Grid) -> 
         &m.spec,
         &m.recipe,
         seeds.master(),
-        &model_seeds(seeds, m).prefix(),
+        model_seeds(seeds, m).prefix(),
         dataset,
         names.as_deref(),
     )
@@ -615,24 +622,12 @@ pub fn planned_keys(
     master_seed: u64,
     budget: CodeBudget,
 ) -> Vec<Key> {
-    let cp = profile.code.with_budget(budget);
-    let grid = Grid::new(&cp, budget);
-    let seeds = SeedTree::new(master_seed).child("code");
-    let models: Vec<Key> = grid
-        .all()
+    plan_code::plan_tasks(profile, dataset, master_seed, budget)
+        .0
+        .jobs
         .into_iter()
-        .map(|m| model_key(&seeds, dataset, m, &grid))
-        .collect();
-    let n = SplitSpec::PAPER
-        .validation
-        .min(cp.attack_examples.unwrap_or(usize::MAX));
-    let attacks: Vec<Key> = grid
-        .sources
-        .iter()
-        .zip(&models)
-        .map(|(m, k)| attack_key(&cp, &m.label, &k.id, n))
-        .collect();
-    models.into_iter().chain(attacks).collect()
+        .flat_map(|j| std::iter::once(j.key).chain(j.also))
+        .collect()
 }
 
 struct CodePipeline<'a> {
@@ -651,7 +646,32 @@ struct CodePipeline<'a> {
     trained_families: std::cell::RefCell<Vec<String>>,
 }
 
-impl CodePipeline<'_> {
+impl<'a> CodePipeline<'a> {
+    /// The data, folders and settings of a code-protocol run under `budget`.
+    fn new(
+        cfg: &'a ReproduceConfig,
+        budget: CodeBudget,
+        raw: &RawDataset,
+    ) -> Result<Self, ReproduceError> {
+        let p = &cfg.profile;
+        let splits = Splits::from_raw(raw, SplitSpec::PAPER)?.to_device(cfg.device);
+        let n_eval = p.eval_examples.unwrap_or(usize::MAX);
+        let [models_dir, attacks_dir, evals_dir] = cache::run_folders(&cfg.runs_dir);
+        Ok(CodePipeline {
+            clean_validation: splits.validation.head(n_eval),
+            clean_test: splits.test.head(n_eval),
+            cfg,
+            cp: p.code.with_budget(budget),
+            seeds: SeedTree::new(cfg.master_seed).child("code"),
+            splits,
+            models_dir,
+            attacks_dir,
+            evals_dir,
+            chunks: p.eval_chunks(),
+            trained_families: Default::default(),
+        })
+    }
+
     fn model_seeds(&self, m: &CodeModel) -> SeedTree {
         model_seeds(&self.seeds, m)
     }
@@ -934,22 +954,15 @@ fn index_of(ms: &[f64], m: f64) -> usize {
 }
 
 /// The table rows at multiplier index `mi` of a group of sweeps: per set, per model.
-fn rows_at(evals: &[&SweepEval], mi: usize, n_sets: usize) -> (Value, Value) {
-    let rows: Vec<Value> = (0..n_sets)
-        .map(|s| Value::Array(evals.iter().map(|e| pct(&e.sets[s][mi])).collect()))
-        .collect();
-    let avg: Vec<Value> = evals
+fn rows_at(evals: &[&SweepEval], mi: usize) -> (Vec<Vec<Cell>>, Vec<Cell>) {
+    let at_m =
+        |e: &SweepEval| -> Vec<Vec<f64>> { e.sets.iter().map(|per_m| per_m[mi].clone()).collect() };
+    let per_model: Vec<Vec<Cell>> = evals
         .iter()
-        .map(|e| {
-            average_over_sets(
-                &e.sets
-                    .iter()
-                    .map(|per_m| per_m[mi].clone())
-                    .collect::<Vec<_>>(),
-            )
-        })
+        .map(|e| at_m(e).iter().map(|runs| cell(runs)).collect())
         .collect();
-    (Value::Array(rows), Value::Array(avg))
+    let average = evals.iter().map(|e| average_cell(&at_m(e))).collect();
+    (rows_by_set(&per_model), average)
 }
 
 /// The quantiles of learned σ reported per layer.
@@ -1015,34 +1028,20 @@ fn stage_line(
     })
 }
 
-/// What a run stopped after `stage` (a helper process) returns instead of results.
-fn stopped(stage: &str, stages: Vec<Value>) -> Value {
-    json!({ "stopped_after": stage, "stages": stages })
-}
-
-/// Stage 1: every model of `grid`, trained or loaded; `None` when the run stops after it.
+/// Stage 1: every model of `grid`, loaded (or trained).
 fn code_train_stage(
     pipeline: &CodePipeline,
     grid: &Grid,
     stages: &mut Vec<Value>,
-) -> Result<Option<CodeTrained>, ReproduceError> {
+) -> Result<CodeTrained, ReproduceError> {
     let cfg = pipeline.cfg;
     let t0 = Instant::now();
     let all = grid.all();
     let progress = bar(all.len(), "train", cfg.verbose);
-    let keys: Vec<String> = all.iter().map(|m| pipeline.model_key(m, grid).id).collect();
-    let (ready, reused) = cache::share_work(
-        &pipeline.models_dir,
-        &keys,
-        cfg.stop_after != Some(Stage::Train),
-        &progress,
-        |i| {
-            progress.set_message(all[i].name.clone());
-            pipeline.ensure_model(all[i], grid)
-        },
-    )?;
-    progress.finish_and_clear();
-    let ready: Vec<Ready> = ready.into_iter().flatten().collect();
+    let (ready, reused) = each_item(all.len(), &progress, |i| {
+        progress.set_message(all[i].name.clone());
+        pipeline.ensure_model(all[i], grid)
+    })?;
     let artifact_seconds = ready.iter().map(|r| r.meta.wall_seconds).sum();
     stages.push(stage_line(
         "train",
@@ -1051,48 +1050,29 @@ fn code_train_stage(
         ready.len() - reused,
         reused,
     ));
-    if cfg.stop_after == Some(Stage::Train) {
-        return Ok(None);
-    }
     let made = ready.len();
-    let trained = grid
-        .arrange(ready)
+    grid.arrange(ready)
         .ok_or_else(|| ReproduceError::IncompleteTraining {
             made,
             planned: grid.all().len(),
-        })?;
-    Ok(Some(trained))
+        })
 }
 
-/// Stage 2: the targeted attack on every source, kept where it succeeded; `None` when
-/// the run stops after it.
+/// Stage 2: the targeted attack on every source, kept where it succeeded (loaded, or
+/// made).
 fn code_attack_stage(
     pipeline: &CodePipeline,
     grid: &Grid,
     sources: &[Ready],
     stages: &mut Vec<Value>,
-) -> Result<Option<Vec<KeptSet>>, ReproduceError> {
+) -> Result<Vec<KeptSet>, ReproduceError> {
     let cfg = pipeline.cfg;
     let t0 = Instant::now();
     let progress = bar(sources.len(), "attack", cfg.verbose);
-    let keys: Vec<String> = grid
-        .sources
-        .iter()
-        .zip(sources)
-        .map(|(m, r)| pipeline.attack_key(&m.label, &r.key).id)
-        .collect();
-    let (sets, reused) = cache::share_work(
-        &pipeline.attacks_dir,
-        &keys,
-        cfg.stop_after != Some(Stage::Attack),
-        &progress,
-        |i| {
-            progress.set_message(grid.sources[i].label.clone());
-            pipeline.ensure_attack(&grid.sources[i].label, &sources[i])
-        },
-    )?;
-    progress.finish_and_clear();
-    let sets: Vec<KeptSet> = sets.into_iter().flatten().collect();
+    let (sets, reused) = each_item(sources.len(), &progress, |i| {
+        progress.set_message(grid.sources[i].label.clone());
+        pipeline.ensure_attack(&grid.sources[i].label, &sources[i])
+    })?;
     let artifact_seconds = sets.iter().map(|s| s.seconds).sum();
     stages.push(stage_line(
         "attack",
@@ -1101,10 +1081,7 @@ fn code_attack_stage(
         sets.len() - reused,
         reused,
     ));
-    if cfg.stop_after == Some(Stage::Attack) {
-        return Ok(None);
-    }
-    Ok(Some(sets))
+    Ok(sets)
 }
 
 /// The weight-noise controls: the λ = 0 net and the matched-init net with test-time
@@ -1498,27 +1475,45 @@ impl CodeRun<'_> {
             .collect()
     }
 
-    fn tables_1_2(&self) -> (Value, Value) {
+    fn tables_1_2(&self) -> (Table1, Table2) {
         let (bnn, det) = (self.group("bnn"), self.group("det"));
-        let n_sets = self.sets.len();
-        let (bnn_rows, bnn_avg) = rows_at(&bnn, index_of(self.ms, self.mult.bnn), n_sets);
-        let (det_rows, det_avg) = rows_at(&det, index_of(self.ms, self.mult.det), n_sets);
+        let (bnn_rows, bnn_avg) = rows_at(&bnn, index_of(self.ms, self.mult.bnn));
+        let (det_rows, det_avg) = rows_at(&det, index_of(self.ms, self.mult.det));
         let lambdas: Vec<f64> = LAMBDAS.iter().map(|l| l.0).collect();
-        let clean = |sweeps: &[&SweepEval], test: bool| {
+        let clean = |sweeps: &[&SweepEval], test: bool| -> Vec<Cell> {
             sweeps
                 .iter()
-                .map(|e| pct(if test { &e.test } else { &e.validation }))
-                .collect::<Vec<_>>()
+                .map(|e| cell(if test { &e.test } else { &e.validation }))
+                .collect()
         };
-        let table1 = json!({
-            "bnn": { "rho_init": RHO_INITS, "validation": clean(&bnn, false), "test": clean(&bnn, true) },
-            "deterministic": { "lambda": lambdas, "validation": clean(&det, false), "test": clean(&det, true) },
-        });
-        let table2 = json!({
-            "note": format!("kept validation examples of each set, evaluated at x + m r with m = {} for BNNs and m = {} for deterministic nets", self.mult.bnn, self.mult.det),
-            "bnn": { "rho_init": RHO_INITS, "rows": bnn_rows, "average": bnn_avg },
-            "deterministic": { "lambda": lambdas, "rows": det_rows, "average": det_avg },
-        });
+        let table1 = Table1 {
+            bnn: BnnClean {
+                rho_init: RHO_INITS.to_vec(),
+                validation: clean(&bnn, false),
+                test: clean(&bnn, true),
+            },
+            deterministic: DetClean {
+                lambda: lambdas.clone(),
+                validation: clean(&det, false),
+                test: clean(&det, true),
+            },
+        };
+        let table2 = Table2 {
+            note: Some(format!(
+                "kept validation examples of each set, evaluated at x + m r with m = {} for BNNs and m = {} for deterministic nets",
+                self.mult.bnn, self.mult.det
+            )),
+            bnn: BnnPerturbed {
+                rho_init: RHO_INITS.to_vec(),
+                rows: bnn_rows,
+                average: bnn_avg,
+            },
+            deterministic: DetPerturbed {
+                lambda: lambdas,
+                rows: det_rows,
+                average: det_avg,
+            },
+        };
         (table1, table2)
     }
 
@@ -1682,41 +1677,21 @@ impl CodeRun<'_> {
 }
 
 /// Runs the code protocol with `budget`'s training budgets and writes
-/// `<out_dir>/results.json`; returns its value (or, for a run stopped after a stage,
-/// what it did).
+/// `<out_dir>/results.json`; returns its value. Models and sets not in the cache are
+/// made here (`run` makes them first, as the plan's jobs: [`run_code_plan`]).
 pub fn reproduce_code(
     cfg: &ReproduceConfig,
     mult: Multipliers,
     budget: CodeBudget,
 ) -> Result<Value, ReproduceError> {
     let started = Instant::now();
-    let p = &cfg.profile;
-    let cp = p.code.with_budget(budget);
     let raw = RawDataset::load(&cfg.data_dir, ChecksumPolicy::Require(cfg.dataset))?;
-    let splits = Splits::from_raw(&raw, SplitSpec::PAPER)?.to_device(cfg.device);
-    let n_eval = p.eval_examples.unwrap_or(usize::MAX);
-    let [models_dir, attacks_dir, evals_dir] = cache::run_folders(&cfg.runs_dir);
-    let pipeline = CodePipeline {
-        clean_validation: splits.validation.head(n_eval),
-        clean_test: splits.test.head(n_eval),
-        cfg,
-        cp: cp.clone(),
-        seeds: SeedTree::new(cfg.master_seed).child("code"),
-        splits,
-        models_dir,
-        attacks_dir,
-        evals_dir,
-        chunks: p.eval_chunks(),
-        trained_families: Default::default(),
-    };
+    let pipeline = CodePipeline::new(cfg, budget, &raw)?;
+    let cp = pipeline.cp.clone();
     let grid = Grid::new(&cp, budget);
     let mut stages = Vec::new();
-    let Some(trained) = code_train_stage(&pipeline, &grid, &mut stages)? else {
-        return Ok(stopped("Train", stages));
-    };
-    let Some(sets) = code_attack_stage(&pipeline, &grid, &trained.sources, &mut stages)? else {
-        return Ok(stopped("Attack", stages));
-    };
+    let trained = code_train_stage(&pipeline, &grid, &mut stages)?;
+    let sets = code_attack_stage(&pipeline, &grid, &trained.sources, &mut stages)?;
     code_examples(&grid.sources, &trained.sources, &sets)?.write(&cfg.out_dir)?;
     let ms = multiplier_grid(&cp.multipliers, mult);
     let noise = NoiseControls::new(&trained)?;

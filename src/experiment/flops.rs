@@ -5,6 +5,8 @@
 //! a stage is from being bound by its matrix products.
 
 use crate::model::Arch;
+use crate::model::checkpoint::ModelSpec;
+use crate::train::Recipe;
 
 /// FLOPs of forward passes of `examples` examples (each under its own or a shared
 /// weight draw: the products cost the same).
@@ -16,6 +18,21 @@ pub fn forward(arch: &Arch, examples: f64) -> f64 {
 /// (no weight gradients), per example and step.
 pub fn input_gradient_steps(arch: &Arch, steps: f64, examples: f64) -> f64 {
     2.0 * forward(arch, steps * examples)
+}
+
+/// FLOPs of training a model of `spec` with `recipe` at its epoch cap (an upper bound:
+/// early stopping may end it sooner), a BNN validated under the recipe's `val_draws`.
+pub fn training_at_cap(
+    spec: &ModelSpec,
+    recipe: &Recipe,
+    n_train: usize,
+    n_validation: usize,
+) -> f64 {
+    let draws = match spec {
+        ModelSpec::Bnn { .. } => recipe.val_draws,
+        ModelSpec::Mlp { .. } => 1,
+    };
+    training(spec.arch(), recipe.max_epochs, n_train, n_validation, draws)
 }
 
 /// FLOPs of training `epochs` epochs on `n_train` examples (forward, backward to the

@@ -66,6 +66,46 @@ pub fn model(
     )
 }
 
+/// Training seed `seed` of the grid model `model_name`, a member of the seeds stage's
+/// stacked grid whose members are named `grid` (the names are part of every member's
+/// key: a grid is one training run).
+#[allow(clippy::too_many_arguments)]
+pub fn seed_member(
+    model_name: &str,
+    seed: usize,
+    spec: &ModelSpec,
+    recipe: &Recipe,
+    master_seed: u64,
+    seed_name: &str,
+    dataset: Dataset,
+    grid: &[String],
+) -> Key {
+    Key::new(
+        &format!("{}-seed={seed}", model_name.replace('/', "_")),
+        json!({
+            "spec": spec, "recipe": recipe, "master_seed": master_seed,
+            "seed_name": seed_name, "split": SplitSpec::PAPER,
+            "data": dataset.name(), "trained": { "stacked_grid": grid },
+        }),
+    )
+}
+
+/// The seeds stage's evaluation of one model at one seed (`name`: `<model>/seed=<s>`)
+/// on the clean splits and the sets `sets_key` (their ids joined with `+`), with
+/// `draws` single-draw runs.
+pub fn seeds_eval(
+    name: &str,
+    model_key: &str,
+    sets_key: &str,
+    draws: usize,
+    master_seed: u64,
+) -> Key {
+    Key::new(
+        &format!("seeds-eval-{}", name.replace('/', "_")),
+        json!({"model": model_key, "sets": sets_key, "draws": draws, "master_seed": master_seed}),
+    )
+}
+
 /// A min-norm attack's raw perturbations of the first `n` test images against the source
 /// `source_key`, in chunks of `chunk`.
 pub fn min_norm_attack(

@@ -4,6 +4,7 @@
 pub mod cache;
 pub mod code_protocol;
 pub mod examples;
+pub mod executor;
 pub mod flops;
 pub mod keys;
 pub mod plan;

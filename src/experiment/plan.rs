@@ -24,6 +24,8 @@ pub enum JobKind {
     TrainModel,
     /// A min-norm attack's perturbations of the test images against one source.
     MinNormSet,
+    /// The code protocol's targeted attack on the validation images of one source.
+    TargetedSet,
     /// A white-box curve of one target (PGD; EOT for a BNN's ensemble).
     WhiteboxCurve,
     /// A rerun of a white-box curve with one thing of the attack varied.
@@ -40,7 +42,7 @@ impl JobKind {
     pub fn folder(self) -> &'static str {
         match self {
             JobKind::TrainModel => "models",
-            JobKind::MinNormSet => "attacks",
+            JobKind::MinNormSet | JobKind::TargetedSet => "attacks",
             JobKind::WhiteboxCurve
             | JobKind::WhiteboxRerun
             | JobKind::Spsa
@@ -53,6 +55,9 @@ impl JobKind {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Job {
     pub key: Key,
+    /// The other artifacts it makes, of the same kind: the other members of a stacked
+    /// grid trained at once (`train::grid`). Empty for every other job.
+    pub also: Vec<Key>,
     pub kind: JobKind,
     /// What it is, in words (`train source/FC-10/lambda=0`).
     pub label: String,
@@ -70,12 +75,47 @@ impl Job {
         self.state(runs) == ArtifactState::Complete
     }
 
-    /// Whether its artifact in `runs` is absent, complete, or there but corrupt.
+    /// The ids of the artifacts it makes: its key's, then those of [`Job::also`].
+    pub fn outputs(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(&self.key)
+            .chain(&self.also)
+            .map(|k| k.id.as_str())
+    }
+
+    /// Whether it makes the artifact `id`.
+    pub fn makes(&self, id: &str) -> bool {
+        self.outputs().any(|o| o == id)
+    }
+
+    /// Whether its artifacts in `runs` are all complete, one is there but corrupt, or
+    /// one is absent.
     pub fn state(&self, runs: &Path) -> ArtifactState {
+        let states: Vec<ArtifactState> = self.outputs().map(|id| self.state_of(runs, id)).collect();
+        if let Some(corrupt) = states
+            .iter()
+            .find(|s| matches!(s, ArtifactState::Corrupt(_)))
+        {
+            return corrupt.clone();
+        }
+        if states.iter().all(|s| *s == ArtifactState::Complete) {
+            ArtifactState::Complete
+        } else {
+            ArtifactState::Absent
+        }
+    }
+
+    /// How many of its artifacts are in `runs` (complete or not).
+    pub fn outputs_present(&self, runs: &Path) -> usize {
+        self.outputs()
+            .filter(|id| self.state_of(runs, id) != ArtifactState::Absent)
+            .count()
+    }
+
+    fn state_of(&self, runs: &Path, id: &str) -> ArtifactState {
         let dir = runs.join(self.kind.folder());
         match self.kind {
             JobKind::TrainModel => {
-                let paths = CheckpointPaths::new(&dir.join(&self.key.id));
+                let paths = CheckpointPaths::new(&dir.join(id));
                 if !paths.sidecar.exists() {
                     ArtifactState::Absent
                 } else if let Err(e) =
@@ -93,19 +133,23 @@ impl Job {
                     ArtifactState::Complete
                 }
             }
-            _ => ArtifactDir::new(dir).state(&self.key.id),
+            _ => ArtifactDir::new(dir).state(id),
         }
     }
 
-    /// Removes a corrupt artifact so that it is recomputed.
+    /// Removes its artifacts so that they are recomputed (a corrupt one, or the
+    /// members of a stacked grid left half made).
     pub fn discard(&self, runs: &Path) -> std::io::Result<()> {
         let dir = runs.join(self.kind.folder());
-        match self.kind {
-            JobKind::TrainModel => CheckpointPaths::new(&dir.join(&self.key.id)).remove(),
-            _ => ArtifactDir::new(dir)
-                .discard(&self.key.id)
-                .map_err(|e| std::io::Error::other(e.to_string())),
+        for id in self.outputs() {
+            match self.kind {
+                JobKind::TrainModel => CheckpointPaths::new(&dir.join(id)).remove()?,
+                _ => ArtifactDir::new(&dir)
+                    .discard(id)
+                    .map_err(|e| std::io::Error::other(e.to_string()))?,
+            }
         }
+        Ok(())
     }
 }
 
@@ -152,15 +196,21 @@ impl Plan {
                     input: input.clone(),
                 });
             }
-            made.insert(job.key.id.clone());
+            made.extend(job.outputs().map(str::to_owned));
         }
         Ok(())
     }
 
+    /// The job that makes the artifact `key`.
     pub fn job(&self, key: &str) -> Result<&Job, PlanError> {
+        Ok(&self.jobs[self.job_index(key)?])
+    }
+
+    /// The index of the job that makes the artifact `key`.
+    pub fn job_index(&self, key: &str) -> Result<usize, PlanError> {
         self.jobs
             .iter()
-            .find(|j| j.key.id == key)
+            .position(|j| j.makes(key))
             .ok_or_else(|| PlanError::NoSuchJob {
                 key: key.to_owned(),
                 profile: self.profile.clone(),
@@ -180,7 +230,7 @@ impl Plan {
             .rposition(|j| j.inputs.iter().all(|k| made.contains(k.as_str())))
         {
             let job = left.remove(i);
-            made.insert(&job.key.id);
+            made.extend(job.outputs());
             jobs.push(job.clone());
         }
         jobs.extend(left.into_iter().cloned());
@@ -188,6 +238,15 @@ impl Plan {
             profile: self.profile.clone(),
             jobs,
         }
+    }
+
+    /// The index of the job that makes each artifact id.
+    pub fn index_of_outputs(&self) -> std::collections::HashMap<&str, usize> {
+        self.jobs
+            .iter()
+            .enumerate()
+            .flat_map(|(i, j)| j.outputs().map(move |o| (o, i)))
+            .collect()
     }
 
     /// Which jobs are cached in `runs`, in plan order.
@@ -289,12 +348,7 @@ pub fn drain(
     let mut report = DrainReport::default();
     let mut done: Vec<bool> = plan.cached(runs);
     report.already_cached = done.iter().filter(|d| **d).count();
-    let index: std::collections::HashMap<&str, usize> = plan
-        .jobs
-        .iter()
-        .enumerate()
-        .map(|(i, j)| (j.key.id.as_str(), i))
-        .collect();
+    let index = plan.index_of_outputs();
     let mut running: Vec<(usize, Child)> = Vec::new();
     let mut retry_after: Vec<(usize, Instant)> = Vec::new();
     let mut failure = None;

@@ -3,21 +3,21 @@
 //! artifact that an earlier run with the same configuration finished.
 
 mod per_example;
+mod plan_seeds;
 mod plan_text;
 mod strength_seeds;
 mod strength_stage;
 mod whitebox_stage;
 
+pub use super::executor::{FAIL_JOB_ENV, JOBS_LOG, JobLogLine, JobRun, JobRunOptions};
 use super::stage::{
-    GridModel, Ready, Timed, average_over_sets, bar, bnn_of, cached_eval, mlp_of, pct,
-    per_run_set_average, training_flops, write_results,
+    GridModel, Ready, Timed, average_cell, average_over_sets, bar, bnn_of, cached_eval, cell,
+    each_item, mlp_of, pct, per_run_set_average, training_flops, write_results,
 };
 pub use super::stage::{
-    LIBTORCH_VERSION, ReproduceConfig, ReproduceError, Stage, StageReport, TCH_VERSION,
+    LIBTORCH_VERSION, ReproduceConfig, ReproduceError, StageReport, TCH_VERSION,
 };
-pub use plan_text::{
-    FAIL_JOB_ENV, JOBS_LOG, JobLogLine, JobRun, JobRunOptions, run_job, text_plan,
-};
+pub use plan_text::{run_job, run_plan, text_plan};
 
 use std::time::Instant;
 
@@ -34,6 +34,9 @@ use crate::model::bayes::{BayesConfig, BayesMlp, PruneMode};
 use crate::model::checkpoint::{CheckpointPaths, ModelSpec};
 use crate::model::mlp::{MlpConfig, MlpInit};
 use crate::model::{Arch, WeightMode};
+use crate::results::{
+    BnnClean, BnnPerturbed, Cell, DetClean, DetPerturbed, Table1, Table2, rows_by_set,
+};
 use crate::seed::SeedTree;
 use crate::train::{self, Recipe, TrainOptions, TrainedModel};
 
@@ -216,16 +219,6 @@ impl Pipeline<'_> {
         Ok((Ready { key, model, meta }, false))
     }
 
-    fn attack_key(&self, label: &str, source_key: &str) -> String {
-        self.attack_key_with(label, source_key, &self.cfg.profile.attack)
-    }
-
-    /// The key of `attack` on the source `source_key` (the profile's attack: the 12 sets'
-    /// keys since the first report).
-    fn attack_key_with(&self, label: &str, source_key: &str, attack: &MinNormAttack) -> String {
-        self.attack_key_of(label, source_key, attack).id
-    }
-
     fn attack_key_of(&self, label: &str, source_key: &str, attack: &MinNormAttack) -> Key {
         let p = &self.cfg.profile;
         keys::min_norm_attack(label, source_key, attack, self.test.len(), p.attack_chunk)
@@ -275,7 +268,7 @@ impl Pipeline<'_> {
         source: &Ready,
     ) -> Result<(PerturbationSet, bool), ReproduceError> {
         let raw = self.ensure_raw_attack(label, source, &self.cfg.profile.attack)?;
-        let set = self.capped_set(label, raw.key, &raw.delta, &raw.record, mlp_of(&source)?);
+        let set = self.capped_set(label, raw.key, &raw.delta, &raw.record, mlp_of(source)?);
         Ok((set, raw.reused))
     }
 
@@ -287,7 +280,7 @@ impl Pipeline<'_> {
         source: &Ready,
         attack: &MinNormAttack,
     ) -> Result<RawAttack, ReproduceError> {
-        let mlp = mlp_of(&source)?;
+        let mlp = mlp_of(source)?;
         let n = self.test.len();
         let full_key = self.attack_key_of(label, &source.key, attack);
         full_key.write_beside(&self.attacks_dir)?;
@@ -448,7 +441,7 @@ impl Pipeline<'_> {
         ready: &Ready,
         sets: &[PerturbationSet],
     ) -> Result<(Timed<ModelEval>, bool), ReproduceError> {
-        let bnn = bnn_of(&ready)?;
+        let bnn = bnn_of(ready)?;
         let runs = self.cfg.profile.single_draw_runs;
         self.cached_keyed(&self.eval_key(name, &ready.key, sets), || {
             Ok(self.eval_all(sets, |split_name, split| {
@@ -468,7 +461,7 @@ impl Pipeline<'_> {
         ready: &Ready,
         sets: &[PerturbationSet],
     ) -> Result<(Timed<EnsembleEval>, bool), ReproduceError> {
-        let bnn = bnn_of(&ready)?;
+        let bnn = bnn_of(ready)?;
         let ns = self.cfg.profile.ensemble_ns.clone();
         self.cached_keyed(&self.eval_key("table3", &ready.key, sets), || {
             let rows = sets
@@ -522,7 +515,7 @@ impl Pipeline<'_> {
                     });
                 };
                 pruned_weights.push(bnn.prune_with(mode, rate)?);
-                let bnn = bnn_of(&ready)?;
+                let bnn = bnn_of(ready)?;
                 per_rate.push(self.eval_all(sets, |split_name, split| {
                     self.seeds
                         .seed_torch(&format!("table4/rate={rate}/{split_name}"));
@@ -756,20 +749,6 @@ fn calibration_row(
     }
 }
 
-/// The result of a run told to stop after `stage`: what it did, no tables.
-fn stopped(stage: Stage, stages: &[StageReport], cfg: &ReproduceConfig) -> Value {
-    if cfg.verbose {
-        for s in stages {
-            eprintln!(
-                "{:>8}: {:>8.1}s now; {} computed here, {} reused",
-                s.stage, s.seconds, s.computed, s.reused
-            );
-        }
-        eprintln!("stopped after {stage:?} as asked; no results.json written");
-    }
-    json!({ "stopped_after": format!("{stage:?}"), "stages": stages })
-}
-
 /// A 40-bin histogram of log10 SNR of every weight of `bnn`, and the log10 SNR below
 /// which each pruning rate prunes.
 fn snr_histogram(bnn: &BayesMlp, rates: &[f64]) -> Value {
@@ -799,13 +778,13 @@ fn snr_histogram(bnn: &BayesMlp, rates: &[f64]) -> Value {
 }
 
 /// Rows (one per set) of columns (one per model) of percent CIs, and the average row.
-fn table_rows(columns: &[ModelEval]) -> (Value, Value) {
-    let n_sets = columns.first().map_or(0, |c| c.sets.len());
-    let rows: Vec<Value> = (0..n_sets)
-        .map(|i| Value::Array(columns.iter().map(|c| pct(&c.sets[i])).collect()))
+fn table_rows(columns: &[ModelEval]) -> (Vec<Vec<Cell>>, Vec<Cell>) {
+    let per_model: Vec<Vec<Cell>> = columns
+        .iter()
+        .map(|c| c.sets.iter().map(|s| cell(s)).collect())
         .collect();
-    let average: Vec<Value> = columns.iter().map(|c| average_over_sets(&c.sets)).collect();
-    (Value::Array(rows), Value::Array(average))
+    let average = columns.iter().map(|c| average_cell(&c.sets)).collect();
+    (rows_by_set(&per_model), average)
 }
 
 /// results.json's `models`: each trained model of every group, with its validation
@@ -925,11 +904,8 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
     // are set (CPU runs only).
     let sgemm = (cfg.device == Device::Cpu).then(super::flops::sgemm_gflops);
 
-    let (grid, report) = train_stage(&pipeline)?;
+    let (mut grid, report) = train_stage(&pipeline)?;
     stages.push(report);
-    let Some(mut grid) = grid.filter(|_| cfg.stop_after != Some(Stage::Train)) else {
-        return Ok(stopped(Stage::Train, &stages, cfg));
-    };
     // White-box attacks need only the trained models, so they run before the transfer
     // attacks.
     let whitebox = if cfg.whitebox {
@@ -940,18 +916,12 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
         };
         let (section, report) = whitebox_stage::run(&pipeline, &models)?;
         stages.push(report);
-        if cfg.stop_after == Some(Stage::Whitebox) {
-            return Ok(stopped(Stage::Whitebox, &stages, cfg));
-        }
         section
     } else {
         Value::Null
     };
     let (sets, report) = attack_stage(&pipeline, &grid)?;
     stages.push(report);
-    let Some(sets) = sets.filter(|_| cfg.stop_after != Some(Stage::Attack)) else {
-        return Ok(stopped(Stage::Attack, &stages, cfg));
-    };
     text_examples(&pipeline, &grid.sources, &grid.source_ready, &sets)?.write(&cfg.out_dir)?;
     let (evals, report) = eval_stage(&pipeline, &mut grid, &sets)?;
     stages.push(report);
@@ -1018,41 +988,27 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
     Ok(results)
 }
 
-/// Stage 1: train (or load) every model of the grid, sharing the work with other
-/// processes through claims; `None` when other processes still hold some of them (a
-/// helper told to stop after training does not wait).
-fn train_stage(pipeline: &Pipeline) -> Result<(Option<TrainedGrid>, StageReport), ReproduceError> {
+/// Stage 1: load (or train) every model of the grid.
+fn train_stage(pipeline: &Pipeline) -> Result<(TrainedGrid, StageReport), ReproduceError> {
     let cfg = pipeline.cfg;
     let t0 = Instant::now();
     let (sources, dets, bnns) = (source_models(), deterministic_models(), bayesian_models());
     let all: Vec<&GridModel> = sources.iter().chain(&dets).chain(&bnns).collect();
     let progress = bar(all.len(), "train", cfg.verbose);
-    let keys: Vec<String> = all.iter().map(|gm| pipeline.model_key(gm)).collect();
-    let (ready, reused) = cache::share_work(
-        &pipeline.models_dir,
-        &keys,
-        cfg.stop_after != Some(Stage::Train),
-        &progress,
-        |i| {
-            progress.set_message(all[i].name.clone());
-            pipeline.ensure_model(all[i])
-        },
-    )?;
-    progress.finish_and_clear();
+    let (mut ready, reused) = each_item(all.len(), &progress, |i| {
+        progress.set_message(all[i].name.clone());
+        pipeline.ensure_model(all[i])
+    })?;
     let report = StageReport {
         stage: "train".into(),
         seconds: t0.elapsed().as_secs_f64(),
-        artifact_seconds: ready.iter().flatten().map(|r| r.meta.wall_seconds).sum(),
-        computed: ready.iter().flatten().count() - reused,
+        artifact_seconds: ready.iter().map(|r| r.meta.wall_seconds).sum(),
+        computed: ready.len() - reused,
         reused,
         flops: ready
             .iter()
-            .flatten()
             .map(|r| training_flops(r, &pipeline.recipe, &pipeline.splits))
             .sum(),
-    };
-    let Some(mut ready) = ready.into_iter().collect::<Option<Vec<Ready>>>() else {
-        return Ok((None, report));
     };
     let bnn_ready = ready.split_off(sources.len() + dets.len());
     let det_ready = ready.split_off(sources.len());
@@ -1064,41 +1020,27 @@ fn train_stage(pipeline: &Pipeline) -> Result<(Option<TrainedGrid>, StageReport)
         det_ready,
         bnn_ready,
     };
-    Ok((Some(grid), report))
+    Ok((grid, report))
 }
 
-/// Stage 3: the 12 perturbation sets, one per source, shared through claims like the
-/// training; `None` when other processes still hold some of them.
+/// Stage 3: load (or make) the 12 perturbation sets, one per source.
 fn attack_stage(
     pipeline: &Pipeline,
     grid: &TrainedGrid,
-) -> Result<(Option<Vec<PerturbationSet>>, StageReport), ReproduceError> {
+) -> Result<(Vec<PerturbationSet>, StageReport), ReproduceError> {
     let cfg = pipeline.cfg;
     let p = &cfg.profile;
     let t0 = Instant::now();
     let progress = bar(grid.sources.len(), "attack", cfg.verbose);
-    let keys: Vec<String> = grid
-        .sources
-        .iter()
-        .zip(&grid.source_ready)
-        .map(|(gm, r)| pipeline.attack_key(&gm.label, &r.key))
-        .collect();
-    let (sets, reused) = cache::share_work(
-        &pipeline.attacks_dir,
-        &keys,
-        cfg.stop_after != Some(Stage::Attack),
-        &progress,
-        |i| {
-            progress.set_message(grid.sources[i].label.clone());
-            pipeline.ensure_attack(&grid.sources[i].label, &grid.source_ready[i])
-        },
-    )?;
-    progress.finish_and_clear();
+    let (sets, reused) = each_item(grid.sources.len(), &progress, |i| {
+        progress.set_message(grid.sources[i].label.clone());
+        pipeline.ensure_attack(&grid.sources[i].label, &grid.source_ready[i])
+    })?;
     let report = StageReport {
         stage: "attack".into(),
         seconds: t0.elapsed().as_secs_f64(),
-        artifact_seconds: sets.iter().flatten().map(|s| s.seconds).sum(),
-        computed: sets.iter().flatten().count() - reused,
+        artifact_seconds: sets.iter().map(|s| s.seconds).sum(),
+        computed: sets.len() - reused,
         reused,
         // Every step of every source's attack, and the passes that judge the set.
         flops: grid
@@ -1112,7 +1054,7 @@ fn attack_stage(
             })
             .sum(),
     };
-    Ok((sets.into_iter().collect(), report))
+    Ok((sets, report))
 }
 
 /// Stage 4: Tables 1–4 and calibration on the clean splits and every set.
@@ -1306,17 +1248,28 @@ fn seeds_stage_of<'p>(
     pipeline: &'p Pipeline,
     sets: &[PerturbationSet],
 ) -> super::seeds::SeedsStage<'p> {
+    let ids: Vec<&str> = sets.iter().map(|s| s.key.as_str()).collect();
+    seeds_stage_keyed(
+        pipeline,
+        &ids,
+        pipeline.splits_of(sets).into_iter().collect(),
+    )
+}
+
+/// The seeds stage on the sets `set_ids`, evaluating on `eval_splits` (validation,
+/// test, then the sets; empty where only its keys are wanted).
+fn seeds_stage_keyed<'p>(
+    pipeline: &'p Pipeline,
+    set_ids: &[&str],
+    eval_splits: Vec<(String, Split)>,
+) -> super::seeds::SeedsStage<'p> {
     let cfg = pipeline.cfg;
     super::seeds::SeedsStage {
         seeds: &pipeline.seeds,
         recipe: &pipeline.recipe,
         splits: &pipeline.splits,
-        eval_splits: pipeline.splits_of(sets).into_iter().collect(),
-        sets_key: sets
-            .iter()
-            .map(|s| s.key.as_str())
-            .collect::<Vec<_>>()
-            .join("+"),
+        eval_splits,
+        sets_key: set_ids.join("+"),
         models_dir: &pipeline.models_dir,
         evals_dir: &pipeline.evals_dir,
         dataset: cfg.dataset,
@@ -1417,28 +1370,39 @@ fn results_json(
     let (bnn_rows, bnn_avg) = table_rows(&evals.bnn);
     let (det_rows, det_avg) = table_rows(&evals.det);
     let lambdas: Vec<f64> = LAMBDAS.iter().map(|l| l.0).collect();
-    let column = |evals: &[ModelEval], split: fn(&ModelEval) -> &[f64]| -> Vec<Value> {
-        evals.iter().map(|e| pct(split(e))).collect()
+    let column = |evals: &[ModelEval], split: fn(&ModelEval) -> &[f64]| -> Vec<Cell> {
+        evals.iter().map(|e| cell(split(e))).collect()
+    };
+    let table1 = Table1 {
+        bnn: BnnClean {
+            rho_init: RHO_INITS.to_vec(),
+            validation: column(&evals.bnn, |e| &e.validation),
+            test: column(&evals.bnn, |e| &e.test),
+        },
+        deterministic: DetClean {
+            lambda: lambdas.clone(),
+            validation: column(&evals.det, |e| &e.validation),
+            test: column(&evals.det, |e| &e.test),
+        },
+    };
+    let table2 = Table2 {
+        note: None,
+        bnn: BnnPerturbed {
+            rho_init: RHO_INITS.to_vec(),
+            rows: bnn_rows,
+            average: bnn_avg,
+        },
+        deterministic: DetPerturbed {
+            lambda: lambdas,
+            rows: det_rows,
+            average: det_avg,
+        },
     };
     Ok(json!({
         "source": format!("bayes-robust {} reproduction, profile {}; all accuracies in percent as {{mean, ci95, runs}}", env!("CARGO_PKG_VERSION"), p.name),
         "attack_sources": sets.iter().map(|s| &s.label).collect::<Vec<_>>(),
-        "table1_clean": {
-            "bnn": {
-                "rho_init": RHO_INITS,
-                "validation": column(&evals.bnn, |e| &e.validation),
-                "test": column(&evals.bnn, |e| &e.test),
-            },
-            "deterministic": {
-                "lambda": lambdas,
-                "validation": column(&evals.det, |e| &e.validation),
-                "test": column(&evals.det, |e| &e.test),
-            },
-        },
-        "table2_perturbed": {
-            "bnn": { "rho_init": RHO_INITS, "rows": bnn_rows, "average": bnn_avg },
-            "deterministic": { "lambda": lambdas, "rows": det_rows, "average": det_avg },
-        },
+        "table1_clean": table1,
+        "table2_perturbed": table2,
         "table3_ensemble": table3_json(pipeline, &evals.ensembles),
         "table4_pruning": table4_json(pipeline, grid, &evals.pruning, sets.len())?,
         "calibration": {

@@ -5,14 +5,14 @@
 //! margin (best BNN − best deterministic net) per seed with a paired bootstrap over the
 //! identical test images, and across seeds.
 
-use serde_json::json;
 use tch::{Device, Kind, Tensor};
 
-use super::cache::{self, ArtifactDir};
+use super::cache::ArtifactDir;
+use super::keys::{self, Key};
 use super::stage::{
     GridModel, Ready, ReproduceError, StageReport, Timed, bar, per_run_set_average, training_flops,
 };
-use crate::data::{Split, SplitSpec, Splits};
+use crate::data::{Split, Splits};
 use crate::eval::summarize_percent;
 use crate::model::Classifier;
 use crate::model::checkpoint::{CheckpointPaths, ModelSpec};
@@ -102,9 +102,19 @@ pub(super) struct SeedsStage<'a> {
 /// One model at one seed: per split, each run's accuracy and each example's fraction
 /// of runs correct.
 #[derive(serde::Serialize, serde::Deserialize)]
-struct SeedEval {
+pub(super) struct SeedEval {
     /// `runs[split][run]`, fractions.
     runs: Vec<Vec<f64>>,
+}
+
+/// One stacked grid of the seeds stage: seeds `block` of every model of a family,
+/// seed-major and model-minor, with each member's key.
+pub(super) struct SeedGrid<'g> {
+    pub tag: String,
+    pub block: std::ops::Range<usize>,
+    /// (seed, model) of each member.
+    pub members: Vec<(usize, &'g GridModel)>,
+    pub keys: Vec<Key>,
 }
 
 impl SeedsStage<'_> {
@@ -112,15 +122,51 @@ impl SeedsStage<'_> {
         self.seeds.child(&format!("train/{}/seed={seed}", gm.name))
     }
 
-    fn member_key(&self, gm: &GridModel, seed: usize, grid: &[String]) -> String {
-        cache::key(
-            &format!("{}-seed={seed}", gm.name.replace('/', "_")),
-            &json!({
-                "spec": gm.spec, "recipe": self.recipe, "master_seed": self.seeds.master(),
-                "seed_name": self.member_seeds(gm, seed).prefix(), "split": SplitSpec::PAPER,
-                "data": self.dataset.name(), "trained": { "stacked_grid": grid },
-            }),
-        )
+    /// The seeds `block` of every model of `family` as one stacked grid (its member
+    /// names are part of every member's cache key).
+    pub(super) fn seed_grid<'g>(
+        &self,
+        family: &'g [GridModel],
+        tag: &str,
+        block: std::ops::Range<usize>,
+    ) -> SeedGrid<'g> {
+        let members: Vec<(usize, &GridModel)> = block
+            .clone()
+            .flat_map(|s| family.iter().map(move |gm| (s, gm)))
+            .collect();
+        let names: Vec<String> = members
+            .iter()
+            .map(|(s, gm)| format!("{}/seed={s}", gm.name))
+            .collect();
+        let keys = members
+            .iter()
+            .map(|(s, gm)| {
+                keys::seed_member(
+                    &gm.name,
+                    *s,
+                    &gm.spec,
+                    self.recipe,
+                    self.seeds.master(),
+                    self.member_seeds(gm, *s).prefix(),
+                    self.dataset,
+                    &names,
+                )
+            })
+            .collect();
+        SeedGrid {
+            tag: tag.to_owned(),
+            block,
+            members,
+            keys,
+        }
+    }
+
+    /// Every stacked grid of `family`, one per block of [`seed_blocks`].
+    pub(super) fn seed_grids<'g>(&self, family: &'g [GridModel], tag: &str) -> Vec<SeedGrid<'g>> {
+        seed_blocks(self.train_seeds)
+            .into_iter()
+            .map(|block| self.seed_grid(family, tag, block))
+            .collect()
     }
 
     /// Seeds 1..K of every model of `family`, in the order seed-major, model-minor:
@@ -132,88 +178,106 @@ impl SeedsStage<'_> {
         tag: &str,
     ) -> Result<Vec<Ready>, ReproduceError> {
         let mut ready = Vec::new();
-        for block in seed_blocks(self.train_seeds) {
-            ready.extend(self.ensure_block(family, tag, block)?);
+        for grid in self.seed_grids(family, tag) {
+            ready.extend(self.ensure_grid(&grid)?);
         }
         Ok(ready)
     }
 
-    /// The seeds `block` of every model of `family` as one stacked grid (its member
-    /// names are part of every member's cache key).
-    fn ensure_block(
-        &self,
-        family: &[GridModel],
-        tag: &str,
-        block: std::ops::Range<usize>,
-    ) -> Result<Vec<Ready>, ReproduceError> {
-        let grid_name = format!("train/grid/{tag}/seeds={}..{}", block.start, block.end);
-        let grid: Vec<(usize, &GridModel)> = block
-            .flat_map(|s| family.iter().map(move |gm| (s, gm)))
-            .collect();
-        let names: Vec<String> = grid
+    /// The members of `grid`, loaded, or trained at once and saved; each member's key
+    /// preimage is written beside it.
+    pub(super) fn ensure_grid(&self, grid: &SeedGrid) -> Result<Vec<Ready>, ReproduceError> {
+        let stems: Vec<_> = grid
+            .keys
             .iter()
-            .map(|(s, gm)| format!("{}/seed={s}", gm.name))
+            .map(|k| self.models_dir.stem(&k.id))
             .collect();
-        let keys: Vec<String> = grid
-            .iter()
-            .map(|(s, gm)| self.member_key(gm, *s, &names))
-            .collect();
-        let stems: Vec<_> = keys.iter().map(|k| self.models_dir.stem(k)).collect();
-        if stems.iter().all(|s| CheckpointPaths::new(s).exists()) {
-            return grid
+        let ready: Vec<Ready> = if stems.iter().all(|s| CheckpointPaths::new(s).exists()) {
+            grid.members
                 .iter()
-                .zip(keys)
+                .zip(&grid.keys)
                 .zip(&stems)
                 .map(|(((_, gm), key), stem)| {
                     let (model, meta) = TrainedModel::load(&gm.spec, self.device, stem)?;
-                    Ok(Ready { key, model, meta })
+                    Ok(Ready {
+                        key: key.id.clone(),
+                        model,
+                        meta,
+                    })
+                })
+                .collect::<Result<_, ReproduceError>>()?
+        } else {
+            let members: Vec<GridMember> = grid
+                .members
+                .iter()
+                .map(|(s, gm)| GridMember {
+                    spec: gm.spec.clone(),
+                    seeds: self.member_seeds(gm, *s),
                 })
                 .collect();
-        }
-        let members: Vec<GridMember> = grid
-            .iter()
-            .map(|(s, gm)| GridMember {
-                spec: gm.spec.clone(),
-                seeds: self.member_seeds(gm, *s),
-            })
-            .collect();
-        let grid_seeds = self.seeds.child(&grid_name);
-        let options = TrainOptions {
-            verbose: self.verbose,
-            label: format!("{tag} grid of {}", members.len()),
+            let grid_name = format!(
+                "train/grid/{}/seeds={}..{}",
+                grid.tag, grid.block.start, grid.block.end
+            );
+            let options = TrainOptions {
+                verbose: self.verbose,
+                label: format!("{} grid of {}", grid.tag, members.len()),
+            };
+            let trained = fit_grid_and_save(
+                &members,
+                &stems,
+                self.splits,
+                self.recipe,
+                &self.seeds.child(&grid_name),
+                self.device,
+                &options,
+            )?;
+            trained
+                .into_iter()
+                .zip(&grid.keys)
+                .map(|((model, meta), key)| Ready {
+                    key: key.id.clone(),
+                    model,
+                    meta,
+                })
+                .collect()
         };
-        let trained = fit_grid_and_save(
-            &members,
-            &stems,
-            self.splits,
-            self.recipe,
-            &grid_seeds,
-            self.device,
-            &options,
-        )?;
-        Ok(trained
-            .into_iter()
-            .zip(keys)
-            .map(|((model, meta), key)| Ready { key, model, meta })
-            .collect())
+        for key in &grid.keys {
+            key.write_beside(self.models_dir)?;
+        }
+        Ok(ready)
+    }
+
+    /// Weight draws per evaluation of a model of `spec` (1 for a deterministic net).
+    pub(super) fn draws_of(&self, spec: &ModelSpec) -> usize {
+        match spec {
+            ModelSpec::Bnn { .. } => self.draws,
+            ModelSpec::Mlp { .. } => 1,
+        }
+    }
+
+    /// The key of the evaluation `name` (`<model>/seed=<s>`) of the model `model_key`.
+    pub(super) fn eval_key(&self, name: &str, model_key: &str, spec: &ModelSpec) -> Key {
+        keys::seeds_eval(
+            name,
+            model_key,
+            &self.sets_key,
+            self.draws_of(spec),
+            self.seeds.master(),
+        )
     }
 
     /// Per split: each run's accuracy, and each example's fraction of runs correct
     /// `[n]`; cached (tensors first, the JSON that marks them complete last). Also
     /// returns whether it was reused.
-    fn evaluate(
+    pub(super) fn evaluate(
         &self,
         name: &str,
         ready: &Ready,
     ) -> Result<(Timed<SeedEval>, Vec<Tensor>, bool), ReproduceError> {
-        let draws = match ready.model {
-            TrainedModel::Bnn { .. } => self.draws,
-            TrainedModel::Mlp { .. } => 1,
-        };
-        let key = cache::key(
-            &format!("seeds-eval-{}", name.replace('/', "_")),
-            &json!({"model": ready.key, "sets": self.sets_key, "draws": draws, "master_seed": self.seeds.master()}),
-        );
+        let draws = self.draws_of(&ready.meta.model);
+        let planned = self.eval_key(name, &ready.key, &ready.meta.model);
+        let key = planned.id.clone();
         if let Some(e) = self.evals_dir.read_json::<Timed<SeedEval>>(&key)? {
             let tensors = self.evals_dir.read_tensors(&key)?;
             let per_example = tensors
@@ -252,6 +316,7 @@ impl SeedsStage<'_> {
             )],
             &e,
         )?;
+        planned.write_beside(self.evals_dir)?;
         Ok((e, per_example, false))
     }
 }

@@ -39,7 +39,7 @@ impl Sizing {
     pub fn resources(&self, job: &Job) -> Resources {
         let seconds = 20.0 * job.flops / (self.sgemm_gflops.max(1e-3) * 1e9);
         let mem_mib = match job.kind {
-            JobKind::TrainModel | JobKind::MinNormSet => 2048,
+            JobKind::TrainModel | JobKind::MinNormSet | JobKind::TargetedSet => 2048,
             JobKind::WhiteboxCurve | JobKind::WhiteboxRerun | JobKind::Spsa => 3072,
             // The clean splits and every perturbation set in memory.
             JobKind::Evaluation => 4096,
@@ -54,14 +54,21 @@ impl Sizing {
 
 /// The files a job's artifact consists of, relative to the runs folder.
 pub fn outputs(job: &Job) -> Vec<PathBuf> {
-    let stem = PathBuf::from(job.kind.folder()).join(&job.key.id);
-    let with = |ext: &str| PathBuf::from(format!("{}.{ext}", stem.display()));
-    match job.kind {
-        JobKind::TrainModel | JobKind::MinNormSet => vec![with("safetensors"), with("json")],
-        JobKind::WhiteboxCurve | JobKind::WhiteboxRerun | JobKind::Spsa | JobKind::Evaluation => {
-            vec![with("json")]
+    let exts: &[&str] = match job.kind {
+        JobKind::TrainModel | JobKind::MinNormSet | JobKind::TargetedSet => {
+            &["safetensors", "json"]
         }
-    }
+        JobKind::WhiteboxCurve | JobKind::WhiteboxRerun | JobKind::Spsa | JobKind::Evaluation => {
+            &["json"]
+        }
+    };
+    job.outputs()
+        .flat_map(|id| {
+            let stem = PathBuf::from(job.kind.folder()).join(id);
+            exts.iter()
+                .map(move |ext| PathBuf::from(format!("{}.{ext}", stem.display())))
+        })
+        .collect()
 }
 
 /// The plan as data, for Snakemake, Ray or any other engine: per job its key, kind,
@@ -189,10 +196,13 @@ pub fn slurm_script(plan: &Plan, cached: &[bool], sizing: &Sizing, cmd: &SlurmCo
             dep = dependency(&deps),
             wrap = shell_quote(&wrap),
         );
-        var_of.insert(&job.key.id, var);
+        for id in job.outputs() {
+            var_of.insert(id, var.clone());
+        }
     }
     let mut all: Vec<String> = var_of.values().map(|v| format!("${{{v}}}")).collect();
     all.sort();
+    all.dedup();
     let results = format!("exec {exe} {global} {threads} run {flags}");
     s += &format!(
         "results=$(submit \"${{COMMON[@]}}\" --job-name={name} -c {cpus} --mem=3072M --time=60 --output=\"$LOGS/%x.out\" --dependency={dep} --wrap={wrap})\n\

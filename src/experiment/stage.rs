@@ -68,9 +68,6 @@ pub struct ReproduceConfig {
     /// `results.json` goes here.
     pub out_dir: PathBuf,
     pub verbose: bool,
-    /// Stop after this stage without writing results (a helper process that shares
-    /// the work of another run on the same runs folder); `None` runs everything.
-    pub stop_after: Option<Stage>,
     /// Also attack the evaluation models white-box (the profile's `whitebox` budget)
     /// and add the curves and sanity checks to the results.
     pub whitebox: bool,
@@ -140,14 +137,6 @@ impl ReproduceConfig {
     }
 }
 
-/// A stage of the pipeline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stage {
-    Train,
-    Whitebox,
-    Attack,
-}
-
 /// What one stage did.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct StageReport {
@@ -212,13 +201,23 @@ pub(super) fn bnn_of(ready: &Ready) -> Result<&BayesMlp, ReproduceError> {
     }
 }
 
+/// The runs' mean accuracy with its CI, in percent (a table's cell).
+pub(super) fn cell(values: &[f64]) -> crate::results::Cell {
+    MeanCi::from_values(values).map(|m| m.scaled(100.0))
+}
+
 pub(super) fn pct(values: &[f64]) -> Value {
-    json!(MeanCi::from_values(values).map(|m| m.scaled(100.0)))
+    json!(cell(values))
 }
 
 /// Per-run average over the perturbation sets (runs aligned by index), as a percent CI.
+pub(super) fn average_cell(sets: &[Vec<f64>]) -> crate::results::Cell {
+    cell(&per_run_set_average(sets))
+}
+
+/// [`average_cell`] as JSON.
 pub(super) fn average_over_sets(sets: &[Vec<f64>]) -> Value {
-    pct(&per_run_set_average(sets))
+    json!(average_cell(sets))
 }
 
 /// Each run's average over the perturbation sets (runs aligned by index).
@@ -277,4 +276,24 @@ pub(super) fn write_results(
     let bytes = serde_json::to_vec_pretty(results).map_err(|e| write_err(e.to_string()))?;
     write_atomic(&path, &bytes).map_err(|e| write_err(e.to_string()))?;
     Ok(path)
+}
+
+/// Computes or loads each item in order with `job(i)`, which says whether it was
+/// reused; returns the items and how many were reused.
+pub fn each_item<T>(
+    n: usize,
+    progress: &indicatif::ProgressBar,
+    mut job: impl FnMut(usize) -> Result<(T, bool), ReproduceError>,
+) -> Result<(Vec<T>, usize), ReproduceError> {
+    let mut reused = 0;
+    let items = (0..n)
+        .map(|i| {
+            let (item, was_cached) = job(i)?;
+            reused += was_cached as usize;
+            progress.inc(1);
+            Ok(item)
+        })
+        .collect::<Result<Vec<T>, ReproduceError>>()?;
+    progress.finish_and_clear();
+    Ok((items, reused))
 }

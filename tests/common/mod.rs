@@ -227,7 +227,6 @@ pub fn quick_config(
         runs_dir: runs.to_owned(),
         out_dir: out.to_owned(),
         verbose: false,
-        stop_after: None,
         whitebox: false,
         strength: false,
         per_example: false,

@@ -2,9 +2,12 @@
 //! `--whitebox`) every white-box artifact, as jobs with the keys the stages use; and
 //! `job run`: one job of that plan, run in this process.
 //!
-//! The evaluations, the strength axis and the training seeds still run inside
-//! `reproduce` after the plan's artifacts exist (they read them from the cache).
+//! With `--train-seeds K` (K > 1) the plan gains the training-seeds extension
+//! ([`super::plan_seeds`]). The strength axis and the per-example export are not jobs
+//! yet: they run inside `reproduce` after the plan's artifacts exist (reading them from
+//! the cache).
 
+use super::plan_seeds::{SeedsInputs, SeedsTask};
 use super::whitebox_stage::{Models, curve_jobs, plan_of};
 use super::{
     CALIBRATION_RESAMPLES, GridModel, PerturbationSet, Pipeline, ReproduceConfig, ReproduceError,
@@ -12,15 +15,12 @@ use super::{
 };
 use crate::experiment::{TABLE3_RHO, TABLE4_RHO};
 use crate::model::bayes::PruneMode;
-use std::path::Path;
 
-use crate::experiment::cache::{ArtifactDir, ArtifactState, Claim, ClaimPolicy};
+use crate::experiment::executor::{self, JobRun, JobRunOptions};
 use crate::experiment::flops;
-use crate::experiment::plan::{Job, JobKind, Plan};
+use crate::experiment::plan::{DrainReport, Job, JobKind, Plan};
 use crate::experiment::whitebox_targets::{GridRef, Role};
-use crate::fsio::Provenance;
 use crate::model::Arch;
-use crate::model::checkpoint::ModelSpec;
 
 /// The grid's models in training order: sources, the λ grid, the ρ_init grid.
 struct Grid {
@@ -53,6 +53,8 @@ enum Task {
     /// The i-th white-box artifact.
     Whitebox(usize),
     Eval(EvalTask),
+    /// A job of the training-seeds extension.
+    Seeds(SeedsTask),
 }
 
 /// Which evaluation of the grid a job makes.
@@ -71,17 +73,12 @@ enum EvalTask {
 }
 
 impl Pipeline<'_> {
-    fn training_work(&self, gm: &GridModel) -> f64 {
-        let draws = match gm.spec {
-            ModelSpec::Bnn { .. } => self.recipe.val_draws,
-            ModelSpec::Mlp { .. } => 1,
-        };
-        flops::training(
-            gm.spec.arch(),
-            self.recipe.max_epochs,
+    pub(super) fn training_work(&self, gm: &GridModel) -> f64 {
+        flops::training_at_cap(
+            &gm.spec,
+            &self.recipe,
             self.splits.train.len(),
             self.splits.validation.len(),
-            draws,
         )
     }
 
@@ -94,6 +91,7 @@ impl Pipeline<'_> {
         let model_keys: Vec<String> = grid.all().map(|gm| self.model_key(gm)).collect();
         for (i, gm) in grid.all().enumerate() {
             jobs.push(Job {
+                also: Vec::new(),
                 key: self.model_key_of(gm),
                 kind: JobKind::TrainModel,
                 label: format!("train {}", gm.name),
@@ -106,6 +104,7 @@ impl Pipeline<'_> {
         for (i, gm) in grid.sources.iter().enumerate() {
             let arch = gm.spec.arch();
             jobs.push(Job {
+                also: Vec::new(),
                 key: self.attack_key_of(&gm.label, &model_keys[i], &p.attack),
                 kind: JobKind::MinNormSet,
                 label: format!("min-norm set against {}", gm.label),
@@ -169,6 +168,7 @@ impl Pipeline<'_> {
                     ),
                 };
                 jobs.push(Job {
+                    also: Vec::new(),
                     inputs: vec![key_of(t.model)],
                     key: a.key,
                     kind,
@@ -176,6 +176,19 @@ impl Pipeline<'_> {
                     flops: work,
                 });
                 tasks.push(Task::Whitebox(i));
+            }
+        }
+        if self.cfg.train_seeds() > 1 {
+            let (n_src, n_det) = (grid.sources.len(), grid.dets.len());
+            let inputs = SeedsInputs {
+                det_keys: &model_keys[n_src..n_src + n_det],
+                bnn_keys: &model_keys[n_src + n_det..],
+                set_ids: &set_ids,
+                attack_ids: &attack_ids,
+            };
+            for (job, task) in self.seeds_jobs(&grid.dets, &grid.bnns, &inputs) {
+                jobs.push(job);
+                tasks.push(Task::Seeds(task));
             }
         }
         let plan = Plan {
@@ -210,6 +223,7 @@ impl Pipeline<'_> {
             .map(|&k| k * self.ensemble_runs_for(k))
             .sum();
         let job = |what: &str, models: Vec<String>, label: String, passes: f64| Job {
+            also: Vec::new(),
             key: self.eval_key_of(what, &models.join("+"), set_ids),
             kind: JobKind::Evaluation,
             label,
@@ -271,7 +285,9 @@ impl Pipeline<'_> {
     }
 
     /// Every model of the grid and the 12 sets, from the cache.
-    fn load_grid_and_sets(&self) -> Result<(TrainedGrid, Vec<PerturbationSet>), ReproduceError> {
+    pub(super) fn load_grid_and_sets(
+        &self,
+    ) -> Result<(TrainedGrid, Vec<PerturbationSet>), ReproduceError> {
         let grid = Grid::new();
         let load = |gms: &[GridModel]| -> Result<Vec<super::Ready>, ReproduceError> {
             gms.iter().map(|gm| Ok(self.ensure_model(gm)?.0)).collect()
@@ -347,6 +363,7 @@ impl Pipeline<'_> {
                 }
             }
             Task::Eval(task) => self.run_eval(task)?,
+            Task::Seeds(task) => self.run_seeds_task(&grid.dets, &grid.bnns, task)?,
         }
         Ok(())
     }
@@ -361,196 +378,29 @@ pub fn text_plan(cfg: &ReproduceConfig) -> Result<Plan, ReproduceError> {
     Ok(plan)
 }
 
-/// What `job run` did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobRun {
-    Computed,
-    /// Its artifact was already complete (or another process completed it while this
-    /// one waited for its claim).
-    Cached,
-    /// Another live process holds its claim (and `wait` was not asked).
-    Claimed,
-}
-
-/// How `job run` goes about its job.
-#[derive(Debug, Clone, Copy)]
-pub struct JobRunOptions {
-    /// While another live process holds the job's claim, wait for it to finish (or for
-    /// its claim to go stale) instead of returning [`JobRun::Claimed`].
-    pub wait: bool,
-    /// Tries of the job's work before its error is returned (Slurm never retries).
-    pub attempts: u32,
-    pub claims: ClaimPolicy,
-}
-
-impl Default for JobRunOptions {
-    fn default() -> Self {
-        Self {
-            wait: false,
-            attempts: 1,
-            claims: ClaimPolicy::default(),
-        }
-    }
-}
-
-/// The environment variable that makes `job run` of the named key fail on each try
-/// before it writes anything: fault injection for the executor's tests.
-pub const FAIL_JOB_ENV: &str = "BAYES_ROBUST_FAIL_JOB";
-
-/// The runs folder's log of `job run` outcomes, one JSON line per job run.
-pub const JOBS_LOG: &str = "jobs.log";
-
-/// Runs the job `key` of `cfg`'s text plan in this process: checks that every input
-/// artifact is in the runs folder and verifies (else [`ReproduceError::MissingInput`],
-/// nothing written), claims the job, discards a corrupt artifact of its key, and makes
-/// it. Each outcome is appended to `runs/jobs.log` with this process's provenance.
+/// Runs the job `key` of `cfg`'s text plan in this process ([`executor::run_one`]).
 pub fn run_job(
     cfg: &ReproduceConfig,
     key: &str,
     opts: &JobRunOptions,
 ) -> Result<JobRun, ReproduceError> {
-    let t0 = std::time::Instant::now();
     let raw = load_raw(cfg)?;
     let pipeline = Pipeline::new(cfg, &raw)?;
     let (plan, tasks) = pipeline.text_plan_tasks();
-    let job = plan.job(key)?;
-    let index = plan.jobs.iter().position(|j| j.key.id == key).unwrap_or(0);
-    let runs = &cfg.runs_dir;
-    let outcome = if job.is_cached(runs) {
-        JobRun::Cached
-    } else {
-        let missing = plan.missing_inputs(job, runs);
-        if !missing.is_empty() {
-            return Err(ReproduceError::MissingInput {
-                job: key.to_owned(),
-                missing,
-            });
-        }
-        match claim_job(job, runs, opts)? {
-            Claimed::Ours(_claim) => {
-                let dir = ArtifactDir::new(runs.join(job.kind.folder()));
-                let swept = dir.sweep_temporaries(key, &opts.claims);
-                if swept > 0 {
-                    eprintln!("job {key}: removed {swept} temporary file(s) a killed writer left");
-                }
-                if let ArtifactState::Corrupt(reason) = job.state(runs) {
-                    eprintln!("job {key}: discarding a corrupt artifact ({reason})");
-                    job.discard(runs).map_err(|e| ReproduceError::Write {
-                        path: runs.join(job.kind.folder()).join(key),
-                        reason: e.to_string(),
-                    })?;
-                }
-                if job.is_cached(runs) {
-                    JobRun::Cached
-                } else {
-                    with_attempts(key, opts.attempts, || {
-                        if std::env::var(FAIL_JOB_ENV).is_ok_and(|k| k == key) {
-                            return Err(ReproduceError::InjectedFailure {
-                                key: key.to_owned(),
-                            });
-                        }
-                        pipeline.run_task(tasks[index])
-                    })?;
-                    JobRun::Computed
-                }
-            }
-            Claimed::Finished => JobRun::Cached,
-            Claimed::Elsewhere => JobRun::Claimed,
-        }
-    };
-    log_outcome(runs, key, outcome, t0.elapsed().as_secs_f64())?;
-    Ok(outcome)
+    let index = plan.job_index(key)?;
+    executor::run_one(&plan, index, &cfg.runs_dir, opts, || {
+        pipeline.run_task(tasks[index])
+    })
 }
 
-/// What claiming a job came to.
-enum Claimed {
-    Ours(Claim),
-    /// Another process held it and finished it while we waited.
-    Finished,
-    /// Another live process holds it (we did not wait).
-    Elsewhere,
-}
-
-fn claim_job(job: &Job, runs: &Path, opts: &JobRunOptions) -> Result<Claimed, ReproduceError> {
-    let dir = ArtifactDir::new(runs.join(job.kind.folder()));
-    let me = Provenance::here();
-    loop {
-        if let Some(claim) = dir.try_claim_as(&job.key.id, &me, &opts.claims)? {
-            return Ok(Claimed::Ours(claim));
-        }
-        if !opts.wait {
-            return Ok(Claimed::Elsewhere);
-        }
-        std::thread::sleep(std::time::Duration::from_secs(1));
-        if job.is_cached(runs) {
-            return Ok(Claimed::Finished);
-        }
-    }
-}
-
-/// Runs `work` up to `attempts` times, waiting 1 s, 2 s, 4 s… between tries.
-fn with_attempts(
-    key: &str,
-    attempts: u32,
-    mut work: impl FnMut() -> Result<(), ReproduceError>,
-) -> Result<(), ReproduceError> {
-    let mut wait = std::time::Duration::from_secs(1);
-    for attempt in 1..=attempts.max(1) {
-        match work() {
-            Ok(()) => return Ok(()),
-            Err(e) if attempt < attempts => {
-                eprintln!(
-                    "job {key}: try {attempt} of {attempts} failed ({e}); trying again in {wait:?}"
-                );
-                std::thread::sleep(wait);
-                wait *= 2;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// One line of `runs/jobs.log`.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct JobLogLine {
-    pub key: String,
-    pub outcome: String,
-    pub seconds: f64,
-    pub by: Provenance,
-}
-
-/// Appends one line to `runs/jobs.log` (a single `write` of an `O_APPEND` file, so lines
-/// of concurrent processes do not interleave).
-fn log_outcome(
-    runs: &Path,
-    key: &str,
-    outcome: JobRun,
-    seconds: f64,
-) -> Result<(), ReproduceError> {
-    use std::io::Write;
-    let path = runs.join(JOBS_LOG);
-    let err = |reason: String| ReproduceError::Write {
-        path: path.clone(),
-        reason,
-    };
-    let line = JobLogLine {
-        key: key.to_owned(),
-        outcome: serde_json::to_value(outcome)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default(),
-        seconds,
-        by: Provenance::here(),
-    };
-    let mut bytes = serde_json::to_vec(&line).map_err(|e| err(e.to_string()))?;
-    bytes.push(b'\n');
-    std::fs::create_dir_all(runs).map_err(|e| err(e.to_string()))?;
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .and_then(|mut f| f.write_all(&bytes))
-        .map_err(|e| err(e.to_string()))
+/// Makes every uncached job of `cfg`'s text plan in this process, in plan order
+/// ([`executor::drain_here`]): what `run` does without `--workers`.
+pub fn run_plan(cfg: &ReproduceConfig) -> Result<DrainReport, ReproduceError> {
+    let raw = load_raw(cfg)?;
+    let pipeline = Pipeline::new(cfg, &raw)?;
+    let (plan, tasks) = pipeline.text_plan_tasks();
+    plan.check_order()?;
+    executor::drain_here(&plan, &cfg.runs_dir, cfg.verbose, |i| {
+        pipeline.run_task(tasks[i])
+    })
 }

@@ -19,8 +19,8 @@
 //!    each on shared axes, with one legend below in which a series keeps one colour in
 //!    every panel.
 //! 10. Images are drawn exactly ([`ImageGrid`]): lossless 8-bit PNGs, grey for inputs
-//!    and a diverging red–white–blue scale for perturbations, each captioned with what
-//!    a reader needs (label, prediction, norm).
+//!     and a diverging red–white–blue scale for perturbations, each captioned with
+//!     what a reader needs (label, prediction, norm).
 
 mod images;
 mod multiples;
