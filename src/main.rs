@@ -752,7 +752,7 @@ fn plan_command(args: &ReproduceArgs, env: &RunEnv, view: PlanView) -> Result<()
     );
     if view == PlanView::Summary {
         println!(
-            "Cached jobs are not listed (`bayes-robust job status` lists every job). After these, `run` makes in its own process the strength axis, the per-example export and the training seeds (text protocol), or the evaluations (code protocol)."
+            "Cached jobs are not listed (`bayes-robust job status` lists every job). After these, `run` makes in its own process the strength axis and the per-example export (text protocol), or the evaluations (code protocol)."
         );
     }
     Ok(())
