@@ -203,3 +203,20 @@ fn a_job_with_several_outputs_is_cached_only_whole_and_remade_whole() {
         ArtifactState::Corrupt(_)
     ));
 }
+
+#[test]
+fn a_job_reading_an_artifact_no_job_makes_is_an_error_not_a_hang() {
+    let runs = tempfile::tempdir().unwrap();
+    let mut orphan = job("orphan", &[], &[]);
+    orphan.inputs = vec!["made-by-nobody".into()];
+    let plan = Plan {
+        profile: "test".into(),
+        jobs: vec![job("a", &[], &[]), orphan],
+    };
+    let err = executor::drain_here(&plan, runs.path(), false, |i| {
+        make(&plan, &plan.jobs[i], runs.path())
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("made-by-nobody"), "{err}");
+    assert!(plan.jobs[0].is_cached(runs.path()), "what could run ran");
+}

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::cache::{ArtifactDir, ArtifactState, Claim, ClaimPolicy};
-use super::plan::{DrainReport, Job, Plan};
+use super::plan::{DrainReport, Job, Plan, PlanError};
 use super::stage::ReproduceError;
 use crate::fsio::Provenance;
 
@@ -101,6 +101,27 @@ pub fn run_one(
     Ok(outcome)
 }
 
+/// The first job left whose input no job of the plan makes (or none finished).
+fn stuck(plan: &Plan, done: &[bool], index: &std::collections::HashMap<&str, usize>) -> PlanError {
+    plan.jobs
+        .iter()
+        .zip(done)
+        .filter(|(_, d)| !**d)
+        .find_map(|(job, _)| {
+            job.inputs
+                .iter()
+                .find(|k| index.get(k.as_str()).is_none_or(|&d| !done[d]))
+                .map(|input| PlanError::OutOfOrder {
+                    job: job.key.id.clone(),
+                    input: input.clone(),
+                })
+        })
+        .unwrap_or_else(|| PlanError::OutOfOrder {
+            job: String::new(),
+            input: String::new(),
+        })
+}
+
 /// Under the job's claim: removes the temporaries a killed writer left, and discards
 /// its outputs when one is corrupt or, for a stacked grid, when only some are there.
 fn prepare_outputs(job: &Job, runs: &Path, claims: &ClaimPolicy) -> Result<(), ReproduceError> {
@@ -154,7 +175,7 @@ pub fn drain_here(
     let index = plan.index_of_outputs();
     let opts = JobRunOptions::default();
     while done.iter().any(|d| !d) {
-        let mut progressed = false;
+        let (mut progressed, mut held_elsewhere) = (false, false);
         for i in 0..plan.jobs.len() {
             let job = &plan.jobs[i];
             let ready = job
@@ -168,11 +189,19 @@ pub fn drain_here(
             match run_one(plan, i, runs, &opts, || work(i))? {
                 JobRun::Computed => report.computed += 1,
                 JobRun::Cached => report.left_to_others += 1,
-                JobRun::Claimed => continue,
+                JobRun::Claimed => {
+                    held_elsewhere = true;
+                    continue;
+                }
             }
             done[i] = true;
             progressed = true;
             progress.inc(1);
+        }
+        if !progressed && !held_elsewhere {
+            // Nothing ran and nobody else is running anything: a job reads an
+            // artifact no job of the plan makes.
+            return Err(stuck(plan, &done, &index).into());
         }
         if !progressed {
             progress.set_message("waiting for jobs another process is computing");
