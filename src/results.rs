@@ -57,6 +57,55 @@ pub struct DetPerturbed {
     pub average: Vec<Cell>,
 }
 
+/// One family's clean cells: (validation, test), one per model.
+pub type CleanCells = (Vec<Cell>, Vec<Cell>);
+
+/// One family's Table 2 part: (rows `[set][model]`, each model's average).
+pub type PerturbedCells = (Vec<Vec<Cell>>, Vec<Cell>);
+
+impl Table1 {
+    /// The table of the BNNs `rho_init` and the nets `lambda`.
+    pub fn new(rho_init: &[f64], lambda: &[f64], bnn: CleanCells, det: CleanCells) -> Self {
+        Self {
+            bnn: BnnClean {
+                rho_init: rho_init.to_vec(),
+                validation: bnn.0,
+                test: bnn.1,
+            },
+            deterministic: DetClean {
+                lambda: lambda.to_vec(),
+                validation: det.0,
+                test: det.1,
+            },
+        }
+    }
+}
+
+impl Table2 {
+    /// The table of the BNNs `rho_init` and the nets `lambda`.
+    pub fn new(
+        note: Option<String>,
+        rho_init: &[f64],
+        lambda: &[f64],
+        bnn: PerturbedCells,
+        det: PerturbedCells,
+    ) -> Self {
+        Self {
+            note,
+            bnn: BnnPerturbed {
+                rho_init: rho_init.to_vec(),
+                rows: bnn.0,
+                average: bnn.1,
+            },
+            deterministic: DetPerturbed {
+                lambda: lambda.to_vec(),
+                rows: det.0,
+                average: det.1,
+            },
+        }
+    }
+}
+
 /// Each model's per-set cells `sets[model][set]`, as Table 2's rows `[set][model]`.
 pub fn rows_by_set(sets: &[Vec<Cell>]) -> Vec<Vec<Cell>> {
     let n_sets = sets.first().map_or(0, Vec::len);

@@ -41,9 +41,7 @@ use crate::model::bayes::{BayesConfig, BayesMlp, MixturePrior, PruneMode};
 use crate::model::checkpoint::{CheckpointPaths, ModelSpec};
 use crate::model::mlp::{Mlp, MlpConfig, MlpInit};
 use crate::model::{Arch, WeightMode};
-use crate::results::{
-    BnnClean, BnnPerturbed, Cell, DetClean, DetPerturbed, Table1, Table2, rows_by_set,
-};
+use crate::results::{Cell, Table1, Table2, rows_by_set};
 use crate::seed::SeedTree;
 use crate::train::grid::{GridMember, fit_grid_and_save};
 use crate::train::{self, Recipe, Reduction, TrainOptions, TrainedModel};
@@ -1486,34 +1484,23 @@ impl CodeRun<'_> {
                 .map(|e| cell(if test { &e.test } else { &e.validation }))
                 .collect()
         };
-        let table1 = Table1 {
-            bnn: BnnClean {
-                rho_init: RHO_INITS.to_vec(),
-                validation: clean(&bnn, false),
-                test: clean(&bnn, true),
-            },
-            deterministic: DetClean {
-                lambda: lambdas.clone(),
-                validation: clean(&det, false),
-                test: clean(&det, true),
-            },
-        };
-        let table2 = Table2 {
-            note: Some(format!(
-                "kept validation examples of each set, evaluated at x + m r with m = {} for BNNs and m = {} for deterministic nets",
-                self.mult.bnn, self.mult.det
-            )),
-            bnn: BnnPerturbed {
-                rho_init: RHO_INITS.to_vec(),
-                rows: bnn_rows,
-                average: bnn_avg,
-            },
-            deterministic: DetPerturbed {
-                lambda: lambdas,
-                rows: det_rows,
-                average: det_avg,
-            },
-        };
+        let table1 = Table1::new(
+            &RHO_INITS,
+            &lambdas,
+            (clean(&bnn, false), clean(&bnn, true)),
+            (clean(&det, false), clean(&det, true)),
+        );
+        let note = format!(
+            "kept validation examples of each set, evaluated at x + m r with m = {} for BNNs and m = {} for deterministic nets",
+            self.mult.bnn, self.mult.det
+        );
+        let table2 = Table2::new(
+            Some(note),
+            &RHO_INITS,
+            &lambdas,
+            (bnn_rows, bnn_avg),
+            (det_rows, det_avg),
+        );
         (table1, table2)
     }
 

@@ -34,9 +34,7 @@ use crate::model::bayes::{BayesConfig, BayesMlp, PruneMode};
 use crate::model::checkpoint::{CheckpointPaths, ModelSpec};
 use crate::model::mlp::{MlpConfig, MlpInit};
 use crate::model::{Arch, WeightMode};
-use crate::results::{
-    BnnClean, BnnPerturbed, Cell, DetClean, DetPerturbed, Table1, Table2, rows_by_set,
-};
+use crate::results::{Cell, Table1, Table2, rows_by_set};
 use crate::seed::SeedTree;
 use crate::train::{self, Recipe, TrainOptions, TrainedModel};
 
@@ -1373,31 +1371,25 @@ fn results_json(
     let column = |evals: &[ModelEval], split: fn(&ModelEval) -> &[f64]| -> Vec<Cell> {
         evals.iter().map(|e| cell(split(e))).collect()
     };
-    let table1 = Table1 {
-        bnn: BnnClean {
-            rho_init: RHO_INITS.to_vec(),
-            validation: column(&evals.bnn, |e| &e.validation),
-            test: column(&evals.bnn, |e| &e.test),
-        },
-        deterministic: DetClean {
-            lambda: lambdas.clone(),
-            validation: column(&evals.det, |e| &e.validation),
-            test: column(&evals.det, |e| &e.test),
-        },
-    };
-    let table2 = Table2 {
-        note: None,
-        bnn: BnnPerturbed {
-            rho_init: RHO_INITS.to_vec(),
-            rows: bnn_rows,
-            average: bnn_avg,
-        },
-        deterministic: DetPerturbed {
-            lambda: lambdas,
-            rows: det_rows,
-            average: det_avg,
-        },
-    };
+    let table1 = Table1::new(
+        &RHO_INITS,
+        &lambdas,
+        (
+            column(&evals.bnn, |e| &e.validation),
+            column(&evals.bnn, |e| &e.test),
+        ),
+        (
+            column(&evals.det, |e| &e.validation),
+            column(&evals.det, |e| &e.test),
+        ),
+    );
+    let table2 = Table2::new(
+        None,
+        &RHO_INITS,
+        &lambdas,
+        (bnn_rows, bnn_avg),
+        (det_rows, det_avg),
+    );
     Ok(json!({
         "source": format!("bayes-robust {} reproduction, profile {}; all accuracies in percent as {{mean, ci95, runs}}", env!("CARGO_PKG_VERSION"), p.name),
         "attack_sources": sets.iter().map(|s| &s.label).collect::<Vec<_>>(),
