@@ -345,5 +345,10 @@ fn typed_sections_round_trip_through_every_committed_results_file() {
         strength >= 2,
         "reports/short and reports/short-seed1 have a strength section"
     );
-    assert!(tables >= 7, "every committed report has Tables 1 and 2");
+    // reports/quick is made by the tests and ignored by git, so a clean checkout has six.
+    assert!(
+        tables >= 6,
+        "the six committed reports (paper, paper-code, seeds, short, short-seed1, \
+         fashion-mnist-short) have Tables 1 and 2; found {tables}"
+    );
 }
