@@ -128,6 +128,43 @@ fn a_figure_shows_its_title_axis_labels_and_one_legend_entry_per_series_and_line
     }
 }
 
+/// A figure whose data leave no corner free draws its legend below the chart: the SVG
+/// grows by a row per two entries, every series and line is named once, every entry
+/// sits below the plot, and the chart keeps its own size.
+#[test]
+fn a_legend_below_the_chart_names_every_series_and_line_once_under_the_plot() {
+    let mut f = fixture(XAxis::Linear);
+    f.legend_below = true;
+    let svg = render(&f);
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    let height: f64 = doc
+        .root_element()
+        .attribute("height")
+        .unwrap()
+        .parse()
+        .unwrap();
+    // Four entries: two rows of 30 px (and a 10 px margin) under the 500 px chart.
+    assert_eq!(height, 570.0);
+    let ts = texts(&svg);
+    let c = counts(&ts);
+    for name in f
+        .series
+        .iter()
+        .map(|s| &s.name)
+        .chain(f.references.iter().map(|l| &l.label))
+    {
+        assert_eq!(c.get(name.as_str()), Some(&1), "legend entry {name}");
+        let y: f64 = doc
+            .descendants()
+            .find(|n| n.has_tag_name("text") && n.text().map(str::trim) == Some(name.as_str()))
+            .and_then(|n| n.attribute("y"))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(y > 500.0, "{name} at y = {y} is inside the chart");
+    }
+}
+
 #[test]
 fn a_categorical_axis_is_labelled_by_name_never_by_index() {
     let short = vec!["alpha".to_owned(), "beta".into(), "gamma".into()];

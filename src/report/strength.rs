@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::plots::{Family, Figure, Line, Series, SeriesLabelPosition};
+use super::plots::{Family, Figure, Line, Series};
 use super::{ReportError, Result, embed_figure};
 use crate::attack::BudgetReading;
 use crate::experiment::strength::{
@@ -398,7 +398,8 @@ fn margin_figure(
             Family::Deterministic,
         ));
     }
-    f.legend = SeriesLabelPosition::UpperRight;
+    // Its curves rise and fall across the whole plot: no corner is free for the legend.
+    f.legend_below = true;
     f
 }
 

@@ -15,6 +15,9 @@
 //! 7. The title says what is compared; the caption (written by the report beside the
 //!    figure) says on which data and with what budget.
 //! 8. Text is sized for the report's width: the SVG is 800 × 500 and shown full width.
+//!    The legend never covers data: it goes in the corner the figure chooses, or, for a
+//!    figure whose data fill every corner, below the chart in rows
+//!    ([`Figure::legend_below`]; the SVG grows, the chart keeps its size).
 //! 9. Many models of one kind go in small multiples ([`SmallMultiples`]), one panel
 //!    each on shared axes, with one legend below in which a series keeps one colour in
 //!    every panel.
@@ -207,6 +210,9 @@ pub struct Figure {
     pub legend: SeriesLabelPosition,
     /// Draw the legend inside the plot (small multiples with a shared legend: no).
     pub show_legend: bool,
+    /// Draw the legend below the plot, in rows, instead of inside it: for a figure
+    /// whose data leave no corner free (the SVG grows by one row per two entries).
+    pub legend_below: bool,
 }
 
 /// Font sizes of one chart: a full-width figure or a panel of small multiples.
@@ -249,7 +255,43 @@ impl Figure {
             diagonal: false,
             legend: SeriesLabelPosition::LowerLeft,
             show_legend: true,
+            legend_below: false,
         }
+    }
+
+    /// The legend's entries in drawing order (reference lines, vertical lines, series),
+    /// for a legend drawn outside the chart.
+    fn legend_entries(&self) -> Vec<LegendEntry> {
+        let dashed = |lines: &[Line]| -> Vec<LegendEntry> {
+            lines
+                .iter()
+                .zip(Self::line_colors(lines))
+                .map(|(l, color)| LegendEntry {
+                    name: l.label.clone(),
+                    color,
+                    line: LegendLine::Dashed,
+                    mark: None,
+                })
+                .collect()
+        };
+        let mut out = dashed(&self.references);
+        out.extend(dashed(&self.verticals));
+        out.extend(
+            self.series
+                .iter()
+                .zip(self.series_colors())
+                .map(|(s, color)| LegendEntry {
+                    name: s.name.clone(),
+                    color,
+                    line: match (s.line, s.origin) {
+                        (false, _) => LegendLine::None,
+                        (true, Origin::Paper) => LegendLine::Dashed,
+                        (true, Origin::Ours) => LegendLine::Solid,
+                    },
+                    mark: s.marks.then_some(s.origin),
+                }),
+        );
+        out
     }
 
     /// The colour of each series: its family's, shaded by its rank within the family
@@ -366,9 +408,21 @@ impl Figure {
     /// error (it would be cut off).
     pub fn render(&self, path: &Path) -> Result<(), String> {
         check_title(&self.title, Self::MAX_TITLE_CHARS)?;
-        let root = SVGBackend::new(path, (800, 500)).into_drawing_area();
+        if !self.legend_below {
+            let root = SVGBackend::new(path, (800, 500)).into_drawing_area();
+            root.fill(&WHITE).map_err(|e| e.to_string())?;
+            self.draw_on(&root, &TextSizes::FULL)?;
+            return root.present().map_err(|e| e.to_string());
+        }
+        let entries = self.legend_entries();
+        let rows = entries.len().div_ceil(2) as u32;
+        let root = SVGBackend::new(path, (800, 500 + LEGEND_ROW * rows + 10)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| e.to_string())?;
-        self.draw_on(&root, &TextSizes::FULL)?;
+        let (chart, legend) = root.split_vertically(500);
+        let mut inside = self.clone();
+        inside.show_legend = false;
+        inside.draw_on(&chart, &TextSizes::FULL)?;
+        draw_legend_rows(&legend, &entries, 2, 800, TextSizes::FULL.legend)?;
         root.present().map_err(|e| e.to_string())
     }
 
@@ -595,6 +649,72 @@ where
             .map_err(|e| e.to_string())?
             .label(line.label.clone())
             .legend(move |(x, y)| dashes!(x, y, color));
+    }
+    Ok(())
+}
+
+/// Height of one row of a legend drawn outside a chart.
+const LEGEND_ROW: u32 = 30;
+
+/// The line of a legend entry drawn outside a chart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LegendLine {
+    None,
+    Solid,
+    /// A reference line (rule 3: its entry looks like it, two short dashes).
+    Dashed,
+}
+
+/// One entry of a legend drawn outside a chart: its line, its mark (a filled circle for
+/// ours, a hollow square for the paper's) and its name.
+struct LegendEntry {
+    name: String,
+    color: RGBColor,
+    line: LegendLine,
+    mark: Option<Origin>,
+}
+
+/// A legend outside a chart: `per_row` entries a row across `width` pixels.
+fn draw_legend_rows(
+    area: &Area,
+    entries: &[LegendEntry],
+    per_row: usize,
+    width: u32,
+    font_size: u32,
+) -> Result<(), String> {
+    use plotters::style::text_anchor::{HPos, Pos, VPos};
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    let cell = (width as usize / per_row.max(1)) as i32;
+    let font = TextStyle::from(("sans-serif", font_size).into_font())
+        .pos(Pos::new(HPos::Left, VPos::Center));
+    for (i, e) in entries.iter().enumerate() {
+        let x = 20 + cell * (i % per_row.max(1)) as i32;
+        let y = LEGEND_ROW as i32 / 2 + LEGEND_ROW as i32 * (i / per_row.max(1)) as i32;
+        let color = e.color;
+        match e.line {
+            LegendLine::None => {}
+            LegendLine::Solid => area
+                .draw(&PathElement::new(
+                    vec![(x, y), (x + 22, y)],
+                    color.stroke_width(2),
+                ))
+                .map_err(|e| err(&e))?,
+            LegendLine::Dashed => area.draw(&dashes!(x + 3, y, color)).map_err(|e| err(&e))?,
+        }
+        match e.mark {
+            None => {}
+            Some(Origin::Paper) => area
+                .draw(&Rectangle::new(
+                    [(x + 7, y - 4), (x + 15, y + 4)],
+                    color.stroke_width(2),
+                ))
+                .map_err(|e| err(&e))?,
+            Some(Origin::Ours) => area
+                .draw(&Circle::new((x + 11, y), 4, color.filled()))
+                .map_err(|e| err(&e))?,
+        }
+        area.draw(&Text::new(e.name.clone(), (x + 30, y), font.clone()))
+            .map_err(|e| err(&e))?;
     }
     Ok(())
 }

@@ -5,15 +5,16 @@
 use std::path::Path;
 
 use plotters::prelude::*;
-use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use super::{Area, Family, Figure, Origin, TextSizes, check_title};
+use super::{
+    Area, Family, Figure, LEGEND_ROW, LegendEntry, LegendLine, Origin, TextSizes, check_title,
+    draw_legend_rows,
+};
 
 /// Panel size in pixels; the SVG is `columns` panels wide and is shown at the report's
 /// width, so its text is set larger than a full-width figure's ([`TextSizes::PANEL`]).
 const PANEL: (u32, u32) = (420, 330);
 const TITLE_HEIGHT: u32 = 48;
-const LEGEND_ROW: u32 = 30;
 
 /// Where the legend of small multiples goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,35 +129,18 @@ fn draw_shared_legend(
     per_row: usize,
     width: u32,
 ) -> Result<(), String> {
-    let err = |e: &dyn std::fmt::Display| e.to_string();
-    let cell = (width as usize / per_row) as i32;
-    let font = TextStyle::from(("sans-serif", TextSizes::PANEL.legend).into_font())
-        .pos(Pos::new(HPos::Left, VPos::Center));
-    for (i, e) in entries.iter().enumerate() {
-        let x = 20 + cell * (i % per_row) as i32;
-        let y = LEGEND_ROW as i32 / 2 + LEGEND_ROW as i32 * (i / per_row) as i32;
-        let color = e.family.color(e.shade);
-        if e.line {
-            area.draw(&PathElement::new(
-                vec![(x, y), (x + 22, y)],
-                color.stroke_width(2),
-            ))
-            .map_err(|e| err(&e))?;
-        }
-        match e.origin {
-            _ if !e.marks => {}
-            Origin::Paper => area
-                .draw(&Rectangle::new(
-                    [(x + 7, y - 4), (x + 15, y + 4)],
-                    color.stroke_width(2),
-                ))
-                .map_err(|e| err(&e))?,
-            Origin::Ours => area
-                .draw(&Circle::new((x + 11, y), 4, color.filled()))
-                .map_err(|e| err(&e))?,
-        }
-        area.draw(&Text::new(e.name.clone(), (x + 30, y), font.clone()))
-            .map_err(|e| err(&e))?;
-    }
-    Ok(())
+    let rows: Vec<LegendEntry> = entries
+        .iter()
+        .map(|e| LegendEntry {
+            name: e.name.clone(),
+            color: e.family.color(e.shade),
+            line: if e.line {
+                LegendLine::Solid
+            } else {
+                LegendLine::None
+            },
+            mark: e.marks.then_some(e.origin),
+        })
+        .collect();
+    draw_legend_rows(area, &rows, per_row, width, TextSizes::PANEL.legend)
 }
