@@ -101,27 +101,6 @@ pub fn run_one(
     Ok(outcome)
 }
 
-/// The first job left whose input no job of the plan makes (or none finished).
-fn stuck(plan: &Plan, done: &[bool], index: &std::collections::HashMap<&str, usize>) -> PlanError {
-    plan.jobs
-        .iter()
-        .zip(done)
-        .filter(|(_, d)| !**d)
-        .find_map(|(job, _)| {
-            job.inputs
-                .iter()
-                .find(|k| index.get(k.as_str()).is_none_or(|&d| !done[d]))
-                .map(|input| PlanError::OutOfOrder {
-                    job: job.key.id.clone(),
-                    input: input.clone(),
-                })
-        })
-        .unwrap_or_else(|| PlanError::OutOfOrder {
-            job: String::new(),
-            input: String::new(),
-        })
-}
-
 /// Under the job's claim: removes the temporaries a killed writer left, and discards
 /// its outputs when one is corrupt or, for a stacked grid, when only some are there.
 fn prepare_outputs(job: &Job, runs: &Path, claims: &ClaimPolicy) -> Result<(), ReproduceError> {
@@ -176,13 +155,19 @@ pub fn drain_here(
     let opts = JobRunOptions::default();
     while done.iter().any(|d| !d) {
         let (mut progressed, mut held_elsewhere) = (false, false);
+        // The first job of this pass that waits on an input, and that input.
+        let mut blocked: Option<(usize, &str)> = None;
         for i in 0..plan.jobs.len() {
             let job = &plan.jobs[i];
-            let ready = job
+            if done[i] {
+                continue;
+            }
+            let waiting = job
                 .inputs
                 .iter()
-                .all(|k| index.get(k.as_str()).is_some_and(|&d| done[d]));
-            if done[i] || !ready {
+                .find(|k| index.get(k.as_str()).is_none_or(|&d| !done[d]));
+            if let Some(input) = waiting {
+                blocked = blocked.or(Some((i, input)));
                 continue;
             }
             progress.set_message(job.label.clone());
@@ -198,10 +183,14 @@ pub fn drain_here(
             progressed = true;
             progress.inc(1);
         }
-        if !progressed && !held_elsewhere {
+        if let (false, false, Some((i, input))) = (progressed, held_elsewhere, blocked) {
             // Nothing ran and nobody else is running anything: a job reads an
             // artifact no job of the plan makes.
-            return Err(stuck(plan, &done, &index).into());
+            return Err(PlanError::OutOfOrder {
+                job: plan.jobs[i].key.id.clone(),
+                input: input.to_owned(),
+            }
+            .into());
         }
         if !progressed {
             progress.set_message("waiting for jobs another process is computing");
