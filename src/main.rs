@@ -181,7 +181,7 @@ struct ReproduceArgs {
     #[arg(long)]
     quiet: bool,
     /// Run the plan's jobs (text protocol: training, the min-norm sets, the
-    /// evaluations, white-box; code protocol: training and the targeted sets) in this
+    /// evaluations, white-box, the strength sweep; code protocol: training and the targeted sets) in this
     /// many local worker processes, each with --threads threads, before the rest runs
     /// in this process; 1 (default) runs them here. The numbers do not depend on it.
     /// Several `run`s on one runs folder share the jobs through claims.
@@ -670,8 +670,22 @@ fn worker_command(
         &cfg.profile.name,
     ]);
     c.arg("--runs-dir").arg(&cfg.runs_dir);
+    // Every flag that adds jobs to the plan or changes a key, so that the worker's plan
+    // is this one.
     if cfg.whitebox {
         c.arg("--whitebox");
+    }
+    if cfg.strength {
+        c.arg("--strength");
+    }
+    if let Some(k) = cfg.train_seeds {
+        c.arg("--train-seeds").arg(k.to_string());
+    }
+    if let Some(mode) = cfg.prune_mode {
+        c.arg("--pruning").arg(match mode {
+            PruneMode::Global => "global",
+            PruneMode::PerTensor => "per-tensor",
+        });
     }
     if setup.code {
         c.args(["--protocol", "code"]);
@@ -752,7 +766,7 @@ fn plan_command(args: &ReproduceArgs, env: &RunEnv, view: PlanView) -> Result<()
     );
     if view == PlanView::Summary {
         println!(
-            "Cached jobs are not listed (`bayes-robust job status` lists every job). After these, `run` makes in its own process the strength axis and the per-example export (text protocol), or the evaluations (code protocol)."
+            "Cached jobs are not listed (`bayes-robust job status` lists every job). After these, `run` makes in its own process what waits on measured values or is written beside the report: the strength axis's claim points (matched on the sweep) and its seeds study, the per-example export (text protocol), or the evaluations (code protocol)."
         );
     }
     Ok(())

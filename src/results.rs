@@ -1,9 +1,12 @@
-//! Tables 1 and 2 of results.json as types, shared by the protocols that write them
+//! Tables 1–4, the perturbation sets and the trained models of results.json as types,
+//! shared by the protocols that write them
 //! (`experiment::reproduce`, `experiment::code_protocol`) and by whoever reads them.
 //! Every cell is a percentage with its 95% CI over runs ([`MeanCi`], `{mean, ci95,
 //! runs}`), or `null` where no run was made. The JSON is the shape every committed
 //! results.json has had (tests/report.rs round-trips them).
 
+use crate::model::bayes::PruneMode;
+use crate::model::checkpoint::ModelSpec;
 use crate::stats::MeanCi;
 
 /// One cell of a table: percent accuracy with its CI, or none.
@@ -55,6 +58,133 @@ pub struct DetPerturbed {
     pub lambda: Vec<f64>,
     pub rows: Vec<Vec<Cell>>,
     pub average: Vec<Cell>,
+}
+
+/// Table 3: the Table 3 BNN's N-draw ensembles (`n_samples`, each cell over `runs`
+/// runs) on each set (`rows[set][n]`) and their average over the sets.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Table3 {
+    pub note: String,
+    pub n_samples: Vec<usize>,
+    pub runs: Vec<usize>,
+    pub rows: Vec<Vec<Cell>>,
+    pub average: Vec<Cell>,
+    /// The same cells over the paper's run count, max(100/N, 1) (text protocol).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paper_protocol: Option<PaperProtocol>,
+}
+
+/// Table 3's cells as the paper counts runs: `runs[n]` runs of each N-draw ensemble,
+/// percent means without CIs.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PaperProtocol {
+    pub runs: Vec<usize>,
+    pub rows: Vec<Vec<f64>>,
+    pub average: Vec<f64>,
+}
+
+/// Table 4: the Table 4 BNN pruned by SNR at each rate (`rate_percent`), its ensemble's
+/// clean accuracy, its accuracy on each set (`rows[set][rate]`) and the average.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Table4 {
+    pub note: String,
+    pub mode: PruneMode,
+    pub rate_percent: Vec<f64>,
+    /// Weights pruned at each rate (global ranking, text protocol).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pruned_weights: Option<Vec<usize>>,
+    /// Entries pruned in each tensor at each rate (per-tensor ranking, code protocol).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pruned_per_tensor: Option<Vec<Vec<usize>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snr_histogram: Option<SnrHistogram>,
+    pub clean_validation: Vec<Cell>,
+    pub clean_test: Vec<Cell>,
+    pub rows: Vec<Vec<Cell>>,
+    pub average: Vec<Cell>,
+}
+
+/// The pruned BNN's log10 SNR (|μ|/σ) of every weight in 40 bins, and the threshold of
+/// each pruning rate.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SnrHistogram {
+    pub log10_edges: Vec<f64>,
+    pub counts: Vec<u64>,
+    pub log10_thresholds: Vec<f64>,
+}
+
+/// A text-protocol perturbation set as evaluated: the min-norm attack's set against one
+/// source under the distortion budget, and the attack's r before it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SetRow {
+    pub source: String,
+    pub n: i64,
+    pub mean_distortion: f64,
+    /// The fraction of the source's predictions the set changes.
+    pub success_rate: f64,
+    pub attack_seconds: f64,
+    pub uncapped_distortion: f64,
+    pub uncapped_success_rate: f64,
+    /// The fraction of perturbations the per-example cap scaled down.
+    pub capped_fraction: f64,
+}
+
+/// A code-protocol targeted set: the `n` of `n_attacked` validation images whose
+/// attack succeeded.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TargetedSetRow {
+    pub source: String,
+    pub n: usize,
+    pub n_attacked: usize,
+    pub kept_fraction: f64,
+    pub mean_distortion: f64,
+    pub attack_seconds: f64,
+}
+
+/// Which part of the grid a trained model belongs to (results.json's `models[].group`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelGroup {
+    /// A perturbation source (§3.3).
+    Source,
+    /// A deterministic net of the λ grid (eq. 6).
+    Deterministic,
+    /// A BNN of the ρ_init grid.
+    Bnn,
+}
+
+/// A trained model of the text protocol and its training with early stopping.
+/// Files older than the training-curve figure lack the last three fields.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ModelRow {
+    /// What it is (`mlp FC-10 lambda=0`).
+    pub model: String,
+    /// Its checkpoint's key.
+    pub key: String,
+    pub epochs_run: usize,
+    pub best_epoch: usize,
+    pub best_validation_accuracy: f64,
+    pub train_seconds: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<ModelGroup>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<ModelSpec>,
+    /// Validation accuracy after each epoch (fractions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_curve: Option<Vec<f64>>,
+}
+
+/// A trained model of the code protocol: its stable name, the notebook recipe it was
+/// trained with and its accuracy after the last epoch.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CodeModelRow {
+    pub name: String,
+    pub model: String,
+    pub key: String,
+    pub epochs_run: usize,
+    pub final_validation_accuracy: f64,
+    pub train_seconds: f64,
+    pub recipe: serde_json::Value,
 }
 
 /// One family's clean cells: (validation, test), one per model.

@@ -281,15 +281,21 @@ fn the_strength_section_renders_its_claims_and_figure_from_typed_results() {
 }
 
 /// The typed sections of results.json read every committed report that has them and
-/// write back exactly the JSON they read (the seeds section, the strength section with
-/// its seeds part), so that experiment and report share one type and the committed
-/// files stay readable.
+/// write back exactly the JSON they read (Tables 1–4, the sets and the trained models of
+/// either protocol, the seeds section, the strength section with its seeds part), so that experiment and report share one type and the
+/// committed files stay readable.
 #[test]
 fn typed_sections_round_trip_through_every_committed_results_file() {
     use bayes_robust::experiment::seeds::SeedsSection;
     use bayes_robust::experiment::strength::StrengthSection;
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("reports");
-    use bayes_robust::results::{Table1, Table2};
+    use bayes_robust::results::{
+        CodeModelRow, ModelRow, SetRow, Table1, Table2, Table3, Table4, TargetedSetRow,
+    };
+    fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(v: &Value, what: &str) {
+        let typed: T = serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(&serde_json::to_value(&typed).unwrap(), v, "{what}");
+    }
     let (mut seeds, mut strength, mut tables) = (0, 0, 0);
     for entry in std::fs::read_dir(&root).unwrap() {
         let path = entry.unwrap().path().join("results.json");
@@ -301,8 +307,26 @@ fn typed_sections_round_trip_through_every_committed_results_file() {
             .unwrap_or_else(|e| panic!("{}: table 1: {e}", path.display()));
         let t2: Table2 = serde_json::from_value(r["table2_perturbed"].clone())
             .unwrap_or_else(|e| panic!("{}: table 2: {e}", path.display()));
+        let t3: Table3 = serde_json::from_value(r["table3_ensemble"].clone())
+            .unwrap_or_else(|e| panic!("{}: table 3: {e}", path.display()));
+        let t4: Table4 = serde_json::from_value(r["table4_pruning"].clone())
+            .unwrap_or_else(|e| panic!("{}: table 4: {e}", path.display()));
         assert_eq!(serde_json::to_value(&t1).unwrap(), r["table1_clean"]);
         assert_eq!(serde_json::to_value(&t2).unwrap(), r["table2_perturbed"]);
+        assert_eq!(serde_json::to_value(&t3).unwrap(), r["table3_ensemble"]);
+        assert_eq!(serde_json::to_value(&t4).unwrap(), r["table4_pruning"]);
+        let what = |field: &str| format!("{}: {field}", path.display());
+        if r["protocol"] == "code" {
+            round_trip::<Vec<TargetedSetRow>>(&r["perturbation_sets"], &what("sets"));
+            round_trip::<Vec<CodeModelRow>>(&r["models"], &what("models"));
+        } else {
+            round_trip::<Vec<SetRow>>(&r["perturbation_sets"], &what("sets"));
+            round_trip::<Vec<ModelRow>>(&r["models"], &what("models"));
+        }
+        assert_eq!(r["perturbation_sets"].as_array().map(Vec::len), Some(12));
+        assert_eq!(t3.rows.len(), 12, "{}", path.display());
+        assert_eq!(t4.rows.len(), 12, "{}", path.display());
+        assert!(t4.rows.iter().all(|row| row.len() == t4.rate_percent.len()));
         assert_eq!(t2.bnn.rows.len(), 12, "{}", path.display());
         assert!(
             t2.bnn

@@ -201,11 +201,15 @@ fn assert_same_shape(paper: &Value, ours: &Value, path: &str) {
     }
 }
 
-/// The strength stage's cached evaluations in the quick profile: 27 models (4 λ nets,
-/// 7 BNNs × one draw, posterior mean and frozen sample, the matched-init control, the
-/// deep ensemble) over the sweep, and at each of three claim points (set-mean budget,
-/// paper-matched m and κ) those 27 and the two BNN ensembles.
-const STRENGTH_EVALS: u64 = 27 + 3 * 29;
+/// The strength sweep's models in the quick profile: 4 λ nets, 7 BNNs × one draw,
+/// posterior mean and frozen sample, the matched-init control, the deep ensemble. Each
+/// is one plan job over the whole sweep.
+const SWEEP_MODELS: usize = 4 + 7 * 3 + 2;
+
+/// The strength stage's own cached evaluations in the quick profile (the sweep is made
+/// by the plan): at each of three claim points (set-mean budget, paper-matched m and κ)
+/// the sweep's models and the two BNN ensembles.
+const STRENGTH_EVALS: u64 = 3 * (SWEEP_MODELS as u64 + 2);
 
 /// The strength axis across training seeds (issue 19, item 5): the paper-matched m and
 /// the quick profile's m = 1 and 2, each with the three headline comparisons at both
@@ -591,9 +595,10 @@ fn assert_plan_of_cached_run(cfg: &ReproduceConfig) -> Plan {
         }
     }
     let kinds = |k: JobKind| plan.jobs.iter().filter(|j| j.kind == k).count();
-    // The grid's 23 models, and seed 1 of the 4 λ nets and of the 7 BNNs as two
-    // stacked grids (quick: 2 training seeds).
-    assert_eq!(kinds(JobKind::TrainModel), 23 + 2);
+    // The grid's 23 models, the strength axis's 2 controls (the matched-init net, the
+    // deep ensemble's second member), and seed 1 of the 4 λ nets and of the 7 BNNs as
+    // two stacked grids (quick: 2 training seeds).
+    assert_eq!(kinds(JobKind::TrainModel), 23 + 2 + 2);
     let grids: Vec<usize> = plan
         .jobs
         .iter()
@@ -601,11 +606,12 @@ fn assert_plan_of_cached_run(cfg: &ReproduceConfig) -> Plan {
         .map(|j| j.outputs().count())
         .collect();
     assert_eq!(grids, [4, 7]);
-    assert_eq!(kinds(JobKind::MinNormSet), 12);
+    // The 12 sets, and the 12 at the quick profile's one κ > 0.
+    assert_eq!(kinds(JobKind::MinNormSet), 12 + 12);
     assert_eq!(
         kinds(JobKind::Evaluation),
-        14 + 2 * 11,
-        "4 λ nets, 7 BNNs, Tables 3 and 4, calibration; the 11 at both seeds"
+        14 + SWEEP_MODELS + 2 * 11,
+        "4 λ nets, 7 BNNs, Tables 3 and 4, calibration; the strength sweep's models; the 11 at both seeds"
     );
     plan
 }
@@ -632,6 +638,7 @@ fn assert_workers_make_the_same_artifacts(cfg: &ReproduceConfig, plan: &Plan) {
             "--profile",
             "quick",
             "--whitebox",
+            "--strength",
         ]);
         c.arg("--runs-dir").arg(dir);
         c
@@ -1267,7 +1274,7 @@ fn the_committed_profiles_plans_keep_their_golden_keys() {
             .map(str::to_owned)
             .collect()
     };
-    let plan_of = |profile: Profile, whitebox: bool| -> Plan {
+    let plan_with = |profile: Profile, whitebox: bool, strength: bool| -> Plan {
         let cfg = ReproduceConfig {
             profile,
             master_seed: 20201218,
@@ -1279,13 +1286,15 @@ fn the_committed_profiles_plans_keep_their_golden_keys() {
             out_dir: PathBuf::from("/nonexistent/reports"),
             verbose: false,
             whitebox,
-            strength: false,
+            strength,
             per_example: false,
             prune_mode: None,
             train_seeds: None,
         };
         text_plan(&cfg).unwrap()
     };
+    let plan_of = |profile: Profile, whitebox: bool| plan_with(profile, whitebox, false);
+    let ids = |plan: Plan| -> Vec<String> { plan.jobs.iter().map(|j| j.key.id.clone()).collect() };
     let plan_ids = |profile: Profile, whitebox: bool| -> Vec<String> {
         plan_of(profile, whitebox)
             .jobs
@@ -1322,13 +1331,32 @@ fn the_committed_profiles_plans_keep_their_golden_keys() {
         }
     }
     assert_eq!(plan_ids(Profile::short(), true), golden("short-plan.txt"));
+    // The strength extension's jobs (controls, κ > 0 attacks, the sweep) keep the keys
+    // the strength stage gave them before they were jobs: the short run made them all.
     let short_run: Vec<String> = golden("short.txt");
-    for id in plan_ids(Profile::short(), false) {
+    let short_strength = ids(plan_with(Profile::short(), false, true));
+    assert_eq!(short_strength.len(), 117);
+    for id in short_strength {
         assert!(
             short_run.iter().any(|k| k.ends_with(&format!("/{id}"))),
             "{id} is not an artifact of the short run"
         );
     }
+    // The paper plan with --strength: the plan above, then the strength extension's
+    // jobs (`paper-strength-jobs.txt`), then the training seeds'.
+    let with_strength = ids(plan_with(Profile::paper(), true, true));
+    let strength_jobs: Vec<String> = with_strength
+        .iter()
+        .filter(|k| !paper.contains(k))
+        .cloned()
+        .collect();
+    let bless = std::env::var_os("BAYES_ROBUST_BLESS_KEYS").is_some();
+    let strength_golden = root.join("fixtures/golden-keys/paper-strength-jobs.txt");
+    if bless {
+        std::fs::write(&strength_golden, strength_jobs.join("\n") + "\n").unwrap();
+    }
+    assert_eq!(strength_jobs, golden("paper-strength-jobs.txt"));
+    assert_eq!(with_strength.len(), paper.len() + strength_jobs.len());
     for (dir, plan) in [
         ("paper", &paper),
         ("seeds", &paper),

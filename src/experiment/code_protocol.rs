@@ -41,7 +41,9 @@ use crate::model::bayes::{BayesConfig, BayesMlp, MixturePrior, PruneMode};
 use crate::model::checkpoint::{CheckpointPaths, ModelSpec};
 use crate::model::mlp::{Mlp, MlpConfig, MlpInit};
 use crate::model::{Arch, WeightMode};
-use crate::results::{Cell, Table1, Table2, rows_by_set};
+use crate::results::{
+    Cell, CodeModelRow, Table1, Table2, Table3, Table4, TargetedSetRow, rows_by_set,
+};
 use crate::seed::SeedTree;
 use crate::train::grid::{GridMember, fit_grid_and_save};
 use crate::train::{self, Recipe, Reduction, TrainOptions, TrainedModel};
@@ -1504,40 +1506,57 @@ impl CodeRun<'_> {
         (table1, table2)
     }
 
-    fn table3_json(&self) -> Value {
+    fn table3(&self) -> Table3 {
         let p = &self.pipeline.cfg.profile;
         let rows = &self.evals.table3;
-        let avg: Vec<Value> = (0..p.ensemble_ns.len())
-            .map(|j| average_over_sets(&rows.iter().map(|row| row[j].clone()).collect::<Vec<_>>()))
-            .collect();
-        json!({
-            "note": format!("BNN rho_init={TABLE3_RHO} at m = {}; each cell over max(100/N, {}) runs of an N-draw ensemble", self.mult.bnn, p.ensemble_runs),
-            "n_samples": p.ensemble_ns,
-            "runs": p.ensemble_ns.iter().map(|n| ensemble_runs(p.ensemble_runs, *n)).collect::<Vec<_>>(),
-            "rows": rows.iter().map(|row| Value::Array(row.iter().map(|runs| pct(runs)).collect())).collect::<Vec<_>>(),
-            "average": avg,
-        })
+        Table3 {
+            note: format!(
+                "BNN rho_init={TABLE3_RHO} at m = {}; each cell over max(100/N, {}) runs of an N-draw ensemble",
+                self.mult.bnn, p.ensemble_runs
+            ),
+            n_samples: p.ensemble_ns.clone(),
+            runs: p
+                .ensemble_ns
+                .iter()
+                .map(|n| ensemble_runs(p.ensemble_runs, *n))
+                .collect(),
+            rows: rows
+                .iter()
+                .map(|row| row.iter().map(|runs| cell(runs)).collect())
+                .collect(),
+            average: (0..p.ensemble_ns.len())
+                .map(|j| average_cell(&rows.iter().map(|row| row[j].clone()).collect::<Vec<_>>()))
+                .collect(),
+            paper_protocol: None,
+        }
     }
 
-    fn table4_json(&self) -> Value {
+    fn table4(&self) -> Table4 {
         let cfg = self.pipeline.cfg;
         let p = &cfg.profile;
-        let prune_mode = cfg.prune_mode_or(PruneMode::PerTensor);
+        let mode = cfg.prune_mode_or(PruneMode::PerTensor);
         let t4 = &self.evals.table4;
-        let how = match prune_mode {
+        let how = match mode {
             PruneMode::PerTensor => "per tensor, weights and biases (the notebook)",
             PruneMode::Global => "ranked over all weight matrices together (the paper's text)",
         };
-        json!({
-            "note": format!("BNN rho_init={TABLE4_RHO}; SNR |mu|/sigma pruning {how}, ensemble of {} draws at m = {}, {} runs per cell", p.prune_ensemble, self.mult.bnn, p.prune_runs),
-            "mode": prune_mode,
-            "rate_percent": p.prune_rates.iter().map(|r| r * 100.0).collect::<Vec<_>>(),
-            "pruned_per_tensor": t4.iter().map(|r| &r.pruned_per_tensor).collect::<Vec<_>>(),
-            "clean_validation": t4.iter().map(|r| pct(&r.validation)).collect::<Vec<_>>(),
-            "clean_test": t4.iter().map(|r| pct(&r.test)).collect::<Vec<_>>(),
-            "rows": (0..self.sets.len()).map(|i| Value::Array(t4.iter().map(|r| pct(&r.sets[i])).collect())).collect::<Vec<_>>(),
-            "average": t4.iter().map(|r| average_over_sets(&r.sets)).collect::<Vec<_>>(),
-        })
+        Table4 {
+            note: format!(
+                "BNN rho_init={TABLE4_RHO}; SNR |mu|/sigma pruning {how}, ensemble of {} draws at m = {}, {} runs per cell",
+                p.prune_ensemble, self.mult.bnn, p.prune_runs
+            ),
+            mode,
+            rate_percent: p.prune_rates.iter().map(|r| r * 100.0).collect(),
+            pruned_weights: None,
+            pruned_per_tensor: Some(t4.iter().map(|r| r.pruned_per_tensor.clone()).collect()),
+            snr_histogram: None,
+            clean_validation: t4.iter().map(|r| cell(&r.validation)).collect(),
+            clean_test: t4.iter().map(|r| cell(&r.test)).collect(),
+            rows: (0..self.sets.len())
+                .map(|i| t4.iter().map(|r| cell(&r.sets[i])).collect())
+                .collect(),
+            average: t4.iter().map(|r| average_cell(&r.sets)).collect(),
+        }
     }
 
     fn sweep_json(&self) -> Value {
@@ -1596,20 +1615,21 @@ impl CodeRun<'_> {
             "perturbation_examples_file": super::examples::EXAMPLES_FILE,
             "table1_clean": table1,
             "table2_perturbed": table2,
-            "table3_ensemble": self.table3_json(),
-            "table4_pruning": self.table4_json(),
+            "table3_ensemble": self.table3(),
+            "table4_pruning": self.table4(),
             "sweep": self.sweep_json(),
             "sigma": self.sigma_json()?,
-            "perturbation_sets": self.sets.iter().map(|s| json!({
-                "source": s.label, "n": s.kept(), "n_attacked": s.n_attacked,
-                "kept_fraction": s.kept() as f64 / s.n_attacked.max(1) as f64,
-                "mean_distortion": s.mean_distortion, "attack_seconds": s.seconds,
-            })).collect::<Vec<_>>(),
-            "models": self.trained.all().iter().zip(self.grid.all()).map(|(r, m)| json!({
-                "name": m.name, "model": r.meta.model.describe(), "key": r.key, "epochs_run": r.meta.epochs_run,
-                "final_validation_accuracy": r.meta.best_validation_accuracy,
-                "train_seconds": r.meta.wall_seconds, "recipe": r.meta.recipe,
-            })).collect::<Vec<_>>(),
+            "perturbation_sets": self.sets.iter().map(|s| TargetedSetRow {
+                source: s.label.clone(), n: s.kept(), n_attacked: s.n_attacked,
+                kept_fraction: s.kept() as f64 / s.n_attacked.max(1) as f64,
+                mean_distortion: s.mean_distortion, attack_seconds: s.seconds,
+            }).collect::<Vec<_>>(),
+            "models": self.trained.all().iter().zip(self.grid.all()).map(|(r, m)| CodeModelRow {
+                name: m.name.clone(), model: r.meta.model.describe(), key: r.key.clone(),
+                epochs_run: r.meta.epochs_run,
+                final_validation_accuracy: r.meta.best_validation_accuracy,
+                train_seconds: r.meta.wall_seconds, recipe: r.meta.recipe.clone(),
+            }).collect::<Vec<_>>(),
             "meta": meta,
         }))
     }

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::Profile;
 use super::cache::{self, ArtifactDir, CacheError};
 use super::whitebox::{WhiteboxChecks, WhiteboxProfile};
-use crate::attack::{MinNormAttack, TargetedAttack};
+use crate::attack::{BudgetReading, MinNormAttack, TargetedAttack};
 use crate::data::{Dataset, SplitSpec};
 use crate::model::checkpoint::ModelSpec;
 use crate::train::Recipe;
@@ -118,6 +118,29 @@ pub fn min_norm_attack(
     Key::new(
         label,
         json!({"source": source_key, "attack": attack, "n": n, "chunk": chunk}),
+    )
+}
+
+/// One set of a strength point as a strength evaluation's key names it: the raw attack
+/// `attack_key`, held under `reading` with the distortion `bound`, at multiplier `m`.
+pub fn strength_set(attack_key: &str, reading: BudgetReading, bound: f64, m: f64) -> Value {
+    json!({"attack": attack_key, "reading": reading, "bound": bound, "m": m})
+}
+
+/// The strength stage's evaluation of the model `name` (weights `model_key`; a deep
+/// ensemble's members joined with `+`) at the points `points` (per point, per set, a
+/// [`strength_set`]), with `runs` single-draw runs per cell.
+pub fn strength_eval(
+    name: &str,
+    model_key: &str,
+    points: &[Vec<Value>],
+    runs: usize,
+    n_eval: usize,
+    master_seed: u64,
+) -> Key {
+    Key::new(
+        &format!("strength-{name}"),
+        json!({"model": model_key, "points": points, "runs": runs, "n_eval": n_eval, "master_seed": master_seed}),
     )
 }
 

@@ -93,17 +93,7 @@ pub struct Profile {
     pub strength: strength::StrengthProfile,
 }
 
-/// Which part of the grid a trained model belongs to (results.json's `models[].group`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ModelGroup {
-    /// A perturbation source (§3.3).
-    Source,
-    /// A deterministic net of the λ grid (eq. 6).
-    Deterministic,
-    /// A BNN of the ρ_init grid.
-    Bnn,
-}
+pub use crate::results::ModelGroup;
 
 /// Which protocol a reproduction follows: the paper's text, or the authors' notebooks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

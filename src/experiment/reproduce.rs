@@ -4,6 +4,7 @@
 
 mod per_example;
 mod plan_seeds;
+mod plan_strength;
 mod plan_text;
 mod strength_seeds;
 mod strength_stage;
@@ -11,8 +12,8 @@ mod whitebox_stage;
 
 pub use super::executor::{FAIL_JOB_ENV, JOBS_LOG, JobLogLine, JobRun, JobRunOptions};
 use super::stage::{
-    GridModel, Ready, Timed, average_cell, average_over_sets, bar, bnn_of, cached_eval, cell,
-    each_item, mlp_of, pct, per_run_set_average, training_flops, write_results,
+    GridModel, Ready, Timed, average_cell, bar, bnn_of, cached_eval, cell, each_item, mlp_of,
+    per_run_set_average, training_flops, write_results,
 };
 pub use super::stage::{
     LIBTORCH_VERSION, ReproduceConfig, ReproduceError, StageReport, TCH_VERSION,
@@ -34,7 +35,10 @@ use crate::model::bayes::{BayesConfig, BayesMlp, PruneMode};
 use crate::model::checkpoint::{CheckpointPaths, ModelSpec};
 use crate::model::mlp::{MlpConfig, MlpInit};
 use crate::model::{Arch, WeightMode};
-use crate::results::{Cell, Table1, Table2, rows_by_set};
+use crate::results::{
+    Cell, ModelRow, PaperProtocol, SetRow, SnrHistogram, Table1, Table2, Table3, Table4,
+    rows_by_set,
+};
 use crate::seed::SeedTree;
 use crate::train::{self, Recipe, TrainOptions, TrainedModel};
 
@@ -749,7 +753,7 @@ fn calibration_row(
 
 /// A 40-bin histogram of log10 SNR of every weight of `bnn`, and the log10 SNR below
 /// which each pruning rate prunes.
-fn snr_histogram(bnn: &BayesMlp, rates: &[f64]) -> Value {
+fn snr_histogram(bnn: &BayesMlp, rates: &[f64]) -> Option<SnrHistogram> {
     let snr = tch::no_grad(|| {
         bnn.snr_flat()
             .clamp_min(1e-30)
@@ -758,9 +762,7 @@ fn snr_histogram(bnn: &BayesMlp, rates: &[f64]) -> Value {
     });
     let (sorted, _) = snr.sort(0, false);
     let values: Vec<f64> = Vec::try_from(&sorted).unwrap_or_default();
-    let (Some(&lo), Some(&hi)) = (values.first(), values.last()) else {
-        return Value::Null;
-    };
+    let (&lo, &hi) = (values.first()?, values.last()?);
     let bins = 40;
     let width = ((hi - lo) / bins as f64).max(1e-9);
     let mut counts = vec![0u64; bins];
@@ -772,7 +774,11 @@ fn snr_histogram(bnn: &BayesMlp, rates: &[f64]) -> Value {
         .iter()
         .map(|r| values[((r * values.len() as f64).floor() as usize).min(values.len() - 1)])
         .collect();
-    json!({ "log10_edges": edges, "counts": counts, "log10_thresholds": thresholds })
+    Some(SnrHistogram {
+        log10_edges: edges,
+        counts,
+        log10_thresholds: thresholds,
+    })
 }
 
 /// Rows (one per set) of columns (one per model) of percent CIs, and the average row.
@@ -787,21 +793,23 @@ fn table_rows(columns: &[ModelEval]) -> (Vec<Vec<Cell>>, Vec<Cell>) {
 
 /// results.json's `models`: each trained model of every group, with its validation
 /// accuracy after every epoch (the training-curve figure's data).
-fn model_rows(groups: &[(super::ModelGroup, &[Ready])]) -> Value {
-    let rows: Vec<Value> = groups
+fn model_rows(groups: &[(super::ModelGroup, &[Ready])]) -> Vec<ModelRow> {
+    groups
         .iter()
         .flat_map(|&(group, rs)| {
-            rs.iter().map(move |r| {
-                json!({
-                    "model": r.meta.model.describe(), "key": r.key, "epochs_run": r.meta.epochs_run,
-                    "best_epoch": r.meta.best_epoch, "best_validation_accuracy": r.meta.best_validation_accuracy,
-                    "train_seconds": r.meta.wall_seconds, "group": group, "spec": r.meta.model,
-                    "validation_curve": train::validation_curve(&r.meta),
-                })
+            rs.iter().map(move |r| ModelRow {
+                model: r.meta.model.describe(),
+                key: r.key.clone(),
+                epochs_run: r.meta.epochs_run,
+                best_epoch: r.meta.best_epoch,
+                best_validation_accuracy: r.meta.best_validation_accuracy,
+                train_seconds: r.meta.wall_seconds,
+                group: Some(group),
+                spec: Some(r.meta.model.clone()),
+                validation_curve: Some(train::validation_curve(&r.meta)),
             })
         })
-        .collect();
-    Value::Array(rows)
+        .collect()
 }
 
 /// The perturbation grid's examples: the first test images of each source family's
@@ -1280,25 +1288,11 @@ fn seeds_stage_keyed<'p>(
 
 /// Table 3 in results.json: per set and N the ensemble's runs, their averages, and the
 /// paper's protocol (max(100/N, 1) runs of each cell).
-fn table3_json(pipeline: &Pipeline, ens: &EnsembleEval) -> Value {
+fn table3(pipeline: &Pipeline, ens: &EnsembleEval) -> Table3 {
     let p = &pipeline.cfg.profile;
     let n_idx: Vec<usize> = (0..ens.n_samples.len()).collect();
-    let rows: Vec<Value> = ens
-        .rows
-        .iter()
-        .map(|row| Value::Array(row.iter().map(|runs| pct(runs)).collect()))
-        .collect();
-    let average: Vec<Value> = n_idx
-        .iter()
-        .map(|&j| {
-            average_over_sets(
-                &ens.rows
-                    .iter()
-                    .map(|row| row[j].clone())
-                    .collect::<Vec<_>>(),
-            )
-        })
-        .collect();
+    let column =
+        |j: usize| -> Vec<Vec<f64>> { ens.rows.iter().map(|row| row[j].clone()).collect() };
     let paper_runs: Vec<usize> = ens.n_samples.iter().map(|n| (100 / n).max(1)).collect();
     let paper_rows: Vec<Vec<f64>> = ens
         .rows
@@ -1316,44 +1310,70 @@ fn table3_json(pipeline: &Pipeline, ens: &EnsembleEval) -> Value {
         .iter()
         .map(|&j| paper_rows.iter().map(|r| r[j]).sum::<f64>() / paper_rows.len() as f64)
         .collect();
-    json!({
-        "note": format!("BNN rho_init={TABLE3_RHO}; each cell over max(100/N, {}) runs of an N-draw ensemble", p.ensemble_runs),
-        "n_samples": ens.n_samples,
-        "runs": ens.n_samples.iter().map(|n| pipeline.ensemble_runs_for(*n)).collect::<Vec<_>>(),
-        "rows": rows,
-        "average": average,
-        "paper_protocol": { "runs": paper_runs, "rows": paper_rows, "average": paper_avg },
-    })
+    Table3 {
+        note: format!(
+            "BNN rho_init={TABLE3_RHO}; each cell over max(100/N, {}) runs of an N-draw ensemble",
+            p.ensemble_runs
+        ),
+        n_samples: ens.n_samples.clone(),
+        runs: ens
+            .n_samples
+            .iter()
+            .map(|n| pipeline.ensemble_runs_for(*n))
+            .collect(),
+        rows: ens
+            .rows
+            .iter()
+            .map(|row| row.iter().map(|runs| cell(runs)).collect())
+            .collect(),
+        average: n_idx.iter().map(|&j| average_cell(&column(j))).collect(),
+        paper_protocol: Some(PaperProtocol {
+            runs: paper_runs,
+            rows: paper_rows,
+            average: paper_avg,
+        }),
+    }
 }
 
-/// Table 4 in results.json: per pruning rate the clean and perturbed accuracy, and the
-/// SNR histogram with each rate's threshold.
-fn table4_json(
+/// Table 4 of the text protocol: the ρ_init = −2 BNN pruned at each rate, with the
+/// SNR histogram of its weights.
+fn table4(
     pipeline: &Pipeline,
     grid: &TrainedGrid,
     prune: &PruneEval,
     n_sets: usize,
-) -> Result<Value, ReproduceError> {
+) -> Result<Table4, ReproduceError> {
     let cfg = pipeline.cfg;
     let p = &cfg.profile;
-    let snr_histogram = snr_histogram(
-        bnn_of(&grid.bnn_ready[TrainedGrid::bnn_index(TABLE4_RHO)])?,
-        &p.prune_rates,
-    );
-    let rows: Vec<Value> = (0..n_sets)
-        .map(|i| Value::Array(prune.per_rate.iter().map(|e| pct(&e.sets[i])).collect()))
-        .collect();
-    Ok(json!({
-        "note": format!("BNN rho_init={TABLE4_RHO}; SNR |mu|/sigma pruning {}, ensemble of {} draws, {} runs per cell", match cfg.prune_mode_or(PruneMode::Global) { PruneMode::Global => "ranked over all weight matrices together (biases kept)", PruneMode::PerTensor => "per tensor, weights and biases" }, p.prune_ensemble, p.prune_runs),
-        "mode": cfg.prune_mode_or(PruneMode::Global),
-        "rate_percent": prune.rates.iter().map(|r| r * 100.0).collect::<Vec<_>>(),
-        "pruned_weights": prune.pruned_weights,
-        "snr_histogram": snr_histogram,
-        "clean_validation": prune.per_rate.iter().map(|e| pct(&e.validation)).collect::<Vec<_>>(),
-        "clean_test": prune.per_rate.iter().map(|e| pct(&e.test)).collect::<Vec<_>>(),
-        "rows": rows,
-        "average": prune.per_rate.iter().map(|e| average_over_sets(&e.sets)).collect::<Vec<_>>(),
-    }))
+    let mode = cfg.prune_mode_or(PruneMode::Global);
+    let how = match mode {
+        PruneMode::Global => "ranked over all weight matrices together (biases kept)",
+        PruneMode::PerTensor => "per tensor, weights and biases",
+    };
+    Ok(Table4 {
+        note: format!(
+            "BNN rho_init={TABLE4_RHO}; SNR |mu|/sigma pruning {how}, ensemble of {} draws, {} runs per cell",
+            p.prune_ensemble, p.prune_runs
+        ),
+        mode,
+        rate_percent: prune.rates.iter().map(|r| r * 100.0).collect(),
+        pruned_weights: Some(prune.pruned_weights.clone()),
+        pruned_per_tensor: None,
+        snr_histogram: snr_histogram(
+            bnn_of(&grid.bnn_ready[TrainedGrid::bnn_index(TABLE4_RHO)])?,
+            &p.prune_rates,
+        ),
+        clean_validation: prune.per_rate.iter().map(|e| cell(&e.validation)).collect(),
+        clean_test: prune.per_rate.iter().map(|e| cell(&e.test)).collect(),
+        rows: (0..n_sets)
+            .map(|i| prune.per_rate.iter().map(|e| cell(&e.sets[i])).collect())
+            .collect(),
+        average: prune
+            .per_rate
+            .iter()
+            .map(|e| average_cell(&e.sets))
+            .collect(),
+    })
 }
 
 /// results.json in the shape of paper_tables.json, without the optional stages'
@@ -1395,8 +1415,8 @@ fn results_json(
         "attack_sources": sets.iter().map(|s| &s.label).collect::<Vec<_>>(),
         "table1_clean": table1,
         "table2_perturbed": table2,
-        "table3_ensemble": table3_json(pipeline, &evals.ensembles),
-        "table4_pruning": table4_json(pipeline, grid, &evals.pruning, sets.len())?,
+        "table3_ensemble": table3(pipeline, &evals.ensembles),
+        "table4_pruning": table4(pipeline, grid, &evals.pruning, sets.len())?,
         "calibration": {
             "note": format!("ECE ({ECE_BINS} bins) and NLL of the clean test set and of each perturbation set; AUROC of predictive entropy (and, for the BNN, mutual information) separating each perturbation set from the clean test images. The BNN (rho_init={TABLE3_RHO}) is its {}-draw ensemble. Intervals: 95% percentile bootstrap over the {} test images ({CALIBRATION_RESAMPLES} resamples; each perturbed image is resampled with its clean original).", p.prune_ensemble, pipeline.test.len()),
             "rows": evals.calibration.rows,
@@ -1412,12 +1432,12 @@ fn results_json(
                 "layers": bnn_of(r)?.sigma_quantiles(&super::code_protocol::SIGMA_QUANTILES),
             }))).collect::<Result<Vec<_>, ReproduceError>>()?,
         },
-        "perturbation_sets": sets.iter().map(|s| json!({
-            "source": s.label, "n": s.labels.size()[0], "mean_distortion": s.mean_distortion,
-            "success_rate": s.success_rate, "attack_seconds": s.seconds,
-            "uncapped_distortion": s.uncapped_distortion, "uncapped_success_rate": s.uncapped_success_rate,
-            "capped_fraction": s.capped_fraction,
-        })).collect::<Vec<_>>(),
+        "perturbation_sets": sets.iter().map(|s| SetRow {
+            source: s.label.clone(), n: s.labels.size()[0], mean_distortion: s.mean_distortion,
+            success_rate: s.success_rate, attack_seconds: s.seconds,
+            uncapped_distortion: s.uncapped_distortion, uncapped_success_rate: s.uncapped_success_rate,
+            capped_fraction: s.capped_fraction,
+        }).collect::<Vec<_>>(),
         "perturbation_examples_file": super::examples::EXAMPLES_FILE,
         "models": model_rows(&[(super::ModelGroup::Source, &grid.source_ready), (super::ModelGroup::Deterministic, &grid.det_ready), (super::ModelGroup::Bnn, &grid.bnn_ready)]),
         "meta": Value::Null,

@@ -3,11 +3,13 @@
 //! `job run`: one job of that plan, run in this process.
 //!
 //! With `--train-seeds K` (K > 1) the plan gains the training-seeds extension
-//! ([`super::plan_seeds`]). The strength axis and the per-example export are not jobs
-//! yet: they run inside `reproduce` after the plan's artifacts exist (reading them from
-//! the cache).
+//! ([`super::plan_seeds`]), and with `--strength` the strength extension
+//! ([`super::plan_strength`]: the controls, the κ > 0 attacks and the sweep). The strength
+//! axis's claim points and the per-example export are not jobs: they run inside `run`
+//! after the plan's artifacts exist (reading them from the cache).
 
 use super::plan_seeds::{SeedsInputs, SeedsTask};
+use super::plan_strength::{StrengthPlanInputs, StrengthTask};
 use super::whitebox_stage::{Models, curve_jobs, plan_of};
 use super::{
     CALIBRATION_RESAMPLES, GridModel, PerturbationSet, Pipeline, ReproduceConfig, ReproduceError,
@@ -16,6 +18,7 @@ use super::{
 use crate::experiment::{TABLE3_RHO, TABLE4_RHO};
 use crate::model::bayes::PruneMode;
 
+use crate::attack::MinNormAttack;
 use crate::experiment::executor::{self, JobRun, JobRunOptions};
 use crate::experiment::flops;
 use crate::experiment::plan::{DrainReport, Job, JobKind, Plan};
@@ -55,6 +58,8 @@ enum Task {
     Eval(EvalTask),
     /// A job of the training-seeds extension.
     Seeds(SeedsTask),
+    /// A job of the strength extension.
+    Strength(StrengthTask),
 }
 
 /// Which evaluation of the grid a job makes.
@@ -82,6 +87,43 @@ impl Pipeline<'_> {
         )
     }
 
+    /// The job that trains `gm` (or finds it cached).
+    pub(super) fn train_job(&self, gm: &GridModel) -> Job {
+        Job {
+            also: Vec::new(),
+            key: self.model_key_of(gm),
+            kind: JobKind::TrainModel,
+            label: format!("train {}", gm.name),
+            inputs: Vec::new(),
+            flops: self.training_work(gm),
+        }
+    }
+
+    /// The job that makes `attack`'s min-norm set against the source `gm` (checkpoint
+    /// `source_key`).
+    pub(super) fn attack_job(
+        &self,
+        gm: &GridModel,
+        source_key: &str,
+        attack: &MinNormAttack,
+    ) -> Job {
+        let (arch, n) = (gm.spec.arch(), self.test.len() as f64);
+        let label = if attack.kappa == 0.0 {
+            format!("min-norm set against {}", gm.label)
+        } else {
+            format!("min-norm set against {} (kappa={})", gm.label, attack.kappa)
+        };
+        Job {
+            also: Vec::new(),
+            key: self.attack_key_of(&gm.label, source_key, attack),
+            kind: JobKind::MinNormSet,
+            label,
+            inputs: vec![source_key.to_owned()],
+            flops: flops::input_gradient_steps(arch, attack.steps as f64, n)
+                + flops::forward(arch, 3.0 * n),
+        }
+    }
+
     /// The plan and each job's task.
     fn text_plan_tasks(&self) -> (Plan, Vec<Task>) {
         let p = &self.cfg.profile;
@@ -90,28 +132,11 @@ impl Pipeline<'_> {
         let mut tasks = Vec::new();
         let model_keys: Vec<String> = grid.all().map(|gm| self.model_key(gm)).collect();
         for (i, gm) in grid.all().enumerate() {
-            jobs.push(Job {
-                also: Vec::new(),
-                key: self.model_key_of(gm),
-                kind: JobKind::TrainModel,
-                label: format!("train {}", gm.name),
-                inputs: Vec::new(),
-                flops: self.training_work(gm),
-            });
+            jobs.push(self.train_job(gm));
             tasks.push(Task::Train(i));
         }
-        let n = self.test.len() as f64;
         for (i, gm) in grid.sources.iter().enumerate() {
-            let arch = gm.spec.arch();
-            jobs.push(Job {
-                also: Vec::new(),
-                key: self.attack_key_of(&gm.label, &model_keys[i], &p.attack),
-                kind: JobKind::MinNormSet,
-                label: format!("min-norm set against {}", gm.label),
-                inputs: vec![model_keys[i].clone()],
-                flops: flops::input_gradient_steps(arch, p.attack.steps as f64, n)
-                    + flops::forward(arch, 3.0 * n),
-            });
+            jobs.push(self.attack_job(gm, &model_keys[i], &p.attack));
             tasks.push(Task::Attack(i));
         }
         let set_ids: Vec<String> = grid
@@ -178,8 +203,20 @@ impl Pipeline<'_> {
                 tasks.push(Task::Whitebox(i));
             }
         }
+        let (n_src, n_det) = (grid.sources.len(), grid.dets.len());
+        if self.cfg.strength {
+            let inputs = StrengthPlanInputs {
+                source_keys: &model_keys[..n_src],
+                det_keys: &model_keys[n_src..n_src + n_det],
+                bnn_keys: &model_keys[n_src + n_det..],
+                attack_ids: &attack_ids,
+            };
+            for (job, task) in self.strength_jobs(&grid.sources, &grid.dets, &grid.bnns, &inputs) {
+                jobs.push(job);
+                tasks.push(Task::Strength(task));
+            }
+        }
         if self.cfg.train_seeds() > 1 {
-            let (n_src, n_det) = (grid.sources.len(), grid.dets.len());
             let inputs = SeedsInputs {
                 det_keys: &model_keys[n_src..n_src + n_det],
                 bnn_keys: &model_keys[n_src + n_det..],
@@ -284,22 +321,27 @@ impl Pipeline<'_> {
         out
     }
 
-    /// Every model of the grid and the 12 sets, from the cache.
-    pub(super) fn load_grid_and_sets(
-        &self,
-    ) -> Result<(TrainedGrid, Vec<PerturbationSet>), ReproduceError> {
+    /// Every model of the grid, from the cache.
+    pub(super) fn load_grid(&self) -> Result<TrainedGrid, ReproduceError> {
         let grid = Grid::new();
         let load = |gms: &[GridModel]| -> Result<Vec<super::Ready>, ReproduceError> {
             gms.iter().map(|gm| Ok(self.ensure_model(gm)?.0)).collect()
         };
-        let trained = TrainedGrid {
+        Ok(TrainedGrid {
             source_ready: load(&grid.sources)?,
             det_ready: load(&grid.dets)?,
             bnn_ready: load(&grid.bnns)?,
             sources: grid.sources,
             dets: grid.dets,
             bnns: grid.bnns,
-        };
+        })
+    }
+
+    /// Every model of the grid and the 12 sets, from the cache.
+    pub(super) fn load_grid_and_sets(
+        &self,
+    ) -> Result<(TrainedGrid, Vec<PerturbationSet>), ReproduceError> {
+        let trained = self.load_grid()?;
         let sets = trained
             .sources
             .iter()
@@ -364,6 +406,7 @@ impl Pipeline<'_> {
             }
             Task::Eval(task) => self.run_eval(task)?,
             Task::Seeds(task) => self.run_seeds_task(&grid.dets, &grid.bnns, task)?,
+            Task::Strength(task) => self.run_strength_task(&grid.sources, task)?,
         }
         Ok(())
     }

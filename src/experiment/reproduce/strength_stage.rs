@@ -4,19 +4,19 @@
 
 use std::time::Instant;
 
-use serde_json::json;
+use serde_json::Value;
 use tch::Tensor;
 
 use super::{
-    GridModel, Pipeline, Ready, ReproduceError, StageReport, Timed, bnn_of, mlp_of,
+    GridModel, Pipeline, Ready, ReproduceError, StageReport, Timed, TrainedGrid, bnn_of, mlp_of,
     per_run_set_average,
 };
 use crate::attack::budget::at_strength;
 use crate::attack::{AttackOutcome, BudgetReading, MinNormAttack};
 use crate::data::{Dataset, Split};
 use crate::eval;
-use crate::experiment::cache;
 use crate::experiment::code_protocol::Evaluated;
+use crate::experiment::keys;
 use crate::experiment::strength::{
     ClaimAt, ClaimAxis, ClaimPoint, Family, MatchedSet, ModelRow, SetAtStrength, Strength,
     StrengthError, StrengthPoint, StrengthProfile, StrengthSection, Verdict, best_at, comparisons,
@@ -184,6 +184,23 @@ impl Stage<'_, '_> {
         })
     }
 
+    /// Per point, per set, what a strength evaluation's key names of it.
+    fn point_keys(&self, points: &[PointSpec]) -> Vec<Vec<Value>> {
+        points
+            .iter()
+            .map(|p| {
+                p.per_set
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &(h, m))| {
+                        let held = &self.held[h];
+                        keys::strength_set(&held.keys[i], held.reading, self.bound, m)
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
     /// The libtorch seed name of one cell: Table 2's own for its sets (so a sampled
     /// model's runs there are Table 2's first runs), else one of the strength axis's.
     fn seed_name(&self, model: &str, set: usize, hm: (usize, f64)) -> String {
@@ -202,24 +219,16 @@ impl Stage<'_, '_> {
         points: &[PointSpec],
         runs: usize,
     ) -> Result<ModelRow, ReproduceError> {
-        let point_keys: Vec<_> = points
-            .iter()
-            .map(|p| {
-                p.per_set
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &(h, m))| {
-                        json!({"attack": self.held[h].keys[i], "reading": self.held[h].reading, "bound": self.bound, "m": m})
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .collect();
         let p = self.pipeline;
-        let key = cache::key(
-            &format!("strength-{}", model.name),
-            &json!({"model": model.key, "points": point_keys, "runs": runs, "n_eval": p.test.len(), "master_seed": p.seeds.master()}),
+        let key = keys::strength_eval(
+            &model.name,
+            &model.key,
+            &self.point_keys(points),
+            runs,
+            p.test.len(),
+            p.seeds.master(),
         );
-        let (timed, reused): (Timed<StrengthEval>, bool) = p.cached(&key, || {
+        let (timed, reused): (Timed<StrengthEval>, bool) = p.cached_keyed(&key, || {
             let cells = points
                 .iter()
                 .map(|spec| {
@@ -337,66 +346,99 @@ pub(super) fn row_label(gm: &GridModel, family: Family) -> String {
     }
 }
 
+/// Where a model of the sweep gets its weights.
+#[derive(Debug, Clone, Copy)]
+enum SweepSource {
+    /// The i-th λ net.
+    Det(usize),
+    /// The i-th BNN, evaluated as one draw, posterior mean or frozen sample.
+    Bnn(usize),
+    /// The matched-init control.
+    Matched,
+    /// The deep ensemble: the λ = 0 net and the control members.
+    DeepEnsemble,
+}
+
+/// A model of the sweep before its weights are loaded: its row's identity, the key of
+/// its weights (a deep ensemble's members joined with `+`) and where they come from.
+pub(super) struct SweepModel {
+    pub name: String,
+    label: String,
+    family: Family,
+    rho_init: Option<f64>,
+    lambda: Option<f64>,
+    pub key: String,
+    /// Every checkpoint it reads (a deep ensemble's members one by one).
+    pub inputs: Vec<String>,
+    source: SweepSource,
+}
+
+/// The checkpoints' keys of the sweep's models.
+pub(super) struct SweepKeys<'k> {
+    pub dets: &'k [String],
+    pub bnns: &'k [String],
+    pub matched: &'k str,
+    /// The deep ensemble's members after the first (the λ = 0 net, `dets[0]`).
+    pub members: &'k [String],
+}
+
 /// Every model the stage evaluates at every strength: the λ nets, each BNN as one draw,
 /// posterior mean and frozen sample, the matched-init control and the deep ensemble.
-fn eval_models<'m>(
+pub(super) fn sweep_models(
     dets: &[GridModel],
-    det_ready: &'m [Ready],
     bnns: &[GridModel],
-    bnn_ready: &'m [Ready],
-    controls: &'m Controls,
-) -> Result<Vec<EvalModel<'m>>, ReproduceError> {
-    let mut models: Vec<EvalModel> = Vec::new();
-    for (gm, r) in dets.iter().zip(det_ready) {
-        models.push(EvalModel {
+    matched: &GridModel,
+    keys: &SweepKeys,
+) -> Vec<SweepModel> {
+    let mut models = Vec::new();
+    for (i, (gm, key)) in dets.iter().zip(keys.dets).enumerate() {
+        models.push(SweepModel {
             name: gm.name.clone(),
             label: row_label(gm, Family::Deterministic),
             family: Family::Deterministic,
             rho_init: None,
             lambda: gm.spec.lambda(),
-            key: r.key.clone(),
-            evaluated: Evaluated::Det(mlp_of(r)?),
+            key: key.clone(),
+            inputs: vec![key.clone()],
+            source: SweepSource::Det(i),
         });
     }
-    for (gm, r) in bnns.iter().zip(bnn_ready) {
-        let bnn = bnn_of(r)?;
-        for (family, suffix, evaluated) in [
-            (Family::BnnDraw, "", Evaluated::Draws(bnn)),
-            (
-                Family::BnnMean,
-                "/mean",
-                Evaluated::Mode(bnn, WeightMode::Mean),
-            ),
-            (
-                Family::BnnFrozen,
-                "/frozen",
-                Evaluated::Mode(bnn, WeightMode::Frozen(0)),
-            ),
+    for (i, (gm, key)) in bnns.iter().zip(keys.bnns).enumerate() {
+        for (family, suffix) in [
+            (Family::BnnDraw, ""),
+            (Family::BnnMean, "/mean"),
+            (Family::BnnFrozen, "/frozen"),
         ] {
-            models.push(EvalModel {
+            models.push(SweepModel {
                 name: format!("{}{suffix}", gm.name),
                 label: row_label(gm, family),
                 family,
                 rho_init: gm.spec.rho_init(),
                 lambda: None,
-                key: r.key.clone(),
-                evaluated,
+                key: key.clone(),
+                inputs: vec![key.clone()],
+                source: SweepSource::Bnn(i),
             });
         }
     }
-    let c = controls;
-    models.push(EvalModel {
-        name: c.matched_gm.name.clone(),
-        label: c.matched_gm.label.clone(),
+    models.push(SweepModel {
+        name: matched.name.clone(),
+        label: matched.label.clone(),
         family: Family::MatchedInit,
         rho_init: None,
         lambda: Some(0.0),
-        key: c.matched.key.clone(),
-        evaluated: Evaluated::Det(mlp_of(&c.matched)?),
+        key: keys.matched.to_owned(),
+        inputs: vec![keys.matched.to_owned()],
+        source: SweepSource::Matched,
     });
-    let first = &det_ready[0];
-    let members: Vec<&Ready> = std::iter::once(first).chain(&c.members).collect();
-    models.push(EvalModel {
+    let members: Vec<String> = keys
+        .dets
+        .iter()
+        .take(1)
+        .chain(keys.members)
+        .cloned()
+        .collect();
+    models.push(SweepModel {
         name: format!("control/text/deep-ensemble={}", members.len()),
         label: format!(
             "deep ensemble of {} deterministic nets (lambda=0)",
@@ -405,19 +447,84 @@ fn eval_models<'m>(
         family: Family::DeepEnsemble,
         rho_init: None,
         lambda: Some(0.0),
-        key: members
-            .iter()
-            .map(|r| r.key.as_str())
-            .collect::<Vec<_>>()
-            .join("+"),
-        evaluated: Evaluated::DeepEnsemble(
-            members
-                .iter()
-                .map(|r| mlp_of(r))
-                .collect::<Result<_, _>>()?,
-        ),
+        key: members.join("+"),
+        inputs: members,
+        source: SweepSource::DeepEnsemble,
     });
-    Ok(models)
+    models
+}
+
+impl SweepModel {
+    /// Forward passes of one cell (one set at one point) with `runs` single-draw runs.
+    pub(super) fn passes_per_cell(&self, runs: usize) -> usize {
+        match (self.source, self.family) {
+            (SweepSource::Bnn(_), Family::BnnDraw) => runs,
+            (SweepSource::DeepEnsemble, _) => self.inputs.len(),
+            _ => 1,
+        }
+    }
+
+    /// The model with its weights among the loaded grid and controls.
+    fn loaded<'m>(
+        &self,
+        det_ready: &'m [Ready],
+        bnn_ready: &'m [Ready],
+        controls: &'m Controls,
+    ) -> Result<EvalModel<'m>, ReproduceError> {
+        let evaluated = match self.source {
+            SweepSource::Det(i) => Evaluated::Det(mlp_of(&det_ready[i])?),
+            SweepSource::Bnn(i) => {
+                let bnn = bnn_of(&bnn_ready[i])?;
+                match self.family {
+                    Family::BnnMean => Evaluated::Mode(bnn, WeightMode::Mean),
+                    Family::BnnFrozen => Evaluated::Mode(bnn, WeightMode::Frozen(0)),
+                    _ => Evaluated::Draws(bnn),
+                }
+            }
+            SweepSource::Matched => Evaluated::Det(mlp_of(&controls.matched)?),
+            SweepSource::DeepEnsemble => Evaluated::DeepEnsemble(
+                det_ready
+                    .iter()
+                    .take(1)
+                    .chain(&controls.members)
+                    .map(mlp_of)
+                    .collect::<Result<_, _>>()?,
+            ),
+        };
+        Ok(EvalModel {
+            name: self.name.clone(),
+            label: self.label.clone(),
+            family: self.family,
+            rho_init: self.rho_init,
+            lambda: self.lambda,
+            key: self.key.clone(),
+            evaluated,
+        })
+    }
+}
+
+/// The loaded sweep models of the grid and the controls.
+fn eval_models<'m>(
+    dets: &[GridModel],
+    bnns: &[GridModel],
+    det_ready: &'m [Ready],
+    bnn_ready: &'m [Ready],
+    controls: &'m Controls,
+) -> Result<Vec<EvalModel<'m>>, ReproduceError> {
+    let key = |r: &Ready| r.key.clone();
+    let det_keys: Vec<String> = det_ready.iter().map(key).collect();
+    let bnn_keys: Vec<String> = bnn_ready.iter().map(key).collect();
+    let member_keys: Vec<String> = controls.members.iter().map(key).collect();
+    let keys = SweepKeys {
+        dets: &det_keys,
+        bnns: &bnn_keys,
+        matched: &controls.matched.key,
+        members: &member_keys,
+    };
+    sweep_models(dets, bnns, &controls.matched_gm, &keys)
+        .iter()
+        .map(|m| m.loaded(det_ready, bnn_ready, controls))
+        .collect()
 }
 
 /// A claim point before evaluation: its name, the knob it was matched along (empty
@@ -512,57 +619,24 @@ pub(in crate::experiment) fn run(
     let t0 = Instant::now();
     let cfg = pipeline.cfg;
     let sp = cfg.profile.strength.clone();
-    let bound = cfg.profile.max_rms_distortion.unwrap_or(0.10);
     let verbose = cfg.verbose;
     let controls = train_controls(pipeline, &sp)?;
-
-    // The attacks at every κ, held under every reading.
-    let kappas: Vec<f64> = std::iter::once(0.0)
-        .chain(sp.kappas.iter().copied())
-        .collect();
-    let mut stage = Stage {
-        pipeline,
-        profile: sp.clone(),
-        bound,
-        labels: inputs.sources.iter().map(|g| g.label.clone()).collect(),
-        held: Vec::new(),
-        // Wall times when made, as every stage reports them: the controls' training
-        // here, then the attacks and evaluations.
-        seconds: std::iter::once(&controls.matched)
-            .chain(&controls.members)
-            .map(|r| r.meta.wall_seconds)
-            .sum(),
-        reused: 0,
-        computed: 0,
-    };
-    let progress = super::bar(kappas.len() * inputs.sources.len(), "kappa", verbose);
-    for &kappa in &kappas {
-        let attack = MinNormAttack {
-            kappa,
-            ..cfg.profile.attack.clone()
-        };
-        hold(&mut stage, &inputs, &attack, &progress)?;
-    }
-    progress.finish_and_clear();
-
-    // The sweep.
+    // Wall times when made, as every stage reports them: the controls' training here,
+    // then the attacks and evaluations.
+    let seconds = std::iter::once(&controls.matched)
+        .chain(&controls.members)
+        .map(|r| r.meta.wall_seconds)
+        .sum();
+    let (mut stage, kappas, specs) =
+        prepared(pipeline, inputs.sources, inputs.source_ready, seconds)?;
+    let bound = stage.bound;
     let models = eval_models(
         inputs.dets,
-        inputs.det_ready,
         inputs.bnns,
+        inputs.det_ready,
         inputs.bnn_ready,
         &controls,
     )?;
-    let specs: Vec<PointSpec> = sweep(&sp)
-        .iter()
-        .filter_map(|s| {
-            let h = stage.held_index(s.reading, s.kappa)?;
-            Some(PointSpec {
-                name: s.label(),
-                per_set: vec![(h, s.m); inputs.sources.len()],
-            })
-        })
-        .collect();
     let points: Vec<StrengthPoint> = specs
         .iter()
         .map(|s| stage.point(s, inputs.source_ready))
@@ -652,15 +726,84 @@ pub(in crate::experiment) fn run(
     Ok((section, report))
 }
 
+/// The stage with the sets of every κ (0, the attack stage's, and the profile's) held
+/// under every reading, the κs, and the sweep's points; `seconds` starts its artifact time.
+fn prepared<'p, 'a>(
+    pipeline: &'p Pipeline<'a>,
+    sources: &[GridModel],
+    source_ready: &[Ready],
+    seconds: f64,
+) -> Result<(Stage<'p, 'a>, Vec<f64>, Vec<PointSpec>), ReproduceError> {
+    let cfg = pipeline.cfg;
+    let sp = cfg.profile.strength.clone();
+    let kappas: Vec<f64> = std::iter::once(0.0)
+        .chain(sp.kappas.iter().copied())
+        .collect();
+    let mut stage = Stage {
+        pipeline,
+        profile: sp.clone(),
+        bound: cfg.profile.max_rms_distortion.unwrap_or(0.10),
+        labels: sources.iter().map(|g| g.label.clone()).collect(),
+        held: Vec::new(),
+        seconds,
+        reused: 0,
+        computed: 0,
+    };
+    let progress = super::bar(kappas.len() * sources.len(), "kappa", cfg.verbose);
+    for &kappa in &kappas {
+        let attack = MinNormAttack {
+            kappa,
+            ..cfg.profile.attack.clone()
+        };
+        hold(&mut stage, sources, source_ready, &attack, &progress)?;
+    }
+    progress.finish_and_clear();
+    let specs: Vec<PointSpec> = sweep(&sp)
+        .iter()
+        .filter_map(|s| {
+            let h = stage.held_index(s.reading, s.kappa)?;
+            Some(PointSpec {
+                name: s.label(),
+                per_set: vec![(h, s.m); sources.len()],
+            })
+        })
+        .collect();
+    Ok((stage, kappas, specs))
+}
+
+/// One job of the plan's strength extension: the `index`-th model of [`sweep_models`]
+/// at every point of the sweep (its checkpoints and the raw attacks are cached).
+pub(super) fn sweep_eval(
+    pipeline: &Pipeline,
+    grid: &TrainedGrid,
+    index: usize,
+) -> Result<(), ReproduceError> {
+    let sp = &pipeline.cfg.profile.strength;
+    let controls = train_controls(pipeline, sp)?;
+    let (mut stage, _, specs) = prepared(pipeline, &grid.sources, &grid.source_ready, 0.0)?;
+    let models = eval_models(
+        &grid.dets,
+        &grid.bnns,
+        &grid.det_ready,
+        &grid.bnn_ready,
+        &controls,
+    )?;
+    if let Some(model) = models.get(index) {
+        stage.evaluate(model, &specs, sp.runs)?;
+    }
+    Ok(())
+}
+
 /// The 12 sets of one attack (`attack.kappa`), held under every reading of the profile.
 fn hold(
     stage: &mut Stage,
-    inputs: &StrengthInputs,
+    sources: &[GridModel],
+    source_ready: &[Ready],
     attack: &MinNormAttack,
     progress: &indicatif::ProgressBar,
 ) -> Result<(), ReproduceError> {
     let mut raws = Vec::new();
-    for (gm, r) in inputs.sources.iter().zip(inputs.source_ready) {
+    for (gm, r) in sources.iter().zip(source_ready) {
         progress.set_message(format!("{} kappa={}", gm.label, attack.kappa));
         let raw = stage.pipeline.ensure_raw_attack(&gm.label, r, attack)?;
         // κ = 0 is the attack stage's own work.
