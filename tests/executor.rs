@@ -21,6 +21,7 @@ fn job(name: &str, also: &[&str], inputs: &[&Job]) -> Job {
     Job {
         key: key(name),
         also: also.iter().map(|n| key(n)).collect(),
+        memory_mib: None,
         kind: JobKind::Evaluation,
         label: name.to_owned(),
         inputs: inputs
@@ -64,6 +65,7 @@ fn a_plan_is_drained_here_in_dependency_order_and_a_second_drain_computes_nothin
     let plan = Plan {
         profile: "test".into(),
         jobs: vec![a, c, b],
+        finish: Default::default(),
     };
     let order = RefCell::new(Vec::new());
     let report = executor::drain_here(&plan, runs.path(), false, |i| {
@@ -92,6 +94,7 @@ fn a_claimed_job_is_left_to_its_live_owner_and_a_stale_claim_is_taken_over() {
     let plan = Plan {
         profile: "test".into(),
         jobs: vec![a, b, c, d],
+        finish: Default::default(),
     };
     let dir = evals(runs.path());
     // b is held by a live process (this one, through a claim of its own), c by a dead one.
@@ -163,6 +166,7 @@ fn a_job_with_several_outputs_is_cached_only_whole_and_remade_whole() {
     let plan = Plan {
         profile: "test".into(),
         jobs: vec![grid, reader],
+        finish: Default::default(),
     };
     plan.check_order().unwrap();
     assert_eq!(plan.job(&plan.jobs[0].also[1].id).unwrap().label, "grid");
@@ -212,6 +216,7 @@ fn a_job_reading_an_artifact_no_job_makes_is_an_error_not_a_hang() {
     let plan = Plan {
         profile: "test".into(),
         jobs: vec![job("a", &[], &[]), orphan],
+        finish: Default::default(),
     };
     let err = executor::drain_here(&plan, runs.path(), false, |i| {
         make(&plan, &plan.jobs[i], runs.path())

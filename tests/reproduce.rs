@@ -1258,6 +1258,26 @@ fn every_committed_reports_profile_is_the_named_profile_of_today() {
     }
 }
 
+/// A configuration for building `profile`'s plan on real MNIST, with no runs folder.
+fn plan_only_config(profile: Profile, whitebox: bool, strength: bool) -> ReproduceConfig {
+    ReproduceConfig {
+        profile,
+        master_seed: 20201218,
+        device: tch::Device::Cpu,
+        threads: 2,
+        dataset: Dataset::Mnist,
+        data_dir: common::real_mnist_dir(),
+        runs_dir: PathBuf::from("/nonexistent/runs"),
+        out_dir: PathBuf::from("/nonexistent/reports"),
+        verbose: false,
+        whitebox,
+        strength,
+        per_example: false,
+        prune_mode: None,
+        train_seeds: None,
+    }
+}
+
 /// The plans of the paper (and seeds) and short profiles keep their keys:
 /// `fixtures/golden-keys/{paper,short}-plan.txt` list every job's key (with
 /// `--whitebox`). Every model key the committed reports' results.json record (made by
@@ -1275,23 +1295,7 @@ fn the_committed_profiles_plans_keep_their_golden_keys() {
             .collect()
     };
     let plan_with = |profile: Profile, whitebox: bool, strength: bool| -> Plan {
-        let cfg = ReproduceConfig {
-            profile,
-            master_seed: 20201218,
-            device: tch::Device::Cpu,
-            threads: 2,
-            dataset: Dataset::Mnist,
-            data_dir: common::real_mnist_dir(),
-            runs_dir: PathBuf::from("/nonexistent/runs"),
-            out_dir: PathBuf::from("/nonexistent/reports"),
-            verbose: false,
-            whitebox,
-            strength,
-            per_example: false,
-            prune_mode: None,
-            train_seeds: None,
-        };
-        text_plan(&cfg).unwrap()
+        text_plan(&plan_only_config(profile, whitebox, strength)).unwrap()
     };
     let plan_of = |profile: Profile, whitebox: bool| plan_with(profile, whitebox, false);
     let ids = |plan: Plan| -> Vec<String> { plan.jobs.iter().map(|j| j.key.id.clone()).collect() };
@@ -1374,6 +1378,56 @@ fn the_committed_profiles_plans_keep_their_golden_keys() {
             );
         }
     }
+}
+
+/// Each job of the paper plan's strength sweep holds every κ's 12 sets under both
+/// readings (and one κ's raw attacks) at once: it asks Slurm for that memory on top of
+/// the dataset and libtorch, where the kind's 4 GiB would be killed; the other jobs keep
+/// their kind's, and the results run is sized for the claim points it makes.
+#[test]
+fn the_strength_sweep_asks_slurm_for_the_memory_its_sets_take() {
+    use bayes_robust::experiment::slurm::Sizing;
+    let cfg = plan_only_config(Profile::paper(), false, true);
+    let plan = text_plan(&cfg).unwrap();
+    let sizing = Sizing {
+        cpus: 2,
+        sgemm_gflops: 100.0,
+    };
+    let sweep: Vec<&Job> = plan
+        .jobs
+        .iter()
+        .filter(|j| j.label.starts_with("strength sweep of "))
+        .collect();
+    assert_eq!(sweep.len(), 27);
+    // (2 readings × 4 κ + 1) × 12 sets of 10,000 test images × 784 floats.
+    let sets_mib = ((2 * 4 + 1) * 12 * 10_000 * 784 * 4u64) as f64 / (1u64 << 20) as f64;
+    for job in sweep {
+        assert_eq!(
+            sizing.resources(job).mem_mib,
+            3072 + sets_mib.ceil() as usize,
+            "{}",
+            job.label
+        );
+    }
+    for job in plan.jobs.iter().filter(|j| j.memory_mib.is_none()) {
+        assert!(sizing.resources(job).mem_mib <= 4096, "{}", job.label);
+    }
+    // The results run then makes the claim points in its own process: the sweep's sets,
+    // the Table 2 sets and a matched κ's, and more than the hour a results run gets.
+    let set_mib = (10_000 * 784 * 4) as f64 / (1u64 << 20) as f64;
+    let results = sizing.finishing(&plan.finish);
+    assert_eq!(
+        results.mem_mib,
+        3072 + sets_mib.ceil() as usize + (24.0 * set_mib).ceil() as usize
+    );
+    assert!(results.time_minutes > 60, "{results:?}");
+    let plain = text_plan(&ReproduceConfig {
+        strength: false,
+        ..cfg
+    })
+    .unwrap();
+    let results = sizing.finishing(&plain.finish);
+    assert_eq!((results.mem_mib, results.time_minutes), (3072, 60));
 }
 
 #[test]

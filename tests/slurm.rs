@@ -553,6 +553,7 @@ fn toy_plan() -> (Plan, Vec<bool>) {
     let job = |name: &str, kind, inputs: &[&Key]| Job {
         key: Key::new(name, serde_json::json!({ "name": name })),
         also: Vec::new(),
+        memory_mib: None,
         kind,
         label: name.to_owned(),
         inputs: inputs.iter().map(|k| k.id.clone()).collect(),
@@ -565,6 +566,7 @@ fn toy_plan() -> (Plan, Vec<bool>) {
     let plan = Plan {
         profile: "toy".into(),
         jobs: vec![a, b, c, d],
+        finish: Default::default(),
     };
     (plan, vec![false, false, true, false])
 }

@@ -65,6 +65,9 @@ pub struct Job {
     pub inputs: Vec<String>,
     /// Counted matrix-product FLOPs (training: at the epoch cap, an upper bound).
     pub flops: f64,
+    /// Its peak memory in MiB where its kind's default (`slurm::Sizing`) is too small:
+    /// a job that holds many perturbation sets at once (the strength sweep).
+    pub memory_mib: Option<usize>,
 }
 
 impl Job {
@@ -170,6 +173,20 @@ pub enum PlanError {
 pub struct Plan {
     pub profile: String,
     pub jobs: Vec<Job>,
+    /// What `run` does in its own process once the jobs are made.
+    pub finish: Finish,
+}
+
+/// The work `run` does in its own process after the plan's jobs, counted where it is
+/// known before they run: the strength axis's claim points and its attacks at a matched
+/// κ (its part across seeds and the per-example export are not counted). Sizes the
+/// Slurm job that assembles results.json.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Finish {
+    /// Counted matrix-product FLOPs.
+    pub flops: f64,
+    /// Peak memory in MiB where it holds more than the 3 GiB a results run takes.
+    pub memory_mib: Option<usize>,
 }
 
 /// What a plan has left, and an estimate of its time.
@@ -237,6 +254,7 @@ impl Plan {
         Plan {
             profile: self.profile.clone(),
             jobs,
+            finish: self.finish.clone(),
         }
     }
 

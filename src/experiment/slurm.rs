@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use serde_json::{Value, json};
 
-use super::plan::{Job, JobKind, Plan};
+use super::plan::{Finish, Job, JobKind, Plan};
 
 /// What a job asks Slurm for.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
@@ -35,19 +35,32 @@ impl Sizing {
     /// `--time`: 20 × the job's counted work at the sgemm rate (the slowest stage runs at
     /// a tenth of it, and twice that again for a slower node), at least 10 minutes.
     /// `--mem`: the dataset and libtorch (2 GiB), plus 1 GiB for a white-box job's
-    /// batched EOT draws, 2 GiB for an evaluation's perturbation sets.
+    /// batched EOT draws, 2 GiB for an evaluation's perturbation sets, or the job's own
+    /// estimate where it is larger ([`Job::memory_mib`]).
     pub fn resources(&self, job: &Job) -> Resources {
         let seconds = 20.0 * job.flops / (self.sgemm_gflops.max(1e-3) * 1e9);
-        let mem_mib = match job.kind {
+        let by_kind = match job.kind {
             JobKind::TrainModel | JobKind::MinNormSet | JobKind::TargetedSet => 2048,
             JobKind::WhiteboxCurve | JobKind::WhiteboxRerun | JobKind::Spsa => 3072,
             // The clean splits and every perturbation set in memory.
             JobKind::Evaluation => 4096,
         };
+        let mem_mib = job.memory_mib.unwrap_or(0).max(by_kind);
         Resources {
             cpus: self.cpus.max(1),
             mem_mib,
             time_minutes: ((seconds / 60.0).ceil() as u64).max(10),
+        }
+    }
+
+    /// The results run's: 3 GiB and an hour to read the cache and assemble results.json,
+    /// or more for the plan's [`Finish`] work (the same 20 × its counted work).
+    pub fn finishing(&self, finish: &Finish) -> Resources {
+        let seconds = 20.0 * finish.flops / (self.sgemm_gflops.max(1e-3) * 1e9);
+        Resources {
+            cpus: self.cpus.max(1),
+            mem_mib: finish.memory_mib.unwrap_or(0).max(3072),
+            time_minutes: 60 + (seconds / 60.0).ceil() as u64,
         }
     }
 }
@@ -204,11 +217,14 @@ pub fn slurm_script(plan: &Plan, cached: &[bool], sizing: &Sizing, cmd: &SlurmCo
     all.sort();
     all.dedup();
     let results = format!("exec {exe} {global} {threads} run {flags}");
+    let r = sizing.finishing(&plan.finish);
     s += &format!(
-        "results=$(submit \"${{COMMON[@]}}\" --job-name={name} -c {cpus} --mem=3072M --time=60 --output=\"$LOGS/%x.out\" --dependency={dep} --wrap={wrap})\n\
+        "results=$(submit \"${{COMMON[@]}}\" --job-name={name} -c {cpus} --mem={mem}M --time={time} --output=\"$LOGS/%x.out\" --dependency={dep} --wrap={wrap})\n\
          echo \"submitted {to_submit} job(s) and the results run (Slurm job $results)\"\n",
         name = job_name(&plan.profile, "results"),
-        cpus = sizing.cpus.max(1),
+        cpus = r.cpus,
+        mem = r.mem_mib,
+        time = r.time_minutes,
         dep = dependency(&all),
         wrap = shell_quote(&results),
     );

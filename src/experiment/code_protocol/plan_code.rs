@@ -68,6 +68,7 @@ pub(super) fn plan_tasks(
         jobs.push(Job {
             key,
             also: keys.collect(),
+            memory_mib: None,
             kind: JobKind::TrainModel,
             label,
             inputs: Vec::new(),
@@ -84,6 +85,7 @@ pub(super) fn plan_tasks(
         jobs.push(Job {
             key: attack_key(&cp, &m.label, &source, n),
             also: Vec::new(),
+            memory_mib: None,
             kind: JobKind::TargetedSet,
             label: format!("targeted set against {}", m.label),
             inputs: vec![source],
@@ -94,6 +96,7 @@ pub(super) fn plan_tasks(
     let plan = Plan {
         profile: format!("{}{}", profile.name, budget.dir_suffix()),
         jobs,
+        finish: Default::default(),
     };
     (plan, tasks)
 }

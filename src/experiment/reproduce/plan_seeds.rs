@@ -89,6 +89,7 @@ impl Pipeline<'_> {
                 let job = Job {
                     key,
                     also: keys.collect(),
+                    memory_mib: None,
                     kind: JobKind::TrainModel,
                     label: format!(
                         "train the {} grid of seeds {}..={} ({} models)",
@@ -118,6 +119,7 @@ impl Pipeline<'_> {
                     let job = Job {
                         key: stage.eval_key(&name, &model_key, &gm.spec),
                         also: Vec::new(),
+                        memory_mib: None,
                         kind: JobKind::Evaluation,
                         label: format!("evaluate {name}"),
                         inputs: std::iter::once(model_key)

@@ -9,12 +9,13 @@ use std::iter::once;
 
 use serde_json::Value;
 
-use super::strength_stage::{SweepKeys, control_models, sweep_eval, sweep_models};
+use super::strength_stage::{SweepKeys, SweepModel, control_models, sweep_eval, sweep_models};
 use super::{GridModel, Pipeline, ReproduceError};
-use crate::attack::MinNormAttack;
+use crate::attack::{BudgetReading, MinNormAttack};
+use crate::data::Dataset;
 use crate::experiment::flops;
 use crate::experiment::keys;
-use crate::experiment::plan::{Job, JobKind};
+use crate::experiment::plan::{Finish, Job, JobKind};
 use crate::experiment::strength::sweep;
 use crate::model::Arch;
 
@@ -39,14 +40,15 @@ pub(super) struct StrengthPlanInputs<'a> {
 }
 
 impl Pipeline<'_> {
-    /// The controls, the κ > 0 attacks, then the sweep's evaluations.
+    /// The controls, the κ > 0 attacks, then the sweep's evaluations; and what `run`
+    /// then does in its own process (the claim points).
     pub(super) fn strength_jobs(
         &self,
         sources: &[GridModel],
         dets: &[GridModel],
         bnns: &[GridModel],
         inputs: &StrengthPlanInputs,
-    ) -> Vec<(Job, StrengthTask)> {
+    ) -> (Vec<(Job, StrengthTask)>, Finish) {
         let p = &self.cfg.profile;
         let sp = &p.strength;
         let n = self.test.len() as f64;
@@ -100,7 +102,15 @@ impl Pipeline<'_> {
             members: &control_keys[1..],
         };
         let cells = (points.len() * sources.len()) as f64;
-        for (i, m) in sweep_models(dets, bnns, &matched, &keys).iter().enumerate() {
+        // The sweep holds every κ's sets under every reading at once, and one κ's raw
+        // attacks while holding them; the dataset and libtorch take 2 GiB, and 1 GiB more
+        // for the models and a cell's inputs.
+        let set_mib = (self.test.images.numel() * 4) as f64 / (1 << 20) as f64;
+        let held = (sp.readings.len() * kappas.len() + 1) * sources.len();
+        let memory_mib = 3072 + (held as f64 * set_mib).ceil() as usize;
+        let models = sweep_models(dets, bnns, &matched, &keys);
+        let finish = self.claims_work(sources, &models, memory_mib, set_mib);
+        for (i, m) in models.iter().enumerate() {
             let job = Job {
                 also: Vec::new(),
                 key: keys::strength_eval(
@@ -114,6 +124,7 @@ impl Pipeline<'_> {
                 kind: JobKind::Evaluation,
                 label: format!("strength sweep of {}", m.name),
                 inputs: m.inputs.iter().chain(&all_attacks).cloned().collect(),
+                memory_mib: Some(memory_mib),
                 flops: flops::forward(
                     &Arch::new(&[100, 100]),
                     cells * m.passes_per_cell(sp.runs) as f64 * n,
@@ -121,7 +132,47 @@ impl Pipeline<'_> {
             };
             out.push((job, StrengthTask::Sweep(i)));
         }
-        out
+        (out, finish)
+    }
+
+    /// The claim points' counted work (every sweep model and the two BNN ensembles at
+    /// each point with the claim runs, and the attacks at a matched κ) and memory (the
+    /// sweep's, plus the Table 2 sets and the matched κ's).
+    fn claims_work(
+        &self,
+        sources: &[GridModel],
+        models: &[SweepModel],
+        sweep_mib: usize,
+        set_mib: f64,
+    ) -> Finish {
+        let p = &self.cfg.profile;
+        let sp = &p.strength;
+        let mnist = self.cfg.dataset == Dataset::Mnist;
+        let points =
+            usize::from(sp.readings.contains(&BudgetReading::SetMean)) + 2 * usize::from(mnist);
+        let largest = p.ensemble_ns.iter().copied().max().unwrap_or(100);
+        let passes: usize = models
+            .iter()
+            .map(|m| m.passes_per_cell(sp.matched_runs))
+            .sum::<usize>()
+            + sp.ensemble_runs * (largest + p.prune_ensemble);
+        let n = self.test.len() as f64;
+        let evals = flops::forward(
+            &Arch::new(&[100, 100]),
+            (points * passes * sources.len()) as f64 * n,
+        );
+        let attacks: f64 = if mnist {
+            sources
+                .iter()
+                .map(|gm| flops::input_gradient_steps(gm.spec.arch(), p.attack.steps as f64, n))
+                .sum()
+        } else {
+            0.0
+        };
+        Finish {
+            flops: evals + attacks,
+            memory_mib: Some(sweep_mib + (2.0 * sources.len() as f64 * set_mib).ceil() as usize),
+        }
     }
 
     /// Runs one job of the strength extension (its inputs are cached).

@@ -21,7 +21,7 @@ use crate::model::bayes::PruneMode;
 use crate::attack::MinNormAttack;
 use crate::experiment::executor::{self, JobRun, JobRunOptions};
 use crate::experiment::flops;
-use crate::experiment::plan::{DrainReport, Job, JobKind, Plan};
+use crate::experiment::plan::{DrainReport, Finish, Job, JobKind, Plan};
 use crate::experiment::whitebox_targets::{GridRef, Role};
 use crate::model::Arch;
 
@@ -91,6 +91,7 @@ impl Pipeline<'_> {
     pub(super) fn train_job(&self, gm: &GridModel) -> Job {
         Job {
             also: Vec::new(),
+            memory_mib: None,
             key: self.model_key_of(gm),
             kind: JobKind::TrainModel,
             label: format!("train {}", gm.name),
@@ -115,6 +116,7 @@ impl Pipeline<'_> {
         };
         Job {
             also: Vec::new(),
+            memory_mib: None,
             key: self.attack_key_of(&gm.label, source_key, attack),
             kind: JobKind::MinNormSet,
             label,
@@ -194,6 +196,7 @@ impl Pipeline<'_> {
                 };
                 jobs.push(Job {
                     also: Vec::new(),
+                    memory_mib: None,
                     inputs: vec![key_of(t.model)],
                     key: a.key,
                     kind,
@@ -204,6 +207,7 @@ impl Pipeline<'_> {
             }
         }
         let (n_src, n_det) = (grid.sources.len(), grid.dets.len());
+        let mut finish = Finish::default();
         if self.cfg.strength {
             let inputs = StrengthPlanInputs {
                 source_keys: &model_keys[..n_src],
@@ -211,10 +215,13 @@ impl Pipeline<'_> {
                 bnn_keys: &model_keys[n_src + n_det..],
                 attack_ids: &attack_ids,
             };
-            for (job, task) in self.strength_jobs(&grid.sources, &grid.dets, &grid.bnns, &inputs) {
+            let (strength, claims) =
+                self.strength_jobs(&grid.sources, &grid.dets, &grid.bnns, &inputs);
+            for (job, task) in strength {
                 jobs.push(job);
                 tasks.push(Task::Strength(task));
             }
+            finish = claims;
         }
         if self.cfg.train_seeds() > 1 {
             let inputs = SeedsInputs {
@@ -231,6 +238,7 @@ impl Pipeline<'_> {
         let plan = Plan {
             profile: p.name.clone(),
             jobs,
+            finish,
         };
         (plan, tasks)
     }
@@ -261,6 +269,7 @@ impl Pipeline<'_> {
             .sum();
         let job = |what: &str, models: Vec<String>, label: String, passes: f64| Job {
             also: Vec::new(),
+            memory_mib: None,
             key: self.eval_key_of(what, &models.join("+"), set_ids),
             kind: JobKind::Evaluation,
             label,
