@@ -764,6 +764,16 @@ fn plan_command(args: &ReproduceArgs, env: &RunEnv, view: PlanView) -> Result<()
         plan.summary(&cfg.runs_dir, sgemm),
         cfg.runs_dir.display()
     );
+    if plan.finish.flops > 0.0 {
+        println!(
+            "Then {:.0} GFLOP counted in `run`'s own process (the strength axis's claim points){}.",
+            plan.finish.flops / 1e9,
+            sgemm.map_or(String::new(), |g| format!(
+                ", {} at this machine's sgemm rate",
+                bayes_robust::experiment::plan::human_seconds(plan.finish.flops / (g * 1e9))
+            ))
+        );
+    }
     if view == PlanView::Summary {
         println!(
             "Cached jobs are not listed (`bayes-robust job status` lists every job). After these, `run` makes in its own process what waits on measured values or is written beside the report: the strength axis's claim points (matched on the sweep) and its seeds study, the per-example export (text protocol), or the evaluations (code protocol)."
