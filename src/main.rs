@@ -670,23 +670,8 @@ fn worker_command(
         &cfg.profile.name,
     ]);
     c.arg("--runs-dir").arg(&cfg.runs_dir);
-    // Every flag that adds jobs to the plan or changes a key, so that the worker's plan
-    // is this one.
-    if cfg.whitebox {
-        c.arg("--whitebox");
-    }
-    if cfg.strength {
-        c.arg("--strength");
-    }
-    if let Some(k) = cfg.train_seeds {
-        c.arg("--train-seeds").arg(k.to_string());
-    }
-    if let Some(mode) = cfg.prune_mode {
-        c.arg("--pruning").arg(match mode {
-            PruneMode::Global => "global",
-            PruneMode::PerTensor => "per-tensor",
-        });
-    }
+    // The flags that add jobs or change keys, so that the worker's plan is this one.
+    c.args(cfg.plan_flags());
     if setup.code {
         c.args(["--protocol", "code"]);
         if setup.budget == CodeBudget::TrainedToAccuracy {

@@ -1430,6 +1430,78 @@ fn the_strength_sweep_asks_slurm_for_the_memory_its_sets_take() {
     assert_eq!((results.mem_mib, results.time_minutes), (3072, 60));
 }
 
+/// The flags each local worker of `run --workers N` gets (and the recorded command
+/// records): every one that adds jobs or changes keys, each only where it is not the
+/// profile's default, so that a worker builds its parent's plan.
+#[test]
+fn a_workers_flags_are_the_ones_that_shape_its_parents_plan() {
+    use bayes_robust::model::bayes::PruneMode;
+    let ids = |cfg: &ReproduceConfig| -> Vec<String> {
+        text_plan(cfg)
+            .unwrap()
+            .jobs
+            .iter()
+            .map(|j| j.key.id.clone())
+            .collect()
+    };
+    let mut cfg = plan_only_config(Profile::short(), false, false);
+    cfg.train_seeds = Some(Profile::short().train_seeds);
+    cfg.prune_mode = Some(PruneMode::Global);
+    assert!(cfg.plan_flags().is_empty(), "{:?}", cfg.plan_flags());
+    let plain = ids(&cfg);
+    cfg.whitebox = true;
+    cfg.strength = true;
+    cfg.per_example = true;
+    cfg.prune_mode = Some(PruneMode::PerTensor);
+    cfg.train_seeds = Some(3);
+    assert_eq!(
+        cfg.plan_flags(),
+        [
+            "--whitebox",
+            "--strength",
+            "--per-example",
+            "--pruning",
+            "per-tensor",
+            "--train-seeds",
+            "3"
+        ]
+    );
+    let shaped = ids(&cfg);
+    for (what, without) in [
+        (
+            "white-box",
+            ReproduceConfig {
+                whitebox: false,
+                ..cfg.clone()
+            },
+        ),
+        (
+            "strength",
+            ReproduceConfig {
+                strength: false,
+                ..cfg.clone()
+            },
+        ),
+        (
+            "pruning",
+            ReproduceConfig {
+                prune_mode: None,
+                ..cfg.clone()
+            },
+        ),
+        (
+            "seeds",
+            ReproduceConfig {
+                train_seeds: None,
+                ..cfg.clone()
+            },
+        ),
+    ] {
+        assert_ne!(ids(&without), shaped, "{what} changes the plan");
+    }
+    assert_ne!(plain, shaped);
+}
+
 #[test]
 fn the_recorded_command_names_folders_that_are_not_the_defaults() {
     use bayes_robust::experiment::stage::default_folders;

@@ -1455,7 +1455,6 @@ fn meta_json(
 ) -> Value {
     let cfg = pipeline.cfg;
     let p = &cfg.profile;
-    let k = cfg.train_seeds();
     json!({
         "profile": p,
         "master_seed": cfg.master_seed,
@@ -1470,7 +1469,7 @@ fn meta_json(
         "sgemm_gflops": sgemm,
         "cpu": crate::runtime::cpu_description(),
         "wall_seconds": started.elapsed().as_secs_f64(),
-        "command": format!("bayes-robust --seed {} --threads {}{} reproduce --profile {}{}{}{}{}{}{}", cfg.master_seed, cfg.threads, if cfg.dataset == Dataset::Mnist { String::new() } else { format!(" --dataset {}", cfg.dataset) }, p.name, if cfg.whitebox { " --whitebox" } else { "" }, if cfg.strength { " --strength" } else { "" }, if cfg.per_example { " --per-example" } else { "" }, if cfg.prune_mode_or(PruneMode::Global) == PruneMode::PerTensor { " --pruning per-tensor" } else { "" }, if k != p.train_seeds { format!(" --train-seeds {k}") } else { String::new() }, cfg.folder_flags("")),
+        "command": format!("bayes-robust --seed {} --threads {}{} reproduce --profile {}{}{}", cfg.master_seed, cfg.threads, if cfg.dataset == Dataset::Mnist { String::new() } else { format!(" --dataset {}", cfg.dataset) }, p.name, cfg.plan_flags().iter().map(|f| format!(" {f}")).collect::<String>(), cfg.folder_flags("")),
     })
 }
 

@@ -135,6 +135,29 @@ impl ReproduceConfig {
         }
         flags
     }
+
+    /// The text protocol's run flags that are not its defaults, as `run` and `job run`
+    /// take them: the recorded command's, and each local worker's (so that a worker's
+    /// plan is its parent's: these flags add jobs or change keys).
+    pub fn plan_flags(&self) -> Vec<String> {
+        let mut flags: Vec<String> = [
+            (self.whitebox, "--whitebox"),
+            (self.strength, "--strength"),
+            (self.per_example, "--per-example"),
+        ]
+        .into_iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, f)| f.to_owned())
+        .collect();
+        if self.prune_mode_or(PruneMode::Global) == PruneMode::PerTensor {
+            flags.extend(["--pruning".to_owned(), "per-tensor".to_owned()]);
+        }
+        let k = self.train_seeds();
+        if k != self.profile.train_seeds {
+            flags.extend(["--train-seeds".to_owned(), k.to_string()]);
+        }
+        flags
+    }
 }
 
 /// What one stage did.
