@@ -115,7 +115,7 @@ impl Pipeline<'_> {
                 also: Vec::new(),
                 key: keys::strength_eval(
                     &m.name,
-                    &m.key,
+                    &m.key(),
                     &points,
                     sp.runs,
                     self.test.len(),

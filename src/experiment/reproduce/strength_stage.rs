@@ -359,15 +359,14 @@ enum SweepSource {
     DeepEnsemble,
 }
 
-/// A model of the sweep before its weights are loaded: its row's identity, the key of
-/// its weights (a deep ensemble's members joined with `+`) and where they come from.
+/// A model of the sweep before its weights are loaded: its row's identity, the
+/// checkpoints it reads and where they come from.
 pub(super) struct SweepModel {
     pub name: String,
     label: String,
     family: Family,
     rho_init: Option<f64>,
     lambda: Option<f64>,
-    pub key: String,
     /// Every checkpoint it reads (a deep ensemble's members one by one).
     pub inputs: Vec<String>,
     source: SweepSource,
@@ -398,7 +397,6 @@ pub(super) fn sweep_models(
             family: Family::Deterministic,
             rho_init: None,
             lambda: gm.spec.lambda(),
-            key: key.clone(),
             inputs: vec![key.clone()],
             source: SweepSource::Det(i),
         });
@@ -415,7 +413,6 @@ pub(super) fn sweep_models(
                 family,
                 rho_init: gm.spec.rho_init(),
                 lambda: None,
-                key: key.clone(),
                 inputs: vec![key.clone()],
                 source: SweepSource::Bnn(i),
             });
@@ -427,7 +424,6 @@ pub(super) fn sweep_models(
         family: Family::MatchedInit,
         rho_init: None,
         lambda: Some(0.0),
-        key: keys.matched.to_owned(),
         inputs: vec![keys.matched.to_owned()],
         source: SweepSource::Matched,
     });
@@ -447,7 +443,6 @@ pub(super) fn sweep_models(
         family: Family::DeepEnsemble,
         rho_init: None,
         lambda: Some(0.0),
-        key: members.join("+"),
         inputs: members,
         source: SweepSource::DeepEnsemble,
     });
@@ -455,6 +450,12 @@ pub(super) fn sweep_models(
 }
 
 impl SweepModel {
+    /// The key its evaluations name: its checkpoint's, a deep ensemble's members' joined
+    /// with `+`.
+    pub(super) fn key(&self) -> String {
+        self.inputs.join("+")
+    }
+
     /// Forward passes of one cell (one set at one point) with `runs` single-draw runs.
     pub(super) fn passes_per_cell(&self, runs: usize) -> usize {
         match (self.source, self.family) {
@@ -497,7 +498,7 @@ impl SweepModel {
             family: self.family,
             rho_init: self.rho_init,
             lambda: self.lambda,
-            key: self.key.clone(),
+            key: self.key(),
             evaluated,
         })
     }
