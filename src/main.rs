@@ -598,6 +598,16 @@ struct RunSetup {
     budget: CodeBudget,
 }
 
+impl RunSetup {
+    fn code_run(&self) -> code_protocol::CodeRunSpec<'_> {
+        code_protocol::CodeRunSpec {
+            cfg: &self.cfg,
+            budget: self.budget,
+            mult: self.mult,
+        }
+    }
+}
+
 fn reproduce_command(args: ReproduceArgs, env: &RunEnv) -> Result<()> {
     let workers = args.workers;
     if workers == 0 {
@@ -610,9 +620,13 @@ fn reproduce_command(args: ReproduceArgs, env: &RunEnv) -> Result<()> {
         (cfg.device == tch::Device::Cpu).then(bayes_robust::experiment::flops::sgemm_gflops);
     eprintln!("plan: {}", plan.summary(&cfg.runs_dir, sgemm));
     let report = if workers > 1 {
-        drain_in_workers(&plan, &setup, env, workers)?
+        bayes_robust::experiment::plan::drain_growing(
+            || plan_of(&setup),
+            |p| p.jobs.len(),
+            |p| drain_in_workers(p, &setup, env, workers),
+        )?
     } else if setup.code {
-        code_protocol::run_code_plan(cfg, setup.budget)?
+        code_protocol::run_code_plan(setup.code_run())?
     } else {
         reproduce::run_plan(cfg)?
     };
@@ -677,6 +691,11 @@ fn worker_command(
         if setup.budget == CodeBudget::TrainedToAccuracy {
             c.args(["--code-budget", "trained"]);
         }
+        // The multipliers name the evaluations' keys.
+        if setup.mult != Multipliers::CODE {
+            c.arg("--multiplier-bnn").arg(setup.mult.bnn.to_string());
+            c.arg("--multiplier-det").arg(setup.mult.det.to_string());
+        }
     }
     c
 }
@@ -711,7 +730,7 @@ enum PlanView {
 /// The plan of a checked run configuration: the text or the code protocol's.
 fn plan_of(setup: &RunSetup) -> Result<Plan> {
     Ok(if setup.code {
-        code_protocol::code_plan(&setup.cfg, setup.budget)?
+        code_protocol::code_plan(&setup.cfg, setup.budget, setup.mult)?
     } else {
         reproduce::text_plan(&setup.cfg)?
     })
@@ -751,7 +770,7 @@ fn plan_command(args: &ReproduceArgs, env: &RunEnv, view: PlanView) -> Result<()
     );
     if plan.finish.flops > 0.0 {
         println!(
-            "Then {:.0} GFLOP counted in `run`'s own process (the strength axis's claim points){}.",
+            "Then {:.0} GFLOP counted in `run`'s own process, or as jobs `run` plans once the lambda = 0 net's sweep row is measured (the strength axis's paper-matched claim points){}.",
             plan.finish.flops / 1e9,
             sgemm.map_or(String::new(), |g| format!(
                 ", {} at this machine's sgemm rate",
@@ -761,7 +780,7 @@ fn plan_command(args: &ReproduceArgs, env: &RunEnv, view: PlanView) -> Result<()
     }
     if view == PlanView::Summary {
         println!(
-            "Cached jobs are not listed (`bayes-robust job status` lists every job). After these, `run` makes in its own process what waits on measured values or is written beside the report: the strength axis's claim points (matched on the sweep) and its seeds study, the per-example export (text protocol), or the evaluations (code protocol)."
+            "Cached jobs are not listed (`bayes-robust job status` lists every job). After these, `run` plans again what waited on a measured value (the strength axis's paper-matched claim points, matched on the sweep, and its study across seeds; the code protocol's weight-noise controls, whose sigma is learned) and drains it, then makes in its own process what is written beside the report: the per-example export (text protocol)."
         );
     }
     Ok(())
@@ -851,7 +870,7 @@ fn job_run_command(
     use bayes_robust::experiment::plan::{EXIT_CLAIMED, EXIT_MISSING_INPUT};
     let setup = run_setup(args.clone(), env)?;
     let outcome = if setup.code {
-        code_protocol::run_code_job(&setup.cfg, setup.budget, key, opts)
+        code_protocol::run_code_job(setup.code_run(), key, opts)
     } else {
         reproduce::run_job(&setup.cfg, key, opts)
     };

@@ -243,3 +243,63 @@ pub fn rows_by_set(sets: &[Vec<Cell>]) -> Vec<Vec<Cell>> {
         .map(|i| sets.iter().map(|model| model[i]).collect())
         .collect()
 }
+
+/// Calibration and detection of the evaluation models (text protocol): what was
+/// measured, and one row per model.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Calibration {
+    pub note: String,
+    pub rows: Vec<CalibrationRow>,
+}
+
+/// Calibration and detection of one model: ECE and NLL on the clean test set and on
+/// every perturbation set, and the AUROC of uncertainty scores separating each set's
+/// perturbed images (positives) from the clean test images (negatives). Each `*_ci` is
+/// a 95% percentile bootstrap interval over the test images (a perturbed image is
+/// resampled with its clean original, so the set averages are paired); `None` in
+/// artifacts made before them.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CalibrationRow {
+    pub model: String,
+    pub clean_ece: f64,
+    pub clean_nll: f64,
+    pub sets_ece: Vec<f64>,
+    pub sets_nll: Vec<f64>,
+    /// Predictive entropy as the score.
+    pub sets_auroc_entropy: Vec<f64>,
+    /// Mutual information as the score (sampled models only).
+    pub sets_auroc_mi: Option<Vec<f64>>,
+    #[serde(default)]
+    pub clean_ece_ci: Option<[f64; 2]>,
+    #[serde(default)]
+    pub clean_nll_ci: Option<[f64; 2]>,
+    /// Intervals of the averages over the sets.
+    #[serde(default)]
+    pub sets_ece_mean_ci: Option<[f64; 2]>,
+    #[serde(default)]
+    pub sets_nll_mean_ci: Option<[f64; 2]>,
+    #[serde(default)]
+    pub sets_auroc_entropy_mean_ci: Option<[f64; 2]>,
+    #[serde(default)]
+    pub sets_auroc_mi_mean_ci: Option<[f64; 2]>,
+}
+
+/// The learned weight σ of every BNN: per layer, the `quantiles` of softplus(ρ) over
+/// its weights; the code protocol adds the weight-noise controls' σ.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Sigmas {
+    pub quantiles: Vec<f64>,
+    pub bnns: Vec<BnnSigmas>,
+    /// Per layer, the σ of the code protocol's weight-noise controls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noise_sigmas: Option<Vec<f64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noise_note: Option<String>,
+}
+
+/// One BNN's σ quantiles, `layers[layer][quantile]`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct BnnSigmas {
+    pub model: String,
+    pub layers: Vec<Vec<f64>>,
+}

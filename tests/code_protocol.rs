@@ -8,9 +8,10 @@ use bayes_robust::data::{INPUT_MAX, Split};
 use bayes_robust::eval::{self, EvalChunks};
 use bayes_robust::experiment::Profile;
 use bayes_robust::experiment::code_protocol::{
-    CodeBudget, CodeProfile, Evaluated, KeptSet, Multipliers, SweepRole, TrainingRow, code_plan,
-    planned_keys, reproduce_code, run_code_plan, training_plan,
+    CodeBudget, CodeProfile, CodeRunSpec, Evaluated, KeptSet, Multipliers, SweepRole,
+    TrainingRow, code_plan, planned_keys, reproduce_code, run_code_plan, training_plan,
 };
+use bayes_robust::experiment::plan::JobKind;
 use bayes_robust::experiment::reproduce::ReproduceConfig;
 use bayes_robust::model::bayes::{BayesConfig, BayesMlp, PruneMode};
 use bayes_robust::model::{Arch, WeightMode};
@@ -247,11 +248,21 @@ fn the_quick_code_protocol_runs_end_to_end_and_resumes() {
     let out = tempfile::tempdir().unwrap();
     let cfg = common::quick_config(runs.path(), out.path(), 2);
     tch::set_num_threads(2);
-    // The plan (every model and targeted set) drained in this process, as `run` does
-    // first; its outputs are the planned keys.
-    let plan = code_plan(&cfg, CodeBudget::AsWritten).unwrap();
-    plan.check_order().unwrap();
-    let drained = run_code_plan(&cfg, CodeBudget::AsWritten).unwrap();
+    // The plan (every model and targeted set, the training table, each evaluation
+    // model's sweep, Tables 3 and 4) drained in this process, as `run` does first; its
+    // outputs are the planned keys. The two weight-noise controls' sweeps name the
+    // learned σ: the plan has them once the BNN they take it from is trained.
+    let run = CodeRunSpec {
+        cfg: &cfg,
+        budget: CodeBudget::AsWritten,
+        mult: Multipliers::CODE,
+    };
+    let before = code_plan(&cfg, CodeBudget::AsWritten, Multipliers::CODE).unwrap();
+    before.check_order().unwrap();
+    assert_eq!(before.jobs.len(), 38 + 31);
+    let drained = run_code_plan(run).unwrap();
+    let plan = code_plan(&cfg, CodeBudget::AsWritten, Multipliers::CODE).unwrap();
+    assert_eq!(plan.jobs.len(), before.jobs.len() + 2, "the noise controls' sweeps");
     assert_eq!(drained.computed, plan.jobs.len());
     assert!(plan.jobs.iter().all(|j| j.is_cached(runs.path())));
     let first = reproduce_code(&cfg, Multipliers::CODE, CodeBudget::AsWritten)
@@ -264,7 +275,7 @@ fn the_quick_code_protocol_runs_end_to_end_and_resumes() {
             .map(|s| s["computed"].as_u64().unwrap())
             .collect()
     };
-    assert_eq!(computed(&first), [0, 0, 33]);
+    assert_eq!(computed(&first), [0, 0, 0], "every evaluation is a job of the plan");
     // Every model and attack made is a planned key, with its preimage beside it.
     let planned: Vec<String> = planned_keys(
         &cfg.profile,
@@ -275,6 +286,17 @@ fn the_quick_code_protocol_runs_end_to_end_and_resumes() {
     .into_iter()
     .map(|k| k.id)
     .collect();
+    let planned_evals: Vec<&str> = plan
+        .jobs
+        .iter()
+        .filter(|j| j.kind == JobKind::Evaluation)
+        .map(|j| j.key.id.as_str())
+        .collect();
+    assert_eq!(planned_evals.len(), 33);
+    for id in &planned_evals {
+        let preimage = runs.path().join("evals").join(format!("{id}.key.json"));
+        assert!(preimage.exists(), "{id}");
+    }
     for folder in ["models", "attacks"] {
         let made: Vec<String> = std::fs::read_dir(runs.path().join(folder))
             .unwrap()
@@ -433,23 +455,29 @@ fn the_quick_code_protocol_runs_end_to_end_and_resumes() {
         ..cfg.clone()
     };
     // Its plan trains each stacked grid as one job that makes all its members.
-    let trained_plan = code_plan(&trained_cfg, CodeBudget::TrainedToAccuracy).unwrap();
+    let trained_plan =
+        code_plan(&trained_cfg, CodeBudget::TrainedToAccuracy, Multipliers::CODE).unwrap();
     let outputs = trained_plan.jobs.iter().flat_map(|j| j.outputs()).count();
-    assert_eq!(outputs, 26 + 12);
+    assert_eq!(outputs, 26 + 12 + 31);
     assert_eq!(
         trained_plan.jobs.len(),
-        6 + 12,
-        "3 source grids, λ, BNN, controls"
+        6 + 12 + 31,
+        "3 source grids, λ, BNN, controls; the sets; the evaluations but the noise controls'"
     );
-    let drained = run_code_plan(&trained_cfg, CodeBudget::TrainedToAccuracy).unwrap();
-    assert_eq!(drained.computed, trained_plan.jobs.len());
+    let drained = run_code_plan(CodeRunSpec {
+        cfg: &trained_cfg,
+        budget: CodeBudget::TrainedToAccuracy,
+        mult: Multipliers::CODE,
+    })
+    .unwrap();
+    assert_eq!(drained.computed, trained_plan.jobs.len() + 2);
     let trained = reproduce_code(
         &trained_cfg,
         Multipliers::CODE,
         CodeBudget::TrainedToAccuracy,
     )
     .unwrap();
-    assert_eq!(computed(&trained), [0, 0, 33]);
+    assert_eq!(computed(&trained), [0, 0, 0]);
     assert_eq!(trained["budget"], "trained-to-accuracy");
     let budget = &cfg.profile.code.trained;
     let rows: Vec<TrainingRow> =
@@ -621,4 +649,39 @@ fn the_code_protocols_model_and_attack_keys_keep_their_golden_ids() {
             "{key} is not in the paper plan"
         );
     }
+}
+
+/// The evaluation multipliers name the evaluations' keys (so `run --workers` passes them
+/// to every worker), and nothing else: the models and targeted sets are the same.
+#[test]
+fn the_multipliers_change_the_evaluations_keys_only() {
+    let runs = tempfile::tempdir().unwrap();
+    let cfg = common::quick_config(runs.path(), runs.path(), 1);
+    let ids = |mult: Multipliers, kind: JobKind| -> Vec<String> {
+        code_plan(&cfg, CodeBudget::AsWritten, mult)
+            .unwrap()
+            .jobs
+            .iter()
+            .filter(|j| j.kind == kind)
+            .map(|j| j.key.id.clone())
+            .collect()
+    };
+    let other = Multipliers { bnn: 2.5, det: 5.0 };
+    for kind in [JobKind::TrainModel, JobKind::TargetedSet] {
+        assert_eq!(ids(Multipliers::CODE, kind), ids(other, kind));
+    }
+    let (code, moved) = (
+        ids(Multipliers::CODE, JobKind::Evaluation),
+        ids(other, JobKind::Evaluation),
+    );
+    assert_eq!(code.len(), moved.len());
+    // The training table does not depend on them; every sweep (whose grid gains 2.5
+    // and 5) and Tables 3 and 4 (at the BNNs' multiplier) do.
+    let same: Vec<&String> = code.iter().filter(|k| moved.contains(k)).collect();
+    assert_eq!(same.len(), 1, "{same:?}");
+    assert!(same[0].starts_with("code-training-accuracy"));
+    // The text protocol's ×1 for both is already in the quick sweep's grid: only Tables
+    // 3 and 4 move.
+    let text = ids(Multipliers::TEXT, JobKind::Evaluation);
+    assert_eq!(code.iter().filter(|k| !text.contains(k)).count(), 2);
 }

@@ -282,15 +282,17 @@ fn the_strength_section_renders_its_claims_and_figure_from_typed_results() {
 
 /// The typed sections of results.json read every committed report that has them and
 /// write back exactly the JSON they read (Tables 1–4, the sets and the trained models of
-/// either protocol, the seeds section, the strength section with its seeds part), so that experiment and report share one type and the
-/// committed files stay readable.
+/// either protocol, calibration, the learned σ, the seeds section, the strength section
+/// with its seeds part), so that experiment and report share one type and the committed
+/// files stay readable.
 #[test]
 fn typed_sections_round_trip_through_every_committed_results_file() {
     use bayes_robust::experiment::seeds::SeedsSection;
     use bayes_robust::experiment::strength::StrengthSection;
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("reports");
     use bayes_robust::results::{
-        CodeModelRow, ModelRow, SetRow, Table1, Table2, Table3, Table4, TargetedSetRow,
+        Calibration, CodeModelRow, ModelRow, SetRow, Sigmas, Table1, Table2, Table3, Table4,
+        TargetedSetRow,
     };
     fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(v: &Value, what: &str) {
         let typed: T = serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("{what}: {e}"));
@@ -316,12 +318,14 @@ fn typed_sections_round_trip_through_every_committed_results_file() {
         assert_eq!(serde_json::to_value(&t3).unwrap(), r["table3_ensemble"]);
         assert_eq!(serde_json::to_value(&t4).unwrap(), r["table4_pruning"]);
         let what = |field: &str| format!("{}: {field}", path.display());
+        round_trip::<Sigmas>(&r["sigma"], &what("sigma"));
         if r["protocol"] == "code" {
             round_trip::<Vec<TargetedSetRow>>(&r["perturbation_sets"], &what("sets"));
             round_trip::<Vec<CodeModelRow>>(&r["models"], &what("models"));
         } else {
             round_trip::<Vec<SetRow>>(&r["perturbation_sets"], &what("sets"));
             round_trip::<Vec<ModelRow>>(&r["models"], &what("models"));
+            round_trip::<Calibration>(&r["calibration"], &what("calibration"));
         }
         assert_eq!(r["perturbation_sets"].as_array().map(Vec::len), Some(12));
         assert_eq!(t3.rows.len(), 12, "{}", path.display());

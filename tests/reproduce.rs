@@ -206,10 +206,11 @@ fn assert_same_shape(paper: &Value, ours: &Value, path: &str) {
 /// is one plan job over the whole sweep.
 const SWEEP_MODELS: usize = 4 + 7 * 3 + 2;
 
-/// The strength stage's own cached evaluations in the quick profile (the sweep is made
-/// by the plan): at each of three claim points (set-mean budget, paper-matched m and κ)
-/// the sweep's models and the two BNN ensembles.
-const STRENGTH_EVALS: u64 = 3 * (SWEEP_MODELS as u64 + 2);
+/// The claim points' evaluation jobs in the quick profile: at each of three claim
+/// points (set-mean budget, paper-matched m and κ) the sweep's models and the two BNN
+/// ensembles. The plan has them once the λ = 0 net's sweep row is cached, so the
+/// strength stage computes none of its own.
+const CLAIM_EVALS: usize = 3 * (SWEEP_MODELS + 2);
 
 /// The strength axis across training seeds (issue 19, item 5): the paper-matched m and
 /// the quick profile's m = 1 and 2, each with the three headline comparisons at both
@@ -596,9 +597,9 @@ fn assert_plan_of_cached_run(cfg: &ReproduceConfig) -> Plan {
     }
     let kinds = |k: JobKind| plan.jobs.iter().filter(|j| j.kind == k).count();
     // The grid's 23 models, the strength axis's 2 controls (the matched-init net, the
-    // deep ensemble's second member), and seed 1 of the 4 λ nets and of the 7 BNNs as
-    // two stacked grids (quick: 2 training seeds).
-    assert_eq!(kinds(JobKind::TrainModel), 23 + 2 + 2);
+    // deep ensemble's second member), seed 1 of the 4 λ nets and of the 7 BNNs as
+    // two stacked grids (quick: 2 training seeds), and seed 1 of the matched-init net.
+    assert_eq!(kinds(JobKind::TrainModel), 23 + 2 + 2 + 1);
     let grids: Vec<usize> = plan
         .jobs
         .iter()
@@ -606,12 +607,14 @@ fn assert_plan_of_cached_run(cfg: &ReproduceConfig) -> Plan {
         .map(|j| j.outputs().count())
         .collect();
     assert_eq!(grids, [4, 7]);
-    // The 12 sets, and the 12 at the quick profile's one κ > 0.
-    assert_eq!(kinds(JobKind::MinNormSet), 12 + 12);
+    // The 12 sets, the 12 at the quick profile's one κ > 0, and at most one per source
+    // at its paper-matched κ (none where that κ rounds to one already made).
+    let sets = kinds(JobKind::MinNormSet);
+    assert!((24..=36).contains(&sets), "{sets} min-norm sets");
     assert_eq!(
         kinds(JobKind::Evaluation),
-        14 + SWEEP_MODELS + 2 * 11,
-        "4 λ nets, 7 BNNs, Tables 3 and 4, calibration; the strength sweep's models; the 11 at both seeds"
+        14 + SWEEP_MODELS + CLAIM_EVALS + 2 * 11 + 2 * 12,
+        "4 λ nets, 7 BNNs, Tables 3 and 4, calibration; the strength sweep's models; the claim points'; the 11 at both seeds; the strength study's 12 at both seeds"
     );
     plan
 }
@@ -904,7 +907,11 @@ fn the_quick_profile_reproduces_every_cell_and_resumes_without_recomputing() {
         assert!(d < 0.10, "{}: distortion {d}", s["source"]);
         assert_eq!(s["n"], 500);
     }
-    assert_eq!(computed(&first), [0, 0, 0, 0, STRENGTH_EVALS, 0, 24]);
+    assert_eq!(
+        computed(&first),
+        [0; 7],
+        "every computation is a job of the plan"
+    );
     assert_strength_axis(&first);
     assert_per_example(&first, &root, &root.join("reports/quick"));
     for stage in first["meta"]["stages"].as_array().unwrap() {
@@ -1335,11 +1342,12 @@ fn the_committed_profiles_plans_keep_their_golden_keys() {
         }
     }
     assert_eq!(plan_ids(Profile::short(), true), golden("short-plan.txt"));
-    // The strength extension's jobs (controls, κ > 0 attacks, the sweep) keep the keys
-    // the strength stage gave them before they were jobs: the short run made them all.
+    // The strength extension's jobs (controls, κ > 0 attacks, the sweep, the set-mean
+    // claim point's 27 models and 2 ensembles) keep the keys the strength stage gave
+    // them before they were jobs: the short run made them all.
     let short_run: Vec<String> = golden("short.txt");
     let short_strength = ids(plan_with(Profile::short(), false, true));
-    assert_eq!(short_strength.len(), 117);
+    assert_eq!(short_strength.len(), 117 + 29);
     for id in short_strength {
         assert!(
             short_run.iter().any(|k| k.ends_with(&format!("/{id}"))),

@@ -16,10 +16,13 @@
 //! BNN's posterior mean and one frozen draw, deterministic nets with test-time Gaussian
 //! weight noise of a BNN's learned σ, and a deep ensemble of independently trained
 //! deterministic nets. Every evaluation model is also swept over multipliers.
+//!
+//! Its plan ([`code_plan`]) holds the training, the targeted sets and every evaluation;
+//! [`reproduce_code`] then finds them cached and assembles results.json.
 
 mod plan_code;
 
-pub use plan_code::{code_plan, run_code_job, run_code_plan};
+pub use plan_code::{CodeRunSpec, code_plan, run_code_job, run_code_plan};
 
 use std::time::Instant;
 
@@ -31,7 +34,7 @@ use super::cache::{self, ArtifactDir};
 use super::keys::{self, Key};
 use super::stage::{
     LIBTORCH_VERSION, Ready, ReproduceConfig, ReproduceError, TCH_VERSION, Timed, average_cell,
-    average_over_sets, bar, bnn_of, cached_eval, cell, each_item, mlp_of, pct, write_results,
+    average_over_sets, bar, bnn_of, cell, each_item, mlp_of, pct, write_results,
 };
 use super::{LAMBDAS, RHO_INITS, SOURCE_ARCHS, TABLE3_RHO, TABLE4_RHO, source_label};
 use crate::attack::TargetedAttack;
@@ -42,7 +45,8 @@ use crate::model::checkpoint::{CheckpointPaths, ModelSpec};
 use crate::model::mlp::{Mlp, MlpConfig, MlpInit};
 use crate::model::{Arch, WeightMode};
 use crate::results::{
-    Cell, CodeModelRow, Table1, Table2, Table3, Table4, TargetedSetRow, rows_by_set,
+    BnnSigmas, Cell, CodeModelRow, Sigmas, Table1, Table2, Table3, Table4, TargetedSetRow,
+    rows_by_set,
 };
 use crate::seed::SeedTree;
 use crate::train::grid::{GridMember, fit_grid_and_save};
@@ -630,6 +634,72 @@ pub fn planned_keys(
         .collect()
 }
 
+/// The keys of the code protocol's evaluations under a run's settings
+/// ([`keys::code_sweep`] and the others): the same for the plan and the pipeline.
+struct EvalKeys<'a> {
+    cfg: &'a ReproduceConfig,
+    cp: &'a CodeProfile,
+}
+
+impl EvalKeys<'_> {
+    fn training_rows(&self, model_keys: &[String]) -> Key {
+        keys::code_training_rows(
+            model_keys,
+            TRAINING_ENSEMBLE_DRAWS,
+            self.cfg.master_seed,
+            self.cfg.profile.eval_examples,
+        )
+    }
+
+    fn sweep(&self, name: &str, model_keys: &str, set_keys: &[String], ms: &[f64]) -> Key {
+        keys::code_sweep(
+            name,
+            model_keys,
+            set_keys,
+            ms,
+            self.cp.runs,
+            self.cfg.master_seed,
+            self.cfg.profile.eval_examples,
+        )
+    }
+
+    fn table3(&self, model_key: &str, set_keys: &[String], m_bnn: f64) -> Key {
+        let p = &self.cfg.profile;
+        keys::code_table3(
+            model_key,
+            set_keys,
+            m_bnn,
+            &p.ensemble_ns,
+            p.ensemble_runs,
+            self.cfg.master_seed,
+        )
+    }
+
+    fn table4(
+        &self,
+        model_key: &str,
+        set_keys: &[String],
+        m_bnn: f64,
+        prune_mode: PruneMode,
+    ) -> Key {
+        let p = &self.cfg.profile;
+        let pruning = keys::CodePruning {
+            per_tensor: prune_mode == PruneMode::PerTensor,
+            rates: &p.prune_rates,
+            ensemble: p.prune_ensemble,
+            runs: p.prune_runs,
+        };
+        keys::code_table4(
+            model_key,
+            set_keys,
+            m_bnn,
+            pruning,
+            self.cfg.master_seed,
+            p.eval_examples,
+        )
+    }
+}
+
 struct CodePipeline<'a> {
     cfg: &'a ReproduceConfig,
     cp: CodeProfile,
@@ -753,15 +823,9 @@ impl<'a> CodePipeline<'a> {
         models: &[&CodeModel],
         ready: &[&Ready],
     ) -> Result<(Timed<TrainingRows>, bool), ReproduceError> {
-        let key = cache::key(
-            "code-training-accuracy",
-            &with_eval_examples(
-                json!({"models": ready.iter().map(|r| &r.key).collect::<Vec<_>>(),
-                       "draws": TRAINING_ENSEMBLE_DRAWS, "master_seed": self.seeds.master()}),
-                self.cfg.profile.eval_examples,
-            ),
-        );
-        cached_eval(&self.evals_dir, &key, || {
+        let model_keys: Vec<String> = ready.iter().map(|r| r.key.clone()).collect();
+        let key = self.eval_keys().training_rows(&model_keys);
+        super::stage::cached_keyed_eval(&self.evals_dir, &key, || {
             let rows = models
                 .iter()
                 .zip(ready)
@@ -796,6 +860,13 @@ impl<'a> CodePipeline<'a> {
                 .collect();
             Ok(TrainingRows { rows })
         })
+    }
+
+    fn eval_keys(&self) -> EvalKeys<'_> {
+        EvalKeys {
+            cfg: self.cfg,
+            cp: &self.cp,
+        }
     }
 
     fn attacked(&self) -> Split {
@@ -881,18 +952,9 @@ impl<'a> CodePipeline<'a> {
         sets: &[KeptSet],
         ms: &[f64],
     ) -> Result<(Timed<SweepEval>, bool), ReproduceError> {
-        let key = cache::key(
-            &format!("sweep-{name}"),
-            &with_eval_examples(
-                json!({
-                    "models": model_keys, "sets": sets.iter().map(|s| &s.key).collect::<Vec<_>>(),
-                    "multipliers": ms, "runs": self.cp.runs, "master_seed": self.seeds.master(),
-                }),
-                self.cfg.profile.eval_examples,
-            ),
-        );
+        let key = self.eval_keys().sweep(name, model_keys, &set_keys(sets), ms);
         let runs = self.cp.runs;
-        cached_eval(&self.evals_dir, &key, || {
+        super::stage::cached_keyed_eval(&self.evals_dir, &key, || {
             let on = |tag: &str, split: &Split| {
                 self.seeds.seed_torch(&format!("sweep/{name}/{tag}"));
                 model.accuracies(split, runs, self.chunks)
@@ -916,13 +978,9 @@ impl<'a> CodePipeline<'a> {
     }
 }
 
-/// A cache key's configuration with the clean-evaluation cap added when there is one
-/// (the paper profile evaluates every image and its keys stay as they were).
-fn with_eval_examples(mut config: Value, eval_examples: Option<usize>) -> Value {
-    if let (Some(n), Some(map)) = (eval_examples, config.as_object_mut()) {
-        map.insert("eval_examples".into(), json!(n));
-    }
-    config
+/// The keys of the targeted sets, as the evaluations' keys name them.
+fn set_keys(sets: &[KeptSet]) -> Vec<String> {
+    sets.iter().map(|s| s.key.clone()).collect()
 }
 
 /// Mean √(‖r‖²/784) over the examples where the attack succeeded.
@@ -1095,16 +1153,20 @@ struct NoiseControls {
 
 impl NoiseControls {
     fn new(trained: &CodeTrained) -> Result<Self, ReproduceError> {
-        let sigmas: Vec<f64> = bnn_of(trained.bnn(TABLE3_RHO))?
-            .sigma_quantiles(&[0.5])
-            .into_iter()
-            .map(|q| q[0])
-            .collect();
+        let sigmas = Self::sigmas_of(bnn_of(trained.bnn(TABLE3_RHO))?);
         Ok(Self {
             det: BayesMlp::from_mlp(mlp_of(&trained.dets[0])?, &sigmas),
             matched: BayesMlp::from_mlp(mlp_of(&trained.matched_init)?, &sigmas),
             sigmas,
         })
+    }
+
+    /// Per layer, the median learned σ of `bnn`: the noise's σ.
+    fn sigmas_of(bnn: &BayesMlp) -> Vec<f64> {
+        bnn.sigma_quantiles(&[0.5])
+            .into_iter()
+            .map(|q| q[0])
+            .collect()
     }
 }
 
@@ -1153,102 +1215,192 @@ impl SweepRole {
     }
 }
 
+/// Where an evaluation model of the sweep gets its weights among the trained models.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum EvalSource {
+    /// The i-th BNN, one fresh draw per run.
+    Bnn(usize),
+    /// The i-th net of the λ grid.
+    Det(usize),
+    MatchedInit,
+    /// Member 0 of the matched-recipe Glorot nets.
+    MatchedGlorot,
+    /// Every matched-recipe Glorot net, their softmax average.
+    DeepEnsemble,
+    /// The λ = 0 net with the learned weight noise.
+    NoisyDet,
+    /// The matched-init net with the learned weight noise.
+    NoisyMatchedInit,
+    /// The i-th BNN's posterior mean.
+    Mean(usize),
+    /// The i-th BNN's frozen sample.
+    Frozen(usize),
+}
+
+/// A model of the sweep before its weights are loaded: its row name, role, the keys of
+/// the models it is made of (the sweep's cache key names them), the checkpoints it
+/// reads and where its weights come from.
+struct EvalSpec {
+    pub name: String,
+    pub role: SweepRole,
+    pub keys: String,
+    pub inputs: Vec<String>,
+    pub source: EvalSource,
+}
+
+/// Every evaluation model of the sweep, in the order of results.json's `sweep.models`:
+/// the BNNs, the λ grid, then the controls. `keys` are the trained models' keys;
+/// `sigmas` the weight-noise controls' σ, without which they are left out (the plan
+/// before the ρ_init = [`TABLE3_RHO`] BNN is trained).
+fn eval_specs(
+    grid: &Grid,
+    keys: &ByRole<String>,
+    sigmas: Option<&[f64]>,
+) -> Result<Vec<EvalSpec>, ReproduceError> {
+    let row = |name: String, role, inputs: Vec<String>, source| EvalSpec {
+        name,
+        role,
+        keys: inputs.join("+"),
+        inputs,
+        source,
+    };
+    let mut out = Vec::new();
+    for (i, (m, k)) in grid.bnns.iter().zip(&keys.bnns).enumerate() {
+        let name = format!("BNN {}", m.label);
+        out.push(row(name, bnn_role(m)?, vec![k.clone()], EvalSource::Bnn(i)));
+    }
+    for (i, (m, k)) in grid.dets.iter().zip(&keys.dets).enumerate() {
+        let role = match m.spec {
+            ModelSpec::Mlp { lambda, .. } => SweepRole::Deterministic { lambda },
+            ModelSpec::Bnn { .. } => return Err(wrong_spec(m, "a deterministic net")),
+        };
+        let name = format!("deterministic {}", m.label);
+        out.push(row(name, role, vec![k.clone()], EvalSource::Det(i)));
+    }
+    out.push(row(
+        grid.matched_init.label.clone(),
+        SweepRole::MatchedInit,
+        vec![keys.matched_init.clone()],
+        EvalSource::MatchedInit,
+    ));
+    out.push(row(
+        "deterministic, BNN recipe, Glorot init".to_owned(),
+        SweepRole::MatchedGlorot,
+        keys.members.iter().take(1).cloned().collect(),
+        EvalSource::MatchedGlorot,
+    ));
+    let members = keys.members.len();
+    out.push(row(
+        format!("deep ensemble of {members} (BNN recipe, Glorot init)"),
+        SweepRole::DeepEnsemble { members },
+        keys.members.clone(),
+        EvalSource::DeepEnsemble,
+    ));
+    if let Some(sigmas) = sigmas {
+        let t3 = keys.bnns[rho_index(TABLE3_RHO)].clone();
+        let noisy = |name: &str, role, key: &String, source| EvalSpec {
+            name: name.to_owned(),
+            role,
+            keys: format!("{key}+noise{sigmas:?}"),
+            inputs: vec![key.clone(), t3.clone()],
+            source,
+        };
+        out.push(noisy(
+            "deterministic lambda=0 + weight noise",
+            SweepRole::NoisyDeterministic,
+            &keys.dets[0],
+            EvalSource::NoisyDet,
+        ));
+        out.push(noisy(
+            "deterministic, BNN recipe, BNN init + weight noise",
+            SweepRole::NoisyMatchedInit,
+            &keys.matched_init,
+            EvalSource::NoisyMatchedInit,
+        ));
+    }
+    for (i, (m, k)) in grid.bnns.iter().zip(&keys.bnns).enumerate() {
+        let rho_init = bnn_rho(m)?;
+        out.push(row(
+            format!("BNN {}, posterior mean", m.label),
+            SweepRole::PosteriorMean { rho_init },
+            vec![k.clone()],
+            EvalSource::Mean(i),
+        ));
+        out.push(row(
+            format!("BNN {}, frozen sample", m.label),
+            SweepRole::FrozenSample { rho_init },
+            vec![k.clone()],
+            EvalSource::Frozen(i),
+        ));
+    }
+    Ok(out)
+}
+
+impl EvalSource {
+    /// The model with its weights among the trained models and the noise controls.
+    fn loaded<'a>(
+        self,
+        t: &'a CodeTrained,
+        noise: &'a NoiseControls,
+    ) -> Result<Evaluated<'a>, ReproduceError> {
+        Ok(match self {
+            EvalSource::Bnn(i) => Evaluated::Draws(bnn_of(&t.bnns[i])?),
+            EvalSource::Det(i) => Evaluated::Det(mlp_of(&t.dets[i])?),
+            EvalSource::MatchedInit => Evaluated::Det(mlp_of(&t.matched_init)?),
+            EvalSource::MatchedGlorot => Evaluated::Det(mlp_of(&t.members[0])?),
+            EvalSource::DeepEnsemble => Evaluated::DeepEnsemble(
+                t.members.iter().map(mlp_of).collect::<Result<_, _>>()?,
+            ),
+            EvalSource::NoisyDet => Evaluated::Draws(&noise.det),
+            EvalSource::NoisyMatchedInit => Evaluated::Draws(&noise.matched),
+            EvalSource::Mean(i) => Evaluated::Mode(bnn_of(&t.bnns[i])?, WeightMode::Mean),
+            EvalSource::Frozen(i) => {
+                Evaluated::Mode(bnn_of(&t.bnns[i])?, WeightMode::Frozen(0))
+            }
+        })
+    }
+}
+
 /// A model of the sweep: its row name, role, the keys of the models it is made of
 /// (the sweep's cache key names them) and how it is evaluated.
 struct EvalModel<'a> {
     name: String,
     role: SweepRole,
     keys: String,
+    source: EvalSource,
     model: Evaluated<'a>,
 }
 
-/// Every evaluation model of the sweep, in the order of results.json's `sweep.models`:
-/// the BNNs, the λ grid, then the controls.
+/// The trained models' keys, by role.
+fn trained_keys(t: &CodeTrained) -> ByRole<String> {
+    let key = |r: &Ready| r.key.clone();
+    ByRole {
+        sources: t.sources.iter().map(key).collect(),
+        dets: t.dets.iter().map(key).collect(),
+        bnns: t.bnns.iter().map(key).collect(),
+        matched_init: key(&t.matched_init),
+        members: t.members.iter().map(key).collect(),
+    }
+}
+
+/// Every evaluation model of the sweep ([`eval_specs`]), loaded.
 fn evaluated_models<'a>(
     grid: &Grid,
     t: &'a CodeTrained,
     noise: &'a NoiseControls,
 ) -> Result<Vec<EvalModel<'a>>, ReproduceError> {
-    let row = |name: String, role, keys: String, model| EvalModel {
-        name,
-        role,
-        keys,
-        model,
-    };
-    let mut out = Vec::new();
-    for (m, r) in grid.bnns.iter().zip(&t.bnns) {
-        let (model, role) = (Evaluated::Draws(bnn_of(r)?), bnn_role(m)?);
-        out.push(row(format!("BNN {}", m.label), role, r.key.clone(), model));
-    }
-    for (m, r) in grid.dets.iter().zip(&t.dets) {
-        let model = Evaluated::Det(mlp_of(r)?);
-        let role = match m.spec {
-            ModelSpec::Mlp { lambda, .. } => SweepRole::Deterministic { lambda },
-            ModelSpec::Bnn { .. } => return Err(wrong_spec(m, "a deterministic net")),
-        };
-        out.push(row(
-            format!("deterministic {}", m.label),
-            role,
-            r.key.clone(),
-            model,
-        ));
-    }
-    let matched = Evaluated::Det(mlp_of(&t.matched_init)?);
-    let (matched_name, matched_key) = (grid.matched_init.label.clone(), t.matched_init.key.clone());
-    out.push(row(
-        matched_name,
-        SweepRole::MatchedInit,
-        matched_key,
-        matched,
-    ));
-    let glorot = Evaluated::Det(mlp_of(&t.members[0])?);
-    let glorot_name = "deterministic, BNN recipe, Glorot init".to_owned();
-    out.push(row(
-        glorot_name,
-        SweepRole::MatchedGlorot,
-        t.members[0].key.clone(),
-        glorot,
-    ));
-    let ensemble = Evaluated::DeepEnsemble(t.members.iter().map(mlp_of).collect::<Result<_, _>>()?);
-    let member_keys: Vec<&str> = t.members.iter().map(|r| r.key.as_str()).collect();
-    let members = t.members.len();
-    let ensemble_name = format!("deep ensemble of {members} (BNN recipe, Glorot init)");
-    let ensemble_role = SweepRole::DeepEnsemble { members };
-    out.push(row(
-        ensemble_name,
-        ensemble_role,
-        member_keys.join("+"),
-        ensemble,
-    ));
-    let noisy = |r: &Ready| format!("{}+noise{:?}", r.key, noise.sigmas);
-    out.push(row(
-        "deterministic lambda=0 + weight noise".into(),
-        SweepRole::NoisyDeterministic,
-        noisy(&t.dets[0]),
-        Evaluated::Draws(&noise.det),
-    ));
-    out.push(row(
-        "deterministic, BNN recipe, BNN init + weight noise".into(),
-        SweepRole::NoisyMatchedInit,
-        noisy(&t.matched_init),
-        Evaluated::Draws(&noise.matched),
-    ));
-    for (m, r) in grid.bnns.iter().zip(&t.bnns) {
-        let (bnn, rho_init) = (bnn_of(r)?, bnn_rho(m)?);
-        let mean = Evaluated::Mode(bnn, WeightMode::Mean);
-        let (name, role) = (
-            format!("BNN {}, posterior mean", m.label),
-            SweepRole::PosteriorMean { rho_init },
-        );
-        out.push(row(name, role, r.key.clone(), mean));
-        let frozen = Evaluated::Mode(bnn, WeightMode::Frozen(0));
-        let (name, role) = (
-            format!("BNN {}, frozen sample", m.label),
-            SweepRole::FrozenSample { rho_init },
-        );
-        out.push(row(name, role, r.key.clone(), frozen));
-    }
-    Ok(out)
+    eval_specs(grid, &trained_keys(t), Some(&noise.sigmas))?
+        .into_iter()
+        .map(|s| {
+            Ok(EvalModel {
+                model: s.source.loaded(t, noise)?,
+                source: s.source,
+                name: s.name,
+                role: s.role,
+                keys: s.keys,
+            })
+        })
+        .collect()
 }
 
 /// The error for a grid model whose spec is not the kind its place in the grid needs.
@@ -1305,12 +1457,8 @@ impl CodePipeline<'_> {
         m_bnn: f64,
     ) -> Result<(Timed<EnsembleRows>, bool), ReproduceError> {
         let p = &self.cfg.profile;
-        let key = cache::key(
-            "code-table3",
-            &json!({"model": t3.key, "sets": sets.iter().map(|s| &s.key).collect::<Vec<_>>(), "m": m_bnn,
-                    "ns": p.ensemble_ns, "runs": p.ensemble_runs, "master_seed": self.cfg.master_seed}),
-        );
-        cached_eval(&self.evals_dir, &key, || {
+        let key = self.eval_keys().table3(&t3.key, &set_keys(sets), m_bnn);
+        super::stage::cached_keyed_eval(&self.evals_dir, &key, || {
             let bnn = bnn_of(t3)?;
             let rows = sets
                 .iter()
@@ -1342,17 +1490,7 @@ impl CodePipeline<'_> {
         prune_mode: PruneMode,
     ) -> Result<(Timed<PruneRates>, bool), ReproduceError> {
         let p = &self.cfg.profile;
-        let key = cache::key(
-            match prune_mode {
-                PruneMode::PerTensor => "code-table4",
-                PruneMode::Global => "code-table4-global",
-            },
-            &with_eval_examples(
-                json!({"model": model_key, "sets": sets.iter().map(|s| &s.key).collect::<Vec<_>>(), "m": m_bnn,
-                       "rates": p.prune_rates, "n": p.prune_ensemble, "runs": p.prune_runs, "master_seed": self.cfg.master_seed}),
-                p.eval_examples,
-            ),
-        );
+        let key = self.eval_keys().table4(model_key, &set_keys(sets), m_bnn, prune_mode);
         let (mut model, _) =
             TrainedModel::load(spec, self.cfg.device, &self.models_dir.stem(model_key))?;
         let TrainedModel::Bnn { bnn, .. } = &mut model else {
@@ -1361,7 +1499,7 @@ impl CodePipeline<'_> {
                 expected: "a BNN",
             });
         };
-        cached_eval(&self.evals_dir, &key, || {
+        super::stage::cached_keyed_eval(&self.evals_dir, &key, || {
             let mut out = Vec::new();
             for &rate in &p.prune_rates {
                 let pruned = match prune_mode {
@@ -1580,22 +1718,25 @@ impl CodeRun<'_> {
         })
     }
 
-    fn sigma_json(&self) -> Result<Value, ReproduceError> {
+    fn sigmas(&self) -> Result<Sigmas, ReproduceError> {
         let bnns = self
             .grid
             .bnns
             .iter()
             .zip(&self.trained.bnns)
             .map(|(m, r)| {
-                Ok(json!({ "model": m.label, "layers": bnn_of(r)?.sigma_quantiles(&SIGMA_QUANTILES) }))
+                Ok(BnnSigmas {
+                    model: m.label.clone(),
+                    layers: bnn_of(r)?.sigma_quantiles(&SIGMA_QUANTILES),
+                })
             })
             .collect::<Result<Vec<_>, ReproduceError>>()?;
-        Ok(json!({
-            "quantiles": SIGMA_QUANTILES,
-            "bnns": bnns,
-            "noise_sigmas": self.noise.sigmas,
-            "noise_note": format!("the weight-noise controls use, per layer, the median learned weight sigma of the code protocol's BNN rho_init={TABLE3_RHO}"),
-        }))
+        Ok(Sigmas {
+            quantiles: SIGMA_QUANTILES.to_vec(),
+            bnns,
+            noise_sigmas: Some(self.noise.sigmas.clone()),
+            noise_note: Some(format!("the weight-noise controls use, per layer, the median learned weight sigma of the code protocol's BNN rho_init={TABLE3_RHO}")),
+        })
     }
 
     /// results.json, in the shape of the text protocol's for Tables 1–4.
@@ -1618,7 +1759,7 @@ impl CodeRun<'_> {
             "table3_ensemble": self.table3(),
             "table4_pruning": self.table4(),
             "sweep": self.sweep_json(),
-            "sigma": self.sigma_json()?,
+            "sigma": self.sigmas()?,
             "perturbation_sets": self.sets.iter().map(|s| TargetedSetRow {
                 source: s.label.clone(), n: s.kept(), n_attacked: s.n_attacked,
                 kept_fraction: s.kept() as f64 / s.n_attacked.max(1) as f64,

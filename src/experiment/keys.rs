@@ -249,3 +249,114 @@ pub fn targeted_attack(
         json!({"source": source_key, "attack": attack, "n": n, "chunk": chunk, "keep": "smallest successful r of any step"}),
     )
 }
+
+/// A key's configuration with the clean-evaluation cap added when there is one (the
+/// paper profile evaluates every image, and its keys stay as they were).
+fn with_eval_examples(mut config: Value, eval_examples: Option<usize>) -> Value {
+    if let (Some(n), Some(map)) = (eval_examples, config.as_object_mut()) {
+        map.insert("eval_examples".into(), json!(n));
+    }
+    config
+}
+
+/// The code protocol's test accuracy of every trained model (`model_keys`, training
+/// order), a BNN as its `draws`-draw ensemble.
+pub fn code_training_rows(
+    model_keys: &[String],
+    draws: usize,
+    master_seed: u64,
+    eval_examples: Option<usize>,
+) -> Key {
+    Key::new(
+        "code-training-accuracy",
+        with_eval_examples(
+            json!({"models": model_keys, "draws": draws, "master_seed": master_seed}),
+            eval_examples,
+        ),
+    )
+}
+
+/// The code protocol's sweep of the evaluation model `name` (made of the models
+/// `model_keys`, joined with `+`, and a weight-noise control's σ) on the clean splits
+/// and every targeted set (`set_keys`) at every multiplier, `runs` runs per cell.
+pub fn code_sweep(
+    name: &str,
+    model_keys: &str,
+    set_keys: &[String],
+    multipliers: &[f64],
+    runs: usize,
+    master_seed: u64,
+    eval_examples: Option<usize>,
+) -> Key {
+    Key::new(
+        &format!("sweep-{name}"),
+        with_eval_examples(
+            json!({
+                "models": model_keys, "sets": set_keys,
+                "multipliers": multipliers, "runs": runs, "master_seed": master_seed,
+            }),
+            eval_examples,
+        ),
+    )
+}
+
+/// The code protocol's Table 3: ensembles of `ns` draws of the BNN `model_key` on every
+/// targeted set at the BNN multiplier `m`.
+pub fn code_table3(
+    model_key: &str,
+    set_keys: &[String],
+    m: f64,
+    ns: &[usize],
+    runs: usize,
+    master_seed: u64,
+) -> Key {
+    Key::new(
+        "code-table3",
+        json!({"model": model_key, "sets": set_keys, "m": m,
+                "ns": ns, "runs": runs, "master_seed": master_seed}),
+    )
+}
+
+/// What the code protocol's Table 4 prunes and how it evaluates each pruned BNN.
+#[derive(Debug, Clone, Copy)]
+pub struct CodePruning<'a> {
+    pub per_tensor: bool,
+    pub rates: &'a [f64],
+    pub ensemble: usize,
+    pub runs: usize,
+}
+
+/// The code protocol's Table 4: SNR pruning of the BNN `model_key` (per tensor, or
+/// globally), each rate's `ensemble`-draw ensembles on the clean splits and every
+/// targeted set at the BNN multiplier `m`.
+pub fn code_table4(
+    model_key: &str,
+    set_keys: &[String],
+    m: f64,
+    pruning: CodePruning,
+    master_seed: u64,
+    eval_examples: Option<usize>,
+) -> Key {
+    Key::new(
+        if pruning.per_tensor {
+            "code-table4"
+        } else {
+            "code-table4-global"
+        },
+        with_eval_examples(
+            json!({"model": model_key, "sets": set_keys, "m": m,
+                   "rates": pruning.rates, "n": pruning.ensemble, "runs": pruning.runs, "master_seed": master_seed}),
+            eval_examples,
+        ),
+    )
+}
+
+/// The strength axis across training seeds: the model `name` at seed `seed`, with the
+/// preimage of its strength evaluation `eval` ([`strength_eval`]: weights, points, runs)
+/// under the study's name.
+pub fn strength_seeds_eval(eval: &Key, name: &str, seed: usize) -> Key {
+    Key::new(
+        &format!("strength-seeds-{}-seed={seed}", name.replace('/', "_")),
+        eval.config.clone(),
+    )
+}

@@ -71,6 +71,21 @@ pub struct Job {
 }
 
 impl Job {
+    /// The job that trains the models `keys` at once (a stacked grid, or one model): the
+    /// first key is its own, the others its [`Job::also`]; None without a key.
+    pub fn training(keys: impl IntoIterator<Item = Key>, label: String, flops: f64) -> Option<Job> {
+        let mut keys = keys.into_iter();
+        Some(Job {
+            key: keys.next()?,
+            also: keys.collect(),
+            kind: JobKind::TrainModel,
+            label,
+            inputs: Vec::new(),
+            flops,
+            memory_mib: None,
+        })
+    }
+
     /// Whether its artifact is complete and verified in `runs` (a checkpoint's weights
     /// against its sidecar's hash, an artifact's record and tensors against its
     /// integrity record).
@@ -350,6 +365,34 @@ pub struct DrainReport {
     pub already_cached: usize,
     /// Jobs another process was computing when asked, and that were then cached.
     pub left_to_others: usize,
+}
+
+/// Drains the plan `make()` builds with `drain`, then builds it again and drains what it
+/// added, until a plan adds no job (`jobs` counts a plan's). A plan grows when jobs that
+/// depend on a measured value become known: the strength axis's paper-matched claim
+/// points, once the λ = 0 net's sweep row is cached. The report adds up the drains; its
+/// `already_cached` is the first plan's.
+pub fn drain_growing<P, E>(
+    mut make: impl FnMut() -> Result<P, E>,
+    jobs: impl Fn(&P) -> usize,
+    mut drain: impl FnMut(&P) -> Result<DrainReport, E>,
+) -> Result<DrainReport, E> {
+    let mut plan = make()?;
+    let mut total = drain(&plan)?;
+    loop {
+        let before = jobs(&plan);
+        plan = make()?;
+        if jobs(&plan) <= before {
+            return Ok(total);
+        }
+        eprintln!(
+            "plan: {} more job(s), known now that what they depend on is measured",
+            jobs(&plan) - before
+        );
+        let next = drain(&plan)?;
+        total.computed += next.computed;
+        total.left_to_others += next.left_to_others;
+    }
 }
 
 /// Runs every uncached job of `plan` in at most `workers` processes at a time, a job as

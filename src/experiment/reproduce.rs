@@ -2,6 +2,7 @@
 //! sets, runs every evaluation of Tables 1–4, and writes `results.json`, reusing every
 //! artifact that an earlier run with the same configuration finished.
 
+mod claim_points;
 mod per_example;
 mod plan_seeds;
 mod plan_strength;
@@ -36,8 +37,8 @@ use crate::model::checkpoint::{CheckpointPaths, ModelSpec};
 use crate::model::mlp::{MlpConfig, MlpInit};
 use crate::model::{Arch, WeightMode};
 use crate::results::{
-    Cell, ModelRow, PaperProtocol, SetRow, SnrHistogram, Table1, Table2, Table3, Table4,
-    rows_by_set,
+    BnnSigmas, CalibrationRow, Cell, ModelRow, PaperProtocol, SetRow, Sigmas, SnrHistogram,
+    Table1, Table2, Table3, Table4, rows_by_set,
 };
 use crate::seed::SeedTree;
 use crate::train::{self, Recipe, TrainOptions, TrainedModel};
@@ -419,8 +420,7 @@ impl Pipeline<'_> {
         key: &Key,
         compute: impl FnOnce() -> Result<T, ReproduceError>,
     ) -> Result<(Timed<T>, bool), ReproduceError> {
-        key.write_beside(&self.evals_dir)?;
-        self.cached(&key.id, compute)
+        super::stage::cached_keyed_eval(&self.evals_dir, key, compute)
     }
 
     fn eval_deterministic(
@@ -540,38 +540,6 @@ impl Pipeline<'_> {
             })
         })
     }
-}
-
-/// Calibration and detection of one model: ECE (15 bins) and NLL on the clean test set
-/// and on every perturbation set, and the AUROC of uncertainty scores separating each
-/// set's perturbed images (positives) from the clean test images (negatives). Each
-/// `*_ci` is a 95% percentile bootstrap interval over the test images
-/// ([`CALIBRATION_RESAMPLES`] resamples; a perturbed image is resampled with its clean
-/// original, so the set averages are paired); `None` in artifacts made before them.
-#[derive(Clone, serde::Serialize, serde::Deserialize)]
-struct CalibrationRow {
-    model: String,
-    clean_ece: f64,
-    clean_nll: f64,
-    sets_ece: Vec<f64>,
-    sets_nll: Vec<f64>,
-    /// Predictive entropy as the score.
-    sets_auroc_entropy: Vec<f64>,
-    /// Mutual information as the score (sampled models only).
-    sets_auroc_mi: Option<Vec<f64>>,
-    #[serde(default)]
-    clean_ece_ci: Option<[f64; 2]>,
-    #[serde(default)]
-    clean_nll_ci: Option<[f64; 2]>,
-    /// Intervals of the averages over the sets.
-    #[serde(default)]
-    sets_ece_mean_ci: Option<[f64; 2]>,
-    #[serde(default)]
-    sets_nll_mean_ci: Option<[f64; 2]>,
-    #[serde(default)]
-    sets_auroc_entropy_mean_ci: Option<[f64; 2]>,
-    #[serde(default)]
-    sets_auroc_mi_mean_ci: Option<[f64; 2]>,
 }
 
 /// Bootstrap resamples of the test images behind every calibration interval.
@@ -1417,20 +1385,22 @@ fn results_json(
         "table2_perturbed": table2,
         "table3_ensemble": table3(pipeline, &evals.ensembles),
         "table4_pruning": table4(pipeline, grid, &evals.pruning, sets.len())?,
-        "calibration": {
-            "note": format!("ECE ({ECE_BINS} bins) and NLL of the clean test set and of each perturbation set; AUROC of predictive entropy (and, for the BNN, mutual information) separating each perturbation set from the clean test images. The BNN (rho_init={TABLE3_RHO}) is its {}-draw ensemble. Intervals: 95% percentile bootstrap over the {} test images ({CALIBRATION_RESAMPLES} resamples; each perturbed image is resampled with its clean original).", p.prune_ensemble, pipeline.test.len()),
-            "rows": evals.calibration.rows,
+        "calibration": crate::results::Calibration {
+            note: format!("ECE ({ECE_BINS} bins) and NLL of the clean test set and of each perturbation set; AUROC of predictive entropy (and, for the BNN, mutual information) separating each perturbation set from the clean test images. The BNN (rho_init={TABLE3_RHO}) is its {}-draw ensemble. Intervals: 95% percentile bootstrap over the {} test images ({CALIBRATION_RESAMPLES} resamples; each perturbed image is resampled with its clean original).", p.prune_ensemble, pipeline.test.len()),
+            rows: evals.calibration.rows.clone(),
         },
         "whitebox": Value::Null,
         "per_example_files": [],
         "seeds": Value::Null,
         "strength": Value::Null,
-        "sigma": {
-            "quantiles": super::code_protocol::SIGMA_QUANTILES,
-            "bnns": grid.bnns.iter().zip(&grid.bnn_ready).map(|(gm, r)| Ok(json!({
-                "model": gm.label,
-                "layers": bnn_of(r)?.sigma_quantiles(&super::code_protocol::SIGMA_QUANTILES),
-            }))).collect::<Result<Vec<_>, ReproduceError>>()?,
+        "sigma": Sigmas {
+            quantiles: super::code_protocol::SIGMA_QUANTILES.to_vec(),
+            bnns: grid.bnns.iter().zip(&grid.bnn_ready).map(|(gm, r)| Ok(BnnSigmas {
+                model: gm.label.clone(),
+                layers: bnn_of(r)?.sigma_quantiles(&super::code_protocol::SIGMA_QUANTILES),
+            })).collect::<Result<Vec<_>, ReproduceError>>()?,
+            noise_sigmas: None,
+            noise_note: None,
         },
         "perturbation_sets": sets.iter().map(|s| SetRow {
             source: s.label.clone(), n: s.labels.size()[0], mean_distortion: s.mean_distortion,

@@ -286,6 +286,16 @@ pub(super) fn cached_eval<T: serde::Serialize + serde::de::DeserializeOwned>(
     Ok((e, false))
 }
 
+/// [`cached_eval`] under a planned key, its preimage stored beside it.
+pub(super) fn cached_keyed_eval<T: serde::Serialize + serde::de::DeserializeOwned>(
+    dir: &ArtifactDir,
+    key: &crate::experiment::keys::Key,
+    compute: impl FnOnce() -> Result<T, ReproduceError>,
+) -> Result<(Timed<T>, bool), ReproduceError> {
+    key.write_beside(dir)?;
+    cached_eval(dir, &key.id, compute)
+}
+
 /// Writes `results` to `<out_dir>/results.json` atomically; returns the path.
 pub(super) fn write_results(
     cfg: &ReproduceConfig,

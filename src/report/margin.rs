@@ -11,6 +11,7 @@ use serde_json::Value;
 use super::plots::{Family, Figure, Line, Series, SeriesLabelPosition};
 use super::{ReportError, Result, at, best, ours, paper};
 use crate::experiment::code_protocol::{CodeBudget, SweepRole, TrainingRow};
+use crate::results::Sigmas;
 use crate::stats::MeanCi;
 
 /// `{mean, ci95, runs}` as "m [lo, hi]" with a sign.
@@ -334,48 +335,34 @@ pub fn code_sections(
     Ok(vec![path])
 }
 
-/// Learned weight σ per layer (quantiles) of every BNN.
+/// Learned weight σ per layer (quantiles) of every BNN; nothing where results.json has
+/// no readable σ section.
 fn sigma_table(r: &Value, which: &str, md: &mut String) {
-    let qs: Vec<String> = r["sigma"]["quantiles"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_f64)
-                .map(|q| format!("q{:02.0}", q * 100.0))
-                .collect()
-        })
-        .unwrap_or_default();
-    let Some(bnns) = r["sigma"]["bnns"].as_array() else {
+    let Ok(s) = serde_json::from_value::<Sigmas>(r["sigma"].clone()) else {
         return;
     };
+    let qs: Vec<String> = s
+        .quantiles
+        .iter()
+        .map(|q| format!("q{:02.0}", q * 100.0))
+        .collect();
     let _ = writeln!(
         md,
         "\n### Learned weight σ per layer ({which})\n\nQuantiles {} of softplus(ρ) over each layer's weights: ρ_init alone does not say how much a trained network samples.\n\n| BNN | layer 1 (784→100) | layer 2 (100→100) | layer 3 (100→10) |\n|---|---|---|---|",
         qs.join(", ")
     );
-    for b in bnns {
-        let layers: Vec<String> = b["layers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|l| {
-                l.as_array()
-                    .map(|q| {
-                        q.iter()
-                            .filter_map(Value::as_f64)
-                            .map(|x| format!("{x:.2e}"))
-                            .collect::<Vec<_>>()
-                            .join(" / ")
-                    })
-                    .unwrap_or_default()
+    for b in &s.bnns {
+        let layers: Vec<String> = b
+            .layers
+            .iter()
+            .map(|q| {
+                q.iter()
+                    .map(|x| format!("{x:.2e}"))
+                    .collect::<Vec<_>>()
+                    .join(" / ")
             })
             .collect();
-        let _ = writeln!(
-            md,
-            "| {} | {} |",
-            b["model"].as_str().unwrap_or("?"),
-            layers.join(" | ")
-        );
+        let _ = writeln!(md, "| {} | {} |", b.model, layers.join(" | "));
     }
 }
 

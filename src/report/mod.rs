@@ -17,6 +17,7 @@ use serde_json::Value;
 
 use crate::data::Dataset;
 use crate::fsio::write_atomic;
+use crate::results::Calibration;
 use crate::stats::MeanCi;
 use curve_id::{CurveId, CurveModel};
 use plots::{Family, Figure, Line, Series};
@@ -35,6 +36,27 @@ pub enum ReportError {
     Read { path: PathBuf, reason: String },
     #[error("cannot write {path}: {reason}")]
     Write { path: PathBuf, reason: String },
+    #[error("results file's section {section} is malformed: {reason}")]
+    Section {
+        section: &'static str,
+        reason: String,
+    },
+}
+
+/// The section `section` of results.json as its type, None where it is absent or null.
+fn section<T: serde::de::DeserializeOwned>(
+    results: &Value,
+    section: &'static str,
+) -> Result<Option<T>> {
+    match &results[section] {
+        Value::Null => Ok(None),
+        v => serde_json::from_value(v.clone())
+            .map(Some)
+            .map_err(|e| ReportError::Section {
+                section,
+                reason: e.to_string(),
+            }),
+    }
 }
 
 type Result<T> = std::result::Result<T, ReportError>;
@@ -866,8 +888,8 @@ pub fn render_with_variants(
     }
     written.extend(gallery::perturbation_section(out_dir, &mut md)?);
     written.extend(gallery::training_section(results, out_dir, &mut md)?);
-    if results["calibration"].is_object() {
-        calibration_section(results, &mut md);
+    if let Some(c) = section::<Calibration>(results, "calibration")? {
+        calibration_section(&c, &mut md);
     }
     if results["whitebox"].is_object() {
         written.extend(whitebox_section(results, &mut md, out_dir)?);
@@ -1102,51 +1124,42 @@ fn code_sets_table(results: &Value, sets: &[Value], md: &mut String) {
 }
 
 /// Calibration (ECE, NLL) and detection (AUROC) of the evaluation models.
-fn calibration_section(r: &Value, md: &mut String) {
-    let c = &r["calibration"];
+fn calibration_section(c: &Calibration, md: &mut String) {
     let _ = writeln!(
         md,
         "## Beyond the paper: calibration and detection\n\n{}\n\nClean columns: value [95% CI]. Perturbed columns: the mean over the 12 sets [its 95% CI], then (min–max) over the sets. ECE is biased upward on a finite sample and its bootstrap distribution more so, so an ECE interval can sit just above its point estimate (docs/FIDELITY.md).\n\n| model | ECE clean | ECE perturbed | NLL clean | NLL perturbed | AUROC entropy | AUROC mutual information |\n|---|---|---|---|---|---|---|",
-        c["note"].as_str().unwrap_or("")
+        c.note
     );
-    for row in c["rows"].as_array().into_iter().flatten() {
+    for row in &c.rows {
         let _ = writeln!(
             md,
             "| {} | {} | {} | {} | {} | {} | {} |",
-            row["model"].as_str().unwrap_or("?"),
-            with_ci(&row["clean_ece"], &row["clean_ece_ci"], 4),
-            spread_ci(&row["sets_ece"], &row["sets_ece_mean_ci"], 4),
-            with_ci(&row["clean_nll"], &row["clean_nll_ci"], 3),
-            spread_ci(&row["sets_nll"], &row["sets_nll_mean_ci"], 3),
+            row.model,
+            with_ci(row.clean_ece, row.clean_ece_ci, 4),
+            spread_ci(&row.sets_ece, row.sets_ece_mean_ci, 4),
+            with_ci(row.clean_nll, row.clean_nll_ci, 3),
+            spread_ci(&row.sets_nll, row.sets_nll_mean_ci, 3),
+            spread_ci(&row.sets_auroc_entropy, row.sets_auroc_entropy_mean_ci, 3),
             spread_ci(
-                &row["sets_auroc_entropy"],
-                &row["sets_auroc_entropy_mean_ci"],
+                row.sets_auroc_mi.as_deref().unwrap_or_default(),
+                row.sets_auroc_mi_mean_ci,
                 3
             ),
-            spread_ci(&row["sets_auroc_mi"], &row["sets_auroc_mi_mean_ci"], 3),
         );
     }
     let _ = writeln!(md);
 }
 
 /// `value [lo, hi]`, or the value alone when there is no interval.
-fn with_ci(value: &Value, ci: &Value, digits: usize) -> String {
-    let v = value.as_f64().unwrap_or(f64::NAN);
-    match ci
-        .as_array()
-        .map(|a| a.iter().filter_map(Value::as_f64).collect::<Vec<_>>())
-    {
-        Some(b) if b.len() == 2 => format!("{v:.digits$} [{:.digits$}, {:.digits$}]", b[0], b[1]),
-        _ => format!("{v:.digits$}"),
+fn with_ci(v: f64, ci: Option<[f64; 2]>, digits: usize) -> String {
+    match ci {
+        Some([lo, hi]) => format!("{v:.digits$} [{lo:.digits$}, {hi:.digits$}]"),
+        None => format!("{v:.digits$}"),
     }
 }
 
-/// The mean of `values` [its interval] (min–max); "–" when there are none.
-fn spread_ci(values: &Value, ci: &Value, digits: usize) -> String {
-    let v: Vec<f64> = values
-        .as_array()
-        .map(|a| a.iter().filter_map(Value::as_f64).collect())
-        .unwrap_or_default();
+/// The mean of `v` [its interval] (min–max); "–" when there are none.
+fn spread_ci(v: &[f64], ci: Option<[f64; 2]>, digits: usize) -> String {
     if v.is_empty() {
         return "–".into();
     }
@@ -1156,10 +1169,7 @@ fn spread_ci(values: &Value, ci: &Value, digits: usize) -> String {
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), x| {
             (l.min(*x), h.max(*x))
         });
-    format!(
-        "{} ({lo:.digits$}–{hi:.digits$})",
-        with_ci(&Value::from(mean), ci, digits)
-    )
+    format!("{} ({lo:.digits$}–{hi:.digits$})", with_ci(mean, ci, digits))
 }
 
 /// The index of the L2 budget where the most robust deterministic net is nearest 50%

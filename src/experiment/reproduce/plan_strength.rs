@@ -1,20 +1,25 @@
 //! The strength axis's extension of the text plan (`--strength`): the controls'
-//! training, the min-norm attacks at each κ > 0 of the profile, and every sweep model at
-//! every point of the sweep, as jobs with the keys the strength stage uses. What depends
-//! on measured values stays in `run`, in process, once these exist: the claim points
-//! (their strengths are matched on the λ = 0 net's sweep row), the attacks at a matched
-//! κ, the seeds' strength study and the section of results.json.
+//! training, the min-norm attacks at each κ > 0 of the profile, every sweep model at
+//! every point of the sweep, and every model at each claim point, as jobs with the keys
+//! the strength stage uses. The paper-matched claim points depend on a measured value
+//! (the λ = 0 net's sweep row): the plan has them, and the attacks at a matched κ, once
+//! that row is cached, and `run` plans again after each drain until nothing is added.
+//! The seeds' strength study and the section of results.json stay in `run`'s process.
 
 use std::iter::once;
 
 use serde_json::Value;
 
-use super::strength_stage::{SweepKeys, SweepModel, control_models, sweep_eval, sweep_models};
-use super::{GridModel, Pipeline, ReproduceError};
-use crate::attack::{BudgetReading, MinNormAttack};
+use super::claim_points::{ClaimDesc, claim_descs};
+use super::strength_stage::{
+    ClaimEnsemble, ENSEMBLES, StrengthEval, SweepKeys, SweepModel, claim_eval, control_models,
+    paper_reference, pct, sweep_eval, sweep_models,
+};
+use super::{GridModel, Pipeline, ReproduceError, Timed};
+use crate::attack::MinNormAttack;
 use crate::data::Dataset;
 use crate::experiment::flops;
-use crate::experiment::keys;
+use crate::experiment::keys::{self, Key};
 use crate::experiment::plan::{Finish, Job, JobKind};
 use crate::experiment::strength::sweep;
 use crate::model::Arch;
@@ -28,6 +33,23 @@ pub(super) enum StrengthTask {
     Attack { kappa: usize, source: usize },
     /// The i-th model of the sweep at every point.
     Sweep(usize),
+    /// The min-norm attack at a paper-matched κ against the `source`-th source.
+    MatchedAttack { kappa: f64, source: usize },
+    /// At the `point`-th claim point, the `model`-th model of the sweep, or after them
+    /// the `model − n`-th of the claim points' ensembles.
+    Claim { point: usize, model: usize },
+}
+
+/// The strength extension of the plan: its jobs, what `run` then does in its own process,
+/// and the claim points known now (their jobs' tasks index them).
+pub(super) struct StrengthPlan {
+    pub jobs: Vec<(Job, StrengthTask)>,
+    pub finish: Finish,
+    pub claims: Vec<ClaimDesc>,
+    /// The λ = 0 net's sweep evaluation, once cached: the claim points are then all known.
+    pub det0: Option<Key>,
+    /// The matched-init control's key.
+    pub control_key: String,
 }
 
 /// The ids the strength extension's jobs read: the main grid's checkpoints and the
@@ -39,16 +61,118 @@ pub(super) struct StrengthPlanInputs<'a> {
     pub attack_ids: &'a [String],
 }
 
+/// What the claim points' jobs read: the grid, the sweep's models and the λ = 0 net's
+/// sweep evaluation (which a matched point depends on).
+struct ClaimJobs<'a> {
+    sources: &'a [GridModel],
+    bnns: &'a [GridModel],
+    inputs: &'a StrengthPlanInputs<'a>,
+    models: &'a [SweepModel],
+    det0: Option<&'a Key>,
+    memory_mib: usize,
+}
+
+impl ClaimJobs<'_> {
+    /// The jobs of the `c`-th claim point: the attacks at a κ no earlier job made, then
+    /// every sweep model and the two ensembles there, with the keys the stage names.
+    fn push_jobs(
+        &self,
+        pipeline: &Pipeline,
+        c: usize,
+        desc: &ClaimDesc,
+        out: &mut Vec<(Job, StrengthTask)>,
+    ) {
+        let p = &pipeline.cfg.profile;
+        let sp = &p.strength;
+        let n = pipeline.test.len();
+        let bound = p.max_rms_distortion.unwrap_or(0.10);
+        // A job known only once the λ = 0 net's row is measured reads that row, so that
+        // a worker's plan (made when the job starts) has the job too.
+        let matched = (!desc.matched.is_empty()).then_some(self.det0).flatten();
+        let mut attack_ids = Vec::new();
+        let mut sets = Vec::new();
+        for (i, s) in desc.per_set.iter().enumerate() {
+            let attack = MinNormAttack {
+                kappa: s.kappa,
+                ..p.attack.clone()
+            };
+            let (gm, source_key) = (&self.sources[i], &self.inputs.source_keys[i]);
+            let job = pipeline.attack_job(gm, source_key, &attack);
+            if !out.iter().any(|(j, _)| j.key.id == job.key.id)
+                && !self.inputs.attack_ids.contains(&job.key.id)
+            {
+                let task = StrengthTask::MatchedAttack {
+                    kappa: s.kappa,
+                    source: i,
+                };
+                let mut job = job.clone();
+                job.inputs.extend(matched.map(|k| k.id.clone()));
+                out.push((job, task));
+            }
+            sets.push(keys::strength_set(&job.key.id, s.reading, bound, s.m));
+            attack_ids.push(job.key.id);
+        }
+        let points = [sets];
+        let arch = Arch::new(&[100, 100]);
+        let cells = (self.sources.len() * n) as f64;
+        let job = |name: &str, model_key: &str, model_inputs: &[String], runs, passes: usize| Job {
+            also: Vec::new(),
+            key: keys::strength_eval(
+                name,
+                model_key,
+                &points,
+                runs,
+                n,
+                pipeline.seeds.master(),
+            ),
+            kind: JobKind::Evaluation,
+            label: format!("{name} at {}", desc.name),
+            inputs: model_inputs
+                .iter()
+                .chain(&attack_ids)
+                .chain(matched.map(|k| &k.id))
+                .cloned()
+                .collect(),
+            memory_mib: Some(self.memory_mib),
+            flops: flops::forward(&arch, cells * passes as f64),
+        };
+        for (j, m) in self.models.iter().enumerate() {
+            let passes = m.passes_per_cell(sp.matched_runs);
+            let task = StrengthTask::Claim { point: c, model: j };
+            out.push((job(&m.name, &m.key(), &m.inputs, sp.matched_runs, passes), task));
+        }
+        for which in 0..ENSEMBLES.len() {
+            let Some(e) = ClaimEnsemble::of(pipeline.cfg, self.bnns, which) else {
+                continue;
+            };
+            let bnn_key = &self.inputs.bnn_keys[e.bnn];
+            let passes = sp.ensemble_runs * e.draws;
+            let task = StrengthTask::Claim {
+                point: c,
+                model: self.models.len() + which,
+            };
+            let j = job(
+                &e.name,
+                bnn_key,
+                std::slice::from_ref(bnn_key),
+                sp.ensemble_runs,
+                passes,
+            );
+            out.push((j, task));
+        }
+    }
+}
+
 impl Pipeline<'_> {
-    /// The controls, the κ > 0 attacks, then the sweep's evaluations; and what `run`
-    /// then does in its own process (the claim points).
-    pub(super) fn strength_jobs(
+    /// The controls, the κ > 0 attacks, the sweep's evaluations, then the claim points'
+    /// (the paper-matched ones once the λ = 0 net's sweep row is cached).
+    pub(super) fn strength_plan(
         &self,
         sources: &[GridModel],
         dets: &[GridModel],
         bnns: &[GridModel],
         inputs: &StrengthPlanInputs,
-    ) -> (Vec<(Job, StrengthTask)>, Finish) {
+    ) -> StrengthPlan {
         let p = &self.cfg.profile;
         let sp = &p.strength;
         let n = self.test.len() as f64;
@@ -109,7 +233,7 @@ impl Pipeline<'_> {
         let held = (sp.readings.len() * kappas.len() + 1) * sources.len();
         let memory_mib = 3072 + (held as f64 * set_mib).ceil() as usize;
         let models = sweep_models(dets, bnns, &matched, &keys);
-        let finish = self.claims_work(sources, &models, memory_mib, set_mib);
+        let mut sweep_keys = Vec::new();
         for (i, m) in models.iter().enumerate() {
             let job = Job {
                 also: Vec::new(),
@@ -130,26 +254,71 @@ impl Pipeline<'_> {
                     cells * m.passes_per_cell(sp.runs) as f64 * n,
                 ),
             };
+            sweep_keys.push(job.key.clone());
             out.push((job, StrengthTask::Sweep(i)));
         }
-        (out, finish)
+        // The λ = 0 net's row (the first model), which the paper-matched points need.
+        let det0 = sweep_keys.first().and_then(|k| self.sweep_row(k));
+        let (paper_det0, _) = paper_reference();
+        let compare =
+            self.cfg.dataset == Dataset::Mnist && paper_det0.len() == sources.len();
+        let labels: Vec<String> = sources.iter().map(|g| g.label.clone()).collect();
+        let claims = claim_descs(
+            sp,
+            &labels,
+            det0.as_deref(),
+            compare.then_some(paper_det0.as_slice()),
+        );
+        let set_mib_claim = 3072 + (2.0 * sources.len() as f64 * set_mib).ceil() as usize;
+        let at = ClaimJobs {
+            sources,
+            bnns,
+            inputs,
+            models: &models,
+            det0: sweep_keys.first(),
+            memory_mib: set_mib_claim,
+        };
+        for (c, desc) in claims.iter().enumerate() {
+            at.push_jobs(self, c, desc, &mut out);
+        }
+        let unplanned = if compare && det0.is_none() { 2 } else { 0 };
+        let finish = self.claims_work(sources, &models, unplanned, memory_mib, set_mib);
+        StrengthPlan {
+            jobs: out,
+            finish,
+            claims,
+            det0: det0.and(sweep_keys.first().cloned()),
+            control_key: control_keys[0].clone(),
+        }
     }
 
-    /// The claim points' counted work (every sweep model and the two BNN ensembles at
-    /// each point with the claim runs, and the attacks at a matched κ) and memory (the
-    /// sweep's, plus the Table 2 sets and the matched κ's).
+    /// The λ = 0 net's sweep row from the cache (accuracy fractions per point, per set),
+    /// as the stage reads it; None until that evaluation is made.
+    fn sweep_row(&self, key: &Key) -> Option<Vec<Vec<f64>>> {
+        let e: Timed<StrengthEval> = self.evals_dir.read_json(&key.id).ok().flatten()?;
+        Some(
+            e.value
+                .cells
+                .iter()
+                .map(|sets| sets.iter().map(|r| pct(r).mean / 100.0).collect())
+                .collect(),
+        )
+    }
+
+    /// What `run` makes in its own process: the work of the `points` claim points not yet
+    /// in the plan (every sweep model and the two BNN ensembles at each point with the
+    /// claim runs, and the attacks at a matched κ), and the memory of assembling the
+    /// section (the sweep's sets, plus the Table 2 sets and the matched κ's).
     fn claims_work(
         &self,
         sources: &[GridModel],
         models: &[SweepModel],
+        points: usize,
         sweep_mib: usize,
         set_mib: f64,
     ) -> Finish {
         let p = &self.cfg.profile;
         let sp = &p.strength;
-        let mnist = self.cfg.dataset == Dataset::Mnist;
-        let points =
-            usize::from(sp.readings.contains(&BudgetReading::SetMean)) + 2 * usize::from(mnist);
         let largest = p.ensemble_ns.iter().copied().max().unwrap_or(100);
         let passes: usize = models
             .iter()
@@ -161,7 +330,7 @@ impl Pipeline<'_> {
             &Arch::new(&[100, 100]),
             (points * passes * sources.len()) as f64 * n,
         );
-        let attacks: f64 = if mnist {
+        let attacks: f64 = if points > 0 {
             sources
                 .iter()
                 .map(|gm| flops::input_gradient_steps(gm.spec.arch(), p.attack.steps as f64, n))
@@ -175,10 +344,22 @@ impl Pipeline<'_> {
         }
     }
 
+    /// The profile's min-norm attack at confidence `kappa` against the source `gm`.
+    fn attack_at(&self, gm: &GridModel, kappa: f64) -> Result<(), ReproduceError> {
+        let (ready, _) = self.ensure_model(gm)?;
+        let attack = MinNormAttack {
+            kappa,
+            ..self.cfg.profile.attack.clone()
+        };
+        self.ensure_raw_attack(&gm.label, &ready, &attack)?;
+        Ok(())
+    }
+
     /// Runs one job of the strength extension (its inputs are cached).
     pub(super) fn run_strength_task(
         &self,
         sources: &[GridModel],
+        claims: &[ClaimDesc],
         task: StrengthTask,
     ) -> Result<(), ReproduceError> {
         let sp = &self.cfg.profile.strength;
@@ -191,15 +372,20 @@ impl Pipeline<'_> {
             }
             StrengthTask::Attack { kappa, source } => {
                 if let (Some(&kappa), Some(gm)) = (sp.kappas.get(kappa), sources.get(source)) {
-                    let (ready, _) = self.ensure_model(gm)?;
-                    let attack = MinNormAttack {
-                        kappa,
-                        ..self.cfg.profile.attack.clone()
-                    };
-                    self.ensure_raw_attack(&gm.label, &ready, &attack)?;
+                    self.attack_at(gm, kappa)?;
                 }
             }
             StrengthTask::Sweep(i) => sweep_eval(self, &self.load_grid()?, i)?,
+            StrengthTask::MatchedAttack { kappa, source } => {
+                if let Some(gm) = sources.get(source) {
+                    self.attack_at(gm, kappa)?;
+                }
+            }
+            StrengthTask::Claim { point, model } => {
+                if let Some(desc) = claims.get(point) {
+                    claim_eval(self, &mut self.load_grid()?, desc, model)?;
+                }
+            }
         }
         Ok(())
     }

@@ -8,7 +8,8 @@
 //! axis's claim points and the per-example export are not jobs: they run inside `run`
 //! after the plan's artifacts exist (reading them from the cache).
 
-use super::plan_seeds::{SeedsInputs, SeedsTask};
+use super::claim_points::ClaimDesc;
+use super::plan_seeds::{SeedsInputs, SeedsTask, StudyInputs};
 use super::plan_strength::{StrengthPlanInputs, StrengthTask};
 use super::whitebox_stage::{Models, curve_jobs, plan_of};
 use super::{
@@ -60,6 +61,14 @@ enum Task {
     Seeds(SeedsTask),
     /// A job of the strength extension.
     Strength(StrengthTask),
+}
+
+/// The text plan with what runs each job.
+struct TextPlan {
+    plan: Plan,
+    tasks: Vec<Task>,
+    /// The strength axis's claim points known when it was made.
+    claims: Vec<ClaimDesc>,
 }
 
 /// Which evaluation of the grid a job makes.
@@ -126,8 +135,8 @@ impl Pipeline<'_> {
         }
     }
 
-    /// The plan and each job's task.
-    fn text_plan_tasks(&self) -> (Plan, Vec<Task>) {
+    /// The plan, each job's task and the claim points they index.
+    fn text_plan_tasks(&self) -> TextPlan {
         let p = &self.cfg.profile;
         let grid = Grid::new();
         let mut jobs = Vec::new();
@@ -208,6 +217,8 @@ impl Pipeline<'_> {
         }
         let (n_src, n_det) = (grid.sources.len(), grid.dets.len());
         let mut finish = Finish::default();
+        let mut claims = Vec::new();
+        let mut study = None;
         if self.cfg.strength {
             let inputs = StrengthPlanInputs {
                 source_keys: &model_keys[..n_src],
@@ -215,13 +226,14 @@ impl Pipeline<'_> {
                 bnn_keys: &model_keys[n_src + n_det..],
                 attack_ids: &attack_ids,
             };
-            let (strength, claims) =
-                self.strength_jobs(&grid.sources, &grid.dets, &grid.bnns, &inputs);
-            for (job, task) in strength {
+            let strength = self.strength_plan(&grid.sources, &grid.dets, &grid.bnns, &inputs);
+            for (job, task) in strength.jobs {
                 jobs.push(job);
                 tasks.push(Task::Strength(task));
             }
-            finish = claims;
+            finish = strength.finish;
+            claims = strength.claims;
+            study = strength.det0.map(|k| (k, strength.control_key));
         }
         if self.cfg.train_seeds() > 1 {
             let inputs = SeedsInputs {
@@ -230,7 +242,16 @@ impl Pipeline<'_> {
                 set_ids: &set_ids,
                 attack_ids: &attack_ids,
             };
-            for (job, task) in self.seeds_jobs(&grid.dets, &grid.bnns, &inputs) {
+            let mut seeds = self.seeds_jobs(&grid.dets, &grid.bnns, &inputs);
+            if let Some((det0, control_key)) = &study {
+                let study = StudyInputs {
+                    control_key,
+                    claims: &claims,
+                    det0,
+                };
+                seeds.extend(self.strength_seeds_jobs(&grid.dets, &grid.bnns, &inputs, &study));
+            }
+            for (job, task) in seeds {
                 jobs.push(job);
                 tasks.push(Task::Seeds(task));
             }
@@ -240,7 +261,11 @@ impl Pipeline<'_> {
             jobs,
             finish,
         };
-        (plan, tasks)
+        TextPlan {
+            plan,
+            tasks,
+            claims,
+        }
     }
 
     /// The evaluation jobs: each reads its model(s) and every min-norm set.
@@ -384,8 +409,8 @@ impl Pipeline<'_> {
         Ok(())
     }
 
-    /// Runs the task of one job (its inputs are cached).
-    fn run_task(&self, task: Task) -> Result<(), ReproduceError> {
+    /// Runs the task of one job (its inputs are cached); `claims` are its plan's.
+    fn run_task(&self, task: Task, claims: &[ClaimDesc]) -> Result<(), ReproduceError> {
         let grid = Grid::new();
         match task {
             Task::Train(i) => {
@@ -414,8 +439,8 @@ impl Pipeline<'_> {
                 }
             }
             Task::Eval(task) => self.run_eval(task)?,
-            Task::Seeds(task) => self.run_seeds_task(&grid.dets, &grid.bnns, task)?,
-            Task::Strength(task) => self.run_strength_task(&grid.sources, task)?,
+            Task::Seeds(task) => self.run_seeds_task(&grid.dets, &grid.bnns, claims, task)?,
+            Task::Strength(task) => self.run_strength_task(&grid.sources, claims, task)?,
         }
         Ok(())
     }
@@ -425,7 +450,7 @@ impl Pipeline<'_> {
 pub fn text_plan(cfg: &ReproduceConfig) -> Result<Plan, ReproduceError> {
     let raw = load_raw(cfg)?;
     let pipeline = Pipeline::new(cfg, &raw)?;
-    let (plan, _) = pipeline.text_plan_tasks();
+    let TextPlan { plan, .. } = pipeline.text_plan_tasks();
     plan.check_order()?;
     Ok(plan)
 }
@@ -438,21 +463,30 @@ pub fn run_job(
 ) -> Result<JobRun, ReproduceError> {
     let raw = load_raw(cfg)?;
     let pipeline = Pipeline::new(cfg, &raw)?;
-    let (plan, tasks) = pipeline.text_plan_tasks();
-    let index = plan.job_index(key)?;
-    executor::run_one(&plan, index, &cfg.runs_dir, opts, || {
-        pipeline.run_task(tasks[index])
+    let t = pipeline.text_plan_tasks();
+    let index = t.plan.job_index(key)?;
+    executor::run_one(&t.plan, index, &cfg.runs_dir, opts, || {
+        pipeline.run_task(t.tasks[index], &t.claims)
     })
 }
 
 /// Makes every uncached job of `cfg`'s text plan in this process, in plan order
-/// ([`executor::drain_here`]): what `run` does without `--workers`.
+/// ([`executor::drain_here`]), planning again until nothing is added
+/// ([`crate::experiment::plan::drain_growing`]): what `run` does without `--workers`.
 pub fn run_plan(cfg: &ReproduceConfig) -> Result<DrainReport, ReproduceError> {
     let raw = load_raw(cfg)?;
     let pipeline = Pipeline::new(cfg, &raw)?;
-    let (plan, tasks) = pipeline.text_plan_tasks();
-    plan.check_order()?;
-    executor::drain_here(&plan, &cfg.runs_dir, cfg.verbose, |i| {
-        pipeline.run_task(tasks[i])
-    })
+    crate::experiment::plan::drain_growing(
+        || {
+            let t = pipeline.text_plan_tasks();
+            t.plan.check_order()?;
+            Ok(t)
+        },
+        |t| t.plan.jobs.len(),
+        |t| {
+            executor::drain_here(&t.plan, &cfg.runs_dir, cfg.verbose, |i| {
+                pipeline.run_task(t.tasks[i], &t.claims)
+            })
+        },
+    )
 }

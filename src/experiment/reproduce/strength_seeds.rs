@@ -8,16 +8,16 @@
 
 use std::time::Instant;
 
-use serde_json::json;
 use tch::{Kind, Tensor};
 
+use super::claim_points::ClaimDesc;
 use super::strength_stage::{control_models, pct as percent, row_label};
 use super::{GridModel, Pipeline, Ready, ReproduceError, StageReport, Timed, TrainedGrid, mlp_of};
 use crate::attack::BudgetReading;
 use crate::attack::budget::{at_strength, mean_distortion};
 use crate::data::Split;
 use crate::eval;
-use crate::experiment::keys::Key;
+use crate::experiment::keys::{self, Key};
 use crate::experiment::seeds::{BOOTSTRAP_RESAMPLES, ExtraSeeds, SeedsStage, arrange};
 use crate::experiment::strength::{
     ClaimAxis, Family, HEADLINES, SeedComparison, SeedMargin, SeedModelRow, SeedPoint,
@@ -51,28 +51,66 @@ struct Measured {
     per_image: Tensor,
 }
 
-/// The points: each with its name and per set (12) its strength (per-example cap, κ = 0).
-fn seed_points(section: &StrengthSection, n_sets: usize) -> Vec<(String, Vec<Strength>)> {
+/// A point of the study: its name and per set (12) its strength (per-example cap, κ = 0).
+pub(super) type SeedPointSpec = (String, Vec<Strength>);
+
+/// The points: the paper-matched multiplier's claim point (`matched`, where there is
+/// one), then each of the profile's `seed_multipliers`.
+pub(super) fn seed_points(
+    matched: Option<SeedPointSpec>,
+    seed_multipliers: &[f64],
+    n_sets: usize,
+) -> Vec<SeedPointSpec> {
     let cap = |m| Strength {
         reading: BudgetReading::PerExampleCap,
         kappa: 0.0,
         m,
     };
-    let matched = section
-        .claim_points
-        .iter()
-        .find(|c| c.axis == ClaimAxis::Multiplier)
-        .map(|c| (c.name.clone(), c.point.strengths.clone()));
     matched
         .into_iter()
         .chain(
-            section
-                .profile
-                .seed_multipliers
+            seed_multipliers
                 .iter()
                 .map(|&m| (format!("m={m}"), vec![cap(m); n_sets])),
         )
         .collect()
+}
+
+/// The paper-matched multiplier's claim point among `claims`, as a point of the study.
+pub(super) fn matched_of(claims: &[ClaimDesc]) -> Option<SeedPointSpec> {
+    claims
+        .iter()
+        .find(|c| c.axis == ClaimAxis::Multiplier)
+        .map(|c| (c.name.clone(), c.per_set.clone()))
+}
+
+/// The key of `name` at seed `seed` (weights `model_key`) over `points`, on the sets of
+/// the raw attacks `attack_keys` (κ = 0) under the per-example cap `bound`.
+pub(super) fn study_key(
+    pipeline: &Pipeline,
+    (name, seed, model_key): (&str, usize, &str),
+    points: &[SeedPointSpec],
+    attack_keys: &[String],
+    bound: f64,
+) -> Key {
+    let points: Vec<Vec<serde_json::Value>> = points
+        .iter()
+        .map(|(_, st)| {
+            st.iter()
+                .zip(attack_keys)
+                .map(|(s, k)| keys::strength_set(k, s.reading, bound, s.m))
+                .collect()
+        })
+        .collect();
+    let eval = keys::strength_eval(
+        name,
+        model_key,
+        &points,
+        pipeline.cfg.profile.strength.runs,
+        pipeline.test.len(),
+        pipeline.seeds.master(),
+    );
+    keys::strength_seeds_eval(&eval, name, seed)
 }
 
 struct Study<'p, 'a> {
@@ -88,6 +126,40 @@ struct Study<'p, 'a> {
     reused: usize,
 }
 
+impl<'p, 'a> Study<'p, 'a> {
+    /// The study at `points` on Table 2's 12 sets (the grid's sources' raw attacks at
+    /// κ = 0 under the per-example cap); `seconds` starts its artifact time.
+    fn new(
+        pipeline: &'p Pipeline<'a>,
+        grid: &TrainedGrid,
+        points: Vec<SeedPointSpec>,
+        seconds: f64,
+    ) -> Result<Self, ReproduceError> {
+        let cfg = pipeline.cfg;
+        let bound = cfg.profile.max_rms_distortion.unwrap_or(0.10);
+        let mut r = Vec::new();
+        let mut attack_keys = Vec::new();
+        for (gm, ready) in grid.sources.iter().zip(&grid.source_ready) {
+            mlp_of(ready)?;
+            let raw = pipeline.ensure_raw_attack(&gm.label, ready, &cfg.profile.attack)?;
+            let delta = raw.delta.to_device(cfg.device);
+            r.push(BudgetReading::PerExampleCap.apply(&delta, bound).0);
+            attack_keys.push(raw.key);
+        }
+        Ok(Study {
+            pipeline,
+            points,
+            r,
+            attack_keys,
+            bound,
+            runs: cfg.profile.strength.runs,
+            seconds,
+            computed: 0,
+            reused: 0,
+        })
+    }
+}
+
 impl Study<'_, '_> {
     /// `model` (named `name`, seed `seed`) at every point, cached under a key naming the
     /// model, the sets, their strengths and the runs.
@@ -98,19 +170,12 @@ impl Study<'_, '_> {
         ready: &Ready,
     ) -> Result<Measured, ReproduceError> {
         let p = self.pipeline;
-        let points: Vec<_> = self
-            .points
-            .iter()
-            .map(|(_, st)| {
-                st.iter()
-                    .zip(&self.attack_keys)
-                    .map(|(s, k)| json!({"attack": k, "reading": s.reading, "bound": self.bound, "m": s.m}))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        let key = Key::new(
-            &format!("strength-seeds-{}-seed={seed}", name.replace('/', "_")),
-            json!({"model": ready.key, "points": points, "runs": self.runs, "n_eval": p.test.len(), "master_seed": p.seeds.master()}),
+        let key = study_key(
+            p,
+            (name, seed, &ready.key),
+            &self.points,
+            &self.attack_keys,
+            self.bound,
         );
         if let Some(e) = p.evals_dir.read_json::<Timed<SeedStrengthEval>>(&key.id)? {
             let per_image = p
@@ -232,7 +297,6 @@ pub(super) fn run(
 ) -> Result<(SeedsAtStrength, StageReport), ReproduceError> {
     let t0 = Instant::now();
     let cfg = pipeline.cfg;
-    let bound = cfg.profile.max_rms_distortion.unwrap_or(0.10);
     let k = seeds_stage.train_seeds;
 
     // The matched-init control's seeds: seed 0 is the strength stage's.
@@ -241,27 +305,19 @@ pub(super) fn run(
     let control_extra = seeds_stage.ensure_family(std::slice::from_ref(&control_gm), "control")?;
     let train_seconds: f64 = control_extra.iter().map(|r| r.meta.wall_seconds).sum();
 
-    let mut r = Vec::new();
-    let mut attack_keys = Vec::new();
     let grid = inputs.grid;
-    for (gm, ready) in grid.sources.iter().zip(&grid.source_ready) {
-        mlp_of(ready)?;
-        let raw = pipeline.ensure_raw_attack(&gm.label, ready, &cfg.profile.attack)?;
-        let delta = raw.delta.to_device(cfg.device);
-        r.push(BudgetReading::PerExampleCap.apply(&delta, bound).0);
-        attack_keys.push(raw.key);
-    }
-    let mut study = Study {
-        pipeline,
-        points: seed_points(inputs.section, r.len()),
-        r,
-        attack_keys,
-        bound,
-        runs: cfg.profile.strength.runs,
-        seconds: train_seconds,
-        computed: 0,
-        reused: 0,
-    };
+    let section = inputs.section;
+    let matched = section
+        .claim_points
+        .iter()
+        .find(|c| c.axis == ClaimAxis::Multiplier)
+        .map(|c| (c.name.clone(), c.point.strengths.clone()));
+    let points = seed_points(
+        matched,
+        &section.profile.seed_multipliers,
+        grid.sources.len(),
+    );
+    let mut study = Study::new(pipeline, grid, points, train_seconds)?;
 
     let models = study_models(grid, inputs.extra, (&control_gm, &control0, &control_extra));
     let progress = super::bar(models.len() * k, "strength seeds", cfg.verbose);
@@ -462,4 +518,52 @@ fn model_row(m: &StudyModel, per_seed: &[Measured], points: usize) -> SeedModelR
             .collect(),
         average,
     }
+}
+
+/// The study's models in order ([`study_models`]'s): the λ nets, the BNNs, then the
+/// matched-init control; the `model`-th with the family it is trained with at seeds 1..K
+/// and that family's tag.
+fn study_model<'g>(
+    grid: &'g TrainedGrid,
+    control: &'g GridModel,
+    model: usize,
+) -> Option<(&'g GridModel, &'g [GridModel], &'static str)> {
+    let (n_det, n_bnn) = (grid.dets.len(), grid.bnns.len());
+    if model < n_det {
+        Some((&grid.dets[model], &grid.dets, "det"))
+    } else if model < n_det + n_bnn {
+        Some((&grid.bnns[model - n_det], &grid.bnns, "bnn"))
+    } else if model == n_det + n_bnn {
+        Some((control, std::slice::from_ref(control), "control"))
+    } else {
+        None
+    }
+}
+
+/// One job of the plan: the `model`-th model of the study at seed `seed`, at the points
+/// of `claims` (its model and the sets are cached).
+pub(super) fn measure_one(
+    pipeline: &Pipeline,
+    seeds_stage: &SeedsStage,
+    claims: &[ClaimDesc],
+    (model, seed): (usize, usize),
+) -> Result<(), ReproduceError> {
+    let grid = pipeline.load_grid()?;
+    let (control_gm, _) = control_models(1);
+    let Some((gm, family, tag)) = study_model(&grid, &control_gm, model) else {
+        return Ok(());
+    };
+    let ready = if seed == 0 {
+        pipeline.ensure_model(gm)?.0
+    } else {
+        let grids = seeds_stage.seed_grids(family, tag);
+        let Some((g, i)) = super::plan_seeds::member_of(&grids, gm, seed) else {
+            return Ok(());
+        };
+        seeds_stage.ensure_grid(&grids[g])?.swap_remove(i)
+    };
+    let sp = &pipeline.cfg.profile.strength;
+    let points = seed_points(matched_of(claims), &sp.seed_multipliers, grid.sources.len());
+    Study::new(pipeline, &grid, points, 0.0)?.measure(&gm.name, seed, &ready)?;
+    Ok(())
 }

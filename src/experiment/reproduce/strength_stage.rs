@@ -17,10 +17,10 @@ use crate::data::{Dataset, Split};
 use crate::eval;
 use crate::experiment::code_protocol::Evaluated;
 use crate::experiment::keys;
+use super::claim_points::{ClaimDesc, claim_descs};
 use crate::experiment::strength::{
-    ClaimAt, ClaimAxis, ClaimPoint, Family, MatchedSet, ModelRow, SetAtStrength, Strength,
-    StrengthError, StrengthPoint, StrengthProfile, StrengthSection, Verdict, best_at, comparisons,
-    matched_strength, sweep,
+    ClaimAt, ClaimPoint, Family, ModelRow, SetAtStrength, Strength, StrengthPoint,
+    StrengthProfile, StrengthSection, Verdict, best_at, comparisons, sweep,
 };
 use crate::experiment::{TABLE3_RHO, TABLE4_RHO};
 use crate::model::bayes::{MixturePrior, PruneMode};
@@ -92,10 +92,6 @@ struct HeldSets {
     scaled: Vec<f64>,
 }
 
-/// Where each set meets the paper's accuracy, and per set the held sets and multiplier
-/// that make it there.
-type Matching = (Vec<MatchedSet>, Vec<(usize, f64)>);
-
 /// Per set: which held sets and multiplier make it.
 struct PointSpec {
     name: String,
@@ -104,9 +100,9 @@ struct PointSpec {
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
-struct StrengthEval {
+pub(super) struct StrengthEval {
     /// `cells[point][set]`: run accuracies in [0, 1].
-    cells: Vec<Vec<Vec<f64>>>,
+    pub cells: Vec<Vec<Vec<f64>>>,
 }
 
 struct Stage<'p, 'a> {
@@ -120,7 +116,75 @@ struct Stage<'p, 'a> {
     computed: usize,
 }
 
+impl<'p, 'a> Stage<'p, 'a> {
+    /// A stage holding no sets yet, on the sets of `sources`; `seconds` starts its
+    /// artifact time.
+    fn new(pipeline: &'p Pipeline<'a>, sources: &[GridModel], seconds: f64) -> Self {
+        let cfg = pipeline.cfg;
+        Stage {
+            pipeline,
+            profile: cfg.profile.strength.clone(),
+            bound: cfg.profile.max_rms_distortion.unwrap_or(0.10),
+            labels: sources.iter().map(|g| g.label.clone()).collect(),
+            held: Vec::new(),
+            seconds,
+            reused: 0,
+            computed: 0,
+        }
+    }
+}
+
 impl Stage<'_, '_> {
+    /// The held sets and multiplier of each set of a claim point: the sets of every
+    /// source held at its (reading, κ) where they are, else that source's set alone,
+    /// from its cached (or, at a matched κ, made) min-norm attack.
+    fn resolve(
+        &mut self,
+        desc: &ClaimDesc,
+        sources: &[GridModel],
+        source_ready: &[Ready],
+    ) -> Result<PointSpec, ReproduceError> {
+        let n = sources.len();
+        let mut per_set = Vec::new();
+        for (i, s) in desc.per_set.iter().enumerate() {
+            let alone = self.held.iter().position(|h| {
+                h.only == Some(i) && h.reading == s.reading && h.kappa == s.kappa
+            });
+            let h = match self.held_index(s.reading, s.kappa).or(alone) {
+                Some(h) => h,
+                None => {
+                    let attack = MinNormAttack {
+                        kappa: s.kappa,
+                        ..self.pipeline.cfg.profile.attack.clone()
+                    };
+                    let raw = self.pipeline.ensure_raw_attack(
+                        &sources[i].label,
+                        &source_ready[i],
+                        &attack,
+                    )?;
+                    if s.kappa != 0.0 {
+                        self.seconds += raw.record.seconds;
+                    }
+                    let (held, scaled) = s.reading.apply(&raw.delta, self.bound);
+                    self.held.push(HeldSets {
+                        reading: s.reading,
+                        kappa: s.kappa,
+                        only: Some(i),
+                        keys: vec![raw.key.clone(); n],
+                        r: (0..n).map(|_| held.shallow_clone()).collect(),
+                        scaled: vec![scaled; n],
+                    });
+                    self.held.len() - 1
+                }
+            };
+            per_set.push((h, s.m));
+        }
+        Ok(PointSpec {
+            name: desc.name.clone(),
+            per_set,
+        })
+    }
+
     fn held_index(&self, reading: BudgetReading, kappa: f64) -> Option<usize> {
         self.held
             .iter()
@@ -282,7 +346,7 @@ fn row_of(model: &EvalModel, cells: &[Vec<Vec<f64>>]) -> ModelRow {
 }
 
 /// The paper's λ = 0 column of Table 2 (fractions) and its four claims' sizes.
-fn paper_reference() -> (Vec<f64>, [Option<f64>; 4]) {
+pub(super) fn paper_reference() -> (Vec<f64>, [Option<f64>; 4]) {
     let v: serde_json::Value = serde_json::from_str(PAPER_TABLES).unwrap_or_default();
     let col = v
         .pointer("/table2_perturbed/deterministic/rows")
@@ -528,62 +592,18 @@ fn eval_models<'m>(
         .collect()
 }
 
-/// A claim point before evaluation: its name, the knob it was matched along (empty
-/// `matched` when it was not matched) and its sets.
-struct ClaimSpec {
-    axis: ClaimAxis,
-    matched: Vec<MatchedSet>,
-    spec: PointSpec,
-}
-
-/// The claim points: the set-mean budget at m = 1, and on MNIST the paper-matched m
-/// and κ (matched on `det0`, the λ = 0 net's sweep row).
-fn claim_specs(
-    stage: &mut Stage,
-    inputs: &StrengthInputs,
-    specs: &[PointSpec],
-    det0: &ModelRow,
-    kappas: &[f64],
-    paper_det0: Option<&[f64]>,
-) -> Result<Vec<ClaimSpec>, ReproduceError> {
-    let n = inputs.sources.len();
-    let claim = |name: &str, axis: ClaimAxis, matched: Vec<MatchedSet>, per_set| ClaimSpec {
-        axis,
-        matched,
-        spec: PointSpec {
-            name: name.to_owned(),
-            per_set,
-        },
-    };
-    let mut out = Vec::new();
-    if let Some(h) = stage.held_index(BudgetReading::SetMean, 0.0) {
-        out.push(claim(
-            "set-mean budget, m=1",
-            ClaimAxis::Reading,
-            Vec::new(),
-            vec![(h, 1.0); n],
-        ));
-    }
-    let Some(paper) = paper_det0 else {
-        return Ok(out);
-    };
-    if let Some((matched, per_set)) = match_multiplier(stage, specs, det0, paper) {
-        out.push(claim(
-            "paper-matched difficulty (multiplier m)",
-            ClaimAxis::Multiplier,
-            matched,
-            per_set,
-        ));
-    }
-    if let Some((matched, per_set)) = match_kappa(stage, inputs, specs, det0, paper, kappas)? {
-        out.push(claim(
-            "paper-matched difficulty (confidence kappa)",
-            ClaimAxis::Kappa,
-            matched,
-            per_set,
-        ));
-    }
-    Ok(out)
+/// The loaded sweep models of a loaded grid and the controls.
+fn grid_eval_models<'m>(
+    grid: &'m TrainedGrid,
+    controls: &'m Controls,
+) -> Result<Vec<EvalModel<'m>>, ReproduceError> {
+    eval_models(
+        &grid.dets,
+        &grid.bnns,
+        &grid.det_ready,
+        &grid.bnn_ready,
+        controls,
+    )
 }
 
 /// Counted FLOPs of the stage: forward passes of the sweep and the κ > 0 attacks.
@@ -628,7 +648,7 @@ pub(in crate::experiment) fn run(
         .chain(&controls.members)
         .map(|r| r.meta.wall_seconds)
         .sum();
-    let (mut stage, kappas, specs) =
+    let (mut stage, specs) =
         prepared(pipeline, inputs.sources, inputs.source_ready, seconds)?;
     let bound = stage.bound;
     let models = eval_models(
@@ -655,21 +675,29 @@ pub(in crate::experiment) fn run(
     // borrow it are done) the two ensembles.
     let (paper_det0, paper_claims) = paper_reference();
     let compare = cfg.dataset == Dataset::Mnist && paper_det0.len() == inputs.sources.len();
-    let claims = claim_specs(
-        &mut stage,
-        &inputs,
-        &specs,
-        &rows[0],
-        &kappas,
+    let det0: Vec<Vec<f64>> = rows[0]
+        .cells
+        .iter()
+        .map(|sets| sets.iter().map(|c| c.mean / 100.0).collect())
+        .collect();
+    let descs = claim_descs(
+        &sp,
+        &stage.labels,
+        Some(&det0),
         compare.then_some(paper_det0.as_slice()),
-    )?;
+    );
+    let mut claims = Vec::new();
+    for d in descs {
+        let spec = stage.resolve(&d, inputs.sources, inputs.source_ready)?;
+        claims.push((d, spec));
+    }
     let progress = super::bar(claims.len() * (models.len() + 2), "claims", verbose);
     let mut claim_rows = Vec::new();
-    for c in &claims {
+    for (d, spec) in &claims {
         let mut point_rows = Vec::new();
         for m in &models {
-            progress.set_message(format!("{}: {}", c.spec.name, m.name));
-            point_rows.push(stage.evaluate(m, std::slice::from_ref(&c.spec), sp.matched_runs)?);
+            progress.set_message(format!("{}: {}", d.name, m.name));
+            point_rows.push(stage.evaluate(m, std::slice::from_ref(spec), sp.matched_runs)?);
             progress.inc(1);
         }
         claim_rows.push(point_rows);
@@ -677,19 +705,22 @@ pub(in crate::experiment) fn run(
     let n_models = models.len();
     drop(models);
     let mut claim_points = Vec::new();
-    for (c, mut point_rows) in claims.into_iter().zip(claim_rows) {
-        point_rows.extend(ensemble_rows(
-            &mut stage,
-            &c.spec,
-            &mut *inputs.bnn_ready,
-            inputs.bnns,
-        )?);
-        progress.inc(2);
+    for ((d, spec), mut point_rows) in claims.into_iter().zip(claim_rows) {
+        for which in 0..ENSEMBLES.len() {
+            point_rows.extend(ensemble_row(
+                &mut stage,
+                &spec,
+                &mut *inputs.bnn_ready,
+                inputs.bnns,
+                which,
+            )?);
+            progress.inc(1);
+        }
         claim_points.push(ClaimPoint {
-            name: c.spec.name.clone(),
-            axis: c.axis,
-            matched: c.matched,
-            point: stage.point(&c.spec, inputs.source_ready)?,
+            point: stage.point(&spec, inputs.source_ready)?,
+            name: d.name,
+            axis: d.axis,
+            matched: d.matched,
             comparisons: comparisons(&point_rows, 1),
             claims: claims_at(&point_rows, &paper_claims, compare),
             models: point_rows,
@@ -728,28 +759,19 @@ pub(in crate::experiment) fn run(
 }
 
 /// The stage with the sets of every κ (0, the attack stage's, and the profile's) held
-/// under every reading, the κs, and the sweep's points; `seconds` starts its artifact time.
+/// under every reading, and the sweep's points; `seconds` starts its artifact time.
 fn prepared<'p, 'a>(
     pipeline: &'p Pipeline<'a>,
     sources: &[GridModel],
     source_ready: &[Ready],
     seconds: f64,
-) -> Result<(Stage<'p, 'a>, Vec<f64>, Vec<PointSpec>), ReproduceError> {
+) -> Result<(Stage<'p, 'a>, Vec<PointSpec>), ReproduceError> {
     let cfg = pipeline.cfg;
     let sp = cfg.profile.strength.clone();
     let kappas: Vec<f64> = std::iter::once(0.0)
         .chain(sp.kappas.iter().copied())
         .collect();
-    let mut stage = Stage {
-        pipeline,
-        profile: sp.clone(),
-        bound: cfg.profile.max_rms_distortion.unwrap_or(0.10),
-        labels: sources.iter().map(|g| g.label.clone()).collect(),
-        held: Vec::new(),
-        seconds,
-        reused: 0,
-        computed: 0,
-    };
+    let mut stage = Stage::new(pipeline, sources, seconds);
     let progress = super::bar(kappas.len() * sources.len(), "kappa", cfg.verbose);
     for &kappa in &kappas {
         let attack = MinNormAttack {
@@ -769,7 +791,7 @@ fn prepared<'p, 'a>(
             })
         })
         .collect();
-    Ok((stage, kappas, specs))
+    Ok((stage, specs))
 }
 
 /// One job of the plan's strength extension: the `index`-th model of [`sweep_models`]
@@ -781,14 +803,8 @@ pub(super) fn sweep_eval(
 ) -> Result<(), ReproduceError> {
     let sp = &pipeline.cfg.profile.strength;
     let controls = train_controls(pipeline, sp)?;
-    let (mut stage, _, specs) = prepared(pipeline, &grid.sources, &grid.source_ready, 0.0)?;
-    let models = eval_models(
-        &grid.dets,
-        &grid.bnns,
-        &grid.det_ready,
-        &grid.bnn_ready,
-        &controls,
-    )?;
+    let (mut stage, specs) = prepared(pipeline, &grid.sources, &grid.source_ready, 0.0)?;
+    let models = grid_eval_models(grid, &controls)?;
     if let Some(model) = models.get(index) {
         stage.evaluate(model, &specs, sp.runs)?;
     }
@@ -831,204 +847,140 @@ fn hold(
     Ok(())
 }
 
-/// Per set, the multiplier at which the λ = 0 net's accuracy meets the paper's (the
-/// per-example cap reading, κ = 0).
-fn match_multiplier(
-    stage: &Stage,
-    specs: &[PointSpec],
-    det0: &ModelRow,
-    paper: &[f64],
-) -> Option<Matching> {
-    let h = stage.held_index(BudgetReading::PerExampleCap, 0.0)?;
-    let along: Vec<usize> = specs
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| s.per_set[0].0 == h)
-        .map(|(i, _)| i)
-        .collect();
-    let ms: Vec<f64> = along.iter().map(|&i| specs[i].per_set[0].1).collect();
-    let strongest = ms.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let (matched, per_set) = matched_sets(stage, "m", &along, &ms, det0, paper, strongest);
-    Some((matched, per_set.into_iter().map(|m| (h, m)).collect()))
+/// The ensembles every claim point evaluates besides the sweep's models: the Table 3
+/// BNN's largest ensemble, and the Table 4 BNN pruned by 75% as its
+/// `prune_ensemble`-draw ensemble (ρ_init, pruning rate, family).
+pub(super) const ENSEMBLES: [(f64, Option<f64>, Family); 2] = [
+    (TABLE3_RHO, None, Family::BnnEnsemble),
+    (TABLE4_RHO, Some(0.75), Family::PrunedEnsemble),
+];
+
+/// The `which`-th of [`ENSEMBLES`] on the grid's BNNs: which BNN, its pruning, its
+/// draws and its row's name.
+pub(super) struct ClaimEnsemble {
+    pub bnn: usize,
+    rate: Option<f64>,
+    mode: PruneMode,
+    family: Family,
+    rho: f64,
+    pub draws: usize,
+    pub name: String,
 }
 
-/// Per set, where `det0`'s accuracy along the points `along` (strength `xs`) meets the
-/// paper's, or the strongest point when it does not.
-fn matched_sets(
-    stage: &Stage,
-    axis: &'static str,
-    along: &[usize],
-    xs: &[f64],
-    det0: &ModelRow,
-    paper: &[f64],
-    strongest: f64,
-) -> (Vec<MatchedSet>, Vec<f64>) {
-    let mut order: Vec<usize> = (0..xs.len()).collect();
-    order.sort_by(|&a, &b| xs[a].total_cmp(&xs[b]));
-    paper
-        .iter()
-        .enumerate()
-        .map(|(set, &target)| {
-            let points: Vec<(f64, f64)> = order
-                .iter()
-                .map(|&j| (xs[j], det0.cells[along[j]][set].mean / 100.0))
-                .collect();
-            let result = matched_strength(axis, &points, target);
-            // Out of range: the strongest point when even it leaves our net more
-            // accurate than the paper's, the weakest when our net is never as accurate.
-            let fallback = match &result {
-                Err(StrengthError::OutOfRange { hi, .. }) if target > *hi => points
-                    .iter()
-                    .max_by(|a, b| a.1.total_cmp(&b.1))
-                    .map_or(strongest, |p| p.0),
-                _ => strongest,
-            };
-            let strength = result.as_ref().map_or(fallback, |m| m.strength);
-            (
-                MatchedSet {
-                    source: stage.labels[set].clone(),
-                    paper_accuracy: target * 100.0,
-                    strength,
-                    bracket: result.as_ref().ok().copied(),
-                    reached: result.is_ok(),
-                    why_not: result.err().map(|e| e.to_string()),
-                },
-                strength,
-            )
-        })
-        .unzip()
-}
-
-/// Per set, the confidence κ at which the λ = 0 net's accuracy (m = 1, per-example cap)
-/// meets the paper's, and the sets of a min-norm attack at that κ (rounded to 0.01).
-fn match_kappa(
-    stage: &mut Stage,
-    inputs: &StrengthInputs,
-    specs: &[PointSpec],
-    det0: &ModelRow,
-    paper: &[f64],
-    kappas: &[f64],
-) -> Result<Option<Matching>, ReproduceError> {
-    let mut along = Vec::new();
-    let mut xs = Vec::new();
-    for &k in kappas {
-        let Some(h) = stage.held_index(BudgetReading::PerExampleCap, k) else {
-            continue;
-        };
-        if let Some(i) = specs.iter().position(|s| s.per_set[0] == (h, 1.0)) {
-            along.push(i);
-            xs.push(k);
-        }
-    }
-    if along.len() < 2 {
-        return Ok(None);
-    }
-    let strongest = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let (mut matched, per_kappa) =
-        matched_sets(stage, "kappa", &along, &xs, det0, paper, strongest);
-    let cfg = stage.pipeline.cfg;
-    let progress = super::bar(inputs.sources.len(), "kappa*", cfg.verbose);
-    let mut per_set = Vec::new();
-    for (i, k) in per_kappa.iter().enumerate() {
-        let kappa = (k * 100.0).round() / 100.0;
-        matched[i].strength = kappa;
-        let attack = MinNormAttack {
-            kappa,
-            ..cfg.profile.attack.clone()
-        };
-        let h = match stage.held_index(BudgetReading::PerExampleCap, kappa) {
-            Some(h) => h,
-            None => {
-                let (gm, r) = (&inputs.sources[i], &inputs.source_ready[i]);
-                progress.set_message(format!("{} kappa={kappa}", gm.label));
-                let raw = stage.pipeline.ensure_raw_attack(&gm.label, r, &attack)?;
-                stage.seconds += raw.record.seconds;
-                let (held, scaled) = BudgetReading::PerExampleCap.apply(&raw.delta, stage.bound);
-                let n = inputs.sources.len();
-                stage.held.push(HeldSets {
-                    reading: BudgetReading::PerExampleCap,
-                    kappa,
-                    only: Some(i),
-                    keys: vec![raw.key.clone(); n],
-                    r: (0..n).map(|_| held.shallow_clone()).collect(),
-                    scaled: vec![scaled; n],
-                });
-                stage.held.len() - 1
-            }
-        };
-        per_set.push((h, 1.0));
-        progress.inc(1);
-    }
-    progress.finish_and_clear();
-    Ok(Some((matched, per_set)))
-}
-
-/// The Table 3 BNN's 100-draw ensemble and the Table 4 BNN pruned by 75% (its
-/// `prune_ensemble`-draw ensemble) at one claim point.
-fn ensemble_rows(
-    stage: &mut Stage,
-    spec: &PointSpec,
-    bnn_ready: &mut [Ready],
-    bnns: &[GridModel],
-) -> Result<Vec<ModelRow>, ReproduceError> {
-    let p = stage.pipeline;
-    let profile = &p.cfg.profile;
-    let runs = stage.profile.ensemble_runs;
-    let find = |rho: f64| bnns.iter().position(|g| g.spec.rho_init() == Some(rho));
-    let mut out = Vec::new();
-    for (rho, rate, family) in [
-        (TABLE3_RHO, None, Family::BnnEnsemble),
-        (TABLE4_RHO, Some(0.75), Family::PrunedEnsemble),
-    ] {
-        let Some(i) = find(rho) else { continue };
-        let n = if rate.is_some() {
+impl ClaimEnsemble {
+    /// None when the grid has no BNN of its ρ_init.
+    pub(super) fn of(
+        cfg: &super::ReproduceConfig,
+        bnns: &[GridModel],
+        which: usize,
+    ) -> Option<Self> {
+        let &(rho, rate, family) = ENSEMBLES.get(which)?;
+        let bnn = bnns.iter().position(|g| g.spec.rho_init() == Some(rho))?;
+        let profile = &cfg.profile;
+        let draws = if rate.is_some() {
             profile.prune_ensemble
         } else {
             *profile.ensemble_ns.iter().max().unwrap_or(&100)
         };
         // Table 4's pruning mode; a per-tensor run's rows are cached under names of
         // their own.
-        let mode = p.cfg.prune_mode_or(PruneMode::Global);
-        if let (Some(rate), crate::train::TrainedModel::Bnn { bnn, .. }) =
-            (rate, &mut bnn_ready[i].model)
-        {
-            bnn.prune_with(mode, rate)?;
-        }
+        let mode = cfg.prune_mode_or(PruneMode::Global);
         let name = match rate {
             Some(r) => format!(
-                "{}/pruned={}{}/ensemble={n}",
-                bnns[i].name,
+                "{}/pruned={}{}/ensemble={draws}",
+                bnns[bnn].name,
                 r,
                 match mode {
                     PruneMode::Global => "",
                     PruneMode::PerTensor => "/per-tensor",
                 }
             ),
-            None => format!("{}/ensemble={n}", bnns[i].name),
+            None => format!("{}/ensemble={draws}", bnns[bnn].name),
         };
-        let model = EvalModel {
-            label: match rate {
-                Some(r) => format!(
-                    "BNN {}, {}% pruned, ensemble of {n}",
-                    bnns[i].label,
-                    r * 100.0
-                ),
-                None => format!("BNN {}, ensemble of {n}", bnns[i].label),
-            },
-            name,
+        Some(Self {
+            bnn,
+            rate,
+            mode,
             family,
-            rho_init: Some(rho),
-            lambda: None,
-            key: bnn_ready[i].key.clone(),
-            evaluated: Evaluated::Ensemble(bnn_of(&bnn_ready[i])?, n),
-        };
-        let row = stage.evaluate(&model, std::slice::from_ref(spec), runs);
-        if let crate::train::TrainedModel::Bnn { bnn, .. } = &mut bnn_ready[i].model {
-            bnn.unprune();
-        }
-        out.push(row?);
+            rho,
+            draws,
+            name,
+        })
     }
-    Ok(out)
+}
+
+/// The `which`-th of [`ENSEMBLES`] at one claim point (the BNN pruned in place for it,
+/// then restored); None when the grid lacks its BNN.
+fn ensemble_row(
+    stage: &mut Stage,
+    spec: &PointSpec,
+    bnn_ready: &mut [Ready],
+    bnns: &[GridModel],
+    which: usize,
+) -> Result<Option<ModelRow>, ReproduceError> {
+    let Some(e) = ClaimEnsemble::of(stage.pipeline.cfg, bnns, which) else {
+        return Ok(None);
+    };
+    let runs = stage.profile.ensemble_runs;
+    let i = e.bnn;
+    if let (Some(rate), crate::train::TrainedModel::Bnn { bnn, .. }) =
+        (e.rate, &mut bnn_ready[i].model)
+    {
+        bnn.prune_with(e.mode, rate)?;
+    }
+    let n = e.draws;
+    let model = EvalModel {
+        label: match e.rate {
+            Some(r) => format!(
+                "BNN {}, {}% pruned, ensemble of {n}",
+                bnns[i].label,
+                r * 100.0
+            ),
+            None => format!("BNN {}, ensemble of {n}", bnns[i].label),
+        },
+        name: e.name,
+        family: e.family,
+        rho_init: Some(e.rho),
+        lambda: None,
+        key: bnn_ready[i].key.clone(),
+        evaluated: Evaluated::Ensemble(bnn_of(&bnn_ready[i])?, n),
+    };
+    let row = stage.evaluate(&model, std::slice::from_ref(spec), runs);
+    drop(model);
+    if let crate::train::TrainedModel::Bnn { bnn, .. } = &mut bnn_ready[i].model {
+        bnn.unprune();
+    }
+    row.map(Some)
+}
+
+/// One job of the plan's strength extension at a claim point: the `model`-th of the
+/// sweep's models, or after them the `model − n`-th of [`ENSEMBLES`], evaluated at the
+/// point `desc` (its models and attacks are cached).
+pub(super) fn claim_eval(
+    pipeline: &Pipeline,
+    grid: &mut TrainedGrid,
+    desc: &ClaimDesc,
+    model: usize,
+) -> Result<(), ReproduceError> {
+    let sp = &pipeline.cfg.profile.strength;
+    let controls = train_controls(pipeline, sp)?;
+    let mut stage = Stage::new(pipeline, &grid.sources, 0.0);
+    let spec = stage.resolve(desc, &grid.sources, &grid.source_ready)?;
+    let models = grid_eval_models(grid, &controls)?;
+    let n = models.len();
+    if let Some(m) = models.get(model) {
+        stage.evaluate(m, std::slice::from_ref(&spec), sp.matched_runs)?;
+        return Ok(());
+    }
+    drop(models);
+    ensemble_row(
+        &mut stage,
+        &spec,
+        &mut grid.bnn_ready,
+        &grid.bnns,
+        model - n,
+    )?;
+    Ok(())
 }
 
 /// The paper's four claims on the rows of one claim point.
