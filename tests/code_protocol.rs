@@ -8,8 +8,8 @@ use bayes_robust::data::{INPUT_MAX, Split};
 use bayes_robust::eval::{self, EvalChunks};
 use bayes_robust::experiment::Profile;
 use bayes_robust::experiment::code_protocol::{
-    CodeBudget, CodeProfile, CodeRunSpec, Evaluated, KeptSet, Multipliers, SweepRole,
-    TrainingRow, code_plan, planned_keys, reproduce_code, run_code_plan, training_plan,
+    CodeBudget, CodeProfile, CodeRunSpec, Evaluated, KeptSet, Multipliers, SweepRole, TrainingRow,
+    code_plan, planned_keys, reproduce_code, run_code_plan, training_plan,
 };
 use bayes_robust::experiment::plan::JobKind;
 use bayes_robust::experiment::reproduce::ReproduceConfig;
@@ -262,7 +262,11 @@ fn the_quick_code_protocol_runs_end_to_end_and_resumes() {
     assert_eq!(before.jobs.len(), 38 + 31);
     let drained = run_code_plan(run).unwrap();
     let plan = code_plan(&cfg, CodeBudget::AsWritten, Multipliers::CODE).unwrap();
-    assert_eq!(plan.jobs.len(), before.jobs.len() + 2, "the noise controls' sweeps");
+    assert_eq!(
+        plan.jobs.len(),
+        before.jobs.len() + 2,
+        "the noise controls' sweeps"
+    );
     assert_eq!(drained.computed, plan.jobs.len());
     assert!(plan.jobs.iter().all(|j| j.is_cached(runs.path())));
     let first = reproduce_code(&cfg, Multipliers::CODE, CodeBudget::AsWritten)
@@ -275,7 +279,11 @@ fn the_quick_code_protocol_runs_end_to_end_and_resumes() {
             .map(|s| s["computed"].as_u64().unwrap())
             .collect()
     };
-    assert_eq!(computed(&first), [0, 0, 0], "every evaluation is a job of the plan");
+    assert_eq!(
+        computed(&first),
+        [0, 0, 0],
+        "every evaluation is a job of the plan"
+    );
     // Every model and attack made is a planned key, with its preimage beside it.
     let planned: Vec<String> = planned_keys(
         &cfg.profile,
@@ -455,8 +463,12 @@ fn the_quick_code_protocol_runs_end_to_end_and_resumes() {
         ..cfg.clone()
     };
     // Its plan trains each stacked grid as one job that makes all its members.
-    let trained_plan =
-        code_plan(&trained_cfg, CodeBudget::TrainedToAccuracy, Multipliers::CODE).unwrap();
+    let trained_plan = code_plan(
+        &trained_cfg,
+        CodeBudget::TrainedToAccuracy,
+        Multipliers::CODE,
+    )
+    .unwrap();
     let outputs = trained_plan.jobs.iter().flat_map(|j| j.outputs()).count();
     assert_eq!(outputs, 26 + 12 + 31);
     assert_eq!(

@@ -952,7 +952,9 @@ impl<'a> CodePipeline<'a> {
         sets: &[KeptSet],
         ms: &[f64],
     ) -> Result<(Timed<SweepEval>, bool), ReproduceError> {
-        let key = self.eval_keys().sweep(name, model_keys, &set_keys(sets), ms);
+        let key = self
+            .eval_keys()
+            .sweep(name, model_keys, &set_keys(sets), ms);
         let runs = self.cp.runs;
         super::stage::cached_keyed_eval(&self.evals_dir, &key, || {
             let on = |tag: &str, split: &Split| {
@@ -1348,15 +1350,13 @@ impl EvalSource {
             EvalSource::Det(i) => Evaluated::Det(mlp_of(&t.dets[i])?),
             EvalSource::MatchedInit => Evaluated::Det(mlp_of(&t.matched_init)?),
             EvalSource::MatchedGlorot => Evaluated::Det(mlp_of(&t.members[0])?),
-            EvalSource::DeepEnsemble => Evaluated::DeepEnsemble(
-                t.members.iter().map(mlp_of).collect::<Result<_, _>>()?,
-            ),
+            EvalSource::DeepEnsemble => {
+                Evaluated::DeepEnsemble(t.members.iter().map(mlp_of).collect::<Result<_, _>>()?)
+            }
             EvalSource::NoisyDet => Evaluated::Draws(&noise.det),
             EvalSource::NoisyMatchedInit => Evaluated::Draws(&noise.matched),
             EvalSource::Mean(i) => Evaluated::Mode(bnn_of(&t.bnns[i])?, WeightMode::Mean),
-            EvalSource::Frozen(i) => {
-                Evaluated::Mode(bnn_of(&t.bnns[i])?, WeightMode::Frozen(0))
-            }
+            EvalSource::Frozen(i) => Evaluated::Mode(bnn_of(&t.bnns[i])?, WeightMode::Frozen(0)),
         })
     }
 }
@@ -1490,7 +1490,9 @@ impl CodePipeline<'_> {
         prune_mode: PruneMode,
     ) -> Result<(Timed<PruneRates>, bool), ReproduceError> {
         let p = &self.cfg.profile;
-        let key = self.eval_keys().table4(model_key, &set_keys(sets), m_bnn, prune_mode);
+        let key = self
+            .eval_keys()
+            .table4(model_key, &set_keys(sets), m_bnn, prune_mode);
         let (mut model, _) =
             TrainedModel::load(spec, self.cfg.device, &self.models_dir.stem(model_key))?;
         let TrainedModel::Bnn { bnn, .. } = &mut model else {
@@ -1735,7 +1737,9 @@ impl CodeRun<'_> {
             quantiles: SIGMA_QUANTILES.to_vec(),
             bnns,
             noise_sigmas: Some(self.noise.sigmas.clone()),
-            noise_note: Some(format!("the weight-noise controls use, per layer, the median learned weight sigma of the code protocol's BNN rho_init={TABLE3_RHO}")),
+            noise_note: Some(format!(
+                "the weight-noise controls use, per layer, the median learned weight sigma of the code protocol's BNN rho_init={TABLE3_RHO}"
+            )),
         })
     }
 

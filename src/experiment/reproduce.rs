@@ -37,8 +37,8 @@ use crate::model::checkpoint::{CheckpointPaths, ModelSpec};
 use crate::model::mlp::{MlpConfig, MlpInit};
 use crate::model::{Arch, WeightMode};
 use crate::results::{
-    BnnSigmas, CalibrationRow, Cell, ModelRow, PaperProtocol, SetRow, Sigmas, SnrHistogram,
-    Table1, Table2, Table3, Table4, rows_by_set,
+    BnnSigmas, CalibrationRow, Cell, ModelRow, PaperProtocol, SetRow, Sigmas, SnrHistogram, Table1,
+    Table2, Table3, Table4, rows_by_set,
 };
 use crate::seed::SeedTree;
 use crate::train::{self, Recipe, TrainOptions, TrainedModel};

@@ -1169,7 +1169,10 @@ fn spread_ci(v: &[f64], ci: Option<[f64; 2]>, digits: usize) -> String {
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), x| {
             (l.min(*x), h.max(*x))
         });
-    format!("{} ({lo:.digits$}–{hi:.digits$})", with_ci(mean, ci, digits))
+    format!(
+        "{} ({lo:.digits$}–{hi:.digits$})",
+        with_ci(mean, ci, digits)
+    )
 }
 
 /// The index of the L2 budget where the most robust deterministic net is nearest 50%

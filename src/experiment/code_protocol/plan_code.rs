@@ -13,11 +13,6 @@ use super::{
     NoiseControls, TRAINING_ENSEMBLE_DRAWS, attack_key, code_attack_stage, code_train_stage,
     eval_specs, model_key, multiplier_grid, rho_index,
 };
-use crate::experiment::{TABLE3_RHO, TABLE4_RHO};
-use crate::model::Arch;
-use crate::model::bayes::PruneMode;
-use crate::model::checkpoint::CheckpointPaths;
-use crate::train::TrainedModel;
 use crate::data::{ChecksumPolicy, Dataset, RawDataset, SplitSpec};
 use crate::experiment::Profile;
 use crate::experiment::executor::{self, JobRun, JobRunOptions};
@@ -25,7 +20,12 @@ use crate::experiment::flops;
 use crate::experiment::keys::Key;
 use crate::experiment::plan::{DrainReport, Job, JobKind, Plan};
 use crate::experiment::stage::{ReproduceConfig, ReproduceError};
+use crate::experiment::{TABLE3_RHO, TABLE4_RHO};
+use crate::model::Arch;
+use crate::model::bayes::PruneMode;
+use crate::model::checkpoint::CheckpointPaths;
 use crate::seed::SeedTree;
+use crate::train::TrainedModel;
 
 /// What runs a job of the code plan.
 #[derive(Debug, Clone)]
@@ -217,7 +217,10 @@ fn eval_jobs(
             ek.training_rows(&all),
             "the training table".into(),
             &all,
-            flops::forward(&arch, TRAINING_ENSEMBLE_DRAWS as f64 * n_eval * grid.bnns.len() as f64),
+            flops::forward(
+                &arch,
+                TRAINING_ENSEMBLE_DRAWS as f64 * n_eval * grid.bnns.len() as f64,
+            ),
         ),
         CodeTask::TrainingRows,
     ));
@@ -233,7 +236,11 @@ fn eval_jobs(
             CodeTask::Sweep(spec.source),
         ));
     }
-    let table3: usize = p.ensemble_ns.iter().map(|&n| n * p.ensemble_runs.max(100 / n.max(1))).sum();
+    let table3: usize = p
+        .ensemble_ns
+        .iter()
+        .map(|&n| n * p.ensemble_runs.max(100 / n.max(1)))
+        .sum();
     out.push((
         job(
             ek.table3(&t3, &set_ids, mult.bnn),
@@ -313,7 +320,13 @@ impl CodePipeline<'_> {
             CodeTask::Table4 => {
                 let t4 = rho_index(TABLE4_RHO);
                 let mode = self.cfg.prune_mode_or(PruneMode::PerTensor);
-                self.table4(&grid.bnns[t4].spec, &trained.bnns[t4].key, &sets, mult.bnn, mode)?;
+                self.table4(
+                    &grid.bnns[t4].spec,
+                    &trained.bnns[t4].key,
+                    &sets,
+                    mult.bnn,
+                    mode,
+                )?;
             }
             CodeTask::Train(_) | CodeTask::Attack(_) => {}
         }

@@ -214,7 +214,12 @@ mod tests {
         let descs = claim_descs(&sp, &labels(3), None, Some(&[0.5; 3]));
         assert_eq!(descs.len(), 1);
         assert_eq!(descs[0].axis, ClaimAxis::Reading);
-        assert!(descs[0].per_set.iter().all(|s| s.reading == BudgetReading::SetMean));
+        assert!(
+            descs[0]
+                .per_set
+                .iter()
+                .all(|s| s.reading == BudgetReading::SetMean)
+        );
     }
 
     #[test]
@@ -224,7 +229,10 @@ mod tests {
         // 1 − m/4 = 0.5 at m = 2 and 0.6 at m = 1.6; along κ: 0.75, 0.65, 0.55, 0.35 at
         // κ = 0, 5, 10, 20, so 0.5 at κ = 12.5 and 0.6 at κ = 7.5.
         let descs = claim_descs(&sp, &labels(2), Some(&row), Some(&[0.5, 0.6]));
-        let along_m = descs.iter().find(|d| d.axis == ClaimAxis::Multiplier).unwrap();
+        let along_m = descs
+            .iter()
+            .find(|d| d.axis == ClaimAxis::Multiplier)
+            .unwrap();
         assert!((along_m.per_set[0].m - 2.0).abs() < 1e-9);
         assert!((along_m.per_set[1].m - 1.6).abs() < 1e-9);
         let along_k = descs.iter().find(|d| d.axis == ClaimAxis::Kappa).unwrap();

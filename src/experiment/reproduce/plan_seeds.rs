@@ -16,8 +16,8 @@ use super::{GridModel, Pipeline, ReproduceError, seeds_stage_keyed, seeds_stage_
 use crate::experiment::flops;
 use crate::experiment::keys::Key;
 use crate::experiment::plan::{Job, JobKind};
-use crate::model::Arch;
 use crate::experiment::seeds::{SeedGrid, SeedsStage};
+use crate::model::Arch;
 
 /// Which family of evaluation models.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,11 +72,7 @@ pub(super) struct StudyInputs<'a> {
 }
 
 /// The grid of `grids` that trains `seed` of `gm`, and the member's index in it.
-pub(super) fn member_of(
-    grids: &[SeedGrid],
-    gm: &GridModel,
-    seed: usize,
-) -> Option<(usize, usize)> {
+pub(super) fn member_of(grids: &[SeedGrid], gm: &GridModel, seed: usize) -> Option<(usize, usize)> {
     grids.iter().enumerate().find_map(|(g, grid)| {
         grid.members
             .iter()
@@ -211,7 +207,11 @@ impl Pipeline<'_> {
                         Some((g, i)) => grids[g].keys[i].id.clone(),
                         None => seed0[j].clone(),
                     };
-                    let runs = if gm.spec.rho_init().is_some() { sp.runs } else { 1 };
+                    let runs = if gm.spec.rho_init().is_some() {
+                        sp.runs
+                    } else {
+                        1
+                    };
                     let job = Job {
                         key: study_key(
                             self,

@@ -117,14 +117,7 @@ impl ClaimJobs<'_> {
         let cells = (self.sources.len() * n) as f64;
         let job = |name: &str, model_key: &str, model_inputs: &[String], runs, passes: usize| Job {
             also: Vec::new(),
-            key: keys::strength_eval(
-                name,
-                model_key,
-                &points,
-                runs,
-                n,
-                pipeline.seeds.master(),
-            ),
+            key: keys::strength_eval(name, model_key, &points, runs, n, pipeline.seeds.master()),
             kind: JobKind::Evaluation,
             label: format!("{name} at {}", desc.name),
             inputs: model_inputs
@@ -139,7 +132,10 @@ impl ClaimJobs<'_> {
         for (j, m) in self.models.iter().enumerate() {
             let passes = m.passes_per_cell(sp.matched_runs);
             let task = StrengthTask::Claim { point: c, model: j };
-            out.push((job(&m.name, &m.key(), &m.inputs, sp.matched_runs, passes), task));
+            out.push((
+                job(&m.name, &m.key(), &m.inputs, sp.matched_runs, passes),
+                task,
+            ));
         }
         for which in 0..ENSEMBLES.len() {
             let Some(e) = ClaimEnsemble::of(pipeline.cfg, self.bnns, which) else {
@@ -260,8 +256,7 @@ impl Pipeline<'_> {
         // The λ = 0 net's row (the first model), which the paper-matched points need.
         let det0 = sweep_keys.first().and_then(|k| self.sweep_row(k));
         let (paper_det0, _) = paper_reference();
-        let compare =
-            self.cfg.dataset == Dataset::Mnist && paper_det0.len() == sources.len();
+        let compare = self.cfg.dataset == Dataset::Mnist && paper_det0.len() == sources.len();
         let labels: Vec<String> = sources.iter().map(|g| g.label.clone()).collect();
         let claims = claim_descs(
             sp,

@@ -7,6 +7,7 @@ use std::time::Instant;
 use serde_json::Value;
 use tch::Tensor;
 
+use super::claim_points::{ClaimDesc, claim_descs};
 use super::{
     GridModel, Pipeline, Ready, ReproduceError, StageReport, Timed, TrainedGrid, bnn_of, mlp_of,
     per_run_set_average,
@@ -17,10 +18,9 @@ use crate::data::{Dataset, Split};
 use crate::eval;
 use crate::experiment::code_protocol::Evaluated;
 use crate::experiment::keys;
-use super::claim_points::{ClaimDesc, claim_descs};
 use crate::experiment::strength::{
-    ClaimAt, ClaimPoint, Family, ModelRow, SetAtStrength, Strength, StrengthPoint,
-    StrengthProfile, StrengthSection, Verdict, best_at, comparisons, sweep,
+    ClaimAt, ClaimPoint, Family, ModelRow, SetAtStrength, Strength, StrengthPoint, StrengthProfile,
+    StrengthSection, Verdict, best_at, comparisons, sweep,
 };
 use crate::experiment::{TABLE3_RHO, TABLE4_RHO};
 use crate::model::bayes::{MixturePrior, PruneMode};
@@ -147,9 +147,10 @@ impl Stage<'_, '_> {
         let n = sources.len();
         let mut per_set = Vec::new();
         for (i, s) in desc.per_set.iter().enumerate() {
-            let alone = self.held.iter().position(|h| {
-                h.only == Some(i) && h.reading == s.reading && h.kappa == s.kappa
-            });
+            let alone = self
+                .held
+                .iter()
+                .position(|h| h.only == Some(i) && h.reading == s.reading && h.kappa == s.kappa);
             let h = match self.held_index(s.reading, s.kappa).or(alone) {
                 Some(h) => h,
                 None => {
@@ -648,8 +649,7 @@ pub(in crate::experiment) fn run(
         .chain(&controls.members)
         .map(|r| r.meta.wall_seconds)
         .sum();
-    let (mut stage, specs) =
-        prepared(pipeline, inputs.sources, inputs.source_ready, seconds)?;
+    let (mut stage, specs) = prepared(pipeline, inputs.sources, inputs.source_ready, seconds)?;
     let bound = stage.bound;
     let models = eval_models(
         inputs.dets,
