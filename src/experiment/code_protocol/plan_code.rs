@@ -11,7 +11,7 @@
 use super::{
     ByRole, CodeBudget, CodeModel, CodePipeline, EvalKeys, EvalSource, Grid, Multipliers,
     NoiseControls, TRAINING_ENSEMBLE_DRAWS, attack_key, code_attack_stage, code_train_stage,
-    eval_specs, model_key, multiplier_grid, rho_index,
+    ensemble_runs, eval_specs, model_key, multiplier_grid, rho_index,
 };
 use crate::data::{ChecksumPolicy, Dataset, RawDataset, SplitSpec};
 use crate::experiment::Profile;
@@ -239,7 +239,7 @@ fn eval_jobs(
     let table3: usize = p
         .ensemble_ns
         .iter()
-        .map(|&n| n * p.ensemble_runs.max(100 / n.max(1)))
+        .map(|&n| n * ensemble_runs(p.ensemble_runs, n))
         .sum();
     out.push((
         job(

@@ -10,7 +10,7 @@
 //! ([`super::strength_seeds`]).
 
 use super::claim_points::ClaimDesc;
-use super::strength_seeds::{matched_of, measure_one, seed_points, study_key};
+use super::strength_seeds::{matched_of, measure_one, seed_points, study_families, study_key};
 use super::strength_stage::control_models;
 use super::{GridModel, Pipeline, ReproduceError, seeds_stage_keyed, seeds_stage_of};
 use crate::experiment::flops;
@@ -191,15 +191,14 @@ impl Pipeline<'_> {
         let points = seed_points(matched_of(study.claims), &sp.seed_multipliers, n_sets);
         let (control, _) = control_models(1);
         let control_key = [study.control_key.to_owned()];
-        let families: [(&[GridModel], &[String], &str); 3] = [
-            (dets, inputs.det_keys, "det"),
-            (bnns, inputs.bnn_keys, "bnn"),
-            (std::slice::from_ref(&control), &control_key, "control"),
-        ];
+        let seed0_keys: [&[String]; 3] = [inputs.det_keys, inputs.bnn_keys, &control_key];
         let n = (self.test.len() * n_sets * points.len()) as f64;
         let mut out = Vec::new();
         let mut model = 0;
-        for (models, seed0, tag) in families {
+        for ((models, tag), seed0) in study_families(dets, bnns, &control)
+            .into_iter()
+            .zip(seed0_keys)
+        {
             let grids = stage.seed_grids(models, tag);
             for (j, gm) in models.iter().enumerate() {
                 for seed in 0..stage.train_seeds {

@@ -13,11 +13,10 @@ use serde_json::Value;
 use super::claim_points::{ClaimDesc, claim_descs};
 use super::strength_stage::{
     ClaimEnsemble, ENSEMBLES, StrengthEval, SweepKeys, SweepModel, claim_eval, control_models,
-    paper_reference, pct, sweep_eval, sweep_models,
+    paper_column_for, pct, sweep_eval, sweep_models,
 };
 use super::{GridModel, Pipeline, ReproduceError, Timed};
 use crate::attack::MinNormAttack;
-use crate::data::Dataset;
 use crate::experiment::flops;
 use crate::experiment::keys::{self, Key};
 use crate::experiment::plan::{Finish, Job, JobKind};
@@ -29,12 +28,11 @@ use crate::model::Arch;
 pub(super) enum StrengthTask {
     /// The i-th control: the matched-init net, then the deep ensemble's members.
     Control(usize),
-    /// The min-norm attack at the `kappa`-th κ of the profile against the `source`-th source.
-    Attack { kappa: usize, source: usize },
+    /// The min-norm attack at confidence `kappa` (one of the profile's, or a
+    /// paper-matched one) against the `source`-th source.
+    Attack { kappa: f64, source: usize },
     /// The i-th model of the sweep at every point.
     Sweep(usize),
-    /// The min-norm attack at a paper-matched κ against the `source`-th source.
-    MatchedAttack { kappa: f64, source: usize },
     /// At the `point`-th claim point, the `model`-th model of the sweep, or after them
     /// the `model − n`-th of the claim points' ensembles.
     Claim { point: usize, model: usize },
@@ -101,7 +99,7 @@ impl ClaimJobs<'_> {
             if !out.iter().any(|(j, _)| j.key.id == job.key.id)
                 && !self.inputs.attack_ids.contains(&job.key.id)
             {
-                let task = StrengthTask::MatchedAttack {
+                let task = StrengthTask::Attack {
                     kappa: s.kappa,
                     source: i,
                 };
@@ -181,7 +179,7 @@ impl Pipeline<'_> {
         }
         // Per κ (0 first, the attack stage's), the raw attacks of the 12 sources.
         let mut attack_ids: Vec<Vec<String>> = vec![inputs.attack_ids.to_vec()];
-        for (k, &kappa) in sp.kappas.iter().enumerate() {
+        for &kappa in &sp.kappas {
             let attack = MinNormAttack {
                 kappa,
                 ..p.attack.clone()
@@ -190,13 +188,7 @@ impl Pipeline<'_> {
             for (i, (gm, source_key)) in sources.iter().zip(inputs.source_keys).enumerate() {
                 let job = self.attack_job(gm, source_key, &attack);
                 ids.push(job.key.id.clone());
-                out.push((
-                    job,
-                    StrengthTask::Attack {
-                        kappa: k,
-                        source: i,
-                    },
-                ));
+                out.push((job, StrengthTask::Attack { kappa, source: i }));
             }
             attack_ids.push(ids);
         }
@@ -255,28 +247,27 @@ impl Pipeline<'_> {
         }
         // The λ = 0 net's row (the first model), which the paper-matched points need.
         let det0 = sweep_keys.first().and_then(|k| self.sweep_row(k));
-        let (paper_det0, _) = paper_reference();
-        let compare = self.cfg.dataset == Dataset::Mnist && paper_det0.len() == sources.len();
+        let paper_det0 = paper_column_for(self.cfg, sources.len());
         let labels: Vec<String> = sources.iter().map(|g| g.label.clone()).collect();
-        let claims = claim_descs(
-            sp,
-            &labels,
-            det0.as_deref(),
-            compare.then_some(paper_det0.as_slice()),
-        );
-        let set_mib_claim = 3072 + (2.0 * sources.len() as f64 * set_mib).ceil() as usize;
+        let claims = claim_descs(sp, &labels, det0.as_deref(), paper_det0.as_deref());
+        // A claim job holds one point's 12 sets and the raw attacks they come from.
+        let claim_mib = 3072 + (2.0 * sources.len() as f64 * set_mib).ceil() as usize;
         let at = ClaimJobs {
             sources,
             bnns,
             inputs,
             models: &models,
             det0: sweep_keys.first(),
-            memory_mib: set_mib_claim,
+            memory_mib: claim_mib,
         };
         for (c, desc) in claims.iter().enumerate() {
             at.push_jobs(self, c, desc, &mut out);
         }
-        let unplanned = if compare && det0.is_none() { 2 } else { 0 };
+        let unplanned = if paper_det0.is_some() && det0.is_none() {
+            2
+        } else {
+            0
+        };
         let finish = self.claims_work(sources, &models, unplanned, memory_mib, set_mib);
         StrengthPlan {
             jobs: out,
@@ -366,16 +357,11 @@ impl Pipeline<'_> {
                 }
             }
             StrengthTask::Attack { kappa, source } => {
-                if let (Some(&kappa), Some(gm)) = (sp.kappas.get(kappa), sources.get(source)) {
-                    self.attack_at(gm, kappa)?;
-                }
-            }
-            StrengthTask::Sweep(i) => sweep_eval(self, &self.load_grid()?, i)?,
-            StrengthTask::MatchedAttack { kappa, source } => {
                 if let Some(gm) = sources.get(source) {
                     self.attack_at(gm, kappa)?;
                 }
             }
+            StrengthTask::Sweep(i) => sweep_eval(self, &self.load_grid()?, i)?,
             StrengthTask::Claim { point, model } => {
                 if let Some(desc) = claims.get(point) {
                     claim_eval(self, &mut self.load_grid()?, desc, model)?;

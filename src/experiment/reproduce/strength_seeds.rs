@@ -520,24 +520,31 @@ fn model_row(m: &StudyModel, per_seed: &[Measured], points: usize) -> SeedModelR
     }
 }
 
-/// The study's models in order ([`study_models`]'s): the λ nets, the BNNs, then the
-/// matched-init control; the `model`-th with the family it is trained with at seeds 1..K
-/// and that family's tag.
+/// The study's models by the family their seeds 1..K are trained with, in the study's
+/// order ([`study_models`]'s): the λ nets, the BNNs, then the matched-init control, each
+/// family with its stacked grids' tag.
+pub(super) fn study_families<'g>(
+    dets: &'g [GridModel],
+    bnns: &'g [GridModel],
+    control: &'g GridModel,
+) -> [(&'g [GridModel], &'static str); 3] {
+    [
+        (dets, "det"),
+        (bnns, "bnn"),
+        (std::slice::from_ref(control), "control"),
+    ]
+}
+
+/// The `model`-th model of the study, with its family and that family's tag.
 fn study_model<'g>(
     grid: &'g TrainedGrid,
     control: &'g GridModel,
     model: usize,
 ) -> Option<(&'g GridModel, &'g [GridModel], &'static str)> {
-    let (n_det, n_bnn) = (grid.dets.len(), grid.bnns.len());
-    if model < n_det {
-        Some((&grid.dets[model], &grid.dets, "det"))
-    } else if model < n_det + n_bnn {
-        Some((&grid.bnns[model - n_det], &grid.bnns, "bnn"))
-    } else if model == n_det + n_bnn {
-        Some((control, std::slice::from_ref(control), "control"))
-    } else {
-        None
-    }
+    study_families(&grid.dets, &grid.bnns, control)
+        .into_iter()
+        .flat_map(|(family, tag)| family.iter().map(move |gm| (gm, family, tag)))
+        .nth(model)
 }
 
 /// One job of the plan: the `model`-th model of the study at seed `seed`, at the points

@@ -346,8 +346,15 @@ fn row_of(model: &EvalModel, cells: &[Vec<Vec<f64>>]) -> ModelRow {
     }
 }
 
+/// The paper's λ = 0 column of Table 2 (fractions) where our run is compared with it:
+/// on MNIST, with one cell per source of ours.
+pub(super) fn paper_column_for(cfg: &super::ReproduceConfig, sources: usize) -> Option<Vec<f64>> {
+    let (column, _) = paper_reference();
+    (cfg.dataset == Dataset::Mnist && column.len() == sources).then_some(column)
+}
+
 /// The paper's λ = 0 column of Table 2 (fractions) and its four claims' sizes.
-pub(super) fn paper_reference() -> (Vec<f64>, [Option<f64>; 4]) {
+fn paper_reference() -> (Vec<f64>, [Option<f64>; 4]) {
     let v: serde_json::Value = serde_json::from_str(PAPER_TABLES).unwrap_or_default();
     let col = v
         .pointer("/table2_perturbed/deterministic/rows")
@@ -673,19 +680,15 @@ pub(in crate::experiment) fn run(
 
     // The claim points: every model, then (pruning a BNN in place, once the rows that
     // borrow it are done) the two ensembles.
-    let (paper_det0, paper_claims) = paper_reference();
-    let compare = cfg.dataset == Dataset::Mnist && paper_det0.len() == inputs.sources.len();
+    let (_, paper_claims) = paper_reference();
+    let paper_det0 = paper_column_for(cfg, inputs.sources.len());
+    let compare = paper_det0.is_some();
     let det0: Vec<Vec<f64>> = rows[0]
         .cells
         .iter()
         .map(|sets| sets.iter().map(|c| c.mean / 100.0).collect())
         .collect();
-    let descs = claim_descs(
-        &sp,
-        &stage.labels,
-        Some(&det0),
-        compare.then_some(paper_det0.as_slice()),
-    );
+    let descs = claim_descs(&sp, &stage.labels, Some(&det0), paper_det0.as_deref());
     let mut claims = Vec::new();
     for d in descs {
         let spec = stage.resolve(&d, inputs.sources, inputs.source_ready)?;
