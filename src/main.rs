@@ -780,7 +780,7 @@ fn plan_command(args: &ReproduceArgs, env: &RunEnv, view: PlanView) -> Result<()
     }
     if view == PlanView::Summary {
         println!(
-            "Cached jobs are not listed (`bayes-robust job status` lists every job). After these, `run` plans again what waited on a measured value (the strength axis's paper-matched claim points, matched on the sweep, and its study across seeds; the code protocol's weight-noise controls, whose sigma is learned) and drains it, then makes in its own process what is written beside the report: the per-example export (text protocol)."
+            "Cached jobs are not listed (`bayes-robust job status` lists every job). After these, `run` plans again what waited on a measured value (the strength axis's paper-matched claim points, matched on the sweep, and its study across seeds; the code protocol's weight-noise controls, whose sigma is learned) and drains it, then assembles results.json and what is written beside it (the per-example files, from the cached counts) in its own process."
         );
     }
     Ok(())

@@ -303,3 +303,170 @@ pub struct BnnSigmas {
     pub model: String,
     pub layers: Vec<Vec<f64>>,
 }
+
+/// Tables 1–4 of results.json and the sources of the sets their rows are (text and
+/// code protocol alike).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Tables {
+    pub attack_sources: Vec<String>,
+    pub table1_clean: Table1,
+    pub table2_perturbed: Table2,
+    pub table3_ensemble: Table3,
+    pub table4_pruning: Table4,
+}
+
+impl Tables {
+    /// Tables 1, 2, 3 and 4.
+    pub fn parts(&self) -> (&Table1, &Table2, &Table3, &Table4) {
+        (
+            &self.table1_clean,
+            &self.table2_perturbed,
+            &self.table3_ensemble,
+            &self.table4_pruning,
+        )
+    }
+}
+
+/// results.json's `meta`: what made the results, on what, and how long it took. Files
+/// written by older versions or by the code protocol lack some fields (`None`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Meta {
+    /// The profile as run, as the version that wrote the file spelled it
+    /// (`experiment::Profile` today; older files lack its newer fields).
+    pub profile: serde_json::Value,
+    /// The code protocol's own settings (`experiment::code_protocol::CodeProfile`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_profile: Option<serde_json::Value>,
+    /// `code` for the code protocol; absent for the text protocol.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    pub master_seed: u64,
+    /// `mnist` or `fashion-mnist` (text protocol).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<String>,
+    pub versions: Versions,
+    pub threads: usize,
+    pub device: String,
+    pub n_validation: usize,
+    pub n_test: usize,
+    /// Validation images attacked per source (code protocol).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n_attacked: Option<usize>,
+    /// SHA-256 of each dataset file read.
+    pub data_checksums: Vec<String>,
+    pub stages: Vec<StageReport>,
+    /// The matrix-product rate measured when the run started (GFLOP/s, CPU runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sgemm_gflops: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
+    pub wall_seconds: f64,
+    /// The command line that makes these results again.
+    pub command: String,
+}
+
+impl Meta {
+    /// The dataset, MNIST where the file predates the option.
+    pub fn dataset_name(&self) -> &str {
+        self.dataset.as_deref().unwrap_or("mnist")
+    }
+
+    /// A field of the profile as run, where the file has it.
+    pub fn profile_field(&self, pointer: &str) -> Option<&serde_json::Value> {
+        self.profile.pointer(pointer)
+    }
+}
+
+/// The versions of this crate, tch and libtorch that made the results.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Versions {
+    pub bayes_robust: String,
+    pub tch: String,
+    pub libtorch: String,
+}
+
+/// What one stage of `run` did.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StageReport {
+    pub stage: String,
+    /// Wall time of this run of the stage (small when artifacts were reused).
+    pub seconds: f64,
+    /// Wall time recorded by the artifacts when they were made.
+    pub artifact_seconds: f64,
+    pub computed: usize,
+    pub reused: usize,
+    /// Counted matrix-product FLOPs of the stage's work, made or reused (text
+    /// protocol).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flops: Option<f64>,
+}
+
+/// The code protocol's multiplier sweep: every evaluation model on every kept set at
+/// x + m·r, for each multiplier m.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CodeSweep {
+    pub note: String,
+    pub multipliers: Vec<f64>,
+    pub models: Vec<SweepRow>,
+}
+
+/// One evaluation model of the sweep: its clean accuracy, each set at each multiplier
+/// (`sets[m][set]`) and the average over the sets at each multiplier.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SweepRow {
+    pub name: String,
+    /// `bnn`, `det` or `control` ([`SweepRole::group`]).
+    pub group: String,
+    /// Absent in files older than it (the report then reads it from the name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<SweepRole>,
+    pub clean_validation: Cell,
+    pub clean_test: Cell,
+    pub sets: Vec<Vec<Cell>>,
+    pub average: Vec<Cell>,
+}
+
+/// What an evaluation model of the code protocol's sweep is: results.json's
+/// `sweep.models[].role`, by which the report finds its rows (never by their names).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SweepRole {
+    /// A BNN of the ρ_init grid, one fresh draw per run (Tables 1–2, BNN side).
+    Bnn {
+        rho_init: f64,
+    },
+    /// A net of the λ grid (Tables 1–2, deterministic side).
+    Deterministic {
+        lambda: f64,
+    },
+    /// The deterministic net with the BNN's recipe and μ initialisation.
+    MatchedInit,
+    /// The deterministic net with the BNN's recipe and Glorot initialisation.
+    MatchedGlorot,
+    /// The softmax average of that many matched-recipe Glorot nets.
+    DeepEnsemble {
+        members: usize,
+    },
+    /// The λ = 0 net with test-time weight noise of the learned σ.
+    NoisyDeterministic,
+    /// The matched-init net with the same weight noise.
+    NoisyMatchedInit,
+    PosteriorMean {
+        rho_init: f64,
+    },
+    FrozenSample {
+        rho_init: f64,
+    },
+}
+
+impl SweepRole {
+    /// Its `group` in results.json: `bnn` and `det` are the rows of Tables 1–2, every
+    /// other model is a `control`.
+    pub fn group(self) -> &'static str {
+        match self {
+            SweepRole::Bnn { .. } => "bnn",
+            SweepRole::Deterministic { .. } => "det",
+            _ => "control",
+        }
+    }
+}

@@ -348,6 +348,7 @@ fn the_quick_code_protocol_runs_end_to_end_and_resumes() {
         roles.push(role);
         let mut older = m.clone();
         older.as_object_mut().unwrap().remove("role");
+        let older: bayes_robust::results::SweepRow = serde_json::from_value(older).unwrap();
         assert_eq!(role_of(&older), Some(role), "{}", m["name"]);
     }
     assert_eq!(roles[0], SweepRole::Bnn { rho_init: -30.0 });

@@ -49,7 +49,10 @@ fn hand_made_results() -> Value {
     o.insert("perturbation_sets".into(), Value::Array((0..12).map(|i| json!({"source": p["attack_sources"][i], "n": 10000, "mean_distortion": 0.05 + 0.001 * i as f64, "success_rate": 0.99})).collect()));
     o.insert("meta".into(), json!({"profile": {"name": "hand"}, "command": "bayes-robust reproduce --profile hand", "master_seed": 7, "threads": 2, "device": "Cpu",
         "versions": {"bayes_robust": "0.1.0", "tch": "0.26", "libtorch": "2.13.0"}, "n_validation": 10000, "n_test": 10000, "wall_seconds": 12.0,
-        "stages": [{"stage": "train", "artifact_seconds": 10.0, "seconds": 10.0, "computed": 23, "reused": 0}]}));
+        "data_checksums": [], "stages": [{"stage": "train", "artifact_seconds": 10.0, "seconds": 10.0, "computed": 23, "reused": 0}]}));
+    // What results.json has and the paper's tables lack.
+    r["table3_ensemble"]["runs"] = json!([100, 20, 10, 4, 2]);
+    r["table4_pruning"]["mode"] = json!("global");
     r["table4_pruning"]["snr_histogram"] = json!({"log10_edges": [-1.0, 0.0, 1.0, 2.0], "counts": [10, 30, 5], "log10_thresholds": [-0.5, 0.0, 0.3, 0.8, 1.2, 1.5]});
     r
 }
@@ -291,8 +294,8 @@ fn typed_sections_round_trip_through_every_committed_results_file() {
     use bayes_robust::experiment::strength::StrengthSection;
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("reports");
     use bayes_robust::results::{
-        Calibration, CodeModelRow, ModelRow, SetRow, Sigmas, Table1, Table2, Table3, Table4,
-        TargetedSetRow,
+        Calibration, CodeModelRow, CodeSweep, Meta, ModelRow, SetRow, Sigmas, Table1, Table2,
+        Table3, Table4, Tables, TargetedSetRow,
     };
     fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(v: &Value, what: &str) {
         let typed: T = serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("{what}: {e}"));
@@ -319,9 +322,15 @@ fn typed_sections_round_trip_through_every_committed_results_file() {
         assert_eq!(serde_json::to_value(&t4).unwrap(), r["table4_pruning"]);
         let what = |field: &str| format!("{}: {field}", path.display());
         round_trip::<Sigmas>(&r["sigma"], &what("sigma"));
+        round_trip::<Meta>(&r["meta"], &what("meta"));
+        let typed: Tables = serde_json::from_value(r.clone()).unwrap();
+        for (field, v) in serde_json::to_value(&typed).unwrap().as_object().unwrap() {
+            assert_eq!(v, &r[field], "{}", what(field));
+        }
         if r["protocol"] == "code" {
             round_trip::<Vec<TargetedSetRow>>(&r["perturbation_sets"], &what("sets"));
             round_trip::<Vec<CodeModelRow>>(&r["models"], &what("models"));
+            round_trip::<CodeSweep>(&r["sweep"], &what("sweep"));
         } else {
             round_trip::<Vec<SetRow>>(&r["perturbation_sets"], &what("sets"));
             round_trip::<Vec<ModelRow>>(&r["models"], &what("models"));

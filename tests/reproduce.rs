@@ -613,8 +613,8 @@ fn assert_plan_of_cached_run(cfg: &ReproduceConfig) -> Plan {
     assert!((24..=36).contains(&sets), "{sets} min-norm sets");
     assert_eq!(
         kinds(JobKind::Evaluation),
-        14 + SWEEP_MODELS + CLAIM_EVALS + 2 * 11 + 2 * 12,
-        "4 λ nets, 7 BNNs, Tables 3 and 4, calibration; the strength sweep's models; the claim points'; the 11 at both seeds; the strength study's 12 at both seeds"
+        14 + 11 + SWEEP_MODELS + CLAIM_EVALS + 2 * 11 + 2 * 12,
+        "4 λ nets, 7 BNNs, Tables 3 and 4, calibration; the 11 models' per-example counts; the strength sweep's models; the claim points'; the 11 at both seeds; the strength study's 12 at both seeds"
     );
     plan
 }
@@ -643,6 +643,7 @@ fn assert_workers_make_the_same_artifacts(cfg: &ReproduceConfig, plan: &Plan) {
             "--whitebox",
             "--strength",
         ]);
+        c.args(cfg.per_example.then_some("--per-example"));
         c.arg("--runs-dir").arg(dir);
         c
     };
@@ -1487,6 +1488,13 @@ fn a_workers_flags_are_the_ones_that_shape_its_parents_plan() {
             "strength",
             ReproduceConfig {
                 strength: false,
+                ..cfg.clone()
+            },
+        ),
+        (
+            "per-example",
+            ReproduceConfig {
+                per_example: false,
                 ..cfg.clone()
             },
         ),

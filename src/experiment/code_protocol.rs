@@ -22,6 +22,7 @@
 
 mod plan_code;
 
+use crate::results::{CodeSweep, Meta, StageReport, SweepRow};
 pub use plan_code::{CodeRunSpec, code_plan, run_code_job, run_code_plan};
 
 use std::time::Instant;
@@ -33,8 +34,8 @@ use super::Profile;
 use super::cache::{self, ArtifactDir};
 use super::keys::{self, Key};
 use super::stage::{
-    LIBTORCH_VERSION, Ready, ReproduceConfig, ReproduceError, TCH_VERSION, Timed, average_cell,
-    average_over_sets, bar, bnn_of, cell, each_item, mlp_of, pct, write_results,
+    Ready, ReproduceConfig, ReproduceError, Timed, average_cell, bar, bnn_of, cell, each_item,
+    mlp_of, write_results,
 };
 use super::{LAMBDAS, RHO_INITS, SOURCE_ARCHS, TABLE3_RHO, TABLE4_RHO, source_label};
 use crate::attack::TargetedAttack;
@@ -1081,18 +1082,22 @@ fn stage_line(
     artifact_seconds: f64,
     computed: usize,
     reused: usize,
-) -> Value {
-    json!({
-        "stage": stage, "seconds": t0.elapsed().as_secs_f64(),
-        "artifact_seconds": artifact_seconds, "computed": computed, "reused": reused,
-    })
+) -> StageReport {
+    StageReport {
+        stage: stage.to_owned(),
+        seconds: t0.elapsed().as_secs_f64(),
+        artifact_seconds,
+        computed,
+        reused,
+        flops: None,
+    }
 }
 
 /// Stage 1: every model of `grid`, loaded (or trained).
 fn code_train_stage(
     pipeline: &CodePipeline,
     grid: &Grid,
-    stages: &mut Vec<Value>,
+    stages: &mut Vec<StageReport>,
 ) -> Result<CodeTrained, ReproduceError> {
     let cfg = pipeline.cfg;
     let t0 = Instant::now();
@@ -1124,7 +1129,7 @@ fn code_attack_stage(
     pipeline: &CodePipeline,
     grid: &Grid,
     sources: &[Ready],
-    stages: &mut Vec<Value>,
+    stages: &mut Vec<StageReport>,
 ) -> Result<Vec<KeptSet>, ReproduceError> {
     let cfg = pipeline.cfg;
     let t0 = Instant::now();
@@ -1172,50 +1177,7 @@ impl NoiseControls {
     }
 }
 
-/// What an evaluation model of the code protocol's sweep is: results.json's
-/// `sweep.models[].role`, by which the report finds its rows (never by their names).
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum SweepRole {
-    /// A BNN of the ρ_init grid, one fresh draw per run (Tables 1–2, BNN side).
-    Bnn {
-        rho_init: f64,
-    },
-    /// A net of the λ grid (Tables 1–2, deterministic side).
-    Deterministic {
-        lambda: f64,
-    },
-    /// The deterministic net with the BNN's recipe and μ initialisation.
-    MatchedInit,
-    /// The deterministic net with the BNN's recipe and Glorot initialisation.
-    MatchedGlorot,
-    /// The softmax average of that many matched-recipe Glorot nets.
-    DeepEnsemble {
-        members: usize,
-    },
-    /// The λ = 0 net with test-time weight noise of the learned σ.
-    NoisyDeterministic,
-    /// The matched-init net with the same weight noise.
-    NoisyMatchedInit,
-    PosteriorMean {
-        rho_init: f64,
-    },
-    FrozenSample {
-        rho_init: f64,
-    },
-}
-
-impl SweepRole {
-    /// Its `group` in results.json: `bnn` and `det` are the rows of Tables 1–2, every
-    /// other model is a `control`.
-    pub fn group(self) -> &'static str {
-        match self {
-            SweepRole::Bnn { .. } => "bnn",
-            SweepRole::Deterministic { .. } => "det",
-            _ => "control",
-        }
-    }
-}
+pub use crate::results::SweepRole;
 
 /// Where an evaluation model of the sweep gets its weights among the trained models.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -1541,7 +1503,7 @@ fn code_eval_stage(
     evaluated: &[EvalModel],
     ms: &[f64],
     mult: Multipliers,
-    stages: &mut Vec<Value>,
+    stages: &mut Vec<StageReport>,
 ) -> Result<CodeEvaluations, ReproduceError> {
     let cfg = pipeline.cfg;
     let t0 = Instant::now();
@@ -1699,25 +1661,36 @@ impl CodeRun<'_> {
         }
     }
 
-    fn sweep_json(&self) -> Value {
-        let models: Vec<Value> = self
+    fn sweep(&self) -> CodeSweep {
+        let models: Vec<SweepRow> = self
             .evaluated
             .iter()
             .zip(&self.evals.sweeps)
-            .map(|(e, s)| {
-                json!({
-                    "name": e.name, "group": e.role.group(), "role": e.role,
-                    "clean_validation": pct(&s.validation), "clean_test": pct(&s.test),
-                    "sets": s.sets.iter().map(|per_m| per_m.iter().map(|runs| pct(runs)).collect::<Vec<_>>()).collect::<Vec<_>>(),
-                    "average": (0..self.ms.len()).map(|mi| average_over_sets(&s.sets.iter().map(|per_m| per_m[mi].clone()).collect::<Vec<_>>())).collect::<Vec<_>>(),
-                })
+            .map(|(e, s)| SweepRow {
+                name: e.name.clone(),
+                group: e.role.group().to_owned(),
+                role: Some(e.role),
+                clean_validation: cell(&s.validation),
+                clean_test: cell(&s.test),
+                sets: s
+                    .sets
+                    .iter()
+                    .map(|per_m| per_m.iter().map(|runs| cell(runs)).collect())
+                    .collect(),
+                average: (0..self.ms.len())
+                    .map(|mi| {
+                        let at_m: Vec<Vec<f64>> =
+                            s.sets.iter().map(|per_m| per_m[mi].clone()).collect();
+                        average_cell(&at_m)
+                    })
+                    .collect(),
             })
             .collect();
-        json!({
-            "note": "accuracy of every evaluation model on every set at x + m r, for each multiplier m; sampled models over `runs` single-draw runs",
-            "multipliers": self.ms,
-            "models": models,
-        })
+        CodeSweep {
+            note: "accuracy of every evaluation model on every set at x + m r, for each multiplier m; sampled models over `runs` single-draw runs".into(),
+            multipliers: self.ms.to_vec(),
+            models,
+        }
     }
 
     fn sigmas(&self) -> Result<Sigmas, ReproduceError> {
@@ -1744,7 +1717,7 @@ impl CodeRun<'_> {
     }
 
     /// results.json, in the shape of the text protocol's for Tables 1–4.
-    fn results_json(&self, meta: Value) -> Result<Value, ReproduceError> {
+    fn results_json(&self, meta: Meta) -> Result<Value, ReproduceError> {
         let (table1, table2) = self.tables_1_2();
         let p = &self.pipeline.cfg.profile;
         Ok(json!({
@@ -1762,7 +1735,7 @@ impl CodeRun<'_> {
             "table2_perturbed": table2,
             "table3_ensemble": self.table3(),
             "table4_pruning": self.table4(),
-            "sweep": self.sweep_json(),
+            "sweep": self.sweep(),
             "sigma": self.sigmas()?,
             "perturbation_sets": self.sets.iter().map(|s| TargetedSetRow {
                 source: s.label.clone(), n: s.kept(), n_attacked: s.n_attacked,
@@ -1807,24 +1780,27 @@ impl CodeRun<'_> {
         )
     }
 
-    fn meta_json(&self, raw: &RawDataset, stages: Vec<Value>, started: Instant) -> Value {
+    fn meta(&self, raw: &RawDataset, stages: Vec<StageReport>, started: Instant) -> Meta {
         let cfg = self.pipeline.cfg;
-        json!({
-            "profile": cfg.profile,
-            "code_profile": self.pipeline.cp,
-            "protocol": "code",
-            "master_seed": cfg.master_seed,
-            "versions": { "bayes_robust": env!("CARGO_PKG_VERSION"), "tch": TCH_VERSION, "libtorch": LIBTORCH_VERSION },
-            "threads": cfg.threads,
-            "device": format!("{:?}", cfg.device),
-            "n_validation": self.pipeline.clean_validation.len(),
-            "n_test": self.pipeline.clean_test.len(),
-            "n_attacked": self.pipeline.attacked().len(),
-            "data_checksums": raw.files().iter().map(|f| f.checksum.to_string()).collect::<Vec<_>>(),
-            "stages": stages,
-            "wall_seconds": started.elapsed().as_secs_f64(),
-            "command": self.command(),
-        })
+        Meta {
+            profile: serde_json::to_value(&cfg.profile).unwrap_or(Value::Null),
+            code_profile: serde_json::to_value(&self.pipeline.cp).ok(),
+            protocol: Some("code".to_owned()),
+            master_seed: cfg.master_seed,
+            dataset: None,
+            versions: super::stage::versions(),
+            threads: cfg.threads,
+            device: format!("{:?}", cfg.device),
+            n_validation: self.pipeline.clean_validation.len(),
+            n_test: self.pipeline.clean_test.len(),
+            n_attacked: Some(self.pipeline.attacked().len()),
+            data_checksums: raw.files().iter().map(|f| f.checksum.to_string()).collect(),
+            stages,
+            sgemm_gflops: None,
+            cpu: None,
+            wall_seconds: started.elapsed().as_secs_f64(),
+            command: self.command(),
+        }
     }
 }
 
@@ -1870,7 +1846,7 @@ pub fn reproduce_code(
         mult,
         budget,
     };
-    let results = run.results_json(run.meta_json(&raw, stages, started))?;
+    let results = run.results_json(run.meta(&raw, stages, started))?;
     let path = write_results(cfg, &results)?;
     if cfg.verbose {
         eprintln!("wrote {}", path.display());

@@ -180,6 +180,15 @@ pub fn evaluation(
     )
 }
 
+/// Each example's correct-run count of the evaluation `eval` of the grid model `name`
+/// (`--per-example`): the name with `/` as `_`, and the evaluation's id.
+pub fn per_example_counts(name: &str, eval: &Key) -> Key {
+    Key::new(
+        &format!("per-example-{}", name.replace('/', "_")),
+        json!({ "eval": eval.id }),
+    )
+}
+
 /// A white-box curve of the target named `target` (a model attacked one way) under
 /// `profile`; `artifact` is the target's name, or for a rerun of a masking check the
 /// name with what it varies (`… (2x steps)`).

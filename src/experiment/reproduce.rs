@@ -37,8 +37,8 @@ use crate::model::checkpoint::{CheckpointPaths, ModelSpec};
 use crate::model::mlp::{MlpConfig, MlpInit};
 use crate::model::{Arch, WeightMode};
 use crate::results::{
-    BnnSigmas, CalibrationRow, Cell, ModelRow, PaperProtocol, SetRow, Sigmas, SnrHistogram, Table1,
-    Table2, Table3, Table4, rows_by_set,
+    BnnSigmas, CalibrationRow, Cell, Meta, ModelRow, PaperProtocol, SetRow, Sigmas, SnrHistogram,
+    Table1, Table2, Table3, Table4, rows_by_set,
 };
 use crate::seed::SeedTree;
 use crate::train::{self, Recipe, TrainOptions, TrainedModel};
@@ -953,10 +953,11 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
     results["per_example_files"] = json!(per_example_files);
     results["seeds"] = seeds_section;
     results["strength"] = strength;
-    results["meta"] = meta_json(&pipeline, &raw, &stages, sgemm, started);
+    let meta = meta(&pipeline, &raw, stages, sgemm, started);
+    results["meta"] = section_value(cfg, &meta)?;
     let path = write_results(cfg, &results)?;
     if cfg.verbose {
-        print_stages(&stages, sgemm);
+        print_stages(&meta.stages, sgemm);
         eprintln!("wrote {}", path.display());
     }
     Ok(results)
@@ -982,7 +983,8 @@ fn train_stage(pipeline: &Pipeline) -> Result<(TrainedGrid, StageReport), Reprod
         flops: ready
             .iter()
             .map(|r| training_flops(r, &pipeline.recipe, &pipeline.splits))
-            .sum(),
+            .sum::<f64>()
+            .into(),
     };
     let bnn_ready = ready.split_off(sources.len() + dets.len());
     let det_ready = ready.split_off(sources.len());
@@ -1026,7 +1028,8 @@ fn attack_stage(
                 super::flops::input_gradient_steps(arch, p.attack.steps as f64, n)
                     + super::flops::forward(arch, 3.0 * n)
             })
-            .sum(),
+            .sum::<f64>()
+            .into(),
     };
     Ok((sets, report))
 }
@@ -1081,7 +1084,7 @@ fn eval_stage(
         artifact_seconds: eval_seconds,
         computed: n_evals - reused,
         reused,
-        flops: eval_flops(pipeline, grid, sets.len()),
+        flops: Some(eval_flops(pipeline, grid, sets.len())),
     };
     let evals = Evaluations {
         det,
@@ -1175,24 +1178,7 @@ fn per_example_stage(
     sets: &[PerturbationSet],
 ) -> Result<Vec<String>, ReproduceError> {
     let cfg = pipeline.cfg;
-    fn of<'g>(
-        group: &'static str,
-        gms: &'g [GridModel],
-        ready: &'g [Ready],
-    ) -> Vec<per_example::Evaluated<'g>> {
-        gms.iter()
-            .zip(ready)
-            .enumerate()
-            .map(|(index, (gm, ready))| per_example::Evaluated {
-                name: &gm.name,
-                group,
-                index,
-                ready,
-            })
-            .collect()
-    }
-    let mut models = of("deterministic", &grid.dets, &grid.det_ready);
-    models.extend(of("bnn", &grid.bnns, &grid.bnn_ready));
+    let models = per_example::evaluated(grid);
     std::fs::create_dir_all(&cfg.out_dir).map_err(|e| ReproduceError::Write {
         path: cfg.out_dir.clone(),
         reason: e.to_string(),
@@ -1416,31 +1402,45 @@ fn results_json(
 
 /// results.json's `meta`: the profile, seeds, versions, machine, data checksums, each
 /// stage's report and the command that reruns it.
-fn meta_json(
+fn meta(
     pipeline: &Pipeline,
     raw: &RawDataset,
-    stages: &[StageReport],
+    stages: Vec<StageReport>,
     sgemm: Option<f64>,
     started: Instant,
-) -> Value {
+) -> Meta {
     let cfg = pipeline.cfg;
     let p = &cfg.profile;
-    json!({
-        "profile": p,
-        "master_seed": cfg.master_seed,
-        "dataset": cfg.dataset.name(),
-        "versions": { "bayes_robust": env!("CARGO_PKG_VERSION"), "tch": TCH_VERSION, "libtorch": LIBTORCH_VERSION },
-        "threads": cfg.threads,
-        "device": format!("{:?}", cfg.device),
-        "n_validation": pipeline.validation.len(),
-        "n_test": pipeline.test.len(),
-        "data_checksums": raw.files().iter().map(|f| f.checksum.to_string()).collect::<Vec<_>>(),
-        "stages": stages,
-        "sgemm_gflops": sgemm,
-        "cpu": crate::runtime::cpu_description(),
-        "wall_seconds": started.elapsed().as_secs_f64(),
-        "command": format!("bayes-robust --seed {} --threads {}{} reproduce --profile {}{}{}", cfg.master_seed, cfg.threads, if cfg.dataset == Dataset::Mnist { String::new() } else { format!(" --dataset {}", cfg.dataset) }, p.name, cfg.plan_flags().iter().map(|f| format!(" {f}")).collect::<String>(), cfg.folder_flags("")),
-    })
+    let dataset = match cfg.dataset {
+        Dataset::Mnist => String::new(),
+        other => format!(" --dataset {other}"),
+    };
+    let flags: String = cfg.plan_flags().iter().map(|f| format!(" {f}")).collect();
+    Meta {
+        profile: serde_json::to_value(p).unwrap_or(Value::Null),
+        code_profile: None,
+        protocol: None,
+        master_seed: cfg.master_seed,
+        dataset: Some(cfg.dataset.name().to_owned()),
+        versions: super::stage::versions(),
+        threads: cfg.threads,
+        device: format!("{:?}", cfg.device),
+        n_validation: pipeline.validation.len(),
+        n_test: pipeline.test.len(),
+        n_attacked: None,
+        data_checksums: raw.files().iter().map(|f| f.checksum.to_string()).collect(),
+        stages,
+        sgemm_gflops: sgemm,
+        cpu: crate::runtime::cpu_description(),
+        wall_seconds: started.elapsed().as_secs_f64(),
+        command: format!(
+            "bayes-robust --seed {} --threads {}{dataset} reproduce --profile {}{flags}{}",
+            cfg.master_seed,
+            cfg.threads,
+            p.name,
+            cfg.folder_flags("")
+        ),
+    }
 }
 
 /// Each stage's wall time now and when its artifacts were made, and its counted work.
@@ -1453,8 +1453,8 @@ fn print_stages(stages: &[StageReport], sgemm: Option<f64>) {
             s.artifact_seconds,
             s.computed,
             s.reused,
-            s.flops / 1e9,
-            s.flops / 1e9 / s.artifact_seconds.max(1e-9),
+            s.flops.unwrap_or(0.0) / 1e9,
+            s.flops.unwrap_or(0.0) / 1e9 / s.artifact_seconds.max(1e-9),
             sgemm.map_or(String::new(), |g| format!(" (sgemm now {g:.1})")),
         );
     }

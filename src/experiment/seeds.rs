@@ -515,7 +515,7 @@ pub(super) fn run(
         artifact_seconds: train_seconds + eval_seconds,
         computed,
         reused,
-        flops,
+        flops: Some(flops),
     };
     let extra = ExtraSeeds {
         dets: extra_dets,

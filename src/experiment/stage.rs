@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use tch::Device;
 
 use super::Profile;
@@ -22,6 +22,15 @@ use crate::train::{Recipe, TrainError, TrainedModel};
 /// The libtorch version tch 0.26 is built against (its build script enforces it).
 pub const LIBTORCH_VERSION: &str = "2.13.0";
 pub const TCH_VERSION: &str = "0.26";
+
+/// This build's versions, as results.json's `meta` records them.
+pub fn versions() -> crate::results::Versions {
+    crate::results::Versions {
+        bayes_robust: env!("CARGO_PKG_VERSION").to_owned(),
+        tch: TCH_VERSION.to_owned(),
+        libtorch: LIBTORCH_VERSION.to_owned(),
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReproduceError {
@@ -160,20 +169,7 @@ impl ReproduceConfig {
     }
 }
 
-/// What one stage did.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct StageReport {
-    pub stage: String,
-    /// Wall time of this run of the stage (small when artifacts were reused).
-    pub seconds: f64,
-    /// Wall time recorded by the artifacts when they were made.
-    pub artifact_seconds: f64,
-    pub computed: usize,
-    pub reused: usize,
-    /// Counted matrix-product FLOPs of the stage's work (made or reused).
-    #[serde(default)]
-    pub flops: f64,
-}
+pub use crate::results::StageReport;
 
 /// A model of the grid: a stable name (seeds and cache keys derive from it), its
 /// table label and its spec.
@@ -229,18 +225,9 @@ pub(super) fn cell(values: &[f64]) -> crate::results::Cell {
     MeanCi::from_values(values).map(|m| m.scaled(100.0))
 }
 
-pub(super) fn pct(values: &[f64]) -> Value {
-    json!(cell(values))
-}
-
 /// Per-run average over the perturbation sets (runs aligned by index), as a percent CI.
 pub(super) fn average_cell(sets: &[Vec<f64>]) -> crate::results::Cell {
     cell(&per_run_set_average(sets))
-}
-
-/// [`average_cell`] as JSON.
-pub(super) fn average_over_sets(sets: &[Vec<f64>]) -> Value {
-    json!(average_cell(sets))
 }
 
 /// Each run's average over the perturbation sets (runs aligned by index).

@@ -210,12 +210,15 @@ pub fn training_section(r: &Value, out_dir: &Path, md: &mut String) -> Result<Ve
     let Some(fig) = training_curves(r) else {
         return Ok(Vec::new());
     };
+    let meta = super::meta_of(r)?;
     let recipe = crate::train::Recipe::paper(
-        r["meta"]["profile"]["max_epochs"].as_u64().unwrap_or(0) as usize,
+        meta.profile_field("/max_epochs")
+            .and_then(Value::as_u64)
+            .unwrap_or(0) as usize,
     );
     let caption = format!(
         "Validation accuracy (the {} validation images) after every epoch of every model trained for this run, one panel per part of the grid; a grey dot marks the epoch whose weights were kept (early stopping with patience {} on validation accuracy, at most {} epochs). A BNN's is the mean accuracy of {} fixed weight draws, as its trainer judges it.",
-        r["meta"]["n_validation"],
+        meta.n_validation,
         recipe.patience.unwrap_or(0),
         recipe.max_epochs,
         recipe.val_draws

@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::plots::{Family, Figure, Line, Series, SeriesLabelPosition};
-use super::{ReportError, Result, at, best, ours, paper};
+use super::{ReportError, Result, best_margin, paper, tables_of, typed};
 use crate::experiment::code_protocol::{CodeBudget, SweepRole, TrainingRow};
 use crate::results::Sigmas;
+use crate::results::{Cell as Estimate, CodeSweep, SweepRow, Tables};
 use crate::stats::MeanCi;
 
 /// `{mean, ci95, runs}` as "m [lo, hi]" with a sign.
@@ -36,11 +37,13 @@ fn verdict(d: &MeanCi, a: &str, b: &str) -> String {
 
 /// A row of the code protocol's sweep: its typed `role`, or for results.json older
 /// than it, the role read from its name (here and nowhere else).
-pub fn role_of(row: &Value) -> Option<SweepRole> {
-    match serde_json::from_value(row["role"].clone()) {
-        Ok(role) => Some(role),
-        Err(_) => role_from_name(row["name"].as_str()?),
-    }
+pub fn role_of(row: &SweepRow) -> Option<SweepRole> {
+    row.role.or_else(|| role_from_name(&row.name))
+}
+
+/// The code protocol's sweep of results.json as its type.
+fn sweep_of(code: &Value) -> Result<CodeSweep> {
+    typed(&code["sweep"], "/sweep")
 }
 
 fn role_from_name(name: &str) -> Option<SweepRole> {
@@ -78,56 +81,42 @@ fn role_from_name(name: &str) -> Option<SweepRole> {
 }
 
 /// The first model of the code protocol's sweep whose role passes `is`.
-fn sweep_model(code: &Value, is: impl Fn(SweepRole) -> bool) -> Option<&Value> {
-    code["sweep"]["models"]
-        .as_array()?
-        .iter()
-        .find(|m| role_of(m).is_some_and(&is))
+fn sweep_model(sweep: &CodeSweep, is: impl Fn(SweepRole) -> bool) -> Option<&SweepRow> {
+    sweep.models.iter().find(|m| role_of(m).is_some_and(&is))
 }
 
-fn multipliers(code: &Value) -> Vec<f64> {
-    code["sweep"]["multipliers"]
-        .as_array()
-        .map(|a| a.iter().filter_map(Value::as_f64).collect())
-        .unwrap_or_default()
-}
-
-fn m_index(code: &Value, m: f64) -> Result<usize> {
-    multipliers(code)
+fn m_index(sweep: &CodeSweep, m: f64) -> Result<usize> {
+    sweep
+        .multipliers
         .iter()
         .position(|x| *x == m)
         .ok_or_else(|| ReportError::MissingCell(format!("/sweep/multipliers ({m})")))
 }
 
 /// The set-averaged accuracy of sweep row `model` at multiplier m.
-fn row_average(code: &Value, model: &Value, m: f64) -> Result<MeanCi> {
-    let i = m_index(code, m)?;
-    let name = model["name"].as_str().unwrap_or("?");
-    serde_json::from_value(model["average"][i].clone())
-        .map_err(|_| ReportError::MissingCell(format!("/sweep/models ({name})/average/{i}")))
+fn row_average(sweep: &CodeSweep, model: &SweepRow, m: f64) -> Result<MeanCi> {
+    let i = m_index(sweep, m)?;
+    model.average.get(i).copied().flatten().ok_or_else(|| {
+        ReportError::MissingCell(format!("/sweep/models ({})/average/{i}", model.name))
+    })
 }
 
 /// The set-averaged accuracy at multiplier m of the sweep model with `role`, and its
 /// name.
-fn average_at(code: &Value, role: SweepRole, m: f64) -> Result<(String, MeanCi)> {
-    let model = sweep_model(code, |r| r == role)
+fn average_at(sweep: &CodeSweep, role: SweepRole, m: f64) -> Result<(String, MeanCi)> {
+    let model = sweep_model(sweep, |r| r == role)
         .ok_or_else(|| ReportError::MissingCell(format!("/sweep/models ({role:?})")))?;
-    let name = model["name"].as_str().unwrap_or("?").to_owned();
-    Ok((name, row_average(code, model, m)?))
+    Ok((model.name.clone(), row_average(sweep, model, m)?))
 }
 
 /// The best (highest-mean) set average at m among the sweep models of a group.
-fn best_of_group(code: &Value, group: &str, m: f64) -> Result<(String, MeanCi)> {
-    let i = m_index(code, m)?;
-    code["sweep"]["models"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|x| x["group"] == group)
-        .filter_map(|x| {
-            let c: MeanCi = serde_json::from_value(x["average"][i].clone()).ok()?;
-            Some((x["name"].as_str().unwrap_or("?").to_owned(), c))
-        })
+fn best_of_group(sweep: &CodeSweep, group: &str, m: f64) -> Result<(String, MeanCi)> {
+    let i = m_index(sweep, m)?;
+    sweep
+        .models
+        .iter()
+        .filter(|x| x.group == group)
+        .filter_map(|x| Some((x.name.clone(), (*x.average.get(i)?)?)))
         .max_by(|a, b| a.1.mean.total_cmp(&b.1.mean))
         .ok_or_else(|| ReportError::MissingCell(format!("/sweep/models ({group})")))
 }
@@ -247,14 +236,15 @@ pub fn code_sections(
         md,
         "## Controls at the BNNs' multiplier ×{mb}\n\nEvery model on the same kept sets at x + {mb}·r; set averages with 95% CIs over single-draw runs (one run for a deterministic model, whose CI is then a point: the sampling error of the examples is not in it).\n\n| model | clean test | average over the 12 sets at ×{mb} | at ×1 | at ×{md_det} |\n|---|---|---|---|---|"
     );
-    for model in code["sweep"]["models"].as_array().into_iter().flatten() {
-        let name = model["name"].as_str().unwrap_or("?");
+    let sweep = sweep_of(code)?;
+    for model in &sweep.models {
+        let name = &model.name;
         let get = |m: f64| {
-            row_average(code, model, m)
+            row_average(&sweep, model, m)
                 .map(|c| cell(&c))
                 .unwrap_or_else(|_| "–".into())
         };
-        let clean: Option<MeanCi> = serde_json::from_value(model["clean_test"].clone()).ok();
+        let clean = model.clean_test;
         let _ = writeln!(
             md,
             "| {name} | {} | {} | {} | {} |",
@@ -264,7 +254,7 @@ pub fn code_sections(
             get(md_det)
         );
     }
-    let ms = multipliers(code);
+    let ms = &sweep.multipliers;
     let _ = writeln!(
         md,
         "\n## Multiplier sweep\n\nSet-averaged accuracy of every evaluation model at x + m·r.\n\n| model | {} |\n|---|{}",
@@ -274,12 +264,12 @@ pub fn code_sections(
             .join(" | "),
         "---|".repeat(ms.len())
     );
-    for model in code["sweep"]["models"].as_array().into_iter().flatten() {
-        let name = model["name"].as_str().unwrap_or("?");
+    for model in &sweep.models {
+        let name = &model.name;
         let cells: Vec<String> = ms
             .iter()
             .map(|m| {
-                row_average(code, model, *m)
+                row_average(&sweep, model, *m)
                     .map(|c| format!("{:.1}", c.mean))
                     .unwrap_or_else(|_| "–".into())
             })
@@ -294,15 +284,15 @@ pub fn code_sections(
         SweepRole::MatchedInit | SweepRole::MatchedGlorot | SweepRole::DeepEnsemble { .. } => true,
         _ => false,
     };
-    for model in code["sweep"]["models"].as_array().into_iter().flatten() {
-        let name = model["name"].as_str().unwrap_or("?");
+    for model in &sweep.models {
+        let name = &model.name;
         let Some(role) = role_of(model).filter(|r| wanted(*r)) else {
             continue;
         };
         let points = ms
             .iter()
             .filter_map(|m| {
-                row_average(code, model, *m)
+                row_average(&sweep, model, *m)
                     .ok()
                     .map(|c| (*m, c.mean, c.ci95[0], c.ci95[1]))
             })
@@ -368,20 +358,26 @@ fn sigma_table(r: &Value, which: &str, md: &mut String) {
 
 /// One row of a protocol comparison: the paper's value and ours under each protocol
 /// (the text's, then each code variant's).
-fn compare_row(p: &Value, text: &Value, variants: &[&Value], path: &str, n: usize) -> Vec<String> {
-    (0..n)
+fn compare_row(p: &Value, text: &Tables, variants: &[Tables], row: Compared) -> Vec<String> {
+    let (xs, _) = row.of(text);
+    (0..xs.len())
         .map(|j| {
-            let at_j = format!("{path}/{j}");
-            let fmt = |r: &Value| {
-                ours(r, &at_j)
-                    .map(|c| cell(&c))
-                    .unwrap_or_else(|_| "–".into())
+            let fmt = |t: &Tables| {
+                row.of(t)
+                    .1
+                    .get(j)
+                    .copied()
+                    .flatten()
+                    .map_or_else(|| "–".into(), |c| cell(&c))
             };
-            std::iter::once(paper(p, &at_j).map_or("–".into(), |v| format!("{v:.2}")))
-                .chain(std::iter::once(fmt(text)))
-                .chain(variants.iter().map(|v| fmt(v)))
-                .collect::<Vec<_>>()
-                .join(" / ")
+            std::iter::once(
+                paper(p, &format!("{}/{j}", row.path()))
+                    .map_or("–".into(), |v| format!("{v:.2}")),
+            )
+            .chain(std::iter::once(fmt(text)))
+            .chain(variants.iter().map(fmt))
+            .collect::<Vec<_>>()
+            .join(" / ")
         })
         .collect()
 }
@@ -433,20 +429,20 @@ struct Decomposition {
 impl Decomposition {
     fn of(code: &Value) -> Result<Self> {
         let (mb, mdet) = (mult(code, "bnn"), mult(code, "det"));
-        let margin = best(code, "/table2_perturbed/bnn/average")?
-            .minus_independent(&best(code, "/table2_perturbed/deterministic/average")?);
+        let margin = best_margin(&tables_of(code)?.table2_perturbed)?;
+        let sweep = sweep_of(code)?;
         let mut equal: Vec<(f64, MeanCi)> = Vec::new();
         for m in [1.0, mb, mdet] {
             if equal.iter().any(|(x, _)| *x == m) {
                 continue;
             }
-            let (_, b) = best_of_group(code, "bnn", m)?;
-            let (_, d) = best_of_group(code, "det", m)?;
+            let (_, b) = best_of_group(&sweep, "bnn", m)?;
+            let (_, d) = best_of_group(&sweep, "det", m)?;
             equal.push((m, b.minus_independent(&d)));
         }
-        let (control_name, control) = average_at(code, SweepRole::MatchedInit, mb)?;
-        let (best_name, best_bnn) = best_of_group(code, "bnn", mb)?;
-        let (_, never) = average_at(code, SweepRole::Bnn { rho_init: -30.0 }, mb)?;
+        let (control_name, control) = average_at(&sweep, SweepRole::MatchedInit, mb)?;
+        let (best_name, best_bnn) = best_of_group(&sweep, "bnn", mb)?;
+        let (_, never) = average_at(&sweep, SweepRole::Bnn { rho_init: -30.0 }, mb)?;
         let extra = [
             |r| r == SweepRole::MatchedGlorot,
             |r| r == SweepRole::NoisyMatchedInit,
@@ -454,10 +450,9 @@ impl Decomposition {
         ]
         .into_iter()
         .filter_map(|is: fn(SweepRole) -> bool| {
-            let model = sweep_model(code, is)?;
-            let c = row_average(code, model, mb).ok()?;
-            let name = model["name"].as_str().unwrap_or("?").to_owned();
-            Some((name, best_bnn.minus_independent(&c)))
+            let model = sweep_model(&sweep, is)?;
+            let c = row_average(&sweep, model, mb).ok()?;
+            Some((model.name.clone(), best_bnn.minus_independent(&c)))
         })
         .collect();
         Ok(Self {
@@ -586,43 +581,84 @@ impl Decomposition {
 }
 
 /// The Tables 1–4 grids compared between protocols: (title, cells, parameters).
-const COMPARED_GRIDS: [(&str, &str, &str); 6] = [
-    (
-        "Table 1, BNN clean test",
-        "/table1_clean/bnn/test",
-        "/table1_clean/bnn/rho_init",
-    ),
-    (
-        "Table 1, deterministic clean test",
-        "/table1_clean/deterministic/test",
-        "/table1_clean/deterministic/lambda",
-    ),
-    (
-        "Table 2, BNN average",
-        "/table2_perturbed/bnn/average",
-        "/table1_clean/bnn/rho_init",
-    ),
-    (
-        "Table 2, deterministic average",
-        "/table2_perturbed/deterministic/average",
-        "/table1_clean/deterministic/lambda",
-    ),
-    (
-        "Table 3, average",
-        "/table3_ensemble/average",
-        "/table3_ensemble/n_samples",
-    ),
-    (
-        "Table 4, average",
-        "/table4_pruning/average",
-        "/table4_pruning/rate_percent",
-    ),
-];
+/// A row of Tables 1–4 set beside itself under both protocols.
+#[derive(Debug, Clone, Copy)]
+enum Compared {
+    BnnClean,
+    DetClean,
+    BnnPerturbed,
+    DetPerturbed,
+    Ensemble,
+    Pruning,
+}
+
+impl Compared {
+    const ALL: [Self; 6] = [
+        Self::BnnClean,
+        Self::DetClean,
+        Self::BnnPerturbed,
+        Self::DetPerturbed,
+        Self::Ensemble,
+        Self::Pruning,
+    ];
+
+    fn title(self) -> &'static str {
+        match self {
+            Self::BnnClean => "Table 1, BNN clean test",
+            Self::DetClean => "Table 1, deterministic clean test",
+            Self::BnnPerturbed => "Table 2, BNN average",
+            Self::DetPerturbed => "Table 2, deterministic average",
+            Self::Ensemble => "Table 3, average",
+            Self::Pruning => "Table 4, average",
+        }
+    }
+
+    /// Its JSON pointer in results.json and in the paper's tables.
+    fn path(self) -> &'static str {
+        match self {
+            Self::BnnClean => "/table1_clean/bnn/test",
+            Self::DetClean => "/table1_clean/deterministic/test",
+            Self::BnnPerturbed => "/table2_perturbed/bnn/average",
+            Self::DetPerturbed => "/table2_perturbed/deterministic/average",
+            Self::Ensemble => "/table3_ensemble/average",
+            Self::Pruning => "/table4_pruning/average",
+        }
+    }
+
+    /// Its columns' parameters (ρ_init, λ, N or rate) as results.json spells them, and
+    /// its cells.
+    fn of(self, t: &Tables) -> (Vec<String>, &[Estimate]) {
+        let (t1, t2) = (&t.table1_clean, &t.table2_perturbed);
+        let spelled = |xs: &[f64]| xs.iter().map(|x| Value::from(*x).to_string()).collect();
+        match self {
+            Self::BnnClean => (spelled(&t1.bnn.rho_init), &t1.bnn.test),
+            Self::DetClean => (spelled(&t1.deterministic.lambda), &t1.deterministic.test),
+            Self::BnnPerturbed => (spelled(&t1.bnn.rho_init), &t2.bnn.average),
+            Self::DetPerturbed => (spelled(&t1.deterministic.lambda), &t2.deterministic.average),
+            Self::Ensemble => (
+                t.table3_ensemble
+                    .n_samples
+                    .iter()
+                    .map(|n| n.to_string())
+                    .collect(),
+                &t.table3_ensemble.average,
+            ),
+            Self::Pruning => (
+                spelled(&t.table4_pruning.rate_percent),
+                &t.table4_pruning.average,
+            ),
+        }
+    }
+}
 
 fn report_folder(code: &Value) -> String {
-    code["meta"]["profile"]["name"]
-        .as_str()
-        .map(|n| format!("{n}{}", budget_of(code).dir_suffix()))
+    super::meta_of(code)
+        .ok()
+        .and_then(|m| {
+            m.profile_field("/name")
+                .and_then(Value::as_str)
+                .map(|n| format!("{n}{}", budget_of(code).dir_suffix()))
+        })
         .unwrap_or_default()
 }
 
@@ -641,7 +677,7 @@ pub fn margin_section(text: &Value, variants: &[&Value], p: &Value, md: &mut Str
                 "`reports/{}/` ({}: `{}`)",
                 report_folder(v),
                 variant_label(v),
-                v["meta"]["command"].as_str().unwrap_or("?")
+                super::meta_of(v).map_or_else(|_| "?".to_owned(), |m| m.command)
             )
         })
         .collect();
@@ -661,11 +697,14 @@ pub fn margin_section(text: &Value, variants: &[&Value], p: &Value, md: &mut Str
         "### Tables 1–4 under both protocols\n\nEach cell: **paper / text protocol / {}** (ours ± 95% CI half-width), accuracies in percent; the Table 2–4 rows are averages over the 12 sets.\n",
         columns.join(" / ")
     );
-    for (title, path, params) in COMPARED_GRIDS {
-        let xs: Vec<String> = at(text, params)
-            .and_then(Value::as_array)
-            .map(|a| a.iter().map(|v| v.to_string()).collect())
-            .unwrap_or_default();
+    let text_tables = tables_of(text)?;
+    let variant_tables: Vec<Tables> = variants
+        .iter()
+        .map(|v| tables_of(v))
+        .collect::<Result<_>>()?;
+    for row in Compared::ALL {
+        let title = row.title();
+        let (xs, _) = row.of(&text_tables);
         let _ = writeln!(
             md,
             "| {title} | {} |\n|---|{}",
@@ -676,12 +715,11 @@ pub fn margin_section(text: &Value, variants: &[&Value], p: &Value, md: &mut Str
             md,
             "| paper / text / {} | {} |\n",
             columns.join(" / "),
-            compare_row(p, text, variants, path, xs.len()).join(" | ")
+            compare_row(p, &text_tables, &variant_tables, row).join(" | ")
         );
     }
 
-    let margin_a = best(text, "/table2_perturbed/bnn/average")?
-        .minus_independent(&best(text, "/table2_perturbed/deterministic/average")?);
+    let margin_a = best_margin(&text_tables.table2_perturbed)?;
     let paper_margin = paper(p, "/claims/bnn_over_deterministic_average_margin_points")?;
     let decompositions: Vec<Decomposition> = variants
         .iter()

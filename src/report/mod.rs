@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::data::Dataset;
 use crate::fsio::write_atomic;
-use crate::results::Calibration;
+use crate::results::{Calibration, Cell as Estimate, Meta, StageReport, Tables};
 use crate::stats::MeanCi;
 use curve_id::{CurveId, CurveModel};
 use plots::{Family, Figure, Line, Series};
@@ -65,24 +65,55 @@ fn at<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
     v.pointer(path)
 }
 
-/// Our `{mean, ci95, runs}` cell at a JSON pointer.
-fn ours(results: &Value, path: &str) -> Result<MeanCi> {
-    at(results, path)
-        .and_then(|v| serde_json::from_value::<MeanCi>(v.clone()).ok())
-        .ok_or_else(|| ReportError::MissingCell(path.to_owned()))
-}
-
 fn paper(tables: &Value, path: &str) -> Result<f64> {
     at(tables, path)
         .and_then(Value::as_f64)
         .ok_or_else(|| ReportError::MissingPaper(path.to_owned()))
 }
 
-fn len(v: &Value, path: &str) -> Result<usize> {
-    at(v, path)
-        .and_then(Value::as_array)
-        .map(Vec::len)
-        .ok_or_else(|| ReportError::MissingCell(path.to_owned()))
+/// Tables 1–4 of results.json as their types.
+pub(super) fn tables_of(results: &Value) -> Result<Tables> {
+    typed(results, "")
+}
+
+/// The part of results.json at the pointer `base` as its type. One that is not names
+/// where: the JSON pointer of its first part that is not (a cell that is not `{mean,
+/// ci95, runs}`, a missing field).
+pub(super) fn typed<T: serde::de::DeserializeOwned>(v: &Value, base: &str) -> Result<T> {
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let pointer: String = e
+            .path()
+            .iter()
+            .map(|segment| match segment {
+                serde_path_to_error::Segment::Seq { index } => format!("/{index}"),
+                serde_path_to_error::Segment::Map { key } => format!("/{key}"),
+                other => format!("/{other}"),
+            })
+            .collect();
+        ReportError::MissingCell(format!("{base}{pointer} ({})", e.inner()))
+    })
+}
+
+/// results.json's `meta` as its type.
+pub(super) fn meta_of(results: &Value) -> Result<Meta> {
+    section(results, "meta")?.ok_or_else(|| ReportError::Section {
+        section: "meta",
+        reason: "absent".into(),
+    })
+}
+
+/// Our estimates of a row of `n` cells; `path` (the cells' JSON pointer, also the
+/// paper's) names a missing one.
+fn estimates(cells: &[Estimate], n: usize, path: &str) -> Result<Vec<MeanCi>> {
+    (0..n)
+        .map(|j| {
+            cells
+                .get(j)
+                .copied()
+                .flatten()
+                .ok_or_else(|| ReportError::MissingCell(format!("{path}/{j}")))
+        })
+        .collect()
 }
 
 /// One cell: ours, and the paper's value when the paper has one (MNIST only).
@@ -119,9 +150,9 @@ impl Cell {
 
 /// Whether the paper's numbers apply to these results: it reports MNIST only.
 pub(super) fn compares_with_paper(results: &Value) -> bool {
-    results["meta"]["dataset"]
-        .as_str()
-        .is_none_or(|d| d == Dataset::Mnist.name())
+    meta_of(results)
+        .ok()
+        .is_none_or(|m| m.dataset_name() == Dataset::Mnist.name())
 }
 
 /// A table: a header row and rows of (label, cells).
@@ -203,15 +234,36 @@ fn fmt_param(x: f64) -> String {
     }
 }
 
-fn params(v: &Value, path: &str) -> Result<Vec<f64>> {
-    at(v, path)
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_f64).collect())
-        .ok_or_else(|| ReportError::MissingCell(path.to_owned()))
+/// A table row: its label, our cells and their JSON pointer (the paper's too).
+type Row<'a> = (String, &'a [Estimate], String);
+
+fn row<'a>(label: &str, cells: &'a [Estimate], base: &str) -> Row<'a> {
+    (label.to_owned(), cells, base.to_owned())
+}
+
+/// A row per perturbation set, then the average: `<prefix>/rows/<i>` and
+/// `<prefix>/average`.
+fn set_rows<'a>(
+    sources: &[String],
+    prefix: &str,
+    rows: &'a [Vec<Estimate>],
+    average: &'a [Estimate],
+) -> Vec<Row<'a>> {
+    sources
+        .iter()
+        .zip(rows)
+        .enumerate()
+        .map(|(i, (s, cells))| (s.clone(), cells.as_slice(), format!("{prefix}/rows/{i}")))
+        .chain([(
+            "**average**".to_owned(),
+            average,
+            format!("{prefix}/average"),
+        )])
+        .collect()
 }
 
 /// Builds the tables from results and the paper's numbers (`compare`: beside each cell).
-fn tables(r: &Value, p: &Value, compare: bool) -> Result<Vec<Table>> {
+fn tables(t: &Tables, p: &Value, compare: bool) -> Result<Vec<Table>> {
     let sources: Vec<String> = at(p, "/attack_sources")
         .and_then(Value::as_array)
         .map(|a| {
@@ -220,29 +272,24 @@ fn tables(r: &Value, p: &Value, compare: bool) -> Result<Vec<Table>> {
                 .collect()
         })
         .ok_or_else(|| ReportError::MissingPaper("/attack_sources".into()))?;
-    let rhos = params(r, "/table1_clean/bnn/rho_init")?;
-    let lambdas = params(r, "/table1_clean/deterministic/lambda")?;
-    let ns = params(r, "/table3_ensemble/n_samples")?;
-    let rates = params(r, "/table4_pruning/rate_percent")?;
+    let (t1, t2, t3, t4) = t.parts();
+    let (rhos, lambdas) = (&t1.bnn.rho_init, &t1.deterministic.lambda);
     let mut out = Vec::new();
 
-    let grid = |title: &str,
-                corner: &str,
-                columns: Vec<String>,
-                rows: Vec<(String, String)>,
-                ncols: usize|
-     -> Result<Table> {
+    let grid = |title: &str, corner: &str, columns: Vec<String>, rows: Vec<Row>| -> Result<Table> {
         let rows = rows
             .into_iter()
-            .map(|(label, base)| {
-                let cells = (0..ncols)
-                    .map(|j| {
-                        let path = format!("{base}/{j}");
+            .map(|(label, cells, base)| {
+                let cells = estimates(cells, columns.len(), &base)?
+                    .into_iter()
+                    .zip(&columns)
+                    .enumerate()
+                    .map(|(j, (ours, column))| {
                         Ok(Cell {
-                            name: format!("{label} × {}", columns[j]),
-                            ours: ours(r, &path)?,
+                            name: format!("{label} × {column}"),
+                            ours,
                             paper: if compare {
-                                Some(paper(p, &path)?)
+                                Some(paper(p, &format!("{base}/{j}"))?)
                             } else {
                                 None
                             },
@@ -270,72 +317,70 @@ fn tables(r: &Value, p: &Value, compare: bool) -> Result<Vec<Table>> {
         "split",
         rho_cols.clone(),
         vec![
-            ("validation".into(), "/table1_clean/bnn/validation".into()),
-            ("test".into(), "/table1_clean/bnn/test".into()),
+            row(
+                "validation",
+                &t1.bnn.validation,
+                "/table1_clean/bnn/validation",
+            ),
+            row("test", &t1.bnn.test, "/table1_clean/bnn/test"),
         ],
-        rhos.len(),
     )?);
     out.push(grid(
         "Table 1 — clean accuracy, deterministic nets",
         "split",
         lambda_cols.clone(),
         vec![
-            (
-                "validation".into(),
-                "/table1_clean/deterministic/validation".into(),
+            row(
+                "validation",
+                &t1.deterministic.validation,
+                "/table1_clean/deterministic/validation",
             ),
-            ("test".into(), "/table1_clean/deterministic/test".into()),
+            row(
+                "test",
+                &t1.deterministic.test,
+                "/table1_clean/deterministic/test",
+            ),
         ],
-        lambdas.len(),
     )?);
-    let set_rows = |prefix: &str| -> Vec<(String, String)> {
-        sources
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.clone(), format!("{prefix}/rows/{i}")))
-            .chain([("**average**".to_owned(), format!("{prefix}/average"))])
-            .collect()
-    };
+    let set_rows = |prefix: &str, rows, average| set_rows(&sources, prefix, rows, average);
     out.push(grid(
         "Table 2 — perturbed test accuracy, BNNs (single weight draw)",
         "perturbation source",
         rho_cols,
-        set_rows("/table2_perturbed/bnn"),
-        rhos.len(),
+        set_rows("/table2_perturbed/bnn", &t2.bnn.rows, &t2.bnn.average),
     )?);
     out.push(grid(
         "Table 2 — perturbed test accuracy, deterministic nets",
         "perturbation source",
         lambda_cols,
-        set_rows("/table2_perturbed/deterministic"),
-        lambdas.len(),
+        set_rows(
+            "/table2_perturbed/deterministic",
+            &t2.deterministic.rows,
+            &t2.deterministic.average,
+        ),
     )?);
-    let n_cols: Vec<String> = ns.iter().map(|n| format!("N = {n}")).collect();
+    let n_cols: Vec<String> = t3.n_samples.iter().map(|n| format!("N = {n}")).collect();
     out.push(grid(
         "Table 3 — ensembles of N weight draws (eq. 7)",
         "perturbation source",
         n_cols,
-        set_rows("/table3_ensemble"),
-        ns.len(),
+        set_rows("/table3_ensemble", &t3.rows, &t3.average),
     )?);
-    let rate_cols: Vec<String> = rates.iter().map(|x| format!("{x}%")).collect();
+    let rate_cols: Vec<String> = t4.rate_percent.iter().map(|x| format!("{x}%")).collect();
     let mut t4_rows = vec![
-        (
-            "clean validation".to_owned(),
-            "/table4_pruning/clean_validation".to_owned(),
+        row(
+            "clean validation",
+            &t4.clean_validation,
+            "/table4_pruning/clean_validation",
         ),
-        (
-            "clean test".to_owned(),
-            "/table4_pruning/clean_test".to_owned(),
-        ),
+        row("clean test", &t4.clean_test, "/table4_pruning/clean_test"),
     ];
-    t4_rows.extend(set_rows("/table4_pruning"));
+    t4_rows.extend(set_rows("/table4_pruning", &t4.rows, &t4.average));
     out.push(grid(
         "Table 4 — SNR pruning, ensemble of 100 draws",
         "data",
         rate_cols,
         t4_rows,
-        rates.len(),
     )?);
     Ok(out)
 }
@@ -347,28 +392,49 @@ pub(super) struct Claim {
     pub(super) ours: MeanCi,
 }
 
-/// Best (highest-mean) cell of a row of cells at `path`.
-fn best(r: &Value, path: &str) -> Result<MeanCi> {
-    (0..len(r, path)?)
-        .map(|j| ours(r, &format!("{path}/{j}")))
-        .collect::<Result<Vec<_>>>()?
+/// The index and estimate of the best (highest-mean) cell of a row (`path` names it).
+fn best_of(cells: &[Estimate], path: &str) -> Result<(usize, MeanCi)> {
+    estimates(cells, cells.len(), path)?
         .into_iter()
-        .max_by(|a, b| a.mean.total_cmp(&b.mean))
+        .enumerate()
+        .max_by(|a, b| a.1.mean.total_cmp(&b.1.mean))
         .ok_or_else(|| ReportError::MissingCell(path.to_owned()))
 }
 
+/// The best BNN's Table 2 average minus the best deterministic net's.
+pub(super) fn best_margin(t: &crate::results::Table2) -> Result<MeanCi> {
+    let (_, bnn) = best_of(&t.bnn.average, "/table2_perturbed/bnn/average")?;
+    let (_, det) = best_of(
+        &t.deterministic.average,
+        "/table2_perturbed/deterministic/average",
+    )?;
+    Ok(bnn.minus_independent(&det))
+}
+
 pub(super) fn claims(r: &Value, p: &Value, compare: bool) -> Result<Vec<Claim>> {
-    let best_det = best(r, "/table2_perturbed/deterministic/average")?;
-    let best_bnn = best(r, "/table2_perturbed/bnn/average")?;
-    let n_last = len(r, "/table3_ensemble/average")? - 1;
-    let ens100 = ours(r, &format!("/table3_ensemble/average/{n_last}"))?;
-    let ens1 = ours(r, "/table3_ensemble/average/0")?;
-    let rates = params(r, "/table4_pruning/rate_percent")?;
-    let i75 = rates
+    let t = tables_of(r)?;
+    let (_, best_det) = best_of(
+        &t.table2_perturbed.deterministic.average,
+        "/table2_perturbed/deterministic/average",
+    )?;
+    let t3 = &t.table3_ensemble;
+    let ens = estimates(&t3.average, t3.n_samples.len(), "/table3_ensemble/average")?;
+    let (ens1, ens100) = match (ens.first(), ens.last()) {
+        (Some(a), Some(b)) => (*a, *b),
+        _ => return Err(ReportError::MissingCell("/table3_ensemble/average".into())),
+    };
+    let t4 = &t.table4_pruning;
+    let i75 = t4
+        .rate_percent
         .iter()
         .position(|x| (*x - 75.0).abs() < 1e-9)
         .ok_or_else(|| ReportError::MissingCell("/table4_pruning/rate_percent (75)".into()))?;
-    let pruned = ours(r, &format!("/table4_pruning/average/{i75}"))?;
+    let pruned = t4
+        .average
+        .get(i75)
+        .copied()
+        .flatten()
+        .ok_or_else(|| ReportError::MissingCell(format!("/table4_pruning/average/{i75}")))?;
     let c = |k: &str| -> Result<Option<f64>> {
         if compare {
             paper(p, &format!("/claims/{k}")).map(Some)
@@ -380,7 +446,7 @@ pub(super) fn claims(r: &Value, p: &Value, compare: bool) -> Result<Vec<Claim>> 
         Claim {
             text: "best BNN beats the best deterministic net on the 12 sets (Table 2 averages)",
             paper: c("bnn_over_deterministic_average_margin_points")?,
-            ours: best_bnn.minus_independent(&best_det),
+            ours: best_margin(&t.table2_perturbed)?,
         },
         Claim {
             text: "the 100-draw ensemble beats one draw (Table 3 averages)",
@@ -400,13 +466,19 @@ pub(super) fn claims(r: &Value, p: &Value, compare: bool) -> Result<Vec<Claim>> 
     ])
 }
 
-/// Our estimates at `path/j` for each x, as a series of `family`.
-fn series_from(r: &Value, name: &str, family: Family, xs: &[f64], path: &str) -> Result<Series> {
+/// Our estimates of a row of cells (`path` names it) at `xs`, as a series of `family`.
+fn series_from(
+    cells: &[Estimate],
+    path: &str,
+    name: &str,
+    family: Family,
+    xs: &[f64],
+) -> Result<Series> {
     let points = xs
         .iter()
-        .enumerate()
-        .map(|(j, x)| ours(r, &format!("{path}/{j}")).map(|m| (*x, m.mean, m.ci95[0], m.ci95[1])))
-        .collect::<Result<Vec<_>>>()?;
+        .zip(estimates(cells, xs.len(), path)?)
+        .map(|(x, m)| (*x, m.mean, m.ci95[0], m.ci95[1]))
+        .collect();
     Ok(Series::ours(name, family, points))
 }
 
@@ -438,28 +510,15 @@ fn figure(title: &str, x: &str, y: &str, series: Vec<Series>) -> Figure {
     Figure::new(title, x, y, series)
 }
 
-/// The names of the 12 perturbation sources (a categorical axis).
-fn source_names(r: &Value) -> Vec<String> {
-    r["attack_sources"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 fn figures(
-    r: &Value,
+    t: &Tables,
     p: Option<&Value>,
     tables: &[Table],
 ) -> Result<Vec<(&'static str, String, Figure)>> {
-    let rhos = params(r, "/table1_clean/bnn/rho_init")?;
-    let lambdas = params(r, "/table1_clean/deterministic/lambda")?;
-    let ns = params(r, "/table3_ensemble/n_samples")?;
-    let rates = params(r, "/table4_pruning/rate_percent")?;
+    let (t1, t2, t3, t4) = t.parts();
+    let (rhos, lambdas) = (&t1.bnn.rho_init, &t1.deterministic.lambda);
+    let ns: Vec<f64> = t3.n_samples.iter().map(|n| *n as f64).collect();
+    let rates = &t4.rate_percent;
     let at_rho = positions(rhos.len());
     let caption = |what: &str, rest: &str| match p {
         Some(_) => format!("{what}, with the paper's values (hollow squares){rest}"),
@@ -473,18 +532,18 @@ fn figures(
         "accuracy (%)",
         [
             Some(series_from(
-                r,
+                &t1.bnn.test,
+                "/table1_clean/bnn/test",
                 "BNN clean test",
                 Family::Bnn,
                 &at_rho,
-                "/table1_clean/bnn/test",
             )?),
             Some(series_from(
-                r,
+                &t2.bnn.average,
+                "/table2_perturbed/bnn/average",
                 "BNN perturbed, average of 12 sets",
                 Family::Bnn,
                 &at_rho,
-                "/table2_perturbed/bnn/average",
             )?),
             paper_series(
                 p,
@@ -505,13 +564,13 @@ fn figures(
         .flatten()
         .collect(),
     );
-    f.x_axis = plots::rho_axis(&rhos);
-    let best_det = (0..lambdas.len())
-        .map(|j| ours(r, &format!("/table2_perturbed/deterministic/average/{j}")).map(|m| (j, m)))
-        .collect::<Result<Vec<_>>>()?
-        .into_iter()
-        .max_by(|a, b| a.1.mean.total_cmp(&b.1.mean));
-    if let Some((j, m)) = best_det {
+    f.x_axis = plots::rho_axis(rhos);
+    let (jd, best_det) = best_of(
+        &t2.deterministic.average,
+        "/table2_perturbed/deterministic/average",
+    )?;
+    {
+        let (j, m) = (jd, best_det);
         f.references.push(Line::new(
             format!(
                 "best deterministic (lambda={}), perturbed average",
@@ -523,26 +582,20 @@ fn figures(
     }
     out.push(("accuracy_vs_rho.svg", caption("Each BNN's clean test accuracy and perturbed accuracy averaged over the 12 sets (one weight draw per run, 95% CI over runs) by ρ_init", "; dashed: the best deterministic net's perturbed average."), f));
 
-    let best_col = |path: &str| -> Result<usize> {
-        (0..len(r, path)?)
-            .map(|j| ours(r, &format!("{path}/{j}")).map(|m| (j, m.mean)))
-            .collect::<Result<Vec<_>>>()
-            .map(|v| {
-                v.into_iter()
-                    .max_by(|a, b| a.1.total_cmp(&b.1))
-                    .map_or(0, |b| b.0)
-            })
-    };
-    let (jb, jd) = (
-        best_col("/table2_perturbed/bnn/average")?,
-        best_col("/table2_perturbed/deterministic/average")?,
-    );
-    let sources = source_names(r);
-    let column = |base: &str, j: usize, name: String, family: Family| -> Result<Series> {
-        let points = (0..sources.len())
-            .map(|i| {
-                ours(r, &format!("{base}/rows/{i}/{j}"))
-                    .map(|m| (i as f64, m.mean, m.ci95[0], m.ci95[1]))
+    let (jb, _) = best_of(&t2.bnn.average, "/table2_perturbed/bnn/average")?;
+    let sources = &t.attack_sources;
+    let column = |rows: &[Vec<Estimate>],
+                  base: &str,
+                  j: usize,
+                  name: String,
+                  family: Family|
+     -> Result<Series> {
+        let points = rows
+            .iter()
+            .enumerate()
+            .map(|(i, row)| {
+                estimates(row, j + 1, &format!("{base}/rows/{i}"))
+                    .map(|m| (i as f64, m[j].mean, m[j].ci95[0], m[j].ci95[1]))
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Series::ours(name, family, points).points_only())
@@ -568,12 +621,14 @@ fn figures(
         "accuracy (%)",
         [
             Some(column(
+                &t2.bnn.rows,
                 "/table2_perturbed/bnn",
                 jb,
                 bnn_name.clone(),
                 Family::Bnn,
             )?),
             Some(column(
+                &t2.deterministic.rows,
                 "/table2_perturbed/deterministic",
                 jd,
                 det_name.clone(),
@@ -606,11 +661,11 @@ fn figures(
         "perturbed accuracy, average of 12 sets (%)",
         [
             Some(series_from(
-                r,
+                &t3.average,
+                "/table3_ensemble/average",
                 "ours",
                 Family::Bnn,
                 &ns,
-                "/table3_ensemble/average",
             )?),
             paper_series(p, "paper", Family::Bnn, &ns, "/table3_ensemble/average")?,
         ]
@@ -632,18 +687,18 @@ fn figures(
         "accuracy (%)",
         [
             Some(series_from(
-                r,
+                &t4.clean_test,
+                "/table4_pruning/clean_test",
                 "clean test",
                 Family::Bnn,
-                &rates,
-                "/table4_pruning/clean_test",
+                rates,
             )?),
             Some(series_from(
-                r,
+                &t4.average,
+                "/table4_pruning/average",
                 "perturbed, average of 12 sets",
                 Family::Bnn,
-                &rates,
-                "/table4_pruning/average",
+                rates,
             )?),
             paper_series(
                 p,
@@ -671,17 +726,15 @@ fn figures(
         pruning,
     ));
 
-    if let (Some(edges), Some(counts)) = (
-        at(r, "/table4_pruning/snr_histogram/log10_edges").and_then(Value::as_array),
-        at(r, "/table4_pruning/snr_histogram/counts").and_then(Value::as_array),
-    ) {
-        let edges: Vec<f64> = edges.iter().filter_map(Value::as_f64).collect();
-        let points = counts
+    if let Some(h) = &t4.snr_histogram {
+        let edges = &h.log10_edges;
+        let points = h
+            .counts
             .iter()
-            .filter_map(Value::as_f64)
             .enumerate()
             .filter_map(|(i, c)| {
                 let (a, b) = (edges.get(i)?, edges.get(i + 1)?);
+                let c = *c as f64;
                 Some(((a + b) / 2.0, c, c, c))
             })
             .collect();
@@ -691,10 +744,9 @@ fn figures(
             "weights per bin",
             vec![Series::ours("weights", Family::Other, points)],
         );
-        let thresholds = params(r, "/table4_pruning/snr_histogram/log10_thresholds")?;
         f.verticals = rates
             .iter()
-            .zip(&thresholds)
+            .zip(&h.log10_thresholds)
             .map(|(rate, t)| Line::new(format!("{rate}% pruned below"), *t, Family::Other))
             .collect();
         f.legend = plots::SeriesLabelPosition::UpperLeft;
@@ -757,14 +809,17 @@ pub fn render_with_variants(
         .find(|v| margin::budget_of(v) == CodeBudget::AsWritten);
     let is_code = results["protocol"] == "code";
     let compare = compares_with_paper(results);
-    let tables = tables(results, paper_tables, compare)?;
+    let typed = tables_of(results)?;
+    let tables = tables(&typed, paper_tables, compare)?;
     let claims = claims(results, paper_tables, compare)?;
-    let figures = figures(results, compare.then_some(paper_tables), &tables)?;
+    let figures = figures(&typed, compare.then_some(paper_tables), &tables)?;
     let mut md = String::new();
-    let profile = at(results, "/meta/profile/name")
+    let meta = meta_of(results)?;
+    let profile = meta
+        .profile_field("/name")
         .and_then(Value::as_str)
         .unwrap_or("?");
-    let dataset = results["meta"]["dataset"].as_str().unwrap_or("mnist");
+    let dataset = meta.dataset_name();
     if compare {
         let _ = writeln!(
             md,
@@ -845,12 +900,12 @@ pub fn render_with_variants(
         }
     );
     if is_code {
-        code_sets_table(results, sets, &mut md);
+        code_sets_table(results, &meta, sets, &mut md);
     } else {
         let _ = writeln!(
             md,
             "## Perturbation sets\n\nEvery perturbation is held to the distortion budget √(‖r‖²/784) ≤ {} (larger ones scaled back onto it; docs/FIDELITY.md). The last three columns are the min-norm attack's own figures before that.\n\n| source | n | mean distortion | success rate on source | scaled to the budget | attack's distortion | attack's success |\n|---|---|---|---|---|---|---|",
-            at(results, "/meta/profile/max_rms_distortion")
+            meta.profile_field("/max_rms_distortion")
                 .map_or("none".to_owned(), |v| v.to_string())
         );
         let pct_or_dash = |v: &Value| {
@@ -922,42 +977,7 @@ pub fn render_with_variants(
     } else if !variants.is_empty() {
         margin::margin_section(results, variants, paper_tables, &mut md)?;
     }
-    let meta = at(results, "/meta").cloned().unwrap_or(Value::Null);
-    let _ = writeln!(
-        md,
-        "## Run metadata\n\n- command: `{}`",
-        meta["command"].as_str().unwrap_or("?")
-    );
-    let _ = writeln!(
-        md,
-        "- master seed: {}; threads: {}; device: {}",
-        meta["master_seed"],
-        meta["threads"],
-        meta["device"].as_str().unwrap_or("?")
-    );
-    if let Some(cpu) = meta["cpu"].as_str() {
-        let _ = writeln!(
-            md,
-            "- CPU: {cpu} (results are bitwise reproducible on one machine for a fixed thread count; another CPU may round differently, docs/FIDELITY.md)"
-        );
-    }
-    let _ = writeln!(
-        md,
-        "- versions: bayes-robust {}, tch {}, libtorch {}",
-        meta["versions"]["bayes_robust"].as_str().unwrap_or("?"),
-        meta["versions"]["tch"].as_str().unwrap_or("?"),
-        meta["versions"]["libtorch"].as_str().unwrap_or("?")
-    );
-    let _ = writeln!(
-        md,
-        "- examples: {} validation, {} test; total wall time of this run {:.0} s",
-        meta["n_validation"],
-        meta["n_test"],
-        meta["wall_seconds"].as_f64().unwrap_or(f64::NAN)
-    );
-    if let Some(stages) = meta["stages"].as_array() {
-        stage_table(stages, meta["sgemm_gflops"].as_f64(), &mut md);
-    }
+    run_metadata(&meta, &mut md);
     if let Some(files) = results["per_example_files"]
         .as_array()
         .filter(|f| !f.is_empty())
@@ -990,6 +1010,29 @@ pub fn render_with_variants(
     Ok(written)
 }
 
+/// The section "Run metadata": the command, seeds, machine, versions and each stage's
+/// time and counted work.
+fn run_metadata(meta: &Meta, md: &mut String) {
+    let _ = writeln!(
+        md,
+        "## Run metadata\n\n- command: `{}`\n- master seed: {}; threads: {}; device: {}",
+        meta.command, meta.master_seed, meta.threads, meta.device
+    );
+    if let Some(cpu) = &meta.cpu {
+        let _ = writeln!(
+            md,
+            "- CPU: {cpu} (results are bitwise reproducible on one machine for a fixed thread count; another CPU may round differently, docs/FIDELITY.md)"
+        );
+    }
+    let v = &meta.versions;
+    let _ = writeln!(
+        md,
+        "- versions: bayes-robust {}, tch {}, libtorch {}\n- examples: {} validation, {} test; total wall time of this run {:.0} s",
+        v.bayes_robust, v.tch, v.libtorch, meta.n_validation, meta.n_test, meta.wall_seconds
+    );
+    stage_table(&meta.stages, meta.sgemm_gflops, md);
+}
+
 /// Renders `fig` to `<out_dir>/<file>`; the path written.
 pub(super) fn write_figure(
     fig: &dyn plots::Drawable,
@@ -1020,15 +1063,15 @@ pub(super) fn embed_figure(
 /// Per stage: wall time when made, counted matrix-product FLOPs, the rate they were
 /// done at, and the wall time over the time the FLOPs take at the sgemm rate measured
 /// at the start of the run (1 would be bound by matrix products).
-fn stage_table(stages: &[Value], sgemm: Option<f64>, md: &mut String) {
+fn stage_table(stages: &[StageReport], sgemm: Option<f64>, md: &mut String) {
     let _ = writeln!(
         md,
         "\n| stage | wall time when made (s) | computed | reused | counted GFLOP | GFLOP/s | wall ÷ sgemm-bound time |\n|---|---|---|---|---|---|---|"
     );
     let (mut wall, mut flops) = (0.0, 0.0);
     for s in stages {
-        let t = s["artifact_seconds"].as_f64().unwrap_or(f64::NAN);
-        let f = s["flops"].as_f64().unwrap_or(0.0);
+        let t = s.artifact_seconds;
+        let f = s.flops.unwrap_or(0.0);
         let ratio = match sgemm {
             Some(g) if f > 0.0 => format!("{:.1}", t / (f / 1e9 / g)),
             _ => "–".into(),
@@ -1036,9 +1079,9 @@ fn stage_table(stages: &[Value], sgemm: Option<f64>, md: &mut String) {
         let _ = writeln!(
             md,
             "| {} | {t:.1} | {} | {} | {:.0} | {:.1} | {ratio} |",
-            s["stage"].as_str().unwrap_or("?"),
-            s["computed"],
-            s["reused"],
+            s.stage,
+            s.computed,
+            s.reused,
             f / 1e9,
             f / 1e9 / t.max(1e-9),
         );
@@ -1080,11 +1123,13 @@ const NOTEBOOK_SETS: [(u32, f64); 12] = [
 
 /// The code protocol's perturbation sets: attacked and kept examples and distortion,
 /// beside the notebook's own figures.
-fn code_sets_table(results: &Value, sets: &[Value], md: &mut String) {
+fn code_sets_table(results: &Value, meta: &Meta, sets: &[Value], md: &mut String) {
     let _ = writeln!(
         md,
         "## Perturbation sets (targeted attack, failures dropped)\n\nThe targeted attack of the notebooks on the first {} validation images, {} RMSprop steps (the notebooks: all 10,000 images, 4,000 steps; their printed kept fractions and distortions are beside ours). Distortion √(‖r‖²/784) is that of r as made (×1), over the kept examples; at ×m it is m times that.\n\n| source | attacked | kept | kept % | notebook kept % | mean distortion | notebook distortion | attack time (s) |\n|---|---|---|---|---|---|---|---|",
-        results["meta"]["n_attacked"], results["meta"]["profile"]["code"]["attack"]["steps"]
+        meta.n_attacked.map_or("?".to_owned(), |n| n.to_string()),
+        meta.profile_field("/code/attack/steps")
+            .unwrap_or(&Value::Null)
     );
     for (i, s) in sets.iter().enumerate() {
         let (nb_kept, nb_d) = NOTEBOOK_SETS
@@ -1200,7 +1245,9 @@ fn every_bnn_section(
     md: &mut String,
     out_dir: &Path,
 ) -> Result<Vec<PathBuf>> {
-    let k = at(r, "/meta/profile/whitebox_every_bnn_eot_k").and_then(Value::as_u64);
+    let k = meta_of(r)?
+        .profile_field("/whitebox_every_bnn_eot_k")
+        .and_then(Value::as_u64);
     let ensemble_suffix = k.map(|k| format!("EOT k={k}"));
     // Per ρ_init: the one-draw curve and the ensemble curve with the every-BNN k.
     let mut rows: Vec<(f64, Option<&Value>, Option<&Value>)> = Vec::new();
@@ -1406,24 +1453,22 @@ fn every_bnn_section(
 /// the reruns of the masking checks and for targets no table has.
 fn transfer_reference(r: &Value, curve: &Value) -> Option<MeanCi> {
     let id = CurveId::of(r, curve).filter(|id| !id.rerun)?;
+    let t = tables_of(r).ok()?;
+    let (t1, t2) = (&t.table1_clean, &t.table2_perturbed);
     match (id.model, id.kind) {
         (CurveModel::Deterministic { lambda }, _) => {
-            let lambdas = params(r, "/table1_clean/deterministic/lambda").ok()?;
-            let j = lambdas.iter().position(|l| *l == lambda)?;
-            ours(r, &format!("/table2_perturbed/deterministic/average/{j}")).ok()
+            let j = t1.deterministic.lambda.iter().position(|l| *l == lambda)?;
+            *t2.deterministic.average.get(j)?
         }
         (CurveModel::Bnn { rho_init }, TargetKind::SingleDraw) => {
-            let rhos = params(r, "/table1_clean/bnn/rho_init").ok()?;
-            let j = rhos.iter().position(|x| *x == rho_init)?;
-            ours(r, &format!("/table2_perturbed/bnn/average/{j}")).ok()
+            let j = t1.bnn.rho_init.iter().position(|x| *x == rho_init)?;
+            *t2.bnn.average.get(j)?
         }
         // Table 3 has the ensemble of its one BNN only.
         (CurveModel::Bnn { rho_init }, TargetKind::Ensemble { .. })
             if rho_init == crate::experiment::TABLE3_RHO =>
         {
-            let ns = params(r, "/table3_ensemble/n_samples").ok()?;
-            let j = ns.len().checked_sub(1)?;
-            ours(r, &format!("/table3_ensemble/average/{j}")).ok()
+            *t.table3_ensemble.average.last()?
         }
         _ => None,
     }

@@ -30,11 +30,13 @@ pub fn seeds_section(
     let s: SeedsSection = serde_json::from_value(r["seeds"].clone())
         .map_err(|e| ReportError::MissingCell(format!("/seeds ({e})")))?;
     let k = s.train_seeds;
-    let command = r["meta"]["command"].as_str().unwrap_or("?");
+    let meta = super::meta_of(r)?;
+    let command = &meta.command;
     let _ = writeln!(
         md,
         "## Beyond the paper: several training seeds\n\n{}\n\nMade by `{command}`: {k} training seeds (the profile's default is {}; `--train-seeds K` sets it).\n",
-        s.note, r["meta"]["profile"]["train_seeds"]
+        s.note,
+        meta.profile_field("/train_seeds").unwrap_or(&Value::Null)
     );
     let _ = writeln!(
         md,

@@ -14,6 +14,7 @@ use crate::experiment::strength::{
     ClaimPoint, Comparison, Family as StrengthFamily, HEADLINES, StrengthPoint, StrengthSection,
     Verdict,
 };
+use crate::results::{Cell as Estimate, CodeSweep, TargetedSetRow};
 use crate::stats::MeanCi;
 
 pub(super) fn ci(c: &MeanCi) -> String {
@@ -250,32 +251,24 @@ fn short_name(name: &str) -> String {
 /// (both groups at the same m), against its kept sets' mean distortion × m (the
 /// notebooks do not clip, so distortion scales with m).
 fn code_curve(code: &Value) -> Option<Series> {
-    let models = code.pointer("/sweep/models")?.as_array()?;
-    let ms: Vec<f64> = code
-        .pointer("/sweep/multipliers")?
-        .as_array()?
-        .iter()
-        .filter_map(Value::as_f64)
-        .collect();
-    let sets = code["perturbation_sets"].as_array()?;
-    let d = sets
-        .iter()
-        .filter_map(|s| s["mean_distortion"].as_f64())
-        .sum::<f64>()
-        / sets.len().max(1) as f64;
-    let group = |g: &str| -> Vec<Vec<MeanCi>> {
-        models
+    let sweep: CodeSweep = super::typed(&code["sweep"], "/sweep").ok()?;
+    let sets: Vec<TargetedSetRow> =
+        super::typed(&code["perturbation_sets"], "/perturbation_sets").ok()?;
+    let ms = &sweep.multipliers;
+    let d = sets.iter().map(|s| s.mean_distortion).sum::<f64>() / sets.len().max(1) as f64;
+    let group = |g: &str| -> Vec<&[Estimate]> {
+        sweep
+            .models
             .iter()
-            .filter(|m| m["group"] == g)
-            .filter_map(|m| serde_json::from_value(m["average"].clone()).ok())
+            .filter(|m| m.group == g)
+            .map(|m| m.average.as_slice())
             .collect()
     };
     let (bnn, det) = (group("bnn"), group("det"));
-    let best = |rows: &[Vec<MeanCi>], i: usize| {
+    let best = |rows: &[&[Estimate]], i: usize| {
         rows.iter()
-            .filter_map(|r| r.get(i))
+            .filter_map(|r| *r.get(i)?)
             .max_by(|a, b| a.mean.total_cmp(&b.mean))
-            .copied()
     };
     let points = (0..ms.len())
         .filter_map(|i| {
@@ -476,7 +469,7 @@ pub fn strength_section(
         md,
         "## Attack strength: the paper's question along the knobs it depends on\n\n{}\n\nMade by `{}`.\n",
         section.note,
-        results["meta"]["command"].as_str().unwrap_or("?")
+        super::meta_of(results)?.command
     );
     summary_table(results, paper_tables, &section, md)?;
     let _ = writeln!(md, "### The sets at every strength\n");
@@ -485,7 +478,7 @@ pub fn strength_section(
     let paper_margin = paper_tables
         .pointer("/claims/bnn_over_deterministic_average_margin_points")
         .and_then(Value::as_f64)
-        .filter(|_| results["meta"]["dataset"] == "mnist");
+        .filter(|_| super::compares_with_paper(results));
     written.push(embed_figure(
         &margin_figure(&section, paper_margin, code),
         out_dir,

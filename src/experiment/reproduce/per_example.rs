@@ -1,10 +1,12 @@
-//! `reproduce --per-example`: each evaluation model's per-example results on every
-//! split of Tables 1–2, and each perturbation set's per-example distortion and success,
-//! written beside `results.json` as `per_example.npz` (numpy reads it directly) with
+//! `run --per-example`: each evaluation model's per-example results on every split of
+//! Tables 1–2, and each perturbation set's per-example distortion and success, written
+//! beside `results.json` as `per_example.npz` (numpy reads it directly) with
 //! `per_example.json` saying what each axis is. docs/PER_EXAMPLE.md has a Python example
 //! that recomputes a Table 2 cell and a paired margin from them.
 //!
-//! The counts replay the Table 1–2 evaluations' own seeds and draws
+//! Each model's counts are a job of the plan (`keys::per_example_counts`, cached beside
+//! its evaluation); the export stacks them and measures the sets, when `run` assembles
+//! the report. The counts replay the Table 1–2 evaluations' own seeds and draws
 //! ([`eval::single_draw_correct_counts`]), so a cell is exactly mean(counts) / runs.
 
 use std::path::{Path, PathBuf};
@@ -12,10 +14,10 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 use tch::{Kind, Tensor};
 
-use super::{PerturbationSet, Pipeline, Ready, ReproduceError, mlp_of};
+use super::{GridModel, PerturbationSet, Pipeline, Ready, ReproduceError, TrainedGrid, mlp_of};
 use crate::data::IMAGE_DIM;
 use crate::eval;
-use crate::experiment::cache;
+use crate::experiment::keys;
 use crate::model::checkpoint::ModelSpec;
 use crate::train::TrainedModel;
 
@@ -61,18 +63,40 @@ pub struct ModelEntry {
     pub runs: usize,
 }
 
+/// The evaluation models of Tables 1–2 in `per_example.npz`'s order: the λ nets, then
+/// the BNNs.
+pub(super) fn evaluated(grid: &TrainedGrid) -> Vec<Evaluated<'_>> {
+    fn of<'g>(
+        group: &'static str,
+        gms: &'g [GridModel],
+        ready: &'g [Ready],
+    ) -> impl Iterator<Item = Evaluated<'g>> {
+        gms.iter()
+            .zip(ready)
+            .enumerate()
+            .map(move |(index, (gm, ready))| Evaluated {
+                name: &gm.name,
+                group,
+                index,
+                ready,
+            })
+    }
+    of("deterministic", &grid.dets, &grid.det_ready)
+        .chain(of("bnn", &grid.bnns, &grid.bnn_ready))
+        .collect()
+}
+
 impl Pipeline<'_> {
     /// Per split (validation, test, each set), per example, the number of the model's
     /// Table 1–2 runs that classify it correctly: `[splits, n]` i64, cached.
-    fn per_example_counts(
+    pub(super) fn per_example_counts(
         &self,
         e: &Evaluated,
         sets: &[PerturbationSet],
     ) -> Result<Tensor, ReproduceError> {
-        let key = cache::key(
-            &format!("per-example-{}", e.name.replace('/', "_")),
-            &json!({ "eval": self.eval_key(e.name, &e.ready.key, sets).id }),
-        );
+        let key = keys::per_example_counts(e.name, &self.eval_key(e.name, &e.ready.key, sets));
+        key.write_beside(&self.evals_dir)?;
+        let key = key.id;
         if self
             .evals_dir
             .read_json::<serde_json::Value>(&key)?

@@ -5,8 +5,9 @@
 //! With `--train-seeds K` (K > 1) the plan gains the training-seeds extension
 //! ([`super::plan_seeds`]), and with `--strength` the strength extension
 //! ([`super::plan_strength`]: the controls, the κ > 0 attacks and the sweep). The strength
-//! axis's claim points and the per-example export are not jobs: they run inside `run`
-//! after the plan's artifacts exist (reading them from the cache).
+//! axis's claim points are planned once the λ = 0 net's sweep row is cached. With
+//! `--per-example`, each evaluation model's per-example counts are jobs too; `run`
+//! stacks them into `per_example.npz` when it assembles the report.
 
 use super::claim_points::ClaimDesc;
 use super::plan_seeds::{SeedsInputs, SeedsTask, StudyInputs};
@@ -22,6 +23,7 @@ use crate::model::bayes::PruneMode;
 use crate::attack::MinNormAttack;
 use crate::experiment::executor::{self, JobRun, JobRunOptions};
 use crate::experiment::flops;
+use crate::experiment::keys;
 use crate::experiment::plan::{DrainReport, Finish, Job, JobKind, Plan};
 use crate::experiment::whitebox_targets::{GridRef, Role};
 use crate::model::Arch;
@@ -84,6 +86,9 @@ enum EvalTask {
     Pruning,
     /// Calibration and detection of the λ nets and the Table 3 BNN.
     Calibration,
+    /// `--per-example`: each example's correct-run count of the i-th evaluation model
+    /// (the λ nets, then the BNNs).
+    PerExample(usize),
 }
 
 impl Pipeline<'_> {
@@ -324,6 +329,24 @@ impl Pipeline<'_> {
             );
             out.push((j, EvalTask::Bnn(i)));
         }
+        if self.cfg.per_example {
+            let counts: Vec<(Job, EvalTask)> = grid
+                .dets
+                .iter()
+                .chain(&grid.bnns)
+                .zip(&out)
+                .enumerate()
+                .map(|(i, (gm, (eval, _)))| {
+                    let job = Job {
+                        key: keys::per_example_counts(&gm.name, &eval.key),
+                        label: format!("per-example counts of {}", gm.name),
+                        ..eval.clone()
+                    };
+                    (job, EvalTask::PerExample(i))
+                })
+                .collect();
+            out.extend(counts);
+        }
         let passes = (set_ids.len() * table3) as f64;
         let j = job(
             "table3",
@@ -404,6 +427,11 @@ impl Pipeline<'_> {
             }
             EvalTask::Calibration => {
                 super::calibration_eval(self, &g, &sets)?;
+            }
+            EvalTask::PerExample(i) => {
+                if let Some(e) = super::per_example::evaluated(&g).get(i) {
+                    let _counts = self.per_example_counts(e, &sets)?;
+                }
             }
         }
         Ok(())

@@ -391,7 +391,7 @@ pub(super) fn run(
         artifact_seconds: study.seconds,
         computed: study.computed,
         reused: study.reused,
-        flops,
+        flops: Some(flops),
     };
     Ok((section, report))
 }

@@ -737,13 +737,13 @@ pub(in crate::experiment) fn run(
         artifact_seconds: stage.seconds,
         computed: stage.computed,
         reused: stage.reused,
-        flops: stage_flops(
+        flops: Some(stage_flops(
             pipeline,
             inputs.sources,
             points.len(),
             n_models,
             inputs.bnns.len(),
-        ),
+        )),
     };
     let section = StrengthSection {
         note: format!(

@@ -232,7 +232,7 @@ pub(super) fn run(
         artifact_seconds: seconds,
         computed: jobs.len() - reused,
         reused,
-        flops,
+        flops: Some(flops),
     };
     let mut checks = whitebox::sanity_checks(&curves);
     checks.extend(whitebox::spsa_checks(&curves, &mut spsa));
