@@ -704,14 +704,14 @@ fn figures(
                 p,
                 "paper: clean test",
                 Family::Bnn,
-                &rates,
+                rates,
                 "/table4_pruning/clean_test",
             )?,
             paper_series(
                 p,
                 "paper: perturbed average",
                 Family::Bnn,
-                &rates,
+                rates,
                 "/table4_pruning/average",
             )?,
         ]
