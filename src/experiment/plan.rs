@@ -194,8 +194,8 @@ pub struct Plan {
 
 /// The work `run` does in its own process after the plan's jobs, counted where it is
 /// known before they run: the strength axis's claim points and its attacks at a matched
-/// κ (its part across seeds and the per-example export are not counted). Sizes the
-/// Slurm job that assembles results.json.
+/// κ not planned yet (they wait on the λ = 0 net's sweep row; their part across seeds is
+/// not counted). Sizes the Slurm job that assembles results.json.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Finish {
     /// Counted matrix-product FLOPs.
