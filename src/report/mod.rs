@@ -412,7 +412,11 @@ pub(super) fn best_margin(t: &crate::results::Table2) -> Result<MeanCi> {
 }
 
 pub(super) fn claims(r: &Value, p: &Value, compare: bool) -> Result<Vec<Claim>> {
-    let t = tables_of(r)?;
+    claims_of(&tables_of(r)?, p, compare)
+}
+
+/// The paper's four claims recomputed from our tables (`compare`: with its sizes).
+fn claims_of(t: &Tables, p: &Value, compare: bool) -> Result<Vec<Claim>> {
     let (_, best_det) = best_of(
         &t.table2_perturbed.deterministic.average,
         "/table2_perturbed/deterministic/average",
@@ -811,7 +815,7 @@ pub fn render_with_variants(
     let compare = compares_with_paper(results);
     let typed = tables_of(results)?;
     let tables = tables(&typed, paper_tables, compare)?;
-    let claims = claims(results, paper_tables, compare)?;
+    let claims = claims_of(&typed, paper_tables, compare)?;
     let figures = figures(&typed, compare.then_some(paper_tables), &tables)?;
     let mut md = String::new();
     let meta = meta_of(results)?;
