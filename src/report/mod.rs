@@ -1455,9 +1455,9 @@ fn every_bnn_section(
 /// The transfer accuracy (Table 2 or 3 average) a white-box curve is compared with:
 /// the same model, attacked the same way, on the paper's perturbation sets; `None` for
 /// the reruns of the masking checks and for targets no table has.
-fn transfer_reference(r: &Value, curve: &Value) -> Option<MeanCi> {
+fn transfer_reference(r: &Value, t: Option<&Tables>, curve: &Value) -> Option<MeanCi> {
     let id = CurveId::of(r, curve).filter(|id| !id.rerun)?;
-    let t = tables_of(r).ok()?;
+    let t = t?;
     let (t1, t2) = (&t.table1_clean, &t.table2_perturbed);
     match (id.model, id.kind) {
         (CurveModel::Deterministic { lambda }, _) => {
@@ -1497,6 +1497,7 @@ fn whitebox_section(r: &Value, md: &mut String, out_dir: &Path) -> Result<Vec<Pa
     );
     let mut written = Vec::new();
     let mut l2_transfer_rows = Vec::new();
+    let tables = tables_of(r).ok();
     let max_transfer_norm = r["perturbation_sets"]
         .as_array()
         .map(|sets| {
@@ -1535,7 +1536,7 @@ fn whitebox_section(r: &Value, md: &mut String, out_dir: &Path) -> Result<Vec<Pa
                     && let Some(j) = eps.iter().position(|e| *e >= max_transfer_norm)
                     && let Ok(acc) =
                         serde_json::from_value::<Vec<MeanCi>>(c[norm]["accuracy"].clone())
-                    && let Some(t) = transfer_reference(r, c)
+                    && let Some(t) = transfer_reference(r, tables.as_ref(), c)
                 {
                     l2_transfer_rows.push((model.to_owned(), eps[j], acc[j], t));
                 }
@@ -1567,7 +1568,7 @@ fn whitebox_section(r: &Value, md: &mut String, out_dir: &Path) -> Result<Vec<Pa
             ));
             if norm == "l2"
                 && let Some(j) = eps.iter().position(|e| *e >= max_transfer_norm)
-                && let Some(t) = transfer_reference(r, c)
+                && let Some(t) = transfer_reference(r, tables.as_ref(), c)
             {
                 l2_transfer_rows.push((model.to_owned(), eps[j], acc[j], t));
             }
