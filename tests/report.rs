@@ -270,7 +270,7 @@ fn the_strength_section_renders_its_claims_and_figure_from_typed_results() {
         "no across-seeds series"
     );
     for label in [
-        "the authors&apos; code protocol",
+        "authors&apos; code (both × m)",
         "paper&apos;s margin (+15.4)",
         "best BNN − best det. (m)",
         "12-set average mean distortion",

@@ -277,7 +277,7 @@ fn code_curve(code: &Value) -> Option<Series> {
         })
         .collect();
     Some(Series::ours(
-        "best BNN − best det., the authors' code protocol (both × m)",
+        "best BNN − best det., authors' code (both × m)",
         Family::Other,
         points,
     ))
