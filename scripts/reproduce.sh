@@ -32,4 +32,4 @@ fi
 ./target/release/bayes-robust reproduce --profile "$profile" --protocol code --code-budget trained "$@"
 # Fashion-MNIST's default: the short profile beside the paper one, else the same profile.
 if [ "$profile" = paper ]; then fashion_default=short; else fashion_default=$profile; fi
-./target/release/bayes-robust --dataset fashion-mnist reproduce --profile "${FASHION_PROFILE:-$fashion_default}" --whitebox
+./target/release/bayes-robust --dataset fashion-mnist reproduce --profile "${FASHION_PROFILE:-$fashion_default}" --whitebox --per-example

@@ -475,3 +475,22 @@ fn every_committed_figure_follows_the_rules() {
         }
     }
 }
+
+/// Numeric ticks drop the decimals plotters adds to whole numbers and keep the ones a
+/// tick needs.
+#[test]
+fn numeric_ticks_are_written_as_a_reader_writes_them() {
+    use bayes_robust::report::plots::tick_label;
+    for (v, want) in [
+        (0.0, "0"),
+        (10.0, "10"),
+        (-30.0, "-30"),
+        (0.05, "0.05"),
+        (0.1 + 0.2, "0.3"),
+        (97.5, "97.5"),
+        (2e-5, "2e-5"),
+        (-1e-12, "-1e-12"),
+    ] {
+        assert_eq!(tick_label(&v), want, "{v}");
+    }
+}

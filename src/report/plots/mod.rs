@@ -24,6 +24,8 @@
 //! 10. Images are drawn exactly ([`ImageGrid`]): lossless 8-bit PNGs, grey for inputs
 //!     and a diverging red–white–blue scale for perturbations, each captioned with
 //!     what a reader needs (label, prediction, norm).
+//! 11. Numeric ticks are written as a reader writes them ([`tick_label`]): `10`, not
+//!     `10.0`, so that a panel's ticks do not run into each other.
 
 mod images;
 mod multiples;
@@ -474,7 +476,10 @@ impl Figure {
                     .axis_desc_style(("sans-serif", sizes.desc))
                     .bold_line_style(BLACK.mix(0.12))
                     .light_line_style(TRANSPARENT);
-                if !names.is_empty() {
+                mesh.y_label_formatter(&tick_label);
+                if names.is_empty() {
+                    mesh.x_label_formatter(&tick_label);
+                } else {
                     mesh.x_labels(names.len()).x_label_formatter(&category);
                 }
                 mesh.draw().map_err(|e| err(&e))?;
@@ -750,4 +755,23 @@ fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
     // 8% of the range each side (0.5 for a single value, whatever the axis's units).
     let pad = if hi > lo { (hi - lo) * 0.08 } else { 0.5 };
     (lo - pad, hi + pad)
+}
+
+/// A numeric tick as a reader writes it: `10` not `10.0`, `0.05` not `0.05000000001`,
+/// and scientific notation only for magnitudes below 1e-4 (plotters' default prints
+/// every tick with a decimal, which crowds an epoch axis into `5.010.015.0`).
+pub fn tick_label(v: &f64) -> String {
+    if *v == 0.0 {
+        return "0".into();
+    }
+    if v.abs() < 1e-4 {
+        return format!("{v:e}");
+    }
+    let fixed = format!("{v:.6}");
+    let trimmed = fixed.trim_end_matches('0').trim_end_matches('.');
+    if trimmed == "-0" {
+        "0".into()
+    } else {
+        trimmed.into()
+    }
 }
