@@ -411,10 +411,6 @@ pub(super) fn best_margin(t: &crate::results::Table2) -> Result<MeanCi> {
     Ok(bnn.minus_independent(&det))
 }
 
-pub(super) fn claims(r: &Value, p: &Value, compare: bool) -> Result<Vec<Claim>> {
-    claims_of(&tables_of(r)?, p, compare)
-}
-
 /// The paper's four claims recomputed from our tables (`compare`: with its sizes).
 fn claims_of(t: &Tables, p: &Value, compare: bool) -> Result<Vec<Claim>> {
     let (_, best_det) = best_of(
@@ -967,6 +963,7 @@ pub fn render_with_variants(
     written.extend(strength::strength_section(
         results,
         paper_tables,
+        &claims,
         code,
         &mut md,
         out_dir,

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::plots::{Family, Figure, Line, Series};
-use super::{ReportError, Result, embed_figure};
+use super::{Claim, ReportError, Result, embed_figure};
 use crate::attack::BudgetReading;
 use crate::experiment::strength::{
     ClaimPoint, Comparison, Family as StrengthFamily, HEADLINES, StrengthPoint, StrengthSection,
@@ -398,14 +398,7 @@ fn margin_figure(
 
 /// The paper's four claims, one row per reading of its difficulty: Table 2's sets as
 /// made (the main claims table), then each claim point.
-fn summary_table(
-    results: &Value,
-    paper_tables: &Value,
-    section: &StrengthSection,
-    md: &mut String,
-) -> Result<()> {
-    let compare = super::compares_with_paper(results);
-    let main = super::claims(results, paper_tables, compare)?;
+fn summary_table(main: &[Claim], section: &StrengthSection, md: &mut String) -> Result<()> {
     let head: Vec<String> = main
         .iter()
         .map(|c| match c.paper {
@@ -453,9 +446,10 @@ fn summary_table(
 
 /// Renders the section into `md` (and its figure into `out_dir`); nothing when the run
 /// had no strength stage.
-pub fn strength_section(
+pub(super) fn strength_section(
     results: &Value,
     paper_tables: &Value,
+    main_claims: &[Claim],
     code: Option<&Value>,
     md: &mut String,
     out_dir: &Path,
@@ -471,7 +465,7 @@ pub fn strength_section(
         section.note,
         super::meta_of(results)?.command
     );
-    summary_table(results, paper_tables, &section, md)?;
+    summary_table(main_claims, &section, md)?;
     let _ = writeln!(md, "### The sets at every strength\n");
     sets_table(&section, md);
     let mut written = Vec::new();

@@ -768,10 +768,5 @@ pub fn tick_label(v: &f64) -> String {
         return format!("{v:e}");
     }
     let fixed = format!("{v:.6}");
-    let trimmed = fixed.trim_end_matches('0').trim_end_matches('.');
-    if trimmed == "-0" {
-        "0".into()
-    } else {
-        trimmed.into()
-    }
+    fixed.trim_end_matches('0').trim_end_matches('.').into()
 }
