@@ -23,13 +23,13 @@ profile="${PROFILE:-paper}"
 # and the strength axis on the short budget with 5 training seeds (reports/short/, the
 # committed one).
 if [ "$profile" = paper ]; then
-  ./target/release/bayes-robust reproduce --profile seeds --strength "$@"
+  ./target/release/bayes-robust reproduce --profile seeds --strength --per-example "$@"
   ./target/release/bayes-robust reproduce --profile short --strength --per-example --train-seeds 5 "$@"
 fi
 # Also re-renders reports/<profile>/README.md, whose margin section reads these results.
-./target/release/bayes-robust reproduce --profile "$profile" --protocol code "$@"
+./target/release/bayes-robust reproduce --profile "$profile" --protocol code --per-example "$@"
 # The same protocol with every model trained as far as the authors' were (issue 20).
-./target/release/bayes-robust reproduce --profile "$profile" --protocol code --code-budget trained "$@"
+./target/release/bayes-robust reproduce --profile "$profile" --protocol code --code-budget trained --per-example "$@"
 # Fashion-MNIST's default: the short profile beside the paper one, else the same profile.
 if [ "$profile" = paper ]; then fashion_default=short; else fashion_default=$profile; fi
 ./target/release/bayes-robust --dataset fashion-mnist reproduce --profile "${FASHION_PROFILE:-$fashion_default}" --whitebox --per-example

@@ -128,14 +128,35 @@ pub fn ensemble_accuracies(
     runs: usize,
     chunks: EvalChunks,
 ) -> Vec<f64> {
+    ensemble_probs_runs(bnn, split, n, runs, chunks)
+        .iter()
+        .map(|probs| per_draw_accuracy(&probs.unsqueeze(0), &split.labels).double_value(&[0]))
+        .collect()
+}
+
+/// The runs of [`ensemble_accuracies`] as predictive distributions: each run's softmax
+/// averaged over `n` fresh draws (eq. 7), `[examples, classes]`. Seed libtorch first.
+pub fn ensemble_probs_runs(
+    bnn: &BayesMlp,
+    split: &Split,
+    n: usize,
+    runs: usize,
+    chunks: EvalChunks,
+) -> Vec<Tensor> {
     tch::no_grad(|| {
         (0..runs)
-            .map(|_| {
-                let probs = bnn.ensemble_probs(&split.images, n, chunks.draws);
-                per_draw_accuracy(&probs.unsqueeze(0), &split.labels).double_value(&[0])
-            })
+            .map(|_| bnn.ensemble_probs(&split.images, n, chunks.draws))
             .collect()
     })
+}
+
+/// Per example, in how many of the predictive distributions `probs` (one `[n, classes]`
+/// per run) the top class is its label: `[n]` i64.
+pub fn correct_counts_of(probs: &[Tensor], labels: &Tensor) -> Tensor {
+    probs
+        .iter()
+        .map(|p| p.argmax(-1, false).eq_tensor(labels).to_kind(Kind::Int64))
+        .fold(labels.zeros_like(), |acc, c| acc + c)
 }
 
 /// Percent mean and CI of accuracies given as fractions.

@@ -196,9 +196,10 @@ struct ReproduceArgs {
     /// with the text protocol's controls.
     #[arg(long)]
     strength: bool,
-    /// Also write each evaluation model's per-example results of Tables 1–2 and each
-    /// perturbation set's per-example distortion and success, as per_example.npz (with
-    /// per_example.json) beside results.json (docs/PER_EXAMPLE.md; text protocol).
+    /// Also write each evaluation model's per-example results (text protocol: Tables
+    /// 1–4; code protocol: its whole multiplier sweep) and each perturbation set's
+    /// per-example distortion and success, as per_example.npz (with per_example.json)
+    /// beside results.json (docs/PER_EXAMPLE.md).
     #[arg(long)]
     per_example: bool,
     /// text: the paper's text (default); code: the authors' notebooks (targeted attack
@@ -942,9 +943,6 @@ fn run_setup(args: ReproduceArgs, env: &RunEnv) -> Result<RunSetup> {
         bail!(
             "--whitebox belongs to the text protocol (it attacks the models of reports/<profile>/)"
         );
-    }
-    if code && args.per_example {
-        bail!("--per-example belongs to the text protocol (its Tables 1–2)");
     }
     if code && args.strength {
         bail!(

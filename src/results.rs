@@ -151,6 +151,8 @@ pub enum ModelGroup {
     Deterministic,
     /// A BNN of the ρ_init grid.
     Bnn,
+    /// A deterministic control trained with the BNNs' recipe (code protocol).
+    Control,
 }
 
 /// A trained model of the text protocol and its training with early stopping.
@@ -175,7 +177,8 @@ pub struct ModelRow {
 }
 
 /// A trained model of the code protocol: its stable name, the notebook recipe it was
-/// trained with and its accuracy after the last epoch.
+/// trained with and its accuracy after the last epoch. Files older than the
+/// training-curve figure lack the last four fields.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CodeModelRow {
     pub name: String,
@@ -185,6 +188,16 @@ pub struct CodeModelRow {
     pub final_validation_accuracy: f64,
     pub train_seconds: f64,
     pub recipe: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<ModelGroup>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<ModelSpec>,
+    /// The epoch whose weights were kept, 1-based into `validation_curve`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_epoch: Option<usize>,
+    /// Validation accuracy after each epoch (fractions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_curve: Option<Vec<f64>>,
 }
 
 /// One family's clean cells: (validation, test), one per model.

@@ -8,8 +8,8 @@ use bayes_robust::data::{INPUT_MAX, Split};
 use bayes_robust::eval::{self, EvalChunks};
 use bayes_robust::experiment::Profile;
 use bayes_robust::experiment::code_protocol::{
-    CodeBudget, CodeProfile, CodeRunSpec, Evaluated, KeptSet, Multipliers, SweepRole, TrainingRow,
-    code_plan, planned_keys, reproduce_code, run_code_plan, training_plan,
+    CodeBudget, CodePerExampleIndex, CodeProfile, CodeRunSpec, Evaluated, KeptSet, Multipliers,
+    SweepRole, TrainingRow, code_plan, planned_keys, reproduce_code, run_code_plan, training_plan,
 };
 use bayes_robust::experiment::plan::JobKind;
 use bayes_robust::experiment::reproduce::ReproduceConfig;
@@ -454,6 +454,65 @@ fn the_quick_code_protocol_runs_end_to_end_and_resumes() {
     assert_eq!(computed(&second), [0, 0, 0]);
     assert_eq!(first["sweep"], second["sweep"]);
     assert_eq!(first["table4_pruning"], second["table4_pruning"]);
+    assert_eq!(first["per_example_files"], serde_json::json!([]));
+
+    // Every trained model's validation curve, as its checkpoint recorded it, and the
+    // report's training-curve figure with the controls in a panel of their own.
+    let rows = first["models"].as_array().unwrap();
+    for m in rows {
+        let curve = m["validation_curve"].as_array().unwrap();
+        assert_eq!(
+            curve.len() as u64,
+            m["epochs_run"].as_u64().unwrap(),
+            "{}",
+            m["name"]
+        );
+        let best = m["best_epoch"].as_u64().unwrap() as usize;
+        assert_eq!(
+            curve[best - 1],
+            m["final_validation_accuracy"],
+            "{}",
+            m["name"]
+        );
+    }
+    let controls = rows.iter().filter(|m| m["group"] == "control").count();
+    assert_eq!(controls, 1 + cfg.profile.code.ensemble_members);
+    assert!(
+        files.iter().any(|f| f.ends_with("training_curves.svg")),
+        "{files:?}"
+    );
+    let curves = std::fs::read_to_string(out.path().join("training_curves.svg")).unwrap();
+    let texts = common::svg_texts(&curves);
+    for needle in [
+        "controls FC-100-100-10 (BNN recipe)",
+        "BNN's init",
+        "Glorot init 1",
+    ] {
+        assert!(
+            texts.iter().any(|t| t == needle),
+            "no {needle:?}: {texts:?}"
+        );
+    }
+
+    // `--per-example` on the same cache adds one counts job per sweep and nothing else;
+    // its files reproduce every sweep cell and each set's success and distortion.
+    let pe_out = tempfile::tempdir().unwrap();
+    let pe_cfg = ReproduceConfig {
+        out_dir: pe_out.path().to_owned(),
+        per_example: true,
+        ..cfg.clone()
+    };
+    let pe_plan = code_plan(&pe_cfg, CodeBudget::AsWritten, Multipliers::CODE).unwrap();
+    assert_eq!(pe_plan.jobs.len(), plan.jobs.len() + models.len());
+    let drained = run_code_plan(CodeRunSpec {
+        cfg: &pe_cfg,
+        ..run
+    })
+    .unwrap();
+    assert_eq!(drained.computed, models.len());
+    let with = reproduce_code(&pe_cfg, Multipliers::CODE, CodeBudget::AsWritten).unwrap();
+    assert_eq!(with["sweep"], first["sweep"]);
+    assert_code_per_example(&with, pe_out.path());
 
     // The trained-to-accuracy variant on the same cache: every model is new (stacked
     // grids, longer budgets), so are its sets and evaluations; nothing of the
@@ -544,6 +603,82 @@ fn the_quick_code_protocol_runs_end_to_end_and_resumes() {
     ] {
         assert!(readme.contains(needle), "trained report lacks {needle:?}");
     }
+}
+
+/// A code run's per-example files reproduce every sweep cell (Tables 1–2 among them),
+/// each set's kept count and mean distortion; docs/per_example_code.py (the project
+/// venv's numpy) gets results.json's Table 2 cell and best-BNN margin.
+fn assert_code_per_example(r: &Value, dir: &std::path::Path) {
+    assert_eq!(
+        r["per_example_files"],
+        serde_json::json!(["per_example.npz", "per_example.json"])
+    );
+    let index: CodePerExampleIndex =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("per_example.json")).unwrap())
+            .unwrap();
+    let arrays = Tensor::read_npz(dir.join("per_example.npz")).unwrap();
+    let get = |name: &str| {
+        arrays
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no {name} in per_example.npz"))
+            .1
+            .to_kind(Kind::Double)
+    };
+    let (correct, runs) = (get("correct"), get("runs"));
+    let sweep = r["sweep"]["models"].as_array().unwrap();
+    let ms: Vec<f64> = serde_json::from_value(r["sweep"]["multipliers"].clone()).unwrap();
+    assert_eq!(index.models.len(), sweep.len());
+    assert_eq!(index.splits.len(), 2 + 12 * ms.len());
+    let columns = index.splits.last().unwrap().end as i64;
+    assert_eq!(correct.size(), [sweep.len() as i64, columns]);
+    assert_eq!(get("labels").size(), [columns]);
+    for (m, (e, row)) in index.models.iter().zip(sweep).enumerate() {
+        assert_eq!(e.name, row["name"].as_str().unwrap());
+        let runs_m = runs.double_value(&[m as i64]);
+        for s in &index.splits {
+            let cols = correct
+                .get(m as i64)
+                .narrow(0, s.start as i64, (s.end - s.start) as i64);
+            let ours = 100.0 * cols.mean(Kind::Double).double_value(&[]) / runs_m;
+            let cell = match (s.set, s.multiplier) {
+                (Some(k), Some(mult)) => {
+                    let mi = ms.iter().position(|x| *x == mult).unwrap();
+                    &row["sets"][k][mi]
+                }
+                _ => &row[format!("clean_{}", s.name)],
+            };
+            let want = cell["mean"].as_f64().unwrap();
+            assert!(
+                (ours - want).abs() < 1e-4,
+                "{} {}: {ours} vs {want}",
+                e.name,
+                s.name
+            );
+        }
+    }
+    let (success, rms) = (get("set_success"), get("set_rms"));
+    for (k, set) in r["perturbation_sets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+    {
+        let kept = success.get(k as i64);
+        assert_eq!(
+            kept.sum(Kind::Double).double_value(&[]),
+            set["n"].as_f64().unwrap()
+        );
+        let mean = (rms.get(k as i64) * &kept)
+            .sum(Kind::Double)
+            .double_value(&[])
+            / set["n"].as_f64().unwrap();
+        let want = set["mean_distortion"].as_f64().unwrap();
+        assert!((mean - want).abs() < 1e-5, "{set}: {mean} vs {want}");
+    }
+
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    common::assert_python_example(r, root, "docs/per_example_code.py", dir);
 }
 
 /// The trained-to-accuracy variant changes the training budgets and nothing else: the

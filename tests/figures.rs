@@ -20,7 +20,10 @@ use bayes_robust::report::plots::{
 struct Text {
     text: String,
     x: f64,
+    y: f64,
     size: f64,
+    /// `text-anchor`: `middle` for an x tick label.
+    anchor: String,
 }
 
 fn texts(svg: &str) -> Vec<Text> {
@@ -31,7 +34,9 @@ fn texts(svg: &str) -> Vec<Text> {
             Some(Text {
                 text: n.text()?.trim().to_owned(),
                 x: n.attribute("x")?.parse().ok()?,
+                y: n.attribute("y")?.parse().ok()?,
                 size: n.attribute("font-size")?.parse().ok()?,
+                anchor: n.attribute("text-anchor").unwrap_or("start").to_owned(),
             })
         })
         .collect()
@@ -49,6 +54,34 @@ fn points(ys: &[f64]) -> Vec<(f64, f64, f64, f64)> {
         .enumerate()
         .map(|(i, y)| (i as f64, *y, y - 1.0, y + 1.0))
         .collect()
+}
+
+/// Numeric x tick labels (centred texts on one baseline) are at least one character
+/// apart, taking a sans-serif digit as 0.56 em wide.
+fn assert_ticks_apart(ts: &[Text], what: &str) {
+    let mut rows: BTreeMap<(i64, i64), Vec<&Text>> = BTreeMap::new();
+    for t in ts
+        .iter()
+        .filter(|t| t.anchor == "middle" && t.text.parse::<f64>().is_ok())
+    {
+        rows.entry((t.y.round() as i64, (t.size * 100.0) as i64))
+            .or_default()
+            .push(t);
+    }
+    for row in rows.values_mut() {
+        row.sort_by(|a, b| a.x.total_cmp(&b.x));
+        for w in row.windows(2) {
+            let width = |t: &Text| 0.56 * t.size * t.text.chars().count() as f64;
+            let need = (width(w[0]) + width(w[1])) / 2.0 + 0.56 * w[0].size;
+            assert!(
+                w[1].x - w[0].x >= need,
+                "{what}: ticks {:?} and {:?} run together ({:.0} px apart, {need:.0} needed)",
+                w[0].text,
+                w[1].text,
+                w[1].x - w[0].x
+            );
+        }
+    }
 }
 
 /// How many times each string occurs among the texts.
@@ -351,6 +384,40 @@ fn small_multiples_show_every_panel_and_one_shared_legend_entry_per_series_name(
     assert_eq!(distinct.len(), 3, "{distinct:?}");
 }
 
+/// A panel of a 200-epoch curve, where plotters' ten ticks (0, 20, …, 200) would run
+/// together at a panel's text size.
+#[test]
+fn a_panels_numeric_ticks_do_not_run_together() {
+    let curve = |y0: f64| -> Vec<(f64, f64, f64, f64)> {
+        (1..=200)
+            .map(|e| {
+                let y = y0 + 80.0 * (1.0 - (-(e as f64) / 20.0).exp());
+                (e as f64, y, y, y)
+            })
+            .collect()
+    };
+    let panel = |title: &str| {
+        Figure::new(
+            title,
+            "epoch",
+            "validation accuracy (%)",
+            vec![Series::ours("λ=0", Family::Deterministic, curve(10.0)).line_only()],
+        )
+    };
+    let m = SmallMultiples {
+        title: "Training curves".into(),
+        panels: vec![panel("sources FC-10"), panel("sources FC-200-200-10")],
+        columns: 3,
+        legend: PanelLegend::Shared,
+    };
+    let ts = texts(&render_multiples(&m));
+    assert!(
+        ts.iter().filter(|t| t.text == "100").count() >= 2,
+        "every panel has numeric ticks"
+    );
+    assert_ticks_apart(&ts, "200-epoch panels");
+}
+
 #[test]
 fn small_multiples_with_their_own_legends_name_each_series_in_every_panel_it_is_in() {
     let m = multiples(PanelLegend::PerPanel);
@@ -456,6 +523,7 @@ fn every_committed_figure_follows_the_rules() {
         let titles = ts.iter().filter(|t| t.size == largest).count();
         assert_eq!(titles, 1, "{what}: one title");
         assert!(ts.len() >= 8, "{what}: axis labels, ticks and a legend");
+        assert_ticks_apart(&ts, &what);
         let name = path.file_name().unwrap().to_string_lossy();
         if name == "accuracy_vs_rho.svg" || name == "whitebox_every_bnn.svg" {
             assert_rho_spacing(&rho_ticks(&ts), &what);

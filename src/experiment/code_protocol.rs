@@ -20,9 +20,11 @@
 //! Its plan ([`code_plan`]) holds the training, the targeted sets and every evaluation;
 //! [`reproduce_code`] then finds them cached and assembles results.json.
 
+mod per_example_code;
 mod plan_code;
 
 use crate::results::{CodeSweep, Meta, StageReport, SweepRow};
+pub use per_example_code::{CodeModelEntry, CodePerExampleIndex, SplitEntry};
 pub use plan_code::{CodeRunSpec, code_plan, run_code_job, run_code_plan};
 
 use std::time::Instant;
@@ -46,8 +48,8 @@ use crate::model::checkpoint::{CheckpointPaths, ModelSpec};
 use crate::model::mlp::{Mlp, MlpConfig, MlpInit};
 use crate::model::{Arch, WeightMode};
 use crate::results::{
-    BnnSigmas, Cell, CodeModelRow, Sigmas, Table1, Table2, Table3, Table4, TargetedSetRow,
-    rows_by_set,
+    BnnSigmas, Cell, CodeModelRow, ModelGroup, Sigmas, Table1, Table2, Table3, Table4,
+    TargetedSetRow, rows_by_set,
 };
 use crate::seed::SeedTree;
 use crate::train::grid::{GridMember, fit_grid_and_save};
@@ -434,6 +436,12 @@ pub struct KeptSet {
     pub r: Tensor,
     pub labels: Tensor,
     pub n_attacked: usize,
+    /// Per attacked example, 1 where the attack succeeded (the example is kept):
+    /// `[n_attacked]` u8.
+    pub success: Tensor,
+    /// Per attacked example, its perturbation's RMS distortion √(‖r‖²/784) at m = 1:
+    /// `[n_attacked]` f32.
+    pub rms: Tensor,
     pub mean_distortion: f64,
     pub seconds: f64,
 }
@@ -449,6 +457,11 @@ impl KeptSet {
             r: delta.index_select(0, &idx),
             labels: split.labels.index_select(0, &idx),
             n_attacked: split.len(),
+            success: success.to_kind(Kind::Uint8),
+            rms: tch::no_grad(|| {
+                crate::attack::row_norms(delta).to_kind(Kind::Float)
+                    / (crate::data::IMAGE_DIM as f64).sqrt()
+            }),
             mean_distortion: kept_distortion(delta, success),
             seconds: 0.0,
         }
@@ -508,20 +521,30 @@ impl Evaluated<'_> {
                 ]
             }),
             Evaluated::DeepEnsemble(members) => tch::no_grad(|| {
-                let probs = Tensor::stack(
-                    &members
-                        .iter()
-                        .map(|m| m.forward(&split.images).softmax(-1, None::<Kind>))
-                        .collect::<Vec<_>>(),
-                    0,
-                )
-                .mean_dim([0].as_slice(), false, None::<Kind>);
+                let probs = deep_ensemble_probs(members, &split.images);
                 vec![
                     train::per_draw_accuracy(&probs.unsqueeze(0), &split.labels).double_value(&[0]),
                 ]
             }),
         }
     }
+}
+
+/// A deep ensemble's prediction: its members' softmax averaged, `[n, classes]`.
+fn deep_ensemble_probs(members: &[&Mlp], images: &Tensor) -> Tensor {
+    Tensor::stack(
+        &members
+            .iter()
+            .map(|m| m.forward(images).softmax(-1, None::<Kind>))
+            .collect::<Vec<_>>(),
+        0,
+    )
+    .mean_dim([0].as_slice(), false, None::<Kind>)
+}
+
+/// The name of a set's split at multiplier `m` in a sweep (its seed is named by it).
+fn set_tag(label: &str, m: f64) -> String {
+    format!("{label}/m={m}")
 }
 
 /// Table 3's runs: `rows[set][n]`.
@@ -958,19 +981,15 @@ impl<'a> CodePipeline<'a> {
             .sweep(name, model_keys, &set_keys(sets), ms);
         let runs = self.cp.runs;
         super::stage::cached_keyed_eval(&self.evals_dir, &key, || {
-            let on = |tag: &str, split: &Split| {
-                self.seeds.seed_torch(&format!("sweep/{name}/{tag}"));
-                model.accuracies(split, runs, self.chunks)
-            };
-            let validation = on("validation", &self.clean_validation);
-            let test = on("test", &self.clean_test);
+            let mut accuracies = self.sweep_splits(sets, ms).map(|(tag, split)| {
+                self.seed_sweep(name, &tag);
+                model.accuracies(&split, runs, self.chunks)
+            });
+            let validation = accuracies.next().unwrap_or_default();
+            let test = accuracies.next().unwrap_or_default();
             let sets = sets
                 .iter()
-                .map(|s| {
-                    ms.iter()
-                        .map(|m| on(&format!("{}/m={m}", s.label), &s.at(*m)))
-                        .collect()
-                })
+                .map(|_| accuracies.by_ref().take(ms.len()).collect())
                 .collect();
             Ok(SweepEval {
                 validation,
@@ -978,6 +997,30 @@ impl<'a> CodePipeline<'a> {
                 sets,
             })
         })
+    }
+
+    /// The splits of a sweep in order, each with its name: the clean validation and
+    /// test images, then each set at each multiplier (x + m·r).
+    fn sweep_splits<'s>(
+        &'s self,
+        sets: &'s [KeptSet],
+        ms: &'s [f64],
+    ) -> impl Iterator<Item = (String, Split)> + 's {
+        let clean = [
+            ("validation", &self.clean_validation),
+            ("test", &self.clean_test),
+        ]
+        .into_iter()
+        .map(|(tag, split)| (tag.to_owned(), split.head(split.len())));
+        let perturbed = sets
+            .iter()
+            .flat_map(move |s| ms.iter().map(move |m| (set_tag(&s.label, *m), s.at(*m))));
+        clean.chain(perturbed)
+    }
+
+    /// Seeds libtorch for the sweep of the model `name` on the split `tag`.
+    fn seed_sweep(&self, name: &str, tag: &str) {
+        self.seeds.seed_torch(&format!("sweep/{name}/{tag}"));
     }
 }
 
@@ -1742,14 +1785,40 @@ impl CodeRun<'_> {
                 kept_fraction: s.kept() as f64 / s.n_attacked.max(1) as f64,
                 mean_distortion: s.mean_distortion, attack_seconds: s.seconds,
             }).collect::<Vec<_>>(),
-            "models": self.trained.all().iter().zip(self.grid.all()).map(|(r, m)| CodeModelRow {
-                name: m.name.clone(), model: r.meta.model.describe(), key: r.key.clone(),
-                epochs_run: r.meta.epochs_run,
-                final_validation_accuracy: r.meta.best_validation_accuracy,
-                train_seconds: r.meta.wall_seconds, recipe: r.meta.recipe.clone(),
-            }).collect::<Vec<_>>(),
+            "models": self.model_rows(),
             "meta": meta,
         }))
+    }
+
+    /// Each trained model's row of `models`, with its part of the grid and the
+    /// validation curve its checkpoint recorded.
+    fn model_rows(&self) -> Vec<CodeModelRow> {
+        let groups = ByRole {
+            sources: vec![ModelGroup::Source; self.grid.sources.len()],
+            dets: vec![ModelGroup::Deterministic; self.grid.dets.len()],
+            bnns: vec![ModelGroup::Bnn; self.grid.bnns.len()],
+            matched_init: ModelGroup::Control,
+            members: vec![ModelGroup::Control; self.grid.members.len()],
+        };
+        self.trained
+            .all()
+            .iter()
+            .zip(self.grid.all())
+            .zip(groups.all())
+            .map(|((r, m), group)| CodeModelRow {
+                name: m.name.clone(),
+                model: r.meta.model.describe(),
+                key: r.key.clone(),
+                epochs_run: r.meta.epochs_run,
+                final_validation_accuracy: r.meta.best_validation_accuracy,
+                train_seconds: r.meta.wall_seconds,
+                recipe: r.meta.recipe.clone(),
+                group: Some(*group),
+                spec: Some(r.meta.model.clone()),
+                best_epoch: Some(r.meta.best_epoch),
+                validation_curve: Some(train::validation_curve(&r.meta)),
+            })
+            .collect()
     }
 
     /// The command that remakes this run.
@@ -1771,8 +1840,13 @@ impl CodeRun<'_> {
             PruneMode::Global => " --pruning global",
             PruneMode::PerTensor => "",
         };
+        let per_example = if cfg.per_example {
+            " --per-example"
+        } else {
+            ""
+        };
         format!(
-            "bayes-robust --seed {} --threads {} reproduce --profile {} --protocol code{budget}{mult}{pruning}{}",
+            "bayes-robust --seed {} --threads {} reproduce --profile {} --protocol code{budget}{mult}{pruning}{per_example}{}",
             cfg.master_seed,
             cfg.threads,
             cfg.profile.name,
@@ -1846,7 +1920,16 @@ pub fn reproduce_code(
         mult,
         budget,
     };
-    let results = run.results_json(run.meta(&raw, stages, started))?;
+    let mut results = run.results_json(run.meta(&raw, stages, started))?;
+    let per_example_files: Vec<String> = if cfg.per_example {
+        per_example_code::export(&pipeline, &evaluated, &sets, &ms, &cfg.out_dir)?
+            .iter()
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    results["per_example_files"] = json!(per_example_files);
     let path = write_results(cfg, &results)?;
     if cfg.verbose {
         eprintln!("wrote {}", path.display());

@@ -7,6 +7,7 @@ pub mod examples;
 pub mod executor;
 pub mod flops;
 pub mod keys;
+mod per_example_io;
 pub mod plan;
 pub mod reproduce;
 pub mod seeds;

@@ -501,22 +501,12 @@ impl Pipeline<'_> {
         sets: &[PerturbationSet],
     ) -> Result<(Timed<PruneEval>, bool), ReproduceError> {
         let mode = self.cfg.prune_mode_or(PruneMode::Global);
-        let key = match mode {
-            PruneMode::Global => self.eval_key("table4", &ready.key, sets),
-            PruneMode::PerTensor => self.eval_key("table4-per-tensor", &ready.key, sets),
-        };
+        let key = self.eval_key(per_example::table4_name(mode), &ready.key, sets);
         let p = self.cfg.profile.clone();
         self.cached_keyed(&key, || {
             let (mut per_rate, mut pruned_weights) = (Vec::new(), Vec::new());
             for &rate in &p.prune_rates {
-                let key = ready.key.clone();
-                let TrainedModel::Bnn { bnn, .. } = &mut ready.model else {
-                    return Err(ReproduceError::WrongModel {
-                        key,
-                        expected: "a BNN",
-                    });
-                };
-                pruned_weights.push(bnn.prune_with(mode, rate)?);
+                pruned_weights.push(prune_at(ready, mode, rate)?);
                 let bnn = bnn_of(ready)?;
                 per_rate.push(self.eval_all(sets, |split_name, split| {
                     self.seeds
@@ -540,6 +530,18 @@ impl Pipeline<'_> {
             })
         })
     }
+}
+
+/// Prunes the BNN `ready` at `rate` (SNR |μ|/σ, `mode`); returns the weights pruned.
+fn prune_at(ready: &mut Ready, mode: PruneMode, rate: f64) -> Result<usize, ReproduceError> {
+    let key = ready.key.clone();
+    let TrainedModel::Bnn { bnn, .. } = &mut ready.model else {
+        return Err(ReproduceError::WrongModel {
+            key,
+            expected: "a BNN",
+        });
+    };
+    Ok(bnn.prune_with(mode, rate)?)
 }
 
 /// Bootstrap resamples of the test images behind every calibration interval.
@@ -855,6 +857,12 @@ impl TrainedGrid {
     fn bnn_index(rho: f64) -> usize {
         RHO_INITS.iter().position(|r| *r == rho).unwrap_or(0)
     }
+
+    /// Table 3's BNN: its name and its trained model.
+    fn table3(&self) -> (&str, &Ready) {
+        let i = Self::bnn_index(TABLE3_RHO);
+        (&self.bnns[i].name, &self.bnn_ready[i])
+    }
 }
 
 /// What the evaluation stage made: Tables 1–4 and calibration.
@@ -900,7 +908,7 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
     let (evals, report) = eval_stage(&pipeline, &mut grid, &sets)?;
     stages.push(report);
     let per_example_files = if cfg.per_example {
-        per_example_stage(&pipeline, &grid, &sets)?
+        per_example_stage(&pipeline, &mut grid, &sets)?
     } else {
         Vec::new()
     };
@@ -1174,21 +1182,30 @@ fn calibration_eval(
 /// the names of the files written.
 fn per_example_stage(
     pipeline: &Pipeline,
-    grid: &TrainedGrid,
+    grid: &mut TrainedGrid,
     sets: &[PerturbationSet],
 ) -> Result<Vec<String>, ReproduceError> {
     let cfg = pipeline.cfg;
+    let t4 = TrainedGrid::bnn_index(TABLE4_RHO);
+    let pruning = pipeline.per_example_pruning(&mut grid.bnn_ready[t4], sets)?;
+    let grid: &TrainedGrid = grid;
     let models = per_example::evaluated(grid);
     std::fs::create_dir_all(&cfg.out_dir).map_err(|e| ReproduceError::Write {
         path: cfg.out_dir.clone(),
         reason: e.to_string(),
     })?;
-    Ok(
-        per_example::export(pipeline, &models, &grid.source_ready, sets, &cfg.out_dir)?
-            .iter()
-            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-            .collect(),
-    )
+    Ok(per_example::export(
+        pipeline,
+        &models,
+        &grid.source_ready,
+        grid.table3(),
+        (&grid.bnns[t4].name, pruning),
+        sets,
+        &cfg.out_dir,
+    )?
+    .iter()
+    .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+    .collect())
 }
 
 /// A typed section of results.json as JSON.

@@ -17,6 +17,7 @@ use super::{Result, embed_figure, fmt_param};
 use crate::experiment::ModelGroup;
 use crate::experiment::examples::{ExampleSet, PerturbationExamples};
 use crate::model::checkpoint::ModelSpec;
+use crate::model::mlp::MlpInit;
 use crate::stats::MeanCi;
 
 const SIDE: usize = 28;
@@ -137,12 +138,33 @@ struct TrainedRow {
     validation_curve: Vec<f64>,
 }
 
-/// The series name of a model within its panel: its λ or ρ_init.
-fn grid_name(spec: &ModelSpec) -> String {
-    match spec {
-        ModelSpec::Mlp { lambda, .. } => format!("λ={}", fmt_param(*lambda)),
-        ModelSpec::Bnn { config } => format!("ρ_init={}", config.rho_init),
+/// The series name of a model within its panel: its λ or ρ_init, or a control's
+/// initialisation.
+fn grid_name(group: ModelGroup, spec: &ModelSpec) -> String {
+    match (group, spec) {
+        (ModelGroup::Control, ModelSpec::Mlp { config, .. }) => match config.init {
+            MlpInit::GlorotUniform => "Glorot init".into(),
+            MlpInit::TruncatedNormal { .. } => "BNN's init".into(),
+        },
+        (_, ModelSpec::Mlp { lambda, .. }) => format!("λ={}", fmt_param(*lambda)),
+        (_, ModelSpec::Bnn { config }) => format!("ρ_init={}", config.rho_init),
     }
+}
+
+/// `names` with a repeated name numbered by its place among its repeats (`Glorot
+/// init 1`, `Glorot init 2`), so that every series of a panel has its own entry.
+fn numbered(names: Vec<String>) -> Vec<String> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            if names.iter().filter(|m| *m == n).count() < 2 {
+                return n.clone();
+            }
+            let k = names[..i].iter().filter(|m| *m == n).count() + 1;
+            format!("{n} {k}")
+        })
+        .collect()
 }
 
 /// Training curves: validation accuracy after each epoch of every model of the grid,
@@ -156,6 +178,7 @@ pub fn training_curves(r: &Value) -> Option<SmallMultiples> {
             ModelGroup::Source => format!("sources {}", row.spec.arch()),
             ModelGroup::Deterministic => format!("deterministic {}", row.spec.arch()),
             ModelGroup::Bnn => format!("BNNs {}", row.spec.arch()),
+            ModelGroup::Control => format!("controls {} (BNN recipe)", row.spec.arch()),
         };
         match panels.iter_mut().find(|(t, _)| *t == title) {
             Some((_, members)) => members.push(row),
@@ -170,18 +193,26 @@ pub fn training_curves(r: &Value) -> Option<SmallMultiples> {
         .map(|(title, members)| {
             let family = |row: &TrainedRow| match row.group {
                 ModelGroup::Bnn => Family::Bnn,
-                _ => Family::Deterministic,
+                ModelGroup::Control => Family::Control,
+                ModelGroup::Source | ModelGroup::Deterministic => Family::Deterministic,
             };
+            let names = numbered(
+                members
+                    .iter()
+                    .map(|r| grid_name(r.group, &r.spec))
+                    .collect(),
+            );
             let mut series: Vec<Series> = members
                 .iter()
-                .map(|row| {
+                .zip(names)
+                .map(|(row, name)| {
                     let points = row
                         .validation_curve
                         .iter()
                         .enumerate()
                         .map(|(i, a)| ((i + 1) as f64, 100.0 * a, 100.0 * a, 100.0 * a))
                         .collect();
-                    Series::ours(grid_name(&row.spec), family(row), points).line_only()
+                    Series::ours(name, family(row), points).line_only()
                 })
                 .collect();
             let stops = members
@@ -198,7 +229,11 @@ pub fn training_curves(r: &Value) -> Option<SmallMultiples> {
         })
         .collect();
     Some(SmallMultiples {
-        title: "Validation accuracy per epoch of every model of the grid".into(),
+        title: if r["protocol"] == "code" {
+            "Validation accuracy per epoch of every model of the authors' code protocol".into()
+        } else {
+            "Validation accuracy per epoch of every model of the grid".into()
+        },
         panels,
         columns: 3,
         legend: PanelLegend::Shared,
@@ -211,18 +246,15 @@ pub fn training_section(r: &Value, out_dir: &Path, md: &mut String) -> Result<Ve
         return Ok(Vec::new());
     };
     let meta = super::meta_of(r)?;
-    let recipe = crate::train::Recipe::paper(
-        meta.profile_field("/max_epochs")
-            .and_then(Value::as_u64)
-            .unwrap_or(0) as usize,
-    );
-    let caption = format!(
-        "Validation accuracy (the {} validation images) after every epoch of every model trained for this run, one panel per part of the grid; a grey dot marks the epoch whose weights were kept (early stopping with patience {} on validation accuracy, at most {} epochs). A BNN's is the mean accuracy of {} fixed weight draws, as its trainer judges it.",
-        meta.n_validation,
-        recipe.patience.unwrap_or(0),
-        recipe.max_epochs,
-        recipe.val_draws
-    );
+    let caption = if r["protocol"] == "code" {
+        format!(
+            "Validation accuracy (the {} validation images) after every epoch of every model the authors' code protocol trains (budget {}), one panel per part of the grid; a grey dot marks the epoch whose weights were kept. Each model has its notebook recipe (results.json's `models[].recipe`): the sources and the λ nets SGD on batches of 10,000, the BNNs and the controls the BNNs' batches of 128; as written, each trains a fixed number of epochs and keeps the last weights. A BNN's accuracy is the mean of its trainer's fixed weight draws.",
+            meta.n_validation,
+            r["budget"].as_str().unwrap_or("as written"),
+        )
+    } else {
+        text_training_caption(&meta)
+    };
     Ok(vec![embed_figure(
         &fig,
         out_dir,
@@ -230,6 +262,22 @@ pub fn training_section(r: &Value, out_dir: &Path, md: &mut String) -> Result<Ve
         &caption,
         md,
     )?])
+}
+
+/// The text protocol's training-curve caption: its early stopping, from the profile.
+fn text_training_caption(meta: &crate::results::Meta) -> String {
+    let recipe = crate::train::Recipe::paper(
+        meta.profile_field("/max_epochs")
+            .and_then(Value::as_u64)
+            .unwrap_or(0) as usize,
+    );
+    format!(
+        "Validation accuracy (the {} validation images) after every epoch of every model trained for this run, one panel per part of the grid; a grey dot marks the epoch whose weights were kept (early stopping with patience {} on validation accuracy, at most {} epochs). A BNN's is the mean accuracy of {} fixed weight draws, as its trainer judges it.",
+        meta.n_validation,
+        recipe.patience.unwrap_or(0),
+        recipe.max_epochs,
+        recipe.val_draws
+    )
 }
 
 /// A white-box curve's panel (the model attacked: the λ nets share one, each BNN has

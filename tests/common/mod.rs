@@ -3,7 +3,7 @@
 
 pub mod strategies;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use bayes_robust::data::{ChecksumPolicy, RawDataset, SplitSpec, Splits};
@@ -233,4 +233,60 @@ pub fn quick_config(
         prune_mode: None,
         train_seeds: None,
     }
+}
+
+/// The numbers on the line of `out` that starts with `tag`.
+pub fn printed(out: &str, tag: &str) -> Vec<f64> {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(tag))
+        .unwrap_or_else(|| panic!("no line starting {tag:?} in: {out}"));
+    line.split_whitespace()
+        .filter_map(|t| t.parse::<f64>().ok())
+        .collect()
+}
+
+/// Runs the Python example `script` (relative to the repository `root`) on the report
+/// folder `dir` with the project venv's Python (numpy): its `cell` line must be
+/// results.json's Table 2 cell of the ρ_init = −3 BNN on the first set, and its
+/// `margin` line the best BNN's set average minus the best deterministic net's, inside
+/// the CI it prints.
+pub fn assert_python_example(r: &serde_json::Value, root: &Path, script: &str, dir: &Path) {
+    let python = root.join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: scripts/setup.sh makes it (with numpy)",
+        python.display()
+    );
+    let out = std::process::Command::new(&python)
+        .arg(root.join(script))
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let cell = printed(&stdout, "cell");
+    let want = r["table2_perturbed"]["bnn"]["rows"][0][3]["mean"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        (cell.last().unwrap() - want).abs() < 1e-4,
+        "{stdout} vs {want}"
+    );
+    let best = |g: &str| {
+        r["table2_perturbed"][g]["average"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["mean"].as_f64().unwrap())
+            .fold(f64::NEG_INFINITY, f64::max)
+    };
+    let margin = printed(&stdout, "margin");
+    let want = best("bnn") - best("deterministic");
+    assert!((margin[0] - want).abs() < 1e-4, "{stdout} vs {want}");
+    assert!(margin[1] <= margin[0] && margin[0] <= margin[2], "{stdout}");
 }

@@ -17,7 +17,7 @@ use crate::data::{ChecksumPolicy, Dataset, RawDataset, SplitSpec};
 use crate::experiment::Profile;
 use crate::experiment::executor::{self, JobRun, JobRunOptions};
 use crate::experiment::flops;
-use crate::experiment::keys::Key;
+use crate::experiment::keys::{self, Key};
 use crate::experiment::plan::{DrainReport, Job, JobKind, Plan};
 use crate::experiment::stage::{ReproduceConfig, ReproduceError};
 use crate::experiment::{TABLE3_RHO, TABLE4_RHO};
@@ -39,6 +39,8 @@ pub(super) enum CodeTask {
     TrainingRows,
     /// One evaluation model's sweep.
     Sweep(EvalSource),
+    /// `--per-example`: one evaluation model's per-example counts on its sweep's splits.
+    PerExample(EvalSource),
     Table3,
     Table4,
 }
@@ -224,17 +226,38 @@ fn eval_jobs(
         ),
         CodeTask::TrainingRows,
     ));
-    for spec in eval_specs(&grid, &keys, sigmas.as_deref())? {
-        let runs = cp.runs * spec.inputs.len();
-        out.push((
-            job(
+    let specs = eval_specs(&grid, &keys, sigmas.as_deref())?;
+    let sweeps: Vec<(Job, CodeTask)> = specs
+        .iter()
+        .map(|spec| {
+            let runs = cp.runs * spec.inputs.len();
+            let sweep = job(
                 ek.sweep(&spec.name, &spec.keys, &set_ids, &ms),
                 format!("sweep of {}", spec.name),
                 &spec.inputs,
                 passes(runs, ms.len()),
-            ),
-            CodeTask::Sweep(spec.source),
-        ));
+            );
+            (sweep, CodeTask::Sweep(spec.source))
+        })
+        .collect();
+    if cfg.per_example {
+        // The same work as each sweep, counted per example.
+        let counts: Vec<(Job, CodeTask)> = specs
+            .iter()
+            .zip(&sweeps)
+            .map(|(spec, (sweep, _))| {
+                let job = Job {
+                    key: keys::per_example_counts(&spec.name, &sweep.key),
+                    label: format!("per-example counts of {}", spec.name),
+                    ..sweep.clone()
+                };
+                (job, CodeTask::PerExample(spec.source))
+            })
+            .collect();
+        out.extend(sweeps);
+        out.extend(counts);
+    } else {
+        out.extend(sweeps);
     }
     let table3: usize = p
         .ensemble_ns
@@ -304,14 +327,18 @@ impl CodePipeline<'_> {
             CodeTask::TrainingRows => {
                 self.training_rows(&grid.all(), &trained.all())?;
             }
-            CodeTask::Sweep(source) => {
+            CodeTask::Sweep(source) | CodeTask::PerExample(source) => {
                 let noise = NoiseControls::new(&trained)?;
                 let ms = multiplier_grid(&self.cp.multipliers, mult);
                 if let Some(e) = super::evaluated_models(grid, &trained, &noise)?
                     .iter()
                     .find(|e| e.source == *source)
                 {
-                    self.sweep(&e.name, &e.keys, &e.model, &sets, &ms)?;
+                    if matches!(task, CodeTask::Sweep(_)) {
+                        self.sweep(&e.name, &e.keys, &e.model, &sets, &ms)?;
+                    } else {
+                        let _counts = self.per_example_counts(e, &sets, &ms)?;
+                    }
                 }
             }
             CodeTask::Table3 => {

@@ -89,6 +89,10 @@ enum EvalTask {
     /// `--per-example`: each example's correct-run count of the i-th evaluation model
     /// (the λ nets, then the BNNs).
     PerExample(usize),
+    /// `--per-example`: Table 3 replayed per example.
+    EnsemblesPerExample,
+    /// `--per-example`: Table 4 replayed per example.
+    PruningPerExample,
 }
 
 impl Pipeline<'_> {
@@ -274,6 +278,26 @@ impl Pipeline<'_> {
     }
 
     /// The evaluation jobs: each reads its model(s) and every min-norm set.
+    /// `job` with its task, then, with `--per-example`, its replay per example: the
+    /// task `replay.0` under the key [`keys::per_example_counts`] of the name `replay.1`
+    /// and the job's key, with the job's inputs and work.
+    fn with_replay(
+        &self,
+        job: Job,
+        task: EvalTask,
+        replay: (EvalTask, &str),
+    ) -> Vec<(Job, EvalTask)> {
+        if !self.cfg.per_example {
+            return vec![(job, task)];
+        }
+        let counts = Job {
+            key: keys::per_example_counts(replay.1, &job.key),
+            label: format!("per-example {}", job.label),
+            ..job.clone()
+        };
+        vec![(job, task), (counts, replay.0)]
+    }
+
     fn eval_jobs(
         &self,
         grid: &Grid,
@@ -354,14 +378,12 @@ impl Pipeline<'_> {
             "Table 3 (ensembles)".into(),
             passes,
         );
-        out.push((j, EvalTask::Ensembles));
-        let what = match self.cfg.prune_mode_or(PruneMode::Global) {
-            PruneMode::Global => "table4",
-            PruneMode::PerTensor => "table4-per-tensor",
-        };
+        let replay = (EvalTask::EnsemblesPerExample, "table3");
+        out.extend(self.with_replay(j, EvalTask::Ensembles, replay));
+        let what = super::per_example::table4_name(self.cfg.prune_mode_or(PruneMode::Global));
         let passes = splits * (p.prune_rates.len() * p.prune_runs * p.prune_ensemble) as f64;
         let j = job(what, vec![bnn_key(t4)], "Table 4 (pruning)".into(), passes);
-        out.push((j, EvalTask::Pruning));
+        out.extend(self.with_replay(j, EvalTask::Pruning, (EvalTask::PruningPerExample, what)));
         let models: Vec<String> = std::iter::once(bnn_key(t3))
             .chain((0..n_det).map(det_key))
             .collect();
@@ -427,6 +449,13 @@ impl Pipeline<'_> {
             }
             EvalTask::Calibration => {
                 super::calibration_eval(self, &g, &sets)?;
+            }
+            EvalTask::PruningPerExample => {
+                let t4 = TrainedGrid::bnn_index(TABLE4_RHO);
+                let _counts = self.per_example_pruning(&mut g.bnn_ready[t4], &sets)?;
+            }
+            EvalTask::EnsemblesPerExample => {
+                let _arrays = self.per_example_ensembles(g.table3().1, &sets)?;
             }
             EvalTask::PerExample(i) => {
                 if let Some(e) = super::per_example::evaluated(&g).get(i) {

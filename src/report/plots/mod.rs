@@ -25,7 +25,8 @@
 //!     and a diverging red–white–blue scale for perturbations, each captioned with
 //!     what a reader needs (label, prediction, norm).
 //! 11. Numeric ticks are written as a reader writes them ([`tick_label`]): `10`, not
-//!     `10.0`, so that a panel's ticks do not run into each other.
+//!     `10.0`, and a narrow panel has fewer of them ([`TextSizes::x_ticks`]), so that
+//!     ticks never run into each other.
 
 mod images;
 mod multiples;
@@ -224,6 +225,9 @@ pub struct TextSizes {
     pub label: u32,
     pub desc: u32,
     pub legend: u32,
+    /// About how many ticks a numeric x axis carries (fewer where the chart is narrow
+    /// and its text large, so that labels such as `100 120 140` do not run together).
+    pub x_ticks: usize,
 }
 
 impl TextSizes {
@@ -233,6 +237,7 @@ impl TextSizes {
         label: 18,
         desc: 19,
         legend: 17,
+        x_ticks: 10,
     };
     /// A panel of [`SmallMultiples`]: the SVG is wider than the page and shrinks with it.
     pub const PANEL: Self = Self {
@@ -240,6 +245,7 @@ impl TextSizes {
         label: 17,
         desc: 17,
         legend: 16,
+        x_ticks: 6,
     };
 }
 
@@ -478,7 +484,7 @@ impl Figure {
                     .light_line_style(TRANSPARENT);
                 mesh.y_label_formatter(&tick_label);
                 if names.is_empty() {
-                    mesh.x_label_formatter(&tick_label);
+                    mesh.x_labels(sizes.x_ticks).x_label_formatter(&tick_label);
                 } else {
                     mesh.x_labels(names.len()).x_label_formatter(&category);
                 }
