@@ -152,9 +152,7 @@ impl Pipeline<'_> {
             Ok(Tensor::stack(&counts, 0))
         })
     }
-}
 
-impl Pipeline<'_> {
     /// Table 3 replayed per example on the BNN `ready`: per ensemble size N and set, how
     /// many of the N-draw ensemble's runs classify each example correctly (`[ns, sets,
     /// n]` i64), and the largest ensemble's first run's mean softmax (`[sets, n, 10]`
@@ -191,8 +189,8 @@ impl Pipeline<'_> {
                                 self.ensemble_runs_for(n),
                                 self.chunks,
                             );
-                            if n == n_max {
-                                probs.push(runs[0].to_kind(Kind::Half));
+                            if let Some(first) = runs.first().filter(|_| n == n_max) {
+                                probs.push(first.to_kind(Kind::Half));
                             }
                             eval::correct_counts_of(&runs, &split.labels)
                         })
@@ -203,9 +201,7 @@ impl Pipeline<'_> {
             Ok([Tensor::stack(&counts, 0), Tensor::stack(&probs, 0)])
         })
     }
-}
 
-impl Pipeline<'_> {
     /// Table 4 replayed per example on the BNN `ready`: per pruning rate and split
     /// (validation, test, each set), how many of the pruned ensemble's runs classify each
     /// example correctly, `[rates, splits, n]` i64, cached. `ready` is unpruned after.
