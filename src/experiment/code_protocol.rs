@@ -547,6 +547,14 @@ fn set_tag(label: &str, m: f64) -> String {
     format!("{label}/m={m}")
 }
 
+/// One split of a sweep: its name (its seed's), the set's index and multiplier (none
+/// for clean images), and the images as evaluated.
+struct SweepSplit {
+    tag: String,
+    set: Option<(usize, f64)>,
+    split: Split,
+}
+
 /// Table 3's runs: `rows[set][n]`.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct EnsembleRows {
@@ -981,9 +989,9 @@ impl<'a> CodePipeline<'a> {
             .sweep(name, model_keys, &set_keys(sets), ms);
         let runs = self.cp.runs;
         super::stage::cached_keyed_eval(&self.evals_dir, &key, || {
-            let mut accuracies = self.sweep_splits(sets, ms).map(|(tag, split)| {
-                self.seed_sweep(name, &tag);
-                model.accuracies(&split, runs, self.chunks)
+            let mut accuracies = self.sweep_splits(sets, ms).map(|s| {
+                self.seed_sweep(name, &s.tag);
+                model.accuracies(&s.split, runs, self.chunks)
             });
             let validation = accuracies.next().unwrap_or_default();
             let test = accuracies.next().unwrap_or_default();
@@ -999,22 +1007,30 @@ impl<'a> CodePipeline<'a> {
         })
     }
 
-    /// The splits of a sweep in order, each with its name: the clean validation and
-    /// test images, then each set at each multiplier (x + m·r).
+    /// The splits of a sweep in order: the clean validation and test images, then each
+    /// set at each multiplier (x + m·r).
     fn sweep_splits<'s>(
         &'s self,
         sets: &'s [KeptSet],
         ms: &'s [f64],
-    ) -> impl Iterator<Item = (String, Split)> + 's {
+    ) -> impl Iterator<Item = SweepSplit> + 's {
         let clean = [
             ("validation", &self.clean_validation),
             ("test", &self.clean_test),
         ]
         .into_iter()
-        .map(|(tag, split)| (tag.to_owned(), split.head(split.len())));
-        let perturbed = sets
-            .iter()
-            .flat_map(move |s| ms.iter().map(move |m| (set_tag(&s.label, *m), s.at(*m))));
+        .map(|(tag, split)| SweepSplit {
+            tag: tag.to_owned(),
+            set: None,
+            split: split.head(split.len()),
+        });
+        let perturbed = sets.iter().enumerate().flat_map(move |(k, s)| {
+            ms.iter().map(move |m| SweepSplit {
+                tag: set_tag(&s.label, *m),
+                set: Some((k, *m)),
+                split: s.at(*m),
+            })
+        });
         clean.chain(perturbed)
     }
 

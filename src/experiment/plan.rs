@@ -86,6 +86,16 @@ impl Job {
         })
     }
 
+    /// `--per-example`'s replay of this evaluation under the name `name`: the same inputs
+    /// and work, keyed by [`super::keys::per_example_counts`] of `name` and this job's key.
+    pub fn per_example_replay(&self, name: &str) -> Job {
+        Job {
+            key: super::keys::per_example_counts(name, &self.key),
+            label: format!("per-example {}", self.label),
+            ..self.clone()
+        }
+    }
+
     /// Whether its artifact is complete and verified in `runs` (a checkpoint's weights
     /// against its sidecar's hash, an artifact's record and tensors against its
     /// integrity record).

@@ -113,9 +113,9 @@ impl CodePipeline<'_> {
         cached_counts(&self.evals_dir, &key, &meta, || {
             let counts: Vec<Tensor> = self
                 .sweep_splits(sets, ms)
-                .map(|(tag, split)| {
-                    self.seed_sweep(&e.name, &tag);
-                    e.model.correct_counts(&split, runs, self.chunks)
+                .map(|s| {
+                    self.seed_sweep(&e.name, &s.tag);
+                    e.model.correct_counts(&s.split, runs, self.chunks)
                 })
                 .collect();
             Ok(Tensor::cat(&counts, 0))
@@ -129,33 +129,22 @@ fn split_entries(
     sets: &[KeptSet],
     ms: &[f64],
 ) -> (Vec<SplitEntry>, Tensor) {
-    let mut entries = Vec::new();
-    let mut labels = Vec::new();
     let mut start = 0;
-    let mut push = |name: String, set: Option<usize>, multiplier: Option<f64>, l: &Tensor| {
-        let end = start + l.size()[0] as usize;
-        entries.push(SplitEntry {
-            name,
-            set,
-            multiplier,
-            start,
-            end,
-        });
-        labels.push(l.shallow_clone());
-        start = end;
-    };
-    push(
-        "validation".into(),
-        None,
-        None,
-        &pipeline.clean_validation.labels,
-    );
-    push("test".into(), None, None, &pipeline.clean_test.labels);
-    for (k, s) in sets.iter().enumerate() {
-        for m in ms {
-            push(super::set_tag(&s.label, *m), Some(k), Some(*m), &s.labels);
-        }
-    }
+    let (entries, labels): (Vec<SplitEntry>, Vec<Tensor>) = pipeline
+        .sweep_splits(sets, ms)
+        .map(|s| {
+            let end = start + s.split.len();
+            let entry = SplitEntry {
+                name: s.tag,
+                set: s.set.map(|(k, _)| k),
+                multiplier: s.set.map(|(_, m)| m),
+                start,
+                end,
+            };
+            start = end;
+            (entry, s.split.labels)
+        })
+        .unzip();
     (entries, Tensor::cat(&labels, 0))
 }
 

@@ -17,7 +17,7 @@ use crate::data::{ChecksumPolicy, Dataset, RawDataset, SplitSpec};
 use crate::experiment::Profile;
 use crate::experiment::executor::{self, JobRun, JobRunOptions};
 use crate::experiment::flops;
-use crate::experiment::keys::{self, Key};
+use crate::experiment::keys::Key;
 use crate::experiment::plan::{DrainReport, Job, JobKind, Plan};
 use crate::experiment::stage::{ReproduceConfig, ReproduceError};
 use crate::experiment::{TABLE3_RHO, TABLE4_RHO};
@@ -240,25 +240,17 @@ fn eval_jobs(
             (sweep, CodeTask::Sweep(spec.source))
         })
         .collect();
-    if cfg.per_example {
-        // The same work as each sweep, counted per example.
-        let counts: Vec<(Job, CodeTask)> = specs
-            .iter()
-            .zip(&sweeps)
-            .map(|(spec, (sweep, _))| {
-                let job = Job {
-                    key: keys::per_example_counts(&spec.name, &sweep.key),
-                    label: format!("per-example counts of {}", spec.name),
-                    ..sweep.clone()
-                };
-                (job, CodeTask::PerExample(spec.source))
-            })
-            .collect();
-        out.extend(sweeps);
-        out.extend(counts);
-    } else {
-        out.extend(sweeps);
-    }
+    let replays: Vec<(Job, CodeTask)> = specs
+        .iter()
+        .zip(&sweeps)
+        .filter(|_| cfg.per_example)
+        .map(|(spec, (sweep, _))| {
+            let replay = sweep.per_example_replay(&spec.name);
+            (replay, CodeTask::PerExample(spec.source))
+        })
+        .collect();
+    out.extend(sweeps);
+    out.extend(replays);
     let table3: usize = p
         .ensemble_ns
         .iter()

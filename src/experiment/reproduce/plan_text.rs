@@ -23,7 +23,6 @@ use crate::model::bayes::PruneMode;
 use crate::attack::MinNormAttack;
 use crate::experiment::executor::{self, JobRun, JobRunOptions};
 use crate::experiment::flops;
-use crate::experiment::keys;
 use crate::experiment::plan::{DrainReport, Finish, Job, JobKind, Plan};
 use crate::experiment::whitebox_targets::{GridRef, Role};
 use crate::model::Arch;
@@ -277,10 +276,8 @@ impl Pipeline<'_> {
         }
     }
 
-    /// The evaluation jobs: each reads its model(s) and every min-norm set.
-    /// `job` with its task, then, with `--per-example`, its replay per example: the
-    /// task `replay.0` under the key [`keys::per_example_counts`] of the name `replay.1`
-    /// and the job's key, with the job's inputs and work.
+    /// `job` with its task, then, with `--per-example`, its replay per example
+    /// ([`Job::per_example_replay`] under the name `replay.1`) with the task `replay.0`.
     fn with_replay(
         &self,
         job: Job,
@@ -290,14 +287,11 @@ impl Pipeline<'_> {
         if !self.cfg.per_example {
             return vec![(job, task)];
         }
-        let counts = Job {
-            key: keys::per_example_counts(replay.1, &job.key),
-            label: format!("per-example {}", job.label),
-            ..job.clone()
-        };
+        let counts = job.per_example_replay(replay.1);
         vec![(job, task), (counts, replay.0)]
     }
 
+    /// The evaluation jobs: each reads its model(s) and every min-norm set.
     fn eval_jobs(
         &self,
         grid: &Grid,
@@ -361,12 +355,7 @@ impl Pipeline<'_> {
                 .zip(&out)
                 .enumerate()
                 .map(|(i, (gm, (eval, _)))| {
-                    let job = Job {
-                        key: keys::per_example_counts(&gm.name, &eval.key),
-                        label: format!("per-example counts of {}", gm.name),
-                        ..eval.clone()
-                    };
-                    (job, EvalTask::PerExample(i))
+                    (eval.per_example_replay(&gm.name), EvalTask::PerExample(i))
                 })
                 .collect();
             out.extend(counts);
