@@ -18,3 +18,4 @@ pub mod runtime;
 pub mod seed;
 pub mod stats;
 pub mod train;
+pub mod verdicts;

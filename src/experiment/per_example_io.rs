@@ -67,22 +67,71 @@ pub(crate) fn write_per_example(
     arrays: &[(&str, Tensor)],
     index: &impl serde::Serialize,
 ) -> Result<Vec<PathBuf>, ReproduceError> {
+    write_named(out_dir, "per_example", arrays, index)
+}
+
+/// Writes `<stem>.npz` (the arrays) and `<stem>.json` (the index) into `out_dir`, each
+/// atomically; returns both paths.
+pub(crate) fn write_named(
+    out_dir: &Path,
+    stem: &str,
+    arrays: &[(&str, Tensor)],
+    index: &impl serde::Serialize,
+) -> Result<Vec<PathBuf>, ReproduceError> {
     let err = |path: &Path, e: String| ReproduceError::Write {
         path: path.to_owned(),
         reason: e,
     };
     std::fs::create_dir_all(out_dir).map_err(|e| err(out_dir, e.to_string()))?;
-    let npz = out_dir.join("per_example.npz");
-    let tmp = out_dir.join(format!(".per_example.npz.tmp{}", std::process::id()));
+    let npz = out_dir.join(format!("{stem}.npz"));
+    let tmp = out_dir.join(format!(".{stem}.npz.tmp{}", std::process::id()));
     let cpu: Vec<(&str, Tensor)> = arrays
         .iter()
         .map(|(n, t)| (*n, t.to_device(tch::Device::Cpu)))
         .collect();
     Tensor::write_npz(&cpu, &tmp).map_err(|e| err(&npz, e.to_string()))?;
-    std::fs::rename(&tmp, &npz).map_err(|e| err(&npz, e.to_string()))?;
-    let json_path = out_dir.join("per_example.json");
+    let deflated = out_dir.join(format!(".{stem}.npz.deflate{}", std::process::id()));
+    deflate_zip(&tmp, &deflated).map_err(|e| err(&npz, e))?;
+    let _ = std::fs::remove_file(&tmp);
+    std::fs::rename(&deflated, &npz).map_err(|e| err(&npz, e.to_string()))?;
+    let json_path = out_dir.join(format!("{stem}.json"));
     let text = serde_json::to_string_pretty(index).map_err(|e| err(&json_path, e.to_string()))?;
     crate::fsio::write_atomic(&json_path, text.as_bytes())
         .map_err(|e| err(&json_path, e.to_string()))?;
     Ok(vec![npz, json_path])
+}
+
+/// The smallest integer kind that holds counts up to `max`: u8 (12 sets × 20 draws is
+/// 240), else i16.
+pub(crate) fn count_kind(max: usize) -> tch::Kind {
+    if max <= 255 {
+        tch::Kind::Uint8
+    } else {
+        tch::Kind::Int16
+    }
+}
+
+/// Copies the zip archive `from` (tch's uncompressed npz) to `to` with every member
+/// deflated and a fixed timestamp (1980-01-01), so the same arrays give the same bytes.
+/// numpy reads it as it reads `np.savez_compressed`'s files.
+pub(crate) fn deflate_zip(from: &Path, to: &Path) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let what = |p: &Path, e: &dyn std::fmt::Display| format!("{}: {e}", p.display());
+    let input = std::fs::File::open(from).map_err(|e| what(from, &e))?;
+    let mut archive = zip::ZipArchive::new(input).map_err(|e| what(from, &e))?;
+    let output = std::fs::File::create(to).map_err(|e| what(to, &e))?;
+    let mut writer = zip::ZipWriter::new(output);
+    let options = zip::write::FileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated)
+        .last_modified_time(zip::DateTime::default());
+    for i in 0..archive.len() {
+        let mut member = archive.by_index(i).map_err(|e| what(from, &e))?;
+        let name = member.name().to_owned();
+        let mut bytes = Vec::with_capacity(member.size() as usize);
+        member.read_to_end(&mut bytes).map_err(|e| what(from, &e))?;
+        writer.start_file(name, options).map_err(|e| what(to, &e))?;
+        writer.write_all(&bytes).map_err(|e| what(to, &e))?;
+    }
+    let file = writer.finish().map_err(|e| what(to, &e))?;
+    file.sync_all().map_err(|e| what(to, &e))
 }

@@ -7,6 +7,7 @@ mod per_example;
 mod plan_seeds;
 mod plan_strength;
 mod plan_text;
+mod strength_counts;
 mod strength_seeds;
 mod strength_stage;
 mod whitebox_stage;
@@ -907,7 +908,7 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
     text_examples(&pipeline, &grid.sources, &grid.source_ready, &sets)?.write(&cfg.out_dir)?;
     let (evals, report) = eval_stage(&pipeline, &mut grid, &sets)?;
     stages.push(report);
-    let per_example_files = if cfg.per_example {
+    let mut per_example_files = if cfg.per_example {
         per_example_stage(&pipeline, &mut grid, &sets)?
     } else {
         Vec::new()
@@ -938,14 +939,30 @@ pub fn reproduce(cfg: &ReproduceConfig) -> Result<Value, ReproduceError> {
                 &grid.bnn_ready,
             )?;
             stages.push(report);
+            if cfg.per_example {
+                let written =
+                    per_example::export_seeds(&extra.counts, pipeline.test.len(), &cfg.out_dir)?;
+                per_example_files.extend(
+                    written
+                        .iter()
+                        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())),
+                );
+            }
             if let Some(strength) = strength.as_mut() {
                 let inputs = strength_seeds::SeedsInputs {
                     grid: &grid,
                     extra: &extra,
                     section: strength,
                 };
-                let (seeds, report) = strength_seeds::run(&pipeline, seeds_stage, inputs)?;
+                let (seeds, report, counts) = strength_seeds::run(&pipeline, seeds_stage, inputs)?;
                 stages.push(report);
+                if cfg.per_example {
+                    per_example_files.extend(
+                        counts.write(&cfg.out_dir)?.iter().filter_map(|p| {
+                            p.file_name().map(|n| n.to_string_lossy().into_owned())
+                        }),
+                    );
+                }
                 strength.seeds = Some(seeds);
             }
             section_value(cfg, &section)?

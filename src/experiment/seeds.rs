@@ -376,6 +376,60 @@ pub(super) fn arrange<'a>(seed0: &'a [Ready], extra: &'a [Ready]) -> Vec<Vec<&'a
 pub(super) struct ExtraSeeds {
     pub dets: Vec<Ready>,
     pub bnns: Vec<Ready>,
+    /// Every λ net's and BNN's per-example counts at every seed ([`SeedCounts`]).
+    pub counts: SeedCounts,
+}
+
+/// Per training seed, model (λ nets, then BNNs) and test image: how many of the seeds
+/// evaluation's single-draw runs are correct, summed over the 12 sets (`correct` `[K,
+/// models, n]` u8; at most 12 × draws), with each model's draws per set. What the
+/// verdicts' CI over seeds × images reads (`per_example_seeds.npz`).
+pub struct SeedCounts {
+    pub models: Vec<String>,
+    pub draws: Vec<usize>,
+    pub sets: usize,
+    pub correct: Tensor,
+}
+
+/// The [`SeedCounts`] of `outcomes` (per family, model, seed: the per-split fractions
+/// of draws correct, splits validation, test, then the sets).
+fn seed_counts(
+    outcomes: &[Family],
+    names: &[&GridModel],
+    draws: &[usize],
+) -> Result<SeedCounts, ReproduceError> {
+    let per_model: Vec<&Vec<(Vec<f64>, Vec<Tensor>)>> = outcomes.iter().flatten().collect();
+    let k = per_model.first().map_or(0, |m| m.len());
+    let mut per_seed = Vec::with_capacity(k);
+    let mut sets = 0;
+    for s in 0..k {
+        let rows: Vec<Tensor> = per_model
+            .iter()
+            .zip(draws)
+            .map(|(seeds, d)| {
+                let splits = &seeds[s].1[2..];
+                sets = splits.len();
+                (Tensor::stack(splits, 0).sum_dim_intlist([0].as_slice(), false, Kind::Double)
+                    * *d as f64)
+                    .round()
+            })
+            .collect();
+        per_seed.push(Tensor::stack(&rows, 0));
+    }
+    if per_seed.is_empty() {
+        return Err(ReproduceError::Write {
+            path: "per_example_seeds.npz".into(),
+            reason: "the seeds stage evaluated no model".into(),
+        });
+    }
+    Ok(SeedCounts {
+        models: names.iter().map(|g| g.name.clone()).collect(),
+        draws: draws.to_vec(),
+        sets,
+        correct: Tensor::stack(&per_seed, 0).to_kind(super::per_example_io::count_kind(
+            sets * draws.iter().copied().max().unwrap_or(1),
+        )),
+    })
 }
 
 /// Runs the seeds stage over `family_dets` and `family_bnns`, whose seed-0 models are
@@ -517,9 +571,12 @@ pub(super) fn run(
         reused,
         flops: Some(flops),
     };
+    let names: Vec<&GridModel> = dets.iter().chain(bnns).collect();
+    let draws: Vec<usize> = names.iter().map(|g| stage.draws_of(&g.spec)).collect();
     let extra = ExtraSeeds {
         dets: extra_dets,
         bnns: extra_bnns,
+        counts: seed_counts(&outcomes, &names, &draws)?,
     };
     Ok((section, report, extra))
 }

@@ -24,14 +24,15 @@ fn cell(c: &MeanCi) -> String {
     format!("{:.2} ± {:.2}", c.mean, c.half_width())
 }
 
-/// Which side a difference a − b favours, judged by its CI.
+/// Which side of 0 a difference a − b's CI over weight draws lies: descriptive, not a
+/// verdict (the CI leaves out test images, seeds and selection).
 fn verdict(d: &MeanCi, a: &str, b: &str) -> String {
     if d.ci95[0] > 0.0 {
-        format!("{a} ahead")
+        format!("draws-only CI above 0: {a} higher")
     } else if d.ci95[1] < 0.0 {
-        format!("{b} ahead")
+        format!("draws-only CI below 0: {b} higher")
     } else {
-        "no difference resolved (CI spans 0)".into()
+        "draws-only CI spans 0".into()
     }
 }
 

@@ -173,18 +173,22 @@ pub fn seeds_section(
     let across = s.margin.across_seeds;
     let verdict = match across {
         Some(a) if a.ci95[0] > 0.0 && a.ci95[0] <= paper_margin && paper_margin <= a.ci95[1] => {
-            "survives: positive across seeds, and the paper's size is inside our CI"
+            "has a Student-t CI across seeds above 0 that contains the paper's size (exploratory: no image resampling, no selection)"
         }
         Some(a) if a.ci95[0] > 0.0 => {
-            "survives in sign only: positive across seeds, but the paper's size is outside our CI"
+            "has a Student-t CI across seeds above 0 that excludes the paper's size (exploratory: no image resampling, no selection)"
         }
-        Some(a) if a.ci95[1] < 0.0 => "does not survive: the sign is reversed across seeds",
-        Some(_) => "does not survive: across seeds the margin's CI spans 0",
-        None => "cannot be judged: too few seeds",
+        Some(a) if a.ci95[1] < 0.0 => {
+            "has a Student-t CI across seeds below 0 (exploratory: no image resampling, no selection)"
+        }
+        Some(_) => {
+            "has a Student-t CI across seeds that spans 0 (exploratory: no image resampling, no selection)"
+        }
+        None => "has no CI across seeds: too few seeds",
     };
     let _ = writeln!(
         md,
-        "\nAcross the {k} seeds the margin is {} points (Student t over seeds); the paper reports {paper_margin:+.1}. {positive} of {} seeds have a paired CI above 0, {negative} below 0. **The paper's margin {verdict}.**\n",
+        "\nAcross the {k} seeds the margin is {} points (Student t over seeds); the paper reports {paper_margin:+.1}. {positive} of {} seeds have a paired CI above 0, {negative} below 0. The margin {verdict}; its verdict is in \"The answer\".\n",
         fmt_ci(&across, true),
         per_seed.len(),
     );

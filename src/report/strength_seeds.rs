@@ -10,9 +10,9 @@ use crate::experiment::strength::{SeedComparison, SeedsAtStrength, Verdict};
 
 fn word(v: Option<Verdict>) -> &'static str {
     match v {
-        Some(Verdict::Holds) => "positive",
-        Some(Verdict::Reversed) => "negative",
-        Some(Verdict::Unresolved) => "not settled (a CI spans 0, or the two disagree)",
+        Some(Verdict::Holds) => "both CIs above 0 (exploratory)",
+        Some(Verdict::Reversed) => "both CIs below 0 (exploratory)",
+        Some(Verdict::Unresolved) => "a CI spans 0, or the two disagree (exploratory)",
         None => "one seed only",
     }
 }
@@ -47,13 +47,13 @@ pub fn seeds_part(section: &SeedsAtStrength, md: &mut String) {
     let k = section.train_seeds;
     let _ = writeln!(
         md,
-        "\n### Across training seeds (points)\n\n{}\n",
+        "\n### Across training seeds (points)\n\n{}\n\nExploratory: the \"above/below 0\" readings here describe these two CIs, which leave out the choice of the best model; they are not verdicts (those are in \"The answer\").\n",
         section.note
     );
     let seed_cols: String = (0..k).map(|s| format!(" seed {s} |")).collect();
     let _ = writeln!(
         md,
-        "| point | comparison | across seeds (Student t) | seeds and images (two-level bootstrap) | verdict |{seed_cols}\n|---|---|---|---|---|{}",
+        "| point | comparison | across seeds (Student t) | seeds and images (two-level bootstrap) | both CIs (exploratory) |{seed_cols}\n|---|---|---|---|---|{}",
         "---|".repeat(k)
     );
     for p in &section.points {

@@ -352,3 +352,43 @@ pub(super) fn export(
     };
     write_per_example(out_dir, &arrays, &index)
 }
+
+/// What `per_example_seeds.json` says of `per_example_seeds.npz`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SeedsIndex {
+    pub note: String,
+    /// Rows of `correct`'s second axis: the λ nets, then the BNNs.
+    pub models: Vec<String>,
+    /// Each model's single-draw runs per set (1 for a deterministic net).
+    pub draws: Vec<usize>,
+    /// Training seeds K (the first axis).
+    pub train_seeds: usize,
+    /// Sets summed over.
+    pub sets: usize,
+    /// Test images (the last axis).
+    pub n: usize,
+}
+
+/// Writes the seeds stage's per-example counts as `per_example_seeds.npz` (`correct`
+/// `[K, models, n]`: correct runs summed over the 12 sets) and `per_example_seeds.json`
+/// into `out_dir`; returns the files written.
+pub(super) fn export_seeds(
+    counts: &crate::experiment::seeds::SeedCounts,
+    n: usize,
+    out_dir: &Path,
+) -> Result<Vec<PathBuf>, ReproduceError> {
+    let index = SeedsIndex {
+        note: "correct[k, m, i]: how many of model m's single-draw runs at training seed k (the seeds study's evaluation: draws[m] runs per set) classify test image i correctly, summed over the 12 perturbation sets (made on the same test images), so that model m's 12-set average at seed k is 100 * mean(correct[k, m]) / (sets * draws[m])".into(),
+        models: counts.models.clone(),
+        draws: counts.draws.clone(),
+        train_seeds: counts.correct.size().first().copied().unwrap_or(0) as usize,
+        sets: counts.sets,
+        n,
+    };
+    crate::experiment::per_example_io::write_named(
+        out_dir,
+        "per_example_seeds",
+        &[("correct", counts.correct.shallow_clone())],
+        &index,
+    )
+}

@@ -11,6 +11,7 @@ use std::time::Instant;
 use tch::{Kind, Tensor};
 
 use super::claim_points::ClaimDesc;
+use super::strength_counts::{StrengthCounts, StudyPoint};
 use super::strength_stage::{control_models, pct as percent, row_label};
 use super::{GridModel, Pipeline, Ready, ReproduceError, StageReport, Timed, TrainedGrid, mlp_of};
 use crate::attack::BudgetReading;
@@ -222,13 +223,18 @@ impl Study<'_, '_> {
 
     /// The mean over the sets of each set's mean distortion at its strength.
     fn mean_distortion(&self, strengths: &[Strength]) -> f64 {
+        let d = self.set_distortions(strengths);
+        d.iter().sum::<f64>() / d.len().max(1) as f64
+    }
+
+    /// Each set's mean distortion at its strength.
+    fn set_distortions(&self, strengths: &[Strength]) -> Vec<f64> {
         let x = &self.pipeline.test.images;
         strengths
             .iter()
             .zip(&self.r)
             .map(|(s, r)| mean_distortion(x, &at_strength(x, r, s.m)))
-            .sum::<f64>()
-            / strengths.len().max(1) as f64
+            .collect()
     }
 
     /// One point: each run's set average and each image's fraction of runs correct
@@ -294,7 +300,7 @@ pub(super) fn run(
     pipeline: &Pipeline,
     seeds_stage: &SeedsStage,
     inputs: SeedsInputs,
-) -> Result<(SeedsAtStrength, StageReport), ReproduceError> {
+) -> Result<(SeedsAtStrength, StageReport, StrengthCounts), ReproduceError> {
     let t0 = Instant::now();
     let cfg = pipeline.cfg;
     let k = seeds_stage.train_seeds;
@@ -333,6 +339,29 @@ pub(super) fn run(
     }
     progress.finish_and_clear();
 
+    let counts = StrengthCounts::of(
+        models.iter().map(|m| m.gm.name.clone()).collect(),
+        models
+            .iter()
+            .map(|m| match m.gm.spec {
+                ModelSpec::Bnn { .. } => study.runs,
+                ModelSpec::Mlp { .. } => 1,
+            })
+            .collect(),
+        study
+            .points
+            .iter()
+            .map(|(name, strengths)| StudyPoint {
+                name: name.clone(),
+                set_distortions: study.set_distortions(strengths),
+            })
+            .collect(),
+        &measured
+            .iter()
+            .map(|seeds| seeds.iter().map(|m| &m.per_image).collect())
+            .collect::<Vec<_>>(),
+        study.r.len(),
+    )?;
     let n_points = study.points.len();
     let seeds_here = measured.iter().map(Vec::len).min().unwrap_or(0);
     let kinds: Vec<(Family, Option<f64>)> = models
@@ -373,7 +402,7 @@ pub(super) fn run(
             .sum::<f64>();
     let section = SeedsAtStrength {
         note: format!(
-            "The strength axis's three headline comparisons across {k} training seeds (seed 0: the main run's models; seeds 1..{}: the seeds study's, and the matched-init control retrained with the same seed names), at the paper-matched multiplier and at m in {:?} (per-example cap, kappa = 0; the same 12 sets for every seed). Per seed: 'best' is chosen at that seed; the margin's CI over {} single weight draws per BNN and set (combined in quadrature), and a paired bootstrap CI over the {} test images ({BOOTSTRAP_RESAMPLES} resamples). Across seeds: Student t over the {k} per-seed margins, and a two-level bootstrap resampling seeds and test images together; a verdict is positive or negative only where both CIs exclude 0 on the same side. Points.",
+            "The strength axis's three headline comparisons across {k} training seeds (seed 0: the main run's models; seeds 1..{}: the seeds study's, and the matched-init control retrained with the same seed names), at the paper-matched multiplier and at m in {:?} (per-example cap, kappa = 0; the same 12 sets for every seed). Per seed: 'best' is chosen at that seed; the margin's CI over {} single weight draws per BNN and set (combined in quadrature), and a paired bootstrap CI over the {} test images ({BOOTSTRAP_RESAMPLES} resamples). Across seeds: Student t over the {k} per-seed margins, and a two-level bootstrap resampling seeds and test images together; the two are read as above or below 0 only where both exclude 0 on the same side (exploratory: no verdict). Points.",
             k - 1,
             cfg.profile.strength.seed_multipliers,
             study.runs,
@@ -393,7 +422,7 @@ pub(super) fn run(
         reused: study.reused,
         flops: Some(flops),
     };
-    Ok((section, report))
+    Ok((section, report, counts))
 }
 
 /// The study's models, each with its models by seed: the λ nets and BNNs (seed 0 the
