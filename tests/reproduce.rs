@@ -13,19 +13,25 @@ use bayes_robust::experiment::reproduce::{ReproduceConfig, reproduce, run_plan, 
 use common::printed;
 use serde_json::Value;
 
-/// The per-seed per-example counts reproduce every model's 12-set average at every
-/// training seed of results.json's seeds section, and the verdicts read them.
-fn assert_per_example_seeds(r: &Value, dir: &Path) {
+/// `<stem>.json` and the `correct` array of `<stem>.npz` in `dir`.
+fn counts_file(dir: &Path, stem: &str) -> (Value, tch::Tensor) {
     let index: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("per_example_seeds.json")).unwrap())
+        serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{stem}.json"))).unwrap())
             .unwrap();
-    let arrays = tch::Tensor::read_npz(dir.join("per_example_seeds.npz")).unwrap();
+    let arrays = tch::Tensor::read_npz(dir.join(format!("{stem}.npz"))).unwrap();
     let correct = arrays
         .iter()
         .find(|(n, _)| n == "correct")
-        .expect("correct in per_example_seeds.npz")
+        .unwrap_or_else(|| panic!("no correct in {stem}.npz"))
         .1
         .to_kind(tch::Kind::Double);
+    (index, correct)
+}
+
+/// The per-seed per-example counts reproduce every model's 12-set average at every
+/// training seed of results.json's seeds section, and the verdicts read them.
+fn assert_per_example_seeds(r: &Value, dir: &Path) {
+    let (index, correct) = counts_file(dir, "per_example_seeds");
     let k = r["seeds"]["train_seeds"].as_u64().unwrap() as i64;
     let rows = r["seeds"]["models"].as_array().unwrap();
     assert_eq!(
@@ -61,17 +67,7 @@ fn assert_per_example_seeds(r: &Value, dir: &Path) {
 /// The strength study's per-example counts reproduce every model's set average at every
 /// study point and seed of results.json's `strength.seeds`, and the verdicts read them.
 fn assert_per_example_strength(r: &Value, dir: &Path) {
-    let index: Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("per_example_strength.json")).unwrap(),
-    )
-    .unwrap();
-    let arrays = tch::Tensor::read_npz(dir.join("per_example_strength.npz")).unwrap();
-    let correct = arrays
-        .iter()
-        .find(|(n, _)| n == "correct")
-        .expect("correct in per_example_strength.npz")
-        .1
-        .to_kind(tch::Kind::Double);
+    let (index, correct) = counts_file(dir, "per_example_strength");
     let seeds = &r["strength"]["seeds"];
     let rows = seeds["models"].as_array().unwrap();
     let points = seeds["points"].as_array().unwrap();
@@ -670,8 +666,15 @@ pub fn artifact_keys(runs: &Path) -> Vec<String> {
 /// λ = 0 net's measured accuracies) and every artifact whose preimage names one of them.
 fn measured_keys(runs: &Path, profile: &Profile) -> std::collections::BTreeSet<String> {
     let sp = &profile.strength;
-    let grid_m: Vec<f64> = sp.multipliers.iter().chain(&sp.seed_multipliers).copied().collect();
-    let grid_kappa: Vec<f64> = std::iter::once(0.0).chain(sp.kappas.iter().copied()).collect();
+    let grid_m: Vec<f64> = sp
+        .multipliers
+        .iter()
+        .chain(&sp.seed_multipliers)
+        .copied()
+        .collect();
+    let grid_kappa: Vec<f64> = std::iter::once(0.0)
+        .chain(sp.kappas.iter().copied())
+        .collect();
     let on = |grid: &[f64], x: f64| grid.iter().any(|g| (g - x).abs() < 1e-12);
     // Per artifact: whether it names an off-grid value, and every string it holds.
     fn walk(v: &Value, key: &str, off: &mut dyn FnMut(&str, f64), strings: &mut Vec<String>) {
@@ -701,7 +704,8 @@ fn measured_keys(runs: &Path, profile: &Profile) -> std::collections::BTreeSet<S
                 &pre["config"],
                 "",
                 &mut |k, x| {
-                    measured |= (k == "m" && !on(&grid_m, x)) || (k == "kappa" && !on(&grid_kappa, x))
+                    measured |=
+                        (k == "m" && !on(&grid_m, x)) || (k == "kappa" && !on(&grid_kappa, x))
                 },
                 &mut strings,
             );
@@ -713,7 +717,10 @@ fn measured_keys(runs: &Path, profile: &Profile) -> std::collections::BTreeSet<S
     loop {
         let before = measured.len();
         for (_, stem, _, strings) in &nodes {
-            if strings.iter().any(|s| measured.iter().any(|m| s.contains(m.as_str()))) {
+            if strings
+                .iter()
+                .any(|s| measured.iter().any(|m| s.contains(m.as_str())))
+            {
                 measured.insert(stem.clone());
             }
         }
@@ -757,7 +764,11 @@ fn assert_golden_keys(runs: &Path, root: &Path, profile: &Profile) {
         new.len(),
         new_stable.len()
     );
-    assert!(measured.len() > 10, "only {} measured keys found", measured.len());
+    assert!(
+        measured.len() > 10,
+        "only {} measured keys found",
+        measured.len()
+    );
 }
 
 /// A JSON value without its wall times (`seconds`, `wall_seconds`) and who wrote it

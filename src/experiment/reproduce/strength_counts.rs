@@ -77,8 +77,8 @@ impl StrengthCounts {
             })
             .collect();
         let max = sets * draws.iter().copied().max().unwrap_or(1);
-        let correct = Tensor::stack(&by_model, 2)
-            .to_kind(crate::experiment::per_example_io::count_kind(max));
+        let correct =
+            Tensor::stack(&by_model, 2).to_kind(crate::experiment::per_example_io::count_kind(max));
         Ok(Self {
             index: StrengthCountsIndex {
                 note: "correct[p, k, m, i]: how many of model m's single-draw runs at training seed k (draws[m] per set) classify test image i correctly at study point p, summed over the 12 sets (the strength study across seeds: per-example cap, kappa = 0, each set at its m); model m's 12-set average there is 100 * mean(correct[p, k, m]) / (sets * draws[m]); points[p].set_distortions are each set's mean RMS distortion at that point".into(),
