@@ -28,6 +28,12 @@ fn counts_file(dir: &Path, stem: &str) -> (Value, tch::Tensor) {
     (index, correct)
 }
 
+/// A model's 12-set average in percent from its per-image counts of correct runs
+/// summed over the sets (`runs` = sets × draws of them per image).
+fn set_average(counts: &tch::Tensor, runs: f64) -> f64 {
+    100.0 * counts.mean(tch::Kind::Double).double_value(&[]) / runs
+}
+
 /// The per-seed per-example counts reproduce every model's 12-set average at every
 /// training seed of results.json's seeds section, and the verdicts read them.
 fn assert_per_example_seeds(r: &Value, dir: &Path) {
@@ -45,13 +51,7 @@ fn assert_per_example_seeds(r: &Value, dir: &Path) {
             let want = row["per_seed"][s as usize]["sets_average"]["mean"]
                 .as_f64()
                 .unwrap();
-            let got = 100.0
-                * correct
-                    .get(s)
-                    .get(m as i64)
-                    .mean(tch::Kind::Double)
-                    .double_value(&[])
-                / (sets * draws);
+            let got = set_average(&correct.get(s).get(m as i64), sets * draws);
             assert!(
                 (got - want).abs() < 1e-4,
                 "model {m} seed {s}: {got} vs {want}"
@@ -89,14 +89,7 @@ fn assert_per_example_strength(r: &Value, dir: &Path) {
             let draws = index["draws"][m].as_f64().unwrap();
             for s in 0..k {
                 let want = row["average"][p][s as usize]["mean"].as_f64().unwrap();
-                let got = 100.0
-                    * correct
-                        .get(p as i64)
-                        .get(s)
-                        .get(m as i64)
-                        .mean(tch::Kind::Double)
-                        .double_value(&[])
-                    / (sets * draws);
+                let got = set_average(&correct.get(p as i64).get(s).get(m as i64), sets * draws);
                 assert!(
                     (got - want).abs() < 1e-3,
                     "point {p} model {m} seed {s}: {got} vs {want}"

@@ -184,6 +184,39 @@ impl Matching<'_> {
     }
 }
 
+/// A point of the study: its name and per set (12) its strength (per-example cap, κ = 0).
+pub(super) type SeedPointSpec = (String, Vec<Strength>);
+
+/// The points: the paper-matched multiplier's claim point (`matched`, where there is
+/// one), then each of the profile's `seed_multipliers`.
+pub(super) fn seed_points(
+    matched: Option<SeedPointSpec>,
+    seed_multipliers: &[f64],
+    n_sets: usize,
+) -> Vec<SeedPointSpec> {
+    let cap = |m| Strength {
+        reading: BudgetReading::PerExampleCap,
+        kappa: 0.0,
+        m,
+    };
+    matched
+        .into_iter()
+        .chain(
+            seed_multipliers
+                .iter()
+                .map(|&m| (format!("m={m}"), vec![cap(m); n_sets])),
+        )
+        .collect()
+}
+
+/// The paper-matched multiplier's claim point among `claims`, as a point of the study.
+pub(super) fn matched_of(claims: &[ClaimDesc]) -> Option<SeedPointSpec> {
+    claims
+        .iter()
+        .find(|c| c.axis == ClaimAxis::Multiplier)
+        .map(|c| (c.name.clone(), c.per_set.clone()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

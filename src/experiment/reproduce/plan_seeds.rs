@@ -10,7 +10,8 @@
 //! ([`super::strength_seeds`]).
 
 use super::claim_points::ClaimDesc;
-use super::strength_seeds::{matched_of, measure_one, seed_points, study_families, study_key};
+use super::claim_points::{matched_of, seed_points};
+use super::strength_seeds::{measure_one, study_families, study_key};
 use super::strength_stage::control_models;
 use super::{GridModel, Pipeline, ReproduceError, seeds_stage_keyed, seeds_stage_of};
 use crate::experiment::flops;
